@@ -1,0 +1,189 @@
+"""Adapters between flowkit bijectors and ``torch.distributions`` transforms, both ways."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
+
+from flowkit.bijectors.base import Bijector, Shape
+
+__all__ = ["BijectorTransform", "TransformBijector", "from_transform"]
+
+
+def _with_event_rank(constraint: constraints.Constraint, rank: int) -> constraints.Constraint:
+    missing = rank - constraint.event_dim
+    if missing > 0:
+        return constraints.independent(constraint, missing)
+    return constraint
+
+
+class BijectorTransform(Transform):
+    """A flowkit bijector's forward map (data to latent) as a ``torch.distributions.Transform``.
+
+    It follows PyTorch's transform contract: ``t.inv.inv is t``, results cached for the last input
+    when ``cache_size == 1``, ``log_abs_det_jacobian(x, y)`` with the batch shape of ``x`` over the
+    domain's event dimensions, ``forward_shape``/``inverse_shape``, ``domain``/``codomain`` with the
+    bijector's event ranks, and ``sign`` for elementwise monotone bijectors. The log-determinant is
+    computed together with the value, so ``TransformedDistribution.log_prob`` runs the bijector once.
+
+    Args:
+        bijector: The bijector to expose.
+        context: Fixed conditioning input passed to every call.
+        cache_size: 0 or 1, as for every torch transform.
+
+    Example:
+        >>> from torch.distributions import Normal, TransformedDistribution
+        >>> from flowkit.bijectors import Sigmoid
+        >>> logit_normal = TransformedDistribution(Normal(0.0, 1.0), Sigmoid().as_transform().inv)
+    """
+
+    bijective = True
+
+    def __init__(
+        self, bijector: Bijector, context: Tensor | None = None, cache_size: int = 1
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        self.bijector = bijector
+        self.context = context
+        self._last: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return _with_event_rank(self.bijector.domain, self.bijector.event_rank)
+
+    @property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return _with_event_rank(self.bijector.codomain, self.bijector.latent_rank)
+
+    @property
+    def sign(self) -> int:  # type: ignore[override]
+        if self.bijector.event_rank != 0 or not hasattr(self.bijector, "sign"):
+            raise NotImplementedError(
+                f"sign is defined only for elementwise monotone bijectors, not "
+                f"{type(self.bijector).__name__}"
+            )
+        return self.bijector.sign
+
+    def with_cache(self, cache_size: int = 1) -> BijectorTransform:
+        if cache_size == self._cache_size:
+            return self
+        return BijectorTransform(self.bijector, self.context, cache_size=cache_size)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, BijectorTransform)
+            and other.bijector is self.bijector
+            and other.context is self.context
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.bijector), id(self.context)))
+
+    def _call(self, x: Tensor) -> Tensor:
+        y, log_abs_det = self.bijector(x, self.context)
+        if self._cache_size:
+            self._last = (x, y, log_abs_det)
+        return y
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        x, log_abs_det = self.bijector.inverse(y, self.context)
+        if self._cache_size:
+            self._last = (x, y, -log_abs_det)
+        return x
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        last = self._last
+        if last is not None and last[0] is x and last[1] is y:
+            return last[2]
+        _, log_abs_det = self.bijector(x, self.context)
+        return log_abs_det
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return self.bijector.forward_shape(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return self.bijector.inverse_shape(shape)
+
+    def __repr__(self) -> str:
+        return f"BijectorTransform({type(self.bijector).__name__})"
+
+
+class TransformBijector(Bijector):
+    """A ``torch.distributions.Transform`` used as a flowkit bijector.
+
+    The transform's direction becomes ``forward`` (data to latent). Event ranks, shapes, domain and
+    codomain come from the transform; the log-determinant is the transform's
+    ``log_abs_det_jacobian``. Tensors held by the transform are not registered as module parameters.
+
+    Args:
+        transform: Any bijective torch transform, ``ComposeTransform`` included.
+    """
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        if not isinstance(transform, Transform):
+            raise TypeError(
+                f"from_transform expects a torch.distributions.Transform, got {type(transform).__name__}"
+            )
+        if not transform.bijective:
+            raise ValueError(f"from_transform expects a bijective transform, got {transform!r}")
+        self.transform = transform
+        self.event_rank = transform.domain.event_dim
+
+    @property
+    def latent_rank(self) -> int:
+        return self.transform.codomain.event_dim
+
+    @property
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self.transform.domain
+
+    @property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self.transform.codomain
+
+    @property
+    def sign(self) -> int:
+        """Sign of the transform's derivative (elementwise transforms only)."""
+        return self.transform.sign
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y = self.transform(x)
+        return y, self._log_abs_det(x, y, self.event_rank)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.transform.inv(z)
+        return x, -self._log_abs_det(x, z, self.event_rank)
+
+    def _log_abs_det(self, x: Tensor, y: Tensor, rank: int) -> Tensor:
+        log_abs_det = self.transform.log_abs_det_jacobian(x, y)
+        batch_shape = x.shape[: x.dim() - rank]
+        # Some transforms return a log-det that broadcasts against the batch (a scalar for a fixed
+        # linear map); flowkit's contract is an explicit batch-shaped tensor.
+        return log_abs_det.expand(batch_shape) if log_abs_det.shape != batch_shape else log_abs_det
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        return torch.Size(self.transform.forward_shape(shape))
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return torch.Size(self.transform.inverse_shape(shape))
+
+    def as_transform(self, context: Tensor | None = None, cache_size: int = 1) -> Transform:
+        return self.transform.with_cache(cache_size)
+
+
+def from_transform(transform: Transform) -> Bijector:
+    """Wrap a ``torch.distributions.Transform`` as a flowkit :class:`Bijector`.
+
+    A transform made by :meth:`Bijector.as_transform` without context gives its bijector back.
+
+    Example:
+        >>> from torch.distributions.transforms import ExpTransform
+        >>> bijector = from_transform(ExpTransform())
+        >>> z, log_abs_det = bijector(torch.zeros(3))
+    """
+    if isinstance(transform, BijectorTransform) and transform.context is None:
+        return transform.bijector
+    return TransformBijector(transform)

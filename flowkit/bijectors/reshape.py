@@ -1,0 +1,148 @@
+"""Volume-preserving rearrangements: Squeeze (space-to-depth), Reshape, Flatten."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flowkit._utils import check_event_shape
+from flowkit.bijectors.base import Bijector, Shape
+
+__all__ = ["Flatten", "Reshape", "Squeeze"]
+
+
+class Squeeze(Bijector):
+    r"""Space-to-depth: each ``factor x factor`` patch becomes ``factor**2`` channels.
+
+    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``: output
+    channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each patch,
+    which is also the layout of Glow's official ``squeeze2d``. The inverse is ``pixel_shuffle``;
+    :math:`\log|\det J| = 0`.
+
+    Args:
+        factor: Patch size ``f``; ``H`` and ``W`` must be divisible by it.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio, Density estimation using Real NVP (2017), 3.6.
+
+    Example:
+        >>> Squeeze()(torch.randn(5, 3, 32, 32))[0].shape
+        torch.Size([5, 12, 16, 16])
+    """
+
+    event_rank = 3
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"Squeeze expects factor >= 1, got {factor}")
+        self.factor = int(factor)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.forward_shape(x.shape)
+        return _pixel_op(F.pixel_unshuffle, x, self.factor), x.new_zeros(x.shape[:-3])
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self.inverse_shape(z.shape)
+        return _pixel_op(F.pixel_shuffle, z, self.factor), z.new_zeros(z.shape[:-3])
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        self._check_rank(shape, 3, "input")
+        *batch, channels, height, width = shape
+        f = self.factor
+        if height % f or width % f:
+            raise ValueError(
+                f"Squeeze expects height and width divisible by {f}, got spatial size "
+                f"{height}x{width} (input shape {tuple(shape)}); crop or pad the images, or use "
+                "fewer levels"
+            )
+        return torch.Size((*batch, channels * f * f, height // f, width // f))
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        self._check_rank(shape, 3, "latent")
+        *batch, channels, height, width = shape
+        f = self.factor
+        if channels % (f * f):
+            raise ValueError(
+                f"Squeeze.inverse expects channels divisible by {f * f}, got {channels} "
+                f"(latent shape {tuple(shape)})"
+            )
+        return torch.Size((*batch, channels // (f * f), height * f, width * f))
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+def _pixel_op(op, x: Tensor, factor: int) -> Tensor:
+    # pixel_(un)shuffle take at most one batch dimension on some torch versions.
+    if x.dim() == 4:
+        return op(x, factor)
+    flat = op(x.reshape((-1,) + x.shape[-3:]), factor)
+    return flat.reshape(x.shape[:-3] + flat.shape[-3:])
+
+
+class Reshape(Bijector):
+    """Reshape the event from ``in_shape`` to ``out_shape`` (same number of elements).
+
+    :math:`\\log|\\det J| = 0`.
+
+    Args:
+        in_shape: Event shape of ``x``.
+        out_shape: Event shape of ``z``.
+
+    Example:
+        >>> Reshape((4, 2), (8,))(torch.randn(3, 4, 2))[0].shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        if math.prod(self.in_shape) != math.prod(self.out_shape):
+            raise ValueError(
+                f"Reshape expects shapes with the same number of elements, got {self.in_shape} "
+                f"({math.prod(self.in_shape)}) and {self.out_shape} ({math.prod(self.out_shape)})"
+            )
+        self.event_rank = len(self.in_shape)
+
+    @property
+    def latent_rank(self) -> int:
+        return len(self.out_shape)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event_shape(type(self).__name__, x, self.in_shape)
+        batch_shape = x.shape[: x.dim() - self.event_rank]
+        return x.reshape(batch_shape + self.out_shape), x.new_zeros(batch_shape)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event_shape(type(self).__name__, z, self.out_shape, "latent")
+        batch_shape = z.shape[: z.dim() - self.latent_rank]
+        return z.reshape(batch_shape + self.in_shape), z.new_zeros(batch_shape)
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        check_event_shape(type(self).__name__, shape, self.in_shape)
+        return torch.Size(tuple(shape)[: len(shape) - self.event_rank] + self.out_shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        check_event_shape(type(self).__name__, shape, self.out_shape, "latent")
+        return torch.Size(tuple(shape)[: len(shape) - self.latent_rank] + self.in_shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_shape} -> {self.out_shape}"
+
+
+class Flatten(Reshape):
+    """Flatten an event of shape ``event_shape`` into a vector.
+
+    Example:
+        >>> Flatten((3, 4, 4))(torch.randn(2, 3, 4, 4))[0].shape
+        torch.Size([2, 48])
+    """
+
+    def __init__(self, event_shape: Sequence[int]) -> None:
+        super().__init__(event_shape, (math.prod(event_shape),))

@@ -1,0 +1,280 @@
+"""Flow: a base distribution pushed through a bijector, and its torch.distributions view."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution as TorchDistribution
+from torch.distributions import constraints
+
+from flowkit._utils import check_dtype, check_event_shape, check_finite, reduce_to_batch
+from flowkit.bijectors.base import Bijector
+from flowkit.bijectors.multiscale import latent_shapes
+from flowkit.distributions.base import Distribution, SampleShape, TorchBase, sample_shape_of
+
+__all__ = ["Flow", "FlowDistribution"]
+
+
+class Flow(nn.Module):
+    r"""A normalizing flow: data :math:`x`, latent :math:`z = f(x)` under a base distribution.
+
+    :math:`\log p(x \mid c) = \log p_Z(f(x; c) \mid c) + \log|\det \partial f / \partial x|`.
+    Sampling draws :math:`z` from the base (optionally at a temperature) and returns
+    :math:`f^{-1}(z)`.
+
+    Every public method takes any number of batch dimensions; the bijector sees them flattened into
+    one, so convolutional conditioners work unchanged. The whole model is shape-checked when the flow
+    is built: ``event_shape`` is the data shape implied by the base's event shape.
+
+    Args:
+        base: The latent distribution: a flowkit :class:`~flowkit.distributions.Distribution`, or
+            any ``torch.distributions.Distribution`` with empty batch shape.
+        bijector: Map from data to latent.
+        context_shape: Event shape of the conditioning input (``()`` for class labels, ``(k,)`` for
+            a feature vector), or None for an unconditional flow. Defaults to the base's.
+
+    Example:
+        >>> from flowkit.bijectors import Affine
+        >>> from flowkit.distributions import StandardNormal
+        >>> flow = Flow(StandardNormal((2,)), Affine(shape=(2,), event_rank=1))
+        >>> flow.log_prob(torch.zeros(5, 2)).shape
+        torch.Size([5])
+        >>> flow.sample(3).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        base: Distribution | TorchDistribution,
+        bijector: Bijector,
+        *,
+        context_shape: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(base, TorchDistribution):
+            base = TorchBase(base)
+        if not isinstance(base, Distribution):
+            raise TypeError(
+                f"Flow expects a flowkit or torch distribution as base, got {type(base).__name__}"
+            )
+        if not isinstance(bijector, Bijector):
+            raise TypeError(f"Flow expects a Bijector, got {type(bijector).__name__}")
+        self.base = base
+        self.bijector = bijector
+        self.latent_shape = torch.Size(base.event_shape)
+        if bijector.latent_rank > len(self.latent_shape):
+            raise ValueError(
+                f"Flow: the bijector's latent events have rank {bijector.latent_rank}, but the base "
+                f"distribution's event shape {tuple(self.latent_shape)} has rank "
+                f"{len(self.latent_shape)}"
+            )
+        self.event_shape = torch.Size(bijector.inverse_shape(self.latent_shape))
+        if context_shape is None:
+            context_shape = base.context_shape
+        self.context_shape = None if context_shape is None else tuple(int(s) for s in context_shape)
+
+    # --- input handling -------------------------------------------------------------------------
+    def _batch_shape(self, x: Tensor) -> torch.Size:
+        check_dtype("Flow", x)
+        check_event_shape("Flow", x, tuple(self.event_shape))
+        return x.shape[: x.dim() - len(self.event_shape)]
+
+    def _context_batch(self, context: Tensor | None) -> torch.Size:
+        if context is None or self.context_shape is None:
+            return torch.Size()
+        return context.shape[: context.dim() - len(self.context_shape)]
+
+    def _prepare_context(self, context: Tensor | None, batch_shape: torch.Size) -> Tensor | None:
+        """Check the context and broadcast it to ``batch_shape``, flattened to one batch dim."""
+        if self.context_shape is None:
+            return context
+        if context is None:
+            raise ValueError(
+                f"Flow is conditional and expects a context of event shape {self.context_shape}, "
+                "got None"
+            )
+        check_event_shape("Flow", context, self.context_shape, "context")
+        target = batch_shape + torch.Size(self.context_shape)
+        try:
+            context = context.expand(target)
+        except RuntimeError:
+            raise ValueError(
+                f"Flow: context of shape {tuple(context.shape)} does not broadcast to the batch shape "
+                f"{tuple(batch_shape)} of the data (expected {tuple(target)})"
+            ) from None
+        return context.reshape((-1,) + tuple(self.context_shape))
+
+    def _flat(
+        self, value: Tensor, batch_shape: torch.Size, event_shape: torch.Size, context: Tensor | None
+    ) -> Tensor:
+        if self.context_shape is None and context is not None:
+            # Without a declared context shape the context cannot be flattened alongside the data,
+            # so both go to the bijector as they came.
+            return value
+        return value.reshape((-1,) + tuple(event_shape))
+
+    # --- density --------------------------------------------------------------------------------
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``x`` (shape ``(*batch, *event_shape)``), shape ``batch``."""
+        batch_shape = self._batch_shape(x)
+        check_finite("Flow.log_prob", x)
+        flat_context = self._prepare_context(context, batch_shape)
+        flat_x = self._flat(x, batch_shape, self.event_shape, context)
+        z, log_abs_det = self.bijector(flat_x, flat_context)
+        log_prob = self.base.log_prob(z, flat_context) + _to_batch(log_abs_det, z, self.latent_shape)
+        return log_prob.reshape(batch_shape)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Same as :meth:`log_prob`, so that wrappers such as DistributedDataParallel call it."""
+        return self.log_prob(x, context)
+
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The latent ``z = f(x)`` of data ``x`` (shape ``(*batch, *latent_shape)``)."""
+        batch_shape = self._batch_shape(x)
+        flat_context = self._prepare_context(context, batch_shape)
+        z, _ = self.bijector(self._flat(x, batch_shape, self.event_shape, context), flat_context)
+        return z.reshape(batch_shape + self.latent_shape)
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """The data ``x = f^{-1}(z)`` of latents ``z`` (shape ``(*batch, *latent_shape)``)."""
+        check_dtype("Flow.decode", z, "latent")
+        check_event_shape("Flow.decode", z, tuple(self.latent_shape), "latent")
+        batch_shape = z.shape[: z.dim() - len(self.latent_shape)]
+        flat_context = self._prepare_context(context, batch_shape)
+        flat_z = self._flat(z, batch_shape, self.latent_shape, context)
+        x, _ = self.bijector.inverse(flat_z, flat_context)
+        return x.reshape(batch_shape + self.event_shape)
+
+    # --- sampling -------------------------------------------------------------------------------
+    def _draw(
+        self, n: SampleShape, context: Tensor | None, temperature: float
+    ) -> tuple[Tensor, Tensor | None, torch.Size]:
+        batch_shape = sample_shape_of(n) + self._context_batch(context)
+        flat_context = self._prepare_context(context, batch_shape)
+        if self.base.context_shape is None:
+            z = self.base.sample(batch_shape, temperature=temperature)
+        else:
+            z = self.base.sample(n, context, temperature=temperature)
+        return self._flat(z, batch_shape, self.latent_shape, context), flat_context, batch_shape
+
+    def sample(
+        self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        r"""Draw samples of shape ``(*n, *context_batch, *event_shape)``.
+
+        The draw is reparameterised (gradients reach the parameters, as ``rsample``); wrap the call
+        in ``torch.no_grad()`` when only the values are needed. ``temperature`` :math:`T` draws the
+        base noise from :math:`N(0, T^2 I)`, Glow's ``eps_std``.
+
+        Args:
+            n: Number of samples (int), a sample shape, or None for one sample per context row
+                (a single sample for an unconditional flow).
+            context: Conditioning input of shape ``(*context_batch, *context_shape)``.
+            temperature: Scale of the base noise.
+        """
+        z, flat_context, batch_shape = self._draw(n, context, temperature)
+        x, _ = self.bijector.inverse(z, flat_context)
+        return x.reshape(batch_shape + self.event_shape)
+
+    def rsample(self, n: SampleShape = None, context: Tensor | None = None) -> Tensor:
+        """Reparameterised sample; the same as :meth:`sample` at temperature 1."""
+        return self.sample(n, context)
+
+    def sample_and_log_prob(
+        self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Samples and their log-density under the model (at temperature 1), in one pass.
+
+        The log-density costs no extra network evaluation: it comes from the inverse pass.
+        """
+        z, flat_context, batch_shape = self._draw(n, context, temperature)
+        x, log_abs_det = self.bijector.inverse(z, flat_context)
+        log_prob = self.base.log_prob(z, flat_context) - _to_batch(log_abs_det, z, self.latent_shape)
+        return x.reshape(batch_shape + self.event_shape), log_prob.reshape(batch_shape)
+
+    # --- latent structure -----------------------------------------------------------------------
+    def latent_shapes(self) -> list[tuple[int, ...]]:
+        """Event shapes of the pieces of the latent: per level for a multi-scale model."""
+        return latent_shapes(self.bijector, self.event_shape)
+
+    def unflatten(self, z: Tensor) -> list[Tensor]:
+        """Split a flat latent ``(*batch, D)`` into its pieces, each reshaped to its event shape.
+
+        For a multi-scale model (Glow) these are the factored-out latents of each level, then the
+        top. A latent that is not flat is returned as its only piece.
+        """
+        shapes = self.latent_shapes()
+        if len(self.latent_shape) != 1:
+            return [z]
+        check_event_shape("Flow.unflatten", z, tuple(self.latent_shape), "latent")
+        sizes = [math.prod(shape) for shape in shapes]
+        batch_shape = z.shape[:-1]
+        pieces = torch.split(z, sizes, dim=-1)
+        return [piece.reshape(batch_shape + shape) for piece, shape in zip(pieces, shapes)]
+
+    def flatten(self, pieces: Sequence[Tensor]) -> Tensor:
+        """Inverse of :meth:`unflatten`: concatenate the pieces back into one flat latent."""
+        shapes = self.latent_shapes()
+        if len(pieces) != len(shapes):
+            raise ValueError(f"Flow.flatten expects {len(shapes)} pieces, got {len(pieces)}")
+        flat = []
+        for piece, shape in zip(pieces, shapes):
+            check_event_shape("Flow.flatten", piece, shape, "piece")
+            flat.append(piece.flatten(piece.dim() - len(shape)))
+        return torch.cat(flat, dim=-1)
+
+    # --- torch.distributions view ---------------------------------------------------------------
+    def distribution(self, context: Tensor | None = None) -> FlowDistribution:
+        """This flow (at a fixed context) as a ``torch.distributions.Distribution``."""
+        return FlowDistribution(self, context)
+
+
+def _to_batch(log_abs_det: Tensor, z: Tensor, latent_shape: torch.Size) -> Tensor:
+    return reduce_to_batch(log_abs_det, z.dim() - len(latent_shape))
+
+
+class FlowDistribution(TorchDistribution):
+    """A :class:`Flow` at a fixed context as a ``torch.distributions.Distribution``.
+
+    ``batch_shape`` is the context's batch shape (empty when unconditional), ``event_shape`` the
+    flow's. ``rsample`` is differentiable; ``sample`` runs without autograd; ``log_prob`` accepts
+    values with extra leading sample dimensions.
+
+    Example:
+        >>> from flowkit.bijectors import Affine
+        >>> from flowkit.distributions import StandardNormal
+        >>> dist = Flow(StandardNormal((2,)), Affine(shape=(2,), event_rank=1)).distribution()
+        >>> dist.log_prob(dist.sample((4,))).shape
+        torch.Size([4])
+    """
+
+    has_rsample = True
+    arg_constraints: dict = {}
+
+    def __init__(self, flow: Flow, context: Tensor | None = None) -> None:
+        self.flow = flow
+        self.context = context
+        super().__init__(
+            batch_shape=flow._context_batch(context),
+            event_shape=flow.event_shape,
+            validate_args=False,
+        )
+
+    @property
+    def support(self) -> constraints.Constraint:  # type: ignore[override]
+        domain = self.flow.bijector.domain
+        missing = len(self.event_shape) - domain.event_dim
+        return constraints.independent(domain, missing) if missing > 0 else domain
+
+    def rsample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+        return self.flow.sample(torch.Size(sample_shape), self.context)
+
+    def sample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.flow.log_prob(value, self.context)

@@ -1,0 +1,103 @@
+"""Explicit data-dependent initialisation (ActNorm and friends)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DataDependentInit", "initialize"]
+
+
+class DataDependentInit(nn.Module):
+    """Mixin for modules whose parameters are set from the first batch they see.
+
+    The state lives in a boolean buffer ``initialized`` that is saved in the state dict, so a loaded
+    checkpoint is never initialised again. Initialisation happens only inside
+    :func:`initialize`, never on the hot path: ``forward`` tests a plain Python flag that
+    :func:`initialize` raises for one pass.
+
+    Subclasses call ``_init_from(x)`` at the start of ``forward`` and implement
+    ``_initialize_from(x)``, which sets the parameters from ``x`` (called under ``no_grad``).
+    """
+
+    initialized: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initializing = False
+
+    def _init_from(self, x: Tensor) -> None:
+        if self._initializing:
+            with torch.no_grad():
+                self._initialize_from(x)
+            self.initialized.fill_(True)
+            self._initializing = False
+
+    def _initialize_from(self, x: Tensor) -> None:
+        raise NotImplementedError
+
+
+def initialize(
+    model: nn.Module, batch: Tensor, context: Tensor | None = None, *, force: bool = False
+) -> nn.Module:
+    """Run data-dependent initialisation of every layer of ``model`` that needs it.
+
+    One forward pass of ``batch`` (data to latent) sets each :class:`DataDependentInit` layer from
+    the activations it receives, in order, so each layer sees the output of already-initialised
+    layers before it (as in Glow). Layers already initialised, e.g. loaded from a checkpoint, are
+    left alone unless ``force`` is set.
+
+    Under ``torch.distributed``, rank 0's result is broadcast to every rank, so all processes start
+    from the same parameters whatever batch each of them holds.
+
+    Args:
+        model: A ``Flow`` or ``Bijector`` (any module whose forward takes ``(x, context)``).
+        batch: A batch of data, as the model's forward takes it.
+        context: Conditioning input for conditional models.
+        force: Re-initialise layers that are already initialised.
+
+    Returns:
+        ``model``, for chaining.
+
+    Raises:
+        RuntimeError: If a layer that needed initialisation received no data in the pass.
+
+    Example:
+        >>> from flowkit.bijectors import ActNorm
+        >>> norm = initialize(ActNorm(3), torch.randn(16, 3, 4, 4) * 5 + 2)
+        >>> bool(norm.initialized)
+        True
+    """
+    pending = [
+        m for m in model.modules() if isinstance(m, DataDependentInit) and (force or not m.initialized)
+    ]
+    if pending:
+        for module in pending:
+            module._initializing = True
+        try:
+            with torch.no_grad():
+                # A Flow's log_prob handles batch flattening and context broadcasting.
+                run = getattr(model, "log_prob", model)
+                run(batch, context)
+        finally:
+            missed = [m for m in pending if m._initializing]
+            for module in pending:
+                module._initializing = False
+        if missed:
+            names = {id(m): n for n, m in model.named_modules()}
+            raise RuntimeError(
+                "initialize: these layers received no data in the initialisation pass: "
+                + ", ".join(names.get(id(m), type(m).__name__) for m in missed)
+            )
+    _broadcast_from_rank_zero(model)
+    return model
+
+
+def _broadcast_from_rank_zero(model: nn.Module) -> None:
+    distributed = torch.distributed
+    if not (distributed.is_available() and distributed.is_initialized()):
+        return
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            distributed.broadcast(tensor.data, src=0)

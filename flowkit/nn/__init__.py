@@ -1,0 +1,7 @@
+"""Networks used inside bijectors: conditioners, prior networks, zero-initialised layers."""
+
+from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
+from flowkit.nn.glow import GlowConditioner, GlowTopPrior
+from flowkit.nn.mlp import MLP
+
+__all__ = ["EdgeConv2d", "GlowConditioner", "GlowTopPrior", "LinearZeros", "MLP", "ZeroConv2d"]

@@ -1,0 +1,126 @@
+"""Convolution layers of Glow's networks: edge-aware 3x3 convolutions and zero-initialised outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["EdgeConv2d", "LinearZeros", "ZeroConv2d"]
+
+# Glow's official initial weight scale for hidden convolutions (ActNorm follows, so only the
+# direction matters much).
+HIDDEN_INIT_STD = 0.05
+
+
+def _edge_map(height: int, width: int, padding: int, reference: Tensor) -> Tensor:
+    """A (1, 1, H + 2p, W + 2p) map that is 1 in the zero padding and 0 inside."""
+    inside = reference.new_zeros((1, 1, height, width))
+    return F.pad(inside, (padding, padding, padding, padding), value=1.0)
+
+
+class EdgeConv2d(nn.Module):
+    """Same-size convolution that tells the filter where the image edge is (Glow's ``edge_bias``).
+
+    Glow's official code zero-pads the input and appends a constant channel that is 1 in the padding
+    and 0 inside, so the filter can tell a border pixel from a dark one. That extra channel does not
+    depend on the data, so its contribution is a fixed bias map: this layer computes
+    ``conv(pad(x), W_x) + conv(edge, W_edge)`` without materialising the concatenated input. The
+    weight keeps the official ``(out, in + 1, k, k)`` shape (the last input channel is the edge
+    channel). A 1x1 kernel has no padding and no edge channel.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Odd kernel size.
+        edge_bias: Append the edge channel (True in Glow); False gives a plain padded convolution.
+        bias: Add a learned bias per output channel.
+        init_std: Standard deviation of the normal initial weights; 0 for zeros.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        edge_bias: bool = True,
+        bias: bool = False,
+        init_std: float = HIDDEN_INIT_STD,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"EdgeConv2d expects an odd kernel_size, got {kernel_size}")
+        self.in_channels = int(in_channels)
+        self.kernel_size = int(kernel_size)
+        self.padding = kernel_size // 2
+        self.edge_bias = bool(edge_bias) and kernel_size > 1
+        weight_in = in_channels + (1 if self.edge_bias else 0)
+        weight = torch.randn(out_channels, weight_in, kernel_size, kernel_size) * init_std
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight
+        if not self.edge_bias:
+            return F.conv2d(x, weight, self.bias, padding=self.padding)
+        y = F.conv2d(x, weight[:, : self.in_channels], self.bias, padding=self.padding)
+        edge = _edge_map(x.shape[-2], x.shape[-1], self.padding, x)
+        return y + F.conv2d(edge, weight[:, self.in_channels :])
+
+
+class ZeroConv2d(EdgeConv2d):
+    r"""Zero-initialised output convolution with a learned per-channel output scale.
+
+    :math:`y = (\mathrm{conv}(x) + b) \odot e^{3 s}`, with weight, :math:`b` and :math:`s` all zero at
+    the start, so the network it ends outputs zeros (couplings start as the identity, priors as
+    :math:`N(0, I)`). The factor 3 (``log_scale_factor``) is the official code's.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Odd kernel size (3 in Glow).
+        edge_bias: Append Glow's edge channel (see :class:`EdgeConv2d`).
+        log_scale_factor: Multiplier of the stored log-scale.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        edge_bias: bool = True,
+        log_scale_factor: float = 3.0,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, edge_bias=edge_bias, bias=True, init_std=0.0
+        )
+        self.log_scale_factor = float(log_scale_factor)
+        self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * torch.exp(self.log_scale * self.log_scale_factor)
+
+
+class LinearZeros(nn.Module):
+    r"""Zero-initialised linear layer with a learned output scale: :math:`y = (W x + b) \odot e^{3 s}`.
+
+    Glow's official ``linear_zeros``, used for the class embedding of the top prior and the
+    classifier head.
+
+    Args:
+        in_features: Input features.
+        out_features: Output features.
+        log_scale_factor: Multiplier of the stored log-scale.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, log_scale_factor: float = 3.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.log_scale = nn.Parameter(torch.zeros(out_features))
+        self.log_scale_factor = float(log_scale_factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias) * torch.exp(self.log_scale * self.log_scale_factor)

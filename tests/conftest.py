@@ -1,0 +1,27 @@
+"""Shared test configuration: hypothesis profiles, torch threads, fixed seeds."""
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# "dev" is quick for local runs; CI (which sets CI=true) runs the thorough "ci" profile.
+settings.register_profile(
+    "dev", max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
+    yield
