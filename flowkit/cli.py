@@ -349,7 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowkit`` command."""
+    from flowkit.performance import tune_allocator
+
     args = build_parser().parse_args(argv)
+    tune_allocator()
     return int(args.handler(args) or 0)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Union
 
 import torch
@@ -14,6 +14,11 @@ from flowkit._utils import is_compiling, reduce_to_batch
 __all__ = ["Bijector", "Compose", "Inverse", "InverseNotAvailable"]
 
 Shape = Union[torch.Size, Sequence[int]]
+Rebuilt = tuple[Tensor, tuple[Tensor, ...], Tensor, Tensor, Callable[[Sequence[Tensor]], Tensor]]
+
+
+def _first(gradients: Sequence[Tensor]) -> Tensor:
+    return gradients[0]
 
 
 class InverseNotAvailable(NotImplementedError):
@@ -80,6 +85,22 @@ class Bijector(nn.Module):
         """Shape of ``x`` for a latent of full shape ``shape``; raises ValueError if it does not fit."""
         self._check_rank(shape, self.latent_rank, "latent")
         return torch.Size(shape)
+
+    def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
+        """Rebuild the input of ``forward`` from its output ``z`` and re-run ``forward`` under autograd.
+
+        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf tensors
+        the re-run graph starts from, the re-run output and log-determinant, and a function that
+        assembles the gradient with respect to the input from the leaves' gradients. The default
+        inverts and re-runs; a bijector may override it to share work between the two (couplings
+        evaluate their conditioner once instead of twice).
+        """
+        with torch.no_grad():
+            x, _ = self.inverse(z, context)
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z_again, log_abs_det = self(leaf, context)
+        return x.detach(), (leaf,), z_again, log_abs_det, _first
 
     def as_transform(self, context: Tensor | None = None, cache_size: int = 1):
         """This bijector's forward map (data to latent) as a ``torch.distributions.Transform``.

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit._utils import reduce_to_batch
+from flowkit.bijectors.base import _first
 
 __all__ = ["ReconstructionError", "invertible_backprop"]
 
@@ -51,29 +52,33 @@ class _InvertibleChain(torch.autograd.Function):
         parts = list(chain.bijectors)
         for index in range(len(parts) - 1, -1, -1):
             part = parts[index]
+            part_parameters = [p for p in part.parameters() if p.requires_grad]
+            part_context = context.detach().requires_grad_(True) if context_needs_grad else context
             if index == 0:
+                # The true input is at hand: check the drift, then re-run from the exact values.
                 with torch.no_grad():
                     rebuilt, _ = part.inverse(output, context)
                 _check_drift(rebuilt, x, ctx.tolerance)
-                part_input = x.detach()
+                leaf = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    part_output, part_log_abs_det = part(leaf, part_context)
+                part_input, leaves, assemble = leaf.detach(), (leaf,), _first
             else:
-                with torch.no_grad():
-                    part_input, _ = part.inverse(output, context)
-            part_parameters = [p for p in part.parameters() if p.requires_grad]
+                part_input, leaves, part_output, part_log_abs_det, assemble = part.rebuild_for_backward(
+                    output, part_context
+                )
             with torch.enable_grad():
-                part_input = part_input.detach().requires_grad_(True)
-                part_context = context.detach().requires_grad_(True) if context_needs_grad else context
-                part_output, part_log_abs_det = part(part_input, part_context)
                 part_log_abs_det = reduce_to_batch(part_log_abs_det, batch_rank)
-                inputs = [part_input, *part_parameters] + ([part_context] if context_needs_grad else [])
+                inputs = [*leaves, *part_parameters] + ([part_context] if context_needs_grad else [])
                 grads = torch.autograd.grad(
                     (part_output, part_log_abs_det),
                     inputs,
                     (grad_output, grad_log_abs_det),
                     allow_unused=True,
                 )
-            grad_output = grads[0]
-            for parameter, gradient in zip(part_parameters, grads[1 : 1 + len(part_parameters)]):
+            grad_output = assemble(grads[: len(leaves)])
+            grads = grads[len(leaves) :]
+            for parameter, gradient in zip(part_parameters, grads[: len(part_parameters)]):
                 if gradient is not None:
                     key = id(parameter)
                     gradients[key] = gradient if key not in gradients else gradients[key] + gradient

@@ -61,6 +61,8 @@ class GlowConfig:
         class_weight: Weight of the classifier's cross-entropy (in bits) in the objective
             (``--weight_y``; 0.01 for the paper's class-conditional samples).
         edge_bias: Glow's edge channel in the 3x3 convolutions (official default on).
+        conditioner_dtype: ``"bfloat16"`` runs the coupling networks under bfloat16 autocast while
+            the flow, its log-determinants and priors stay in float32 (None: float32 throughout).
         memory_saving: Train each level's chain of steps with invertible backpropagation, so
             activation memory does not grow with ``K`` (the official code used gradient
             checkpointing instead).
@@ -78,6 +80,7 @@ class GlowConfig:
     num_classes: int | None = None
     class_weight: float = 0.01
     edge_bias: bool = True
+    conditioner_dtype: str | None = None
     memory_saving: bool = False
     seed: int | None = None
 
@@ -97,6 +100,10 @@ class GlowConfig:
                 f"Glow with L={self.L} levels halves the image size {self.L} times, so height and "
                 f"width must be divisible by {factor}; got {height}x{width}"
             )
+        if self.conditioner_dtype not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                f"Glow expects conditioner_dtype None, 'bfloat16' or 'float16', got {self.conditioner_dtype!r}"
+            )
         if self.num_classes is not None and self.num_classes < 2:
             raise ValueError(f"Glow expects num_classes >= 2 or None, got {self.num_classes}")
 
@@ -113,6 +120,7 @@ def glow(
     num_classes: int | None = None,
     class_weight: float = 0.01,
     edge_bias: bool = True,
+    conditioner_dtype: str | None = None,
     memory_saving: bool = False,
     seed: int | None = None,
 ) -> Flow:
@@ -154,6 +162,7 @@ def glow(
         num_classes=num_classes,
         class_weight=class_weight,
         edge_bias=edge_bias,
+        conditioner_dtype=conditioner_dtype,
         memory_saving=memory_saving,
         seed=seed,
     )
@@ -191,16 +200,21 @@ def _step(config: GlowConfig, channels: int, generator: torch.Generator | None) 
         mixing = Permute.shuffle(channels, seed=_seed(generator) or 0, event_rank=3)
     kept = channels // 2
     transformed = channels - kept
+    dtype = None if config.conditioner_dtype is None else getattr(torch, config.conditioner_dtype)
     if config.coupling == "affine":
         coupling: Bijector = AffineCoupling(
-            GlowConditioner(kept, 2 * transformed, config.hidden_channels, edge_bias=config.edge_bias),
+            GlowConditioner(
+                kept, 2 * transformed, config.hidden_channels, edge_bias=config.edge_bias, compute_dtype=dtype
+            ),
             channel_mask(channels),
             scale_fn="sigmoid",
             shift_first=True,
         )
     else:
         coupling = AdditiveCoupling(
-            GlowConditioner(kept, transformed, config.hidden_channels, edge_bias=config.edge_bias),
+            GlowConditioner(
+                kept, transformed, config.hidden_channels, edge_bias=config.edge_bias, compute_dtype=dtype
+            ),
             channel_mask(channels),
         )
     return [ActNorm(channels), mixing, coupling]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from flowkit.distributions import Flow
 from flowkit.initialization import initialize
+from flowkit.performance import tune_allocator
 from flowkit.train.checkpoint import load_checkpoint, save_checkpoint
 from flowkit.train.config import TrainConfig
 from flowkit.train.data import TrainingData, as_training_data
@@ -82,6 +83,7 @@ class Trainer:
         model_config: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        tune_allocator()  # large activations stay on the heap instead of being re-mapped every step
         self.process: Process = setup(config.device)
         self.flow = flow.to(self.process.device)
         self.train_data: TrainingData = as_training_data(train_data, config.n_bits, config.num_train)
