@@ -1,15 +1,17 @@
-"""Image datasets: readers for CIFAR, idx, downsampled ImageNet and image folders."""
+"""Image datasets: readers, Glow's preprocessing."""
 
 from flowkit.data.base import DataError, ImageData
 from flowkit.data.cifar import read_cifar10, read_cifar100
 from flowkit.data.folder import IMAGE_EXTENSIONS, read_image_folder
 from flowkit.data.idx import read_idx, read_idx_array, read_idx_dir
 from flowkit.data.imagenet import read_imagenet_npz
+from flowkit.data.transforms import n_bins, reduce_bits, to_model_input, to_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
     "ImageData",
+    "n_bins",
     "read_cifar10",
     "read_cifar100",
     "read_idx",
@@ -17,4 +19,7 @@ __all__ = [
     "read_idx_dir",
     "read_image_folder",
     "read_imagenet_npz",
+    "reduce_bits",
+    "to_model_input",
+    "to_uint8",
 ]
