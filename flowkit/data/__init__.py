@@ -1,6 +1,7 @@
-"""Image datasets: readers, Glow's preprocessing."""
+"""Image datasets: readers, Glow's preprocessing, the bundled Fashion-MNIST subset."""
 
 from flowkit.data.base import DataError, ImageData
+from flowkit.data.bundled import FASHION_MNIST_CLASSES, load_bundled
 from flowkit.data.cifar import read_cifar10, read_cifar100
 from flowkit.data.folder import IMAGE_EXTENSIONS, read_image_folder
 from flowkit.data.idx import read_idx, read_idx_array, read_idx_dir
@@ -10,7 +11,9 @@ from flowkit.data.transforms import n_bins, reduce_bits, to_model_input, to_uint
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
+    "FASHION_MNIST_CLASSES",
     "ImageData",
+    "load_bundled",
     "n_bins",
     "read_cifar10",
     "read_cifar100",
