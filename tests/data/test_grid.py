@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
 from PIL import Image
 
 from flowkit.data import make_grid, save_image_grid
@@ -12,20 +14,35 @@ def constant_images(count, channels, height, width):
     return values[:, :, None, None].expand(count, channels, height, width).to(torch.uint8)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_layout_and_padding(channels):
-    images = constant_images(5, channels, 4, 3)
-    grid = make_grid(images, nrow=3, padding=2, pad_value=7)
-    assert grid.shape == (2 * (4 + 2) + 2, 3 * (3 + 2) + 2, channels)
+@given(
+    count=st.integers(1, 7),
+    channels=st.sampled_from([1, 3]),
+    height=st.integers(1, 4),
+    width=st.integers(1, 4),
+    nrow=st.integers(1, 8),
+    padding=st.integers(0, 3),
+    pad_value=st.integers(0, 255),
+)
+@example(count=5, channels=3, height=4, width=3, nrow=3, padding=2, pad_value=7)
+def test_layout_and_padding(count, channels, height, width, nrow, padding, pad_value):
+    images = constant_images(count, channels, height, width)
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
+    columns = min(nrow, count)
+    rows = -(-count // columns)
     assert grid.dtype == np.uint8
+    assert grid.shape == (
+        rows * (height + padding) + padding,
+        columns * (width + padding) + padding,
+        channels,
+    )
     covered = np.zeros(grid.shape[:2], bool)
-    for index in range(5):
-        row, column = divmod(index, 3)
-        top, left = 2 + row * 6, 2 + column * 5
-        cell = grid[top : top + 4, left : left + 3]
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = padding + row * (height + padding), padding + column * (width + padding)
+        cell = grid[top : top + height, left : left + width]
         np.testing.assert_array_equal(cell, images[index].permute(1, 2, 0).numpy())
-        covered[top : top + 4, left : left + 3] = True
-    assert (grid[~covered] == 7).all()  # padding and the empty sixth cell
+        covered[top : top + height, left : left + width] = True
+    assert (grid[~covered] == pad_value).all()  # padding and the empty cells of the last row
 
 
 def test_default_grid_is_near_square_and_accepts_numpy():
