@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from flowkit.data.base import DataError, ImageData
 __all__ = ["read_idx", "read_idx_array", "read_idx_dir"]
 
 # The idx type codes, stored big-endian (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
