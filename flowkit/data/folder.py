@@ -7,7 +7,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -142,7 +142,7 @@ def _read_tar(archive: Path, split: str | None, size: int | None, mode: str) -> 
     try:
         with tarfile.open(archive, "r|*") as tar:
             for member in tar:
-                parts = tuple(part for part in PurePosixPath(member.name).parts if part != "/")
+                parts = tuple(part for part in member.name.split("/") if part not in ("", "."))
                 if parts:
                     top_level.add(parts[0])
                 if not member.isfile() or not _is_image_name(parts):
