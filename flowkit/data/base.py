@@ -22,12 +22,12 @@ class DataError(ValueError):
     """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageData:
     r"""A whole image dataset held in memory as one uint8 tensor.
 
     Images keep their stored integer values; :func:`flowkit.data.to_model_input` turns them into
-    the model's continuous input.
+    the model's continuous input. Equality is identity: compare the tensors to compare contents.
 
     Args:
         images: uint8 tensor of shape ``(N, C, H, W)``; stored contiguous.

@@ -59,3 +59,10 @@ def test_inconsistent_data_names_the_source(images, labels, classes, message):
 
 def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
+
+
+def test_equality_is_identity_not_elementwise():
+    images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    first, second = ImageData(images, None, "a"), ImageData(images, None, "a")
+    assert first == first and first != second  # no ambiguous tensor truth value
+    assert len({first, second}) == 2
