@@ -242,8 +242,9 @@ class Trainer:
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(flow)
-                running.append(float(loss))
-                result.train_losses.append(float(loss))
+                loss_value = float(loss.detach())
+                running.append(loss_value)
+                result.train_losses.append(loss_value)
                 if metrics is not None and step % config.log_every == 0:
                     elapsed = time.perf_counter() - started
                     metrics.write({
