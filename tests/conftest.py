@@ -20,6 +20,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+# The tests run many tiny tensor operations, which extra intra-op threads only slow down (on a
+# shared or busy machine, by orders of magnitude, as idle threads spin waiting for work).
+torch.set_num_threads(int(os.environ.get("FLOWKIT_TEST_THREADS", "1")))
+
 
 @pytest.fixture(autouse=True)
 def _seed_torch():
