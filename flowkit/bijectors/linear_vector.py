@@ -23,7 +23,10 @@ MIN_HOUSEHOLDER_NORM = 1e-12
 
 
 def householder_product(vectors: Tensor) -> Tensor:
-    r"""The orthogonal matrix :math:`Q = H_1 H_2 \cdots H_k`, :math:`H_i = I - 2 v_i v_i^T / \|v_i\|^2`.
+    r"""The orthogonal product :math:`Q = H_1 \cdots H_k` of reflections :math:`H_i`.
+
+    :math:`H_i = I - 2 v_i v_i^T / \|v_i\|^2` reflects across the hyperplane orthogonal to
+    :math:`v_i`.
 
     Every orthogonal :math:`D \times D` matrix is a product of at most :math:`D` reflections, so
     ``k = D`` vectors reach all of them (with :math:`\det Q = (-1)^k`).
@@ -271,7 +274,7 @@ class HouseholderLinear(_DenseLinear):
 
 
 class QRLinear(_DenseLinear):
-    r"""Dense linear map :math:`z = Q R x + b`: orthogonal :math:`Q` times upper-triangular :math:`R`.
+    r"""Dense linear map :math:`z = Q R x + b`, orthogonal :math:`Q` times triangular :math:`R`.
 
     :math:`Q` is a product of ``reflections`` Householder reflections (see
     :class:`HouseholderLinear`) and :math:`R = U + \mathrm{diag}(e^{s})` with a learned strictly
@@ -344,7 +347,8 @@ class SVDLinear(_DenseLinear):
     :class:`HouseholderLinear`) and :math:`e^{s}` are the singular values, so
     :math:`\log|\det J| = \sum_i s_i` and the inverse
     :math:`V \mathrm{diag}(e^{-s}) U^T` needs no solve. Bounding :math:`s` (e.g. by weight decay)
-    bounds the condition number of :math:`W` directly. It starts as a random rotation (:math:`s = 0`).
+    bounds the condition number of :math:`W` directly. It starts as a random rotation
+    (:math:`s = 0`).
 
     Args:
         features: Size ``D`` of the vectors.

@@ -1,4 +1,4 @@
-"""Normalisation bijectors: ActNorm (data-dependent initialisation) and BatchNorm (batch statistics)."""
+"""Normalisation bijectors: ActNorm (data-dependent initialisation) and BatchNorm."""
 
 from __future__ import annotations
 
@@ -198,8 +198,8 @@ class BatchNorm(Bijector):
         shape = self.running_mean.shape
         with torch.no_grad():
             unbiased = var * (count / (count - 1)) if count > 1 else var
-            self.running_mean.lerp_(mean.reshape(shape).to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.reshape(shape).to(self.running_var.dtype), self.momentum)
+            self.running_mean.lerp_(mean.reshape(shape).to(self.running_mean), self.momentum)
+            self.running_var.lerp_(unbiased.reshape(shape).to(self.running_var), self.momentum)
         return mean.reshape(shape), var.reshape(shape)
 
     def _log_abs_det(self, x: Tensor, var: Tensor) -> Tensor:

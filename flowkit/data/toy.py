@@ -1,4 +1,4 @@
-"""Toy densities for testing and benchmarking flows: 2-D shapes and a known 10-D Gaussian mixture."""
+"""Toy densities for testing and benchmarking flows: 2-D shapes and a known 10-D mixture."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class KnownMixture:
         scale_trils: Cholesky factors :math:`L_k`, shape ``(K, D, D)``.
 
     Example:
-        >>> mixture = KnownMixture(torch.ones(2), torch.tensor([[-2.0], [2.0]]), torch.ones(2, 1, 1))
+        >>> means = torch.tensor([[-2.0], [2.0]])
+        >>> mixture = KnownMixture(torch.ones(2), means, torch.ones(2, 1, 1))
         >>> x = mixture.sample(4, generator=torch.Generator().manual_seed(0))
         >>> mixture.log_prob(x).shape
         torch.Size([4])

@@ -1,4 +1,4 @@
-"""Tests of the BatchNorm bijector: the contract in evaluation mode, batch statistics in training."""
+"""Tests of the BatchNorm bijector: the contract in eval mode, batch statistics in training."""
 
 from __future__ import annotations
 
