@@ -2,6 +2,7 @@
 
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
+from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
 from flowkit.nn.resnet import ResidualBlock, ResNet
 from flowkit.nn.scale import ScaledTanh
@@ -12,6 +13,7 @@ __all__ = [
     "GlowTopPrior",
     "LinearZeros",
     "MLP",
+    "MaskedInput",
     "ResNet",
     "ResidualBlock",
     "ScaledTanh",

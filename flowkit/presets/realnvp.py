@@ -21,36 +21,14 @@ from flowkit.bijectors import (
     checkerboard_mask,
 )
 from flowkit.distributions import Flow, StandardNormal
-from flowkit.nn import ResNet, ScaledTanh
+from flowkit.nn import MaskedInput, ResNet, ScaledTanh
 
-__all__ = ["MaskedInput", "realnvp", "realnvp_levels"]
+__all__ = ["realnvp", "realnvp_levels"]
 
 # The official code caps CIFAR-10/ImageNet 32x32 models at 4 scales.
 MAX_DEFAULT_LEVELS = 4
 # RealNVP's data constraint 0.9 leaves this margin at both ends of [0, 1] before the logit.
 REALNVP_LOGIT_ALPHA = 0.05
-
-
-class MaskedInput(nn.Module):
-    """Append a constant spatial mask as an extra input channel of a conditioner.
-
-    A mask-mode coupling hands its network ``x * mask``, in which a masked-out pixel and a pixel
-    of value 0 look the same; RealNVP's networks also receive the mask itself, so they know which
-    pixels they may use.
-
-    Args:
-        network: The network, taking ``C + 1`` channels.
-        mask: Bool mask of shape ``(1, H, W)``.
-    """
-
-    def __init__(self, network: nn.Module, mask: Tensor) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("mask", mask.to(torch.get_default_dtype()).reshape(1, *mask.shape))
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = self.mask.to(x.dtype).expand(x.shape[:-3] + (1,) + x.shape[-2:])
-        return self.network(torch.cat([x, mask], dim=-3))
 
 
 def realnvp_levels(input_shape: Sequence[int]) -> int:
@@ -101,7 +79,7 @@ def realnvp(
     Each coupling computes :math:`z_b = x_b \odot e^{a \tanh(h)} + t` with
     :math:`(t, h) = \mathrm{ResNet}(x_a)` (:class:`~flowkit.nn.ResNet`, zero-initialised output)
     and a learned per-channel range :math:`a` (:class:`~flowkit.nn.ScaledTanh`). Checkerboard
-    networks also receive the mask as an input channel (:class:`MaskedInput`), as in the official
+    networks also receive the mask as an input channel (:class:`~flowkit.nn.MaskedInput`), as in the official
     code. As there, networks are ``hidden_channels * 2**s`` wide at scale :math:`s` (twice that
     for the channel couplings, which see four times the channels).
 
