@@ -79,9 +79,9 @@ def realnvp(
     Each coupling computes :math:`z_b = x_b \odot e^{a \tanh(h)} + t` with
     :math:`(t, h) = \mathrm{ResNet}(x_a)` (:class:`~flowkit.nn.ResNet`, zero-initialised output)
     and a learned per-channel range :math:`a` (:class:`~flowkit.nn.ScaledTanh`). Checkerboard
-    networks also receive the mask as an input channel (:class:`~flowkit.nn.MaskedInput`), as in the official
-    code. As there, networks are ``hidden_channels * 2**s`` wide at scale :math:`s` (twice that
-    for the channel couplings, which see four times the channels).
+    networks also receive the mask as an input channel (:class:`~flowkit.nn.MaskedInput`), as in
+    the official code. As there, networks are ``hidden_channels * 2**s`` wide at scale :math:`s`
+    (twice that for the channel couplings, which see four times the channels).
 
     With ``logit_alpha`` set, the data (expected in :math:`[-1/2, 1/2]`, flowkit's image range)
     first go through RealNVP's preprocessing :math:`y = \mathrm{logit}(\alpha + (1 - 2\alpha)(x +
