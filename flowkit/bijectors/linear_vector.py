@@ -106,7 +106,8 @@ class _DenseLinear(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, x, (self.features,))
         z = F.linear(x, self._derived("weight"), self.bias)
-        return z, self._derived("log_det").expand(x.shape[:-1])
+        # A copy, so that in-place edits of the result cannot reach the cached value.
+        return z, self._derived("log_det").expand(x.shape[:-1]).clone()
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, z, (self.features,), "latent")
