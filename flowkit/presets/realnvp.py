@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from flowkit.bijectors import (
@@ -113,6 +112,7 @@ def realnvp(
         sections 3.4-3.7 and 4.1.
 
     Example:
+        >>> import torch
         >>> flow = realnvp((1, 8, 8), levels=2, hidden_channels=4, blocks=1)
         >>> flow.log_prob(torch.rand(2, 1, 8, 8) - 0.5).shape
         torch.Size([2])
