@@ -20,9 +20,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-# Test tensors are small, so intra-op threads gain little; on a busy machine, OpenMP threads that
-# wait for a descheduled sibling made a two-core run many times slower than one thread.
-torch.set_num_threads(1)
+# The tests run many tiny tensor operations, which extra intra-op threads only slow down (on a
+# shared or busy machine, by orders of magnitude, as idle threads spin waiting for work).
+torch.set_num_threads(int(os.environ.get("FLOWKIT_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)

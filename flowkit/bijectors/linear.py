@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape, is_compiling
+from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
+from flowkit.bijectors.cache import ParameterCache
 
 __all__ = ["AffineConv1x1", "InvertibleConv1x1", "Permute"]
 
@@ -28,7 +29,7 @@ class InvertibleConv1x1(Bijector):
 
     The weight, its inverse (computed in float64) and the log-determinant depend only on the
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
-    and cached, keyed on the parameters' version counters, so an optimizer step,
+    and cached by a :class:`~flowkit.bijectors.cache.ParameterCache`, so an optimizer step,
     ``load_state_dict`` or ``.to()`` invalidates the cache; with autograd they are built fresh on
     each call so gradients reach the parameters.
 
@@ -75,8 +76,7 @@ class InvertibleConv1x1(Bijector):
             self.log_s = nn.Parameter(diagonal.abs().log().float())
         else:
             self.weight = nn.Parameter(rotation.float())
-        self._cache_key: tuple | None = None
-        self._cache: dict[str, Tensor] = {}
+        self._cache = ParameterCache()
 
     # The weight, inverse and log-determinant as functions of the parameters.
     def _compute_weight(self) -> Tensor:
@@ -112,17 +112,7 @@ class InvertibleConv1x1(Bijector):
             "inverse": self._compute_inverse,
             "log_det": self._compute_log_det,
         }[name]
-        parameters = list(self.parameters())
-        if is_compiling() or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
-        ):
-            return compute()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        if key != self._cache_key:
-            self._cache_key, self._cache = key, {}
-        if name not in self._cache:
-            self._cache[name] = compute().detach()
-        return self._cache[name]
+        return self._cache.get(self, name, compute)
 
     def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
         """The current :math:`W` and :math:`\\log|\\det W|` (cached outside autograd)."""
@@ -261,17 +251,17 @@ class AffineConv1x1(Bijector):
             raise ValueError(f"AffineConv1x1 expects a bias of shape ({self.channels},), got {tuple(bias.shape)}")
         self.register_buffer("weight", weight.clone())
         self.register_buffer("bias", bias.clone().to(weight.dtype))
-        self._cache_key: tuple | None = None
-        self._inverse = self._log_det = None
+        self._cache = ParameterCache()
 
     def _derived(self) -> tuple[Tensor, Tensor]:
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype, self.weight.device)
-        if key != self._cache_key:
-            weight = self.weight.double()
-            self._inverse = torch.linalg.inv(weight).to(self.weight.dtype)
-            self._log_det = torch.linalg.slogdet(weight)[1].to(self.weight.dtype)
-            self._cache_key = key
-        return self._inverse, self._log_det
+        dtype = self.weight.dtype
+        inverse = self._cache.get(
+            self, "inverse", lambda: torch.linalg.inv(self.weight.double()).to(dtype)
+        )
+        log_det = self._cache.get(
+            self, "log_det", lambda: torch.linalg.slogdet(self.weight.double())[1].to(dtype)
+        )
+        return inverse, log_det
 
     def _conv(self, x: Tensor, matrix: Tensor) -> Tensor:
         flat = x.reshape((-1,) + x.shape[-3:])
