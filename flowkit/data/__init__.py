@@ -9,6 +9,15 @@ from flowkit.data.grid import make_grid, save_image_grid
 from flowkit.data.idx import read_idx, read_idx_array, read_idx_dir
 from flowkit.data.imagenet import read_imagenet_npz
 from flowkit.data.loading import load_dataset
+from flowkit.data.toy import (
+    KnownMixture,
+    checkerboard,
+    eight_gaussians,
+    eight_gaussians_mixture,
+    gaussian_mixture_10d,
+    mixture_10d,
+    two_moons,
+)
 from flowkit.data.transforms import n_bins, reduce_bits, to_model_input, to_uint8
 
 __all__ = [
@@ -17,6 +26,13 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "ImageData",
     "ImageDataset",
+    "KnownMixture",
+    "checkerboard",
+    "eight_gaussians",
+    "eight_gaussians_mixture",
+    "gaussian_mixture_10d",
+    "mixture_10d",
+    "two_moons",
     "load_bundled",
     "load_dataset",
     "make_grid",
