@@ -20,6 +20,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+# Test tensors are small, so intra-op threads gain little; on a busy machine, OpenMP threads that
+# wait for a descheduled sibling made a two-core run many times slower than one thread.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_torch():
