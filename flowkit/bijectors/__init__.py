@@ -19,13 +19,14 @@ from flowkit.bijectors.elementwise import (
     Tanh,
 )
 from flowkit.bijectors.interop import BijectorTransform, TransformBijector, from_transform
-from flowkit.bijectors.linear import InvertibleConv1x1, Permute
+from flowkit.bijectors.linear import AffineConv1x1, InvertibleConv1x1, Permute
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
 
 __all__ = [
     "ActNorm",
+    "AffineConv1x1",
     "AdditiveCoupling",
     "Affine",
     "AffineCoupling",
