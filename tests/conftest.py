@@ -21,7 +21,10 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # Test tensors are small, so intra-op threads gain little; on a busy machine, OpenMP threads that
-# wait for a descheduled sibling made a two-core run many times slower than one thread.
+# wait for a descheduled sibling made a two-core run many times slower than one thread. Python
+# subprocesses started by tests read OMP_NUM_THREADS, so they compute with the same reduction order
+# as this process and their results agree bit for bit.
+os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
