@@ -162,10 +162,10 @@ def test_memory_saving_gradients_equal_plain_autograd():
             flow = glow(K=3, L=3, input_shape=(2, 8, 8), hidden_channels=8, seed=0,
                         memory_saving=memory_saving).to(dtype)
             x = (torch.rand(4, 2, 8, 8, dtype=dtype) - 0.5)
-            flowkit.initialize(flow, x)
-            with torch.no_grad():
+            with torch.no_grad():  # perturb first: initialisation then keeps the networks well scaled
                 for p in flow.parameters():
                     p.add_(0.05 * torch.randn(p.shape, dtype=dtype))
+            flowkit.initialize(flow, x)
             loss = -flow.log_prob(x).mean()
             loss.backward()
             results[dtype, memory_saving] = [p.grad.clone() for p in flow.parameters()]
