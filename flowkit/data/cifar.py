@@ -61,10 +61,11 @@ def read_cifar10(path: str | os.PathLike[str], *, split: str = "train") -> Image
     References:
         Krizhevsky, Learning Multiple Layers of Features from Tiny Images (2009).
 
-    Example:
-        >>> data = read_cifar10("cifar-10-batches-py", split="test")  # doctest: +SKIP
-        >>> data.images.shape  # doctest: +SKIP
-        torch.Size([10000, 3, 32, 32])
+    Example (needs the dataset files)::
+
+        data = read_cifar10("cifar-10-batches-py", split="test")
+        data.images.shape
+        # torch.Size([10000, 3, 32, 32])
     """
     check_split("read_cifar10", split)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -98,10 +99,11 @@ def read_cifar100(
     References:
         Krizhevsky, Learning Multiple Layers of Features from Tiny Images (2009).
 
-    Example:
-        >>> data = read_cifar100("cifar-100-python", label_kind="coarse")  # doctest: +SKIP
-        >>> len(data.classes)  # doctest: +SKIP
-        20
+    Example (needs the dataset files)::
+
+        data = read_cifar100("cifar-100-python", label_kind="coarse")
+        len(data.classes)
+        # 20
     """
     check_split("read_cifar100", split)
     if label_kind not in ("fine", "coarse"):

@@ -78,10 +78,11 @@ def read_image_folder(
             images and class folders, or no image is found. The message names the file (and the
             archive member).
 
-    Example:
-        >>> data = read_image_folder("cifar10-jpeg.tar.gz", split="test")  # doctest: +SKIP
-        >>> data.images.shape, data.classes[:2]  # doctest: +SKIP
-        (torch.Size([10000, 3, 32, 32]), ('airplane', 'automobile'))
+    Example (needs the dataset files)::
+
+        data = read_image_folder("cifar10-jpeg.tar.gz", split="test")
+        data.images.shape, data.classes[:2]
+        # (torch.Size([10000, 3, 32, 32]), ('airplane', 'automobile'))
     """
     root = to_path("read_image_folder", path)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):

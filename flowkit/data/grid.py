@@ -88,9 +88,10 @@ def save_image_grid(
     Returns:
         The path written.
 
-    Example:
-        >>> samples = to_uint8(flow.sample((64,)), n_bits=5)  # doctest: +SKIP
-        >>> save_image_grid(samples, "runs/glow/samples.png")  # doctest: +SKIP
+    Example (needs the dataset files)::
+
+        samples = to_uint8(flow.sample((64,)), n_bits=5)
+        save_image_grid(samples, "runs/glow/samples.png")
     """
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
     target = Path(path)

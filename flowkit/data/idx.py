@@ -48,9 +48,10 @@ def read_idx_array(path: str | os.PathLike[str]) -> np.ndarray:
         DataError: If the magic number, type code or sizes are invalid, or the payload length
             differs from what the header announces.
 
-    Example:
-        >>> read_idx_array("train-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
-        (60000,)
+    Example (needs the dataset files)::
+
+        read_idx_array("train-labels-idx1-ubyte.gz").shape
+        # (60000,)
     """
     file = to_path("read_idx_array", path)
     data = read_bytes(file)
@@ -108,10 +109,11 @@ def read_idx(
     References:
         LeCun, Cortes & Burges, The MNIST database of handwritten digits (1998).
 
-    Example:
-        >>> images, labels = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
-        >>> read_idx(images, labels).images.shape  # doctest: +SKIP
-        torch.Size([10000, 1, 28, 28])
+    Example (needs the dataset files)::
+
+        images, labels = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+        read_idx(images, labels).images.shape
+        # torch.Size([10000, 1, 28, 28])
     """
     pixels = read_idx_array(images)
     if pixels.ndim != 3 or pixels.dtype != np.uint8:
@@ -154,9 +156,10 @@ def read_idx_dir(directory: str | os.PathLike[str], *, split: str = "train") -> 
     Raises:
         DataError: If the split's images file is missing or ambiguous, or a file is invalid.
 
-    Example:
-        >>> read_idx_dir("fashion-mnist", split="test").images.shape  # doctest: +SKIP
-        torch.Size([10000, 1, 28, 28])
+    Example (needs the dataset files)::
+
+        read_idx_dir("fashion-mnist", split="test").images.shape
+        # torch.Size([10000, 1, 28, 28])
     """
     check_split("read_idx_dir", split)
     folder = to_path("read_idx_dir", directory)

@@ -47,10 +47,11 @@ def read_imagenet_npz(path: str | os.PathLike[str], *, split: str = "train") -> 
         Chrabaszcz, Loshchilov & Hutter, A Downsampled Variant of ImageNet as an Alternative to
         the CIFAR datasets (2017); used at 32x32 and 64x64 by Glow (Kingma & Dhariwal, 2018).
 
-    Example:
-        >>> data = read_imagenet_npz("Imagenet32_val_npz", split="val")  # doctest: +SKIP
-        >>> data.images.shape  # doctest: +SKIP
-        torch.Size([50000, 3, 32, 32])
+    Example (needs the dataset files)::
+
+        data = read_imagenet_npz("Imagenet32_val_npz", split="val")
+        data.images.shape
+        # torch.Size([50000, 3, 32, 32])
     """
     check_split("read_imagenet_npz", split, ("train", "test", "val"))
     root = to_path("read_imagenet_npz", path)
