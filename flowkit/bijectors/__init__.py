@@ -1,5 +1,10 @@
 """Bijectors: invertible maps from data to latent with their log-determinants."""
 
+from flowkit.bijectors.autoregressive import (
+    Autoregressive,
+    InverseAutoregressive,
+    MaskedAffineAutoregressive,
+)
 from flowkit.bijectors.base import Bijector, Compose, Inverse, InverseNotAvailable
 from flowkit.bijectors.coupling import (
     AdditiveCoupling,
@@ -23,12 +28,14 @@ from flowkit.bijectors.linear import InvertibleConv1x1, Permute
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
+from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 
 __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "Affine",
     "AffineCoupling",
+    "Autoregressive",
     "Bijector",
     "BijectorTransform",
     "Compose",
@@ -38,14 +45,19 @@ __all__ = [
     "FactorOut",
     "Flatten",
     "Inverse",
+    "InverseAutoregressive",
     "InverseNotAvailable",
     "InvertibleConv1x1",
     "LeakyReLU",
     "Logit",
+    "MaskedAffineAutoregressive",
     "Permute",
+    "RationalQuadraticSpline",
     "Reshape",
     "Sigmoid",
     "Softplus",
+    "SplineAutoregressive",
+    "SplineCoupling",
     "Squeeze",
     "Standardize",
     "Tanh",
