@@ -142,7 +142,8 @@ def rq_spline_forward(x: Tensor, knots: SplineKnots, tail_bound: float) -> tuple
     x_k, x_k1, y_k, y_k1, d_k, d_k1 = _gather_bin(knots, _bin_of(x_in, knots.x), shape)
     width, height = x_k1 - x_k, y_k1 - y_k
     slope = height / width
-    xi = ((x_in - x_k) / width).clamp(0.0, 1.0)
+    # In [0, 1] without clamping: x_k <= x_in <= x_{k+1}, and rounding is monotone.
+    xi = (x_in - x_k) / width
     xi_one_minus_xi = xi * (1.0 - xi)
     denominator = slope + (d_k1 + d_k - 2.0 * slope) * xi_one_minus_xi
     y = y_k + height * (slope * xi.square() + d_k * xi_one_minus_xi) / denominator
@@ -177,7 +178,9 @@ def rq_spline_inverse(y: Tensor, knots: SplineKnots, tail_bound: float) -> tuple
     c = -slope * offset
     # The discriminant is positive for a monotone spline; rounding can push it a hair below zero.
     discriminant = (b.square() - 4.0 * a * c).clamp_min(0.0)
-    xi = (2.0 * c / (-b - discriminant.sqrt())).clamp(0.0, 1.0)
+    # Not clamped to [0, 1]: at a knot the root may land an ulp outside, and a clamp there would
+    # zero the derivative of the inverse.
+    xi = 2.0 * c / (-b - discriminant.sqrt())
     x = x_k + xi * width
     denominator = slope + curvature * xi * (1.0 - xi)
     log_derivative = -_log_derivative(xi, slope, d_k, d_k1, denominator)
