@@ -30,7 +30,9 @@ ENTRIES = [
     ),
     (
         "maf-exp-permuted-order",
-        lambda: MaskedAffineAutoregressive(3, hidden_features=(8,), order=[1, 2, 0], scale_fn="exp"),
+        lambda: MaskedAffineAutoregressive(
+            3, hidden_features=(8,), order=[1, 2, 0], scale_fn="exp"
+        ),
         (3,),
         None,
     ),
@@ -67,7 +69,9 @@ ENTRIES = [
     ),
     (
         "spline-coupling-image",
-        lambda: SplineCoupling(GlowConditioner(2, 2 * 11, hidden_channels=8), channel_mask(4), bins=4),
+        lambda: SplineCoupling(
+            GlowConditioner(2, 2 * 11, hidden_channels=8), channel_mask(4), bins=4
+        ),
         (4, 2, 2),
         None,
     ),
@@ -79,7 +83,12 @@ ENTRIES = [
         (2, 2, 2),
         None,
     ),
-    ("spline-autoregressive", lambda: SplineAutoregressive(3, bins=4, hidden_features=(8, 8)), (3,), None),
+    (
+        "spline-autoregressive",
+        lambda: SplineAutoregressive(3, bins=4, hidden_features=(8, 8)),
+        (3,),
+        None,
+    ),
     (
         "spline-autoregressive-context-residual",
         lambda: SplineAutoregressive(

@@ -1,4 +1,4 @@
-"""Monotone rational-quadratic spline math with linear tails: knots, forward and closed-form inverse."""
+"""Monotone rational-quadratic spline math, linear tails: knots, forward, closed-form inverse."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class SplineKnots(NamedTuple):
 
 
 def spline_params_per_element(bins: int) -> int:
-    """Raw parameters per transformed element: ``K`` widths, ``K`` heights, ``K - 1`` derivatives."""
+    """Raw parameters per element: ``K`` widths, ``K`` heights and ``K - 1`` derivatives."""
     return 3 * bins - 1
 
 
@@ -63,7 +63,7 @@ def _knot_positions(raw: Tensor, tail_bound: float, min_size: float) -> Tensor:
 def spline_knots(
     raw_widths: Tensor, raw_heights: Tensor, raw_derivatives: Tensor, *, tail_bound: float
 ) -> SplineKnots:
-    r"""Knots of a monotone rational-quadratic spline on :math:`[-B, B]` from unconstrained parameters.
+    r"""Knots of a monotone rational-quadratic spline on :math:`[-B, B]` from raw parameters.
 
     Bin widths and heights are softmaxes of ``raw_widths`` and ``raw_heights``, floored at
     :data:`MIN_BIN_WIDTH` and :data:`MIN_BIN_HEIGHT` and scaled to :math:`2B`; the inner

@@ -1,4 +1,4 @@
-"""Rational-quadratic spline bijectors (Neural Spline Flows): elementwise, coupling, autoregressive."""
+"""Rational-quadratic spline bijectors: elementwise, coupling, autoregressive."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class RationalQuadraticSpline(Elementwise):
 
 
 class SplineCoupling(Coupling):
-    r"""Rational-quadratic spline coupling (Neural Spline Flows): :math:`z_b = g(x_b; \theta(x_a, c))`.
+    r"""Rational-quadratic spline coupling (NSF): :math:`z_b = g(x_b; \theta(x_a, c))`.
 
     :math:`g` is the monotone rational-quadratic spline of :class:`RationalQuadraticSpline` on
     :math:`[-B, B]` (equations there), the identity outside.
@@ -176,10 +176,12 @@ class SplineCoupling(Coupling):
         return (grouped.movedim(dim + 1, -1),)
 
     def _transform(self, x_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-        return rq_spline_forward(x_b, _knots_from(theta[0], self.bins, self.tail_bound), self.tail_bound)
+        knots = _knots_from(theta[0], self.bins, self.tail_bound)
+        return rq_spline_forward(x_b, knots, self.tail_bound)
 
     def _untransform(self, z_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-        return rq_spline_inverse(z_b, _knots_from(theta[0], self.bins, self.tail_bound), self.tail_bound)
+        knots = _knots_from(theta[0], self.bins, self.tail_bound)
+        return rq_spline_inverse(z_b, knots, self.tail_bound)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, tail_bound={self.tail_bound}"

@@ -73,7 +73,9 @@ class MaskedLinear(nn.Linear):
 
     mask: Tensor
 
-    def __init__(self, in_features: int, out_features: int, mask: Tensor, *, bias: bool = True) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, mask: Tensor, *, bias: bool = True
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         mask = torch.as_tensor(mask)
         if tuple(mask.shape) != (out_features, in_features):
@@ -97,7 +99,9 @@ class _MaskedResidualBlock(nn.Module):
         width = mask.shape[0]
         self.activation = activation()
         self.first = MaskedLinear(width, width, mask)
-        self.context = None if context_features is None else nn.Linear(context_features, width, bias=False)
+        self.context = (
+            None if context_features is None else nn.Linear(context_features, width, bias=False)
+        )
         self.second = MaskedLinear(width, width, mask)
         # The block starts as the identity, so depth does not change the initial function.
         nn.init.zeros_(self.second.weight)
@@ -111,7 +115,7 @@ class _MaskedResidualBlock(nn.Module):
 
 
 class MADE(nn.Module):
-    r"""Masked autoencoder for distribution estimation: a network that is autoregressive in its input.
+    r"""Masked autoencoder for distribution estimation: a network autoregressive in its input.
 
     With the features of :math:`x \in \mathbb{R}^D` ranked by an order :math:`\pi` (``order``), the
     output parameters of feature :math:`i` depend only on the features :math:`j` with
@@ -179,7 +183,9 @@ class MADE(nn.Module):
                 f"got {features} and {params_per_feature}"
             )
         if not hidden_features or min(hidden_features) < 1:
-            raise ValueError(f"MADE expects at least one hidden layer of width >= 1, got {hidden_features}")
+            raise ValueError(
+                f"MADE expects at least one hidden layer of width >= 1, got {hidden_features}"
+            )
         if residual and len(set(hidden_features)) != 1:
             raise ValueError(
                 f"MADE with residual blocks expects equal hidden widths, got {hidden_features}"

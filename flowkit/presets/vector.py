@@ -43,7 +43,7 @@ def _check_common(
 
 @dataclass(frozen=True)
 class MAFConfig:
-    """Architecture of a masked autoregressive flow; see :func:`maf` for the meaning of each field."""
+    """Architecture of a masked autoregressive flow; :func:`maf` explains each field."""
 
     features: int
     context_features: int | None = None
@@ -62,7 +62,7 @@ class MAFConfig:
 
 @dataclass(frozen=True)
 class NSFConfig:
-    """Architecture of a neural spline flow; see :func:`nsf` for the meaning of each field."""
+    """Architecture of a neural spline flow; :func:`nsf` explains each field."""
 
     features: int
     context_features: int | None = None
@@ -146,10 +146,15 @@ def build_nsf(config: NSFConfig) -> Flow:
             context_features=config.context_features,
         )
         return SplineCoupling(
-            conditioner, channel_mask(features, event_rank=1), bins=bins, tail_bound=config.tail_bound
+            conditioner,
+            channel_mask(features, event_rank=1),
+            bins=bins,
+            tail_bound=config.tail_bound,
         )
 
-    return _assemble(features, config.context_features, config.transforms, config.actnorm, make_step)
+    return _assemble(
+        features, config.context_features, config.transforms, config.actnorm, make_step
+    )
 
 
 def maf(
@@ -188,6 +193,7 @@ def maf(
         Papamakarios, Pavlakou & Murray, Masked Autoregressive Flow for Density Estimation (2017).
 
     Example:
+        >>> import torch
         >>> flow = maf(2, transforms=3, hidden_features=(16, 16))
         >>> flow.log_prob(torch.randn(10, 2)).shape
         torch.Size([10])
@@ -217,7 +223,7 @@ def nsf(
     residual: bool = False,
     actnorm: bool = False,
 ) -> Flow:
-    r"""Neural spline flow: ``transforms`` rational-quadratic spline steps on a standard normal base.
+    r"""Neural spline flow: ``transforms`` rational-quadratic spline steps on a normal base.
 
     Each step is a :class:`~flowkit.bijectors.SplineCoupling` (RQ-NSF (C): the first
     ``D // 2`` features, through an :class:`~flowkit.nn.MLP`, parameterise splines of the rest) or,
@@ -245,6 +251,7 @@ def nsf(
         Durkan, Bekasov, Murray & Papamakarios, Neural Spline Flows (2019).
 
     Example:
+        >>> import torch
         >>> flow = nsf(2, context_features=3, transforms=2, bins=4, hidden_features=(16,))
         >>> flow.sample(5, context=torch.randn(3)).shape
         torch.Size([5, 2])

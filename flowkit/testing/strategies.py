@@ -103,7 +103,7 @@ def spline_knot_inputs(
     max_ulps: int = 4,
     tail_width: float = 2.0,
 ) -> st.SearchStrategy[torch.Tensor]:
-    r"""Inputs that probe a spline where it is fragile: on its knots, next to them, and in the tails.
+    r"""Inputs that probe a spline where it is fragile: on and next to its knots, and in its tails.
 
     Each entry is independently one of: a knot exactly (the ends ``-B`` and ``B`` included); a knot
     moved by 1 to ``max_ulps`` units in the last place either way (``torch.nextafter``), so values

@@ -31,7 +31,9 @@ def _context_shape(options):
     return None if options["context_features"] is None else (options["context_features"],)
 
 
-@given(options=affine_options(), batch_shape=batch_shapes(), seed=seeds(), perturb=scales(0.05, 0.5))
+@given(
+    options=affine_options(), batch_shape=batch_shapes(), seed=seeds(), perturb=scales(0.05, 0.5)
+)
 def test_maf_honours_the_contract(options, batch_shape, seed, perturb):
     check_bijector(
         MaskedAffineAutoregressive(**options),
@@ -59,7 +61,8 @@ def _randomise(module, seed, scale):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in module.parameters():
-            parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.add_(scale * noise)
     return module
 
 
@@ -68,7 +71,9 @@ def test_maf_inverse_equals_feature_by_feature_solution(options, seed):
     maf = _randomise(MaskedAffineAutoregressive(**options).double(), seed, 0.5)
     features = options["features"]
     z = torch.randn(6, features, dtype=torch.float64)
-    context = None if options["context_features"] is None else torch.randn(6, 2, dtype=torch.float64)
+    context = None
+    if options["context_features"] is not None:
+        context = torch.randn(6, 2, dtype=torch.float64)
     # Brute force: solve x_i = (z_i - t_i) / s_i one feature at a time, in the autoregressive
     # order, each time evaluating the network on the features solved so far.
     positions = autoregressive_order(features, options["order"])
@@ -86,7 +91,8 @@ def test_maf_inverse_equals_feature_by_feature_solution(options, seed):
 
 
 def test_iaf_is_maf_run_backwards_with_shared_parameters():
-    iaf = _randomise(InverseAutoregressive(3, context_features=2, hidden_features=(8,)).double(), 0, 0.3)
+    iaf = InverseAutoregressive(3, context_features=2, hidden_features=(8,)).double()
+    iaf = _randomise(iaf, 0, 0.3)
     maf = iaf.bijector
     x, context = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
     with torch.no_grad():
@@ -96,7 +102,8 @@ def test_iaf_is_maf_run_backwards_with_shared_parameters():
         ]:
             assert torch.equal(a, b) and torch.equal(a_log, b_log)
     assert isinstance(iaf, Inverse)
-    assert {n for n, _ in iaf.named_parameters()} == {"bijector." + n for n, _ in maf.named_parameters()}
+    shared = {"bijector." + name for name, _ in maf.named_parameters()}
+    assert {name for name, _ in iaf.named_parameters()} == shared
 
 
 @pytest.mark.parametrize("scale_fn", ["softplus", "exp"])
@@ -126,7 +133,9 @@ AUTOREGRESSIVE_ENTRIES = [e for e in ENTRIES if e[0].startswith(("maf", "iaf"))]
 
 
 @pytest.mark.parametrize(
-    "name, make, event_shape, context_shape", AUTOREGRESSIVE_ENTRIES, ids=[e[0] for e in AUTOREGRESSIVE_ENTRIES]
+    "name, make, event_shape, context_shape",
+    AUTOREGRESSIVE_ENTRIES,
+    ids=[e[0] for e in AUTOREGRESSIVE_ENTRIES],
 )
 def test_registry_entries_honour_the_contract(name, make, event_shape, context_shape):
     check_bijector(make(), event_shape, context_shape, seed=1)

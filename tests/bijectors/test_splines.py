@@ -36,13 +36,17 @@ def _random_knots(shape, bins, tail_bound, seed, scale=1.5):
     return spline_knots(draw(bins), draw(bins), draw(bins - 1), tail_bound=tail_bound)
 
 
+def _normal(shape, generator, scale=1.5):
+    return scale * torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
 def _randomised_spline(features, bins, tail_bound, seed):
     spline = RationalQuadraticSpline((features,), bins=bins, tail_bound=tail_bound, event_rank=1)
     spline = spline.double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in spline.parameters():
-            parameter.copy_(1.5 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+            parameter.copy_(_normal(parameter.shape, generator))
     return spline
 
 
@@ -115,7 +119,8 @@ def test_zero_parameters_give_the_identity():
     x = torch.linspace(-3, 3, 33, dtype=torch.float64).reshape(11, 3)
     z, log_abs_det = spline(x)
     torch.testing.assert_close(z, x, rtol=0, atol=1e-12)
-    torch.testing.assert_close(log_abs_det, torch.zeros(11, dtype=torch.float64), rtol=0, atol=1e-12)
+    zeros = torch.zeros(11, dtype=torch.float64)
+    torch.testing.assert_close(log_abs_det, zeros, rtol=0, atol=1e-12)
 
 
 # --- the contract, at and next to knots and in the tails ---------------------------------------
@@ -147,14 +152,14 @@ def test_spline_coupling_contract_at_knots_and_tails(data, features, bins, seed)
     kept = features // 2
     params = 3 * bins - 1
     conditioner = MLP(kept, params * (features - kept), (6,), context_features=2)
-    coupling = SplineCoupling(conditioner, channel_mask(features, event_rank=1), bins=bins,
-                              tail_bound=tail_bound).double()
+    mask = channel_mask(features, event_rank=1)
+    coupling = SplineCoupling(conditioner, mask, bins=bins, tail_bound=tail_bound).double()
     # Zero output weights and a random bias: every element's spline is fixed, so its knots are
     # known and the inputs can sit on them.
     last = conditioner.network[-1]
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        last.bias.copy_(1.5 * torch.randn(last.bias.shape, generator=generator, dtype=torch.float64))
+        last.bias.copy_(_normal(last.bias.shape, generator))
     knots = _constant_conditioner_knots(last.bias, features - kept, bins, tail_bound)
     uniform = torch.linspace(-tail_bound, tail_bound, bins + 1, dtype=torch.float64)
     rows = torch.cat([uniform.expand(kept, bins + 1), knots.x])
@@ -171,12 +176,13 @@ def test_spline_coupling_contract_at_knots_and_tails(data, features, bins, seed)
 @given(data=st.data(), features=st.integers(1, 4), bins=st.integers(2, 5), seed=seeds())
 def test_spline_autoregressive_contract_at_knots_and_tails(data, features, bins, seed):
     tail_bound = 1.0
-    spline = SplineAutoregressive(features, bins=bins, tail_bound=tail_bound, hidden_features=(6,),
-                                  order="reversed").double()
+    spline = SplineAutoregressive(
+        features, bins=bins, tail_bound=tail_bound, hidden_features=(6,), order="reversed"
+    ).double()
     output = spline.conditioner.output_layer
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        output.bias.copy_(1.5 * torch.randn(output.bias.shape, generator=generator, dtype=torch.float64))
+        output.bias.copy_(_normal(output.bias.shape, generator))
     knots = _constant_conditioner_knots(output.bias, features, bins, tail_bound)
     x = data.draw(spline_knot_inputs(knots.x, (3, features)), label="x")
     check_bijector(spline, (features,), x=x, perturb=0.0)
@@ -194,9 +200,11 @@ def test_spline_coupling_contract_with_perturbed_network(
 ):
     kept = features // 2
     context_features = 3 if conditional else None
-    conditioner = MLP(features - kept, (3 * bins - 1) * kept, (8,), context_features=context_features)
-    coupling = SplineCoupling(conditioner, channel_mask(features, event_rank=1, flip=True), bins=bins,
-                              tail_bound=tail_bound)
+    conditioner = MLP(
+        features - kept, (3 * bins - 1) * kept, (8,), context_features=context_features
+    )
+    mask = channel_mask(features, event_rank=1, flip=True)
+    coupling = SplineCoupling(conditioner, mask, bins=bins, tail_bound=tail_bound)
     check_bijector(
         coupling, (features,), None if context_features is None else (3,), batch_shape=batch_shape,
         seed=seed, perturb=perturb, input_scale=2.0 * tail_bound,

@@ -21,7 +21,8 @@ def made_configs(draw, *, min_width=1):
     if residual:
         hidden = (draw(st.integers(min_width, min_width + 8)),) * depth
     else:
-        hidden = tuple(draw(st.lists(st.integers(min_width, min_width + 8), min_size=depth, max_size=depth)))
+        widths = st.integers(min_width, min_width + 8)
+        hidden = tuple(draw(st.lists(widths, min_size=depth, max_size=depth)))
     return dict(
         features=features,
         params_per_feature=draw(st.integers(1, 3)),

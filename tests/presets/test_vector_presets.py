@@ -6,7 +6,13 @@ import torch
 
 import flowkit
 from flowkit import Flow
-from flowkit.bijectors import ActNorm, MaskedAffineAutoregressive, Permute, SplineAutoregressive, SplineCoupling
+from flowkit.bijectors import (
+    ActNorm,
+    MaskedAffineAutoregressive,
+    Permute,
+    SplineAutoregressive,
+    SplineCoupling,
+)
 from flowkit.presets import MAFConfig, NSFConfig, build_maf, maf, nsf
 from flowkit.testing import check_bijector
 
@@ -35,7 +41,8 @@ def test_maf_architecture_and_parameter_count(context):
     kinds = [type(p) for p in parts]
     step = [ActNorm, MaskedAffineAutoregressive]
     assert kinds == step + [Permute] + step + [Permute] + step
-    assert all(torch.equal(p.permutation, torch.tensor([3, 2, 1, 0])) for p in parts if isinstance(p, Permute))
+    reversal = torch.tensor([3, 2, 1, 0])
+    assert all(torch.equal(p.permutation, reversal) for p in parts if isinstance(p, Permute))
     expected = 3 * (_made_count(4, 2, (10, 12), context) + 2 * 4)
     assert _count(flow) == expected
     assert flow.event_shape == (4,)
@@ -64,7 +71,9 @@ def test_nsf_coupling_architecture_and_parameter_count(features, context):
 
 @pytest.mark.parametrize("context", [None, 2])
 def test_nsf_autoregressive_parameter_count(context):
-    flow = nsf(3, context, transforms=2, bins=4, hidden_features=(8,), autoregressive=True, actnorm=True)
+    flow = nsf(
+        3, context, transforms=2, bins=4, hidden_features=(8,), autoregressive=True, actnorm=True
+    )
     kinds = [type(p) for p in flow.bijector]
     assert kinds == [ActNorm, SplineAutoregressive, Permute, ActNorm, SplineAutoregressive]
     assert _count(flow) == 2 * (_made_count(3, 11, (8,), context) + 2 * 3)
