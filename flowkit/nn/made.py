@@ -140,7 +140,8 @@ class MADE(nn.Module):
         features: Number of input features ``D``.
         params_per_feature: Number of outputs ``P`` per feature.
         hidden_features: Width of each hidden layer (of each residual block when ``residual``).
-        context_features: Features of the context, or None for an unconditional network.
+        context_features: Features of the context, or None for an unconditional network (which
+            ignores a context it is given, as :class:`~flowkit.nn.MLP` does).
         residual: Use residual blocks instead of plain hidden layers.
         order: ``"natural"``, ``"reversed"``, or the position of each feature; see
             :func:`autoregressive_order`.
