@@ -1,5 +1,10 @@
 """Bijectors: invertible maps from data to latent with their log-determinants."""
 
+from flowkit.bijectors.autoregressive import (
+    Autoregressive,
+    InverseAutoregressive,
+    MaskedAffineAutoregressive,
+)
 from flowkit.bijectors.base import Bijector, Compose, Inverse, InverseNotAvailable
 from flowkit.bijectors.cache import ParameterCache
 from flowkit.bijectors.coupling import (
@@ -31,13 +36,15 @@ from flowkit.bijectors.linear_vector import (
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
+from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 
 __all__ = [
     "ActNorm",
-    "AffineConv1x1",
     "AdditiveCoupling",
     "Affine",
+    "AffineConv1x1",
     "AffineCoupling",
+    "Autoregressive",
     "BatchNorm",
     "Bijector",
     "BijectorTransform",
@@ -49,18 +56,23 @@ __all__ = [
     "Flatten",
     "HouseholderLinear",
     "Inverse",
+    "InverseAutoregressive",
     "InverseNotAvailable",
     "InvertibleConv1x1",
     "LULinear",
     "LeakyReLU",
     "Logit",
+    "MaskedAffineAutoregressive",
     "ParameterCache",
     "Permute",
     "QRLinear",
+    "RationalQuadraticSpline",
     "Reshape",
     "SVDLinear",
     "Sigmoid",
     "Softplus",
+    "SplineAutoregressive",
+    "SplineCoupling",
     "Squeeze",
     "Standardize",
     "Tanh",

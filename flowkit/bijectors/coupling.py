@@ -19,6 +19,7 @@ __all__ = [
     "SCALE_FUNCTIONS",
     "channel_mask",
     "checkerboard_mask",
+    "resolve_scale_fn",
 ]
 
 
@@ -44,6 +45,26 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 """Named maps from the conditioner's raw scale output to the log of the scale."""
 
 ScaleFunction = Union[str, Callable[[Tensor], Tensor]]
+
+
+def resolve_scale_fn(
+    scale_fn: ScaleFunction, owner: str
+) -> tuple[str, Callable[[Tensor], Tensor]]:
+    """Look up a named scale function (or accept a callable); return ``(name, function)``.
+
+    Raises:
+        ValueError: Naming ``owner`` and the known names, if ``scale_fn`` is an unknown name.
+    """
+    if isinstance(scale_fn, str):
+        if scale_fn not in SCALE_FUNCTIONS:
+            raise ValueError(
+                f"{owner} expects scale_fn in {sorted(SCALE_FUNCTIONS)} or a callable, "
+                f"got {scale_fn!r}"
+            )
+        return scale_fn, SCALE_FUNCTIONS[scale_fn]
+    if not callable(scale_fn):
+        raise TypeError(f"{owner} expects scale_fn as a name or a callable, got {scale_fn!r}")
+    return getattr(scale_fn, "__name__", "custom"), scale_fn
 
 
 def channel_mask(channels: int, *, event_rank: int = 3, flip: bool = False) -> Tensor:
@@ -88,7 +109,8 @@ class Coupling(Bijector):
 
     Subclasses set ``params_per_element`` and implement ``_transform(x_b, theta)`` and
     ``_untransform(z_b, theta)``, each returning the output and the elementwise log-derivative
-    (or None when it is zero).
+    (or None when it is zero). ``theta`` is what ``_unpack`` makes of the conditioner output: the
+    ``P`` de-interleaved tensors by default.
     """
 
     params_per_element: int = 1
@@ -162,6 +184,16 @@ class Coupling(Bijector):
                 f"({count} per transformed channel) in a tensor shaped like "
                 f"{tuple(target.shape)}, got shape {tuple(theta.shape)}"
             )
+        return self._unpack(theta, dim)
+
+    def _unpack(self, theta: Tensor, dim: int) -> tuple[Tensor, ...]:
+        """Split the conditioner output into the parameters ``_transform`` receives.
+
+        By default the ``P`` interleaved tensors ``theta[:, p::P]``, each shaped like ``x_b``.
+        Subclasses with many parameters per element (splines) may instead return one tensor with
+        the ``P`` parameters of each element on a new last axis.
+        """
+        count = self.params_per_element
         if count == 1:
             return (theta,)
         return tuple(every_nth(theta, dim, i, count) for i in range(count))
@@ -280,17 +312,7 @@ class AffineCoupling(Coupling):
         shift_first: bool = False,
     ) -> None:
         super().__init__(conditioner, mask)
-        if isinstance(scale_fn, str):
-            if scale_fn not in SCALE_FUNCTIONS:
-                raise ValueError(
-                    f"AffineCoupling expects scale_fn in {sorted(SCALE_FUNCTIONS)} or a callable, "
-                    f"got {scale_fn!r}"
-                )
-            self.scale_fn_name = scale_fn
-            scale_fn = SCALE_FUNCTIONS[scale_fn]
-        else:
-            self.scale_fn_name = getattr(scale_fn, "__name__", "custom")
-        self.log_scale_fn = scale_fn
+        self.scale_fn_name, self.log_scale_fn = resolve_scale_fn(scale_fn, "AffineCoupling")
         self.shift_first = bool(shift_first)
 
     def _transform(self, x_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:

@@ -2,9 +2,10 @@
 
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
+from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
-from flowkit.nn.resnet import ResidualBlock, ResNet
+from flowkit.nn.resnet import ResNet, ResidualBlock
 from flowkit.nn.scale import ScaledTanh
 
 __all__ = [
@@ -12,10 +13,13 @@ __all__ = [
     "GlowConditioner",
     "GlowTopPrior",
     "LinearZeros",
+    "MADE",
     "MLP",
     "MaskedInput",
+    "MaskedLinear",
     "ResNet",
     "ResidualBlock",
     "ScaledTanh",
     "ZeroConv2d",
+    "autoregressive_order",
 ]

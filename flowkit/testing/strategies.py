@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = [
     "image_shapes",
     "scales",
     "seeds",
+    "spline_knot_inputs",
     "st",
     "tensors",
     "vector_shapes",
@@ -89,3 +91,82 @@ def tensors(
         width=64 if np_dtype == np.float64 else 32,
     )
     return hnp.arrays(np_dtype, tuple(shape), elements=elements).map(torch.from_numpy)
+
+
+_SPLINE_PROBES = ("knot", "near_knot", "tail", "inside")
+
+
+def spline_knot_inputs(
+    knots: torch.Tensor,
+    shape: Sequence[int],
+    *,
+    max_ulps: int = 4,
+    tail_width: float = 2.0,
+) -> st.SearchStrategy[torch.Tensor]:
+    r"""Inputs that probe a spline where it is fragile: on and next to its knots, and in its tails.
+
+    Each entry is independently one of: a knot exactly (the ends ``-B`` and ``B`` included); a knot
+    moved by 1 to ``max_ulps`` units in the last place either way (``torch.nextafter``), so values
+    straddle every bin edge and the interval's ends; a tail value :math:`\pm(B + u)` with
+    :math:`0 \le u \le` ``tail_width`` :math:`\cdot B`; or a value inside :math:`[-B, B]`.
+
+    Args:
+        knots: Knot positions of shape ``(K + 1,)`` (shared by every entry) or
+            ``(*shape, K + 1)`` (one row per entry), increasing from ``-B`` to ``B``; their dtype
+            is that of the draw. Use the ``y`` knots to probe an inverse.
+        shape: Shape of the drawn tensor.
+        max_ulps: Largest distance, in units in the last place, of a value next to a knot.
+        tail_width: Tail values reach ``B * (1 + tail_width)``.
+
+    Example:
+        >>> from hypothesis import given
+        >>> from flowkit.bijectors import RationalQuadraticSpline
+        >>> from flowkit.testing import check_bijector
+        >>> spline = RationalQuadraticSpline(bins=4).double()
+        >>> @given(x=spline_knot_inputs(spline.knots().x.detach(), (3, 2)))
+        ... def test_spline_edges(x):
+        ...     check_bijector(spline, (2,), x=x, perturb=0.0)
+    """
+    knots = torch.as_tensor(knots)
+    if not knots.is_floating_point() or knots.dim() < 1 or knots.shape[-1] < 2:
+        raise ValueError(
+            f"spline_knot_inputs expects floating knots of shape (K + 1,) with K >= 1, "
+            f"got dtype {knots.dtype} and shape {tuple(knots.shape)}"
+        )
+    shape = tuple(int(s) for s in shape)
+    try:
+        rows = knots.detach().expand(shape + knots.shape[-1:]).reshape(-1, knots.shape[-1])
+    except RuntimeError:
+        raise ValueError(
+            f"spline_knot_inputs: knots of shape {tuple(knots.shape)} do not broadcast to "
+            f"{shape} + (K + 1,)"
+        ) from None
+    count, last = math.prod(shape), knots.shape[-1] - 1
+    probe = st.tuples(
+        st.sampled_from(_SPLINE_PROBES),
+        st.integers(0, last),
+        st.integers(1, max_ulps),
+        st.booleans(),
+        st.floats(0.0, 1.0),
+    )
+
+    def build(probes: list[tuple[str, int, int, bool, float]]) -> torch.Tensor:
+        values = []
+        for row, (kind, index, ulps, upward, fraction) in zip(rows, probes):
+            bound = float(row[-1])
+            if kind == "knot":
+                value = row[index]
+            elif kind == "near_knot":
+                value = row[index]
+                target = torch.full_like(value, math.inf if upward else -math.inf)
+                for _ in range(ulps):
+                    value = torch.nextafter(value, target)
+            elif kind == "tail":
+                magnitude = bound * (1.0 + tail_width * fraction)
+                value = row.new_tensor(magnitude if upward else -magnitude)
+            else:
+                value = row.new_tensor(bound * (2.0 * fraction - 1.0))
+            values.append(value)
+        return torch.stack(values).reshape(shape) if values else rows.new_zeros(shape)
+
+    return st.lists(probe, min_size=count, max_size=count).map(build)

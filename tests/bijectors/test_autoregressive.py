@@ -1,0 +1,141 @@
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowkit import Inverse
+from flowkit.bijectors import InverseAutoregressive, MaskedAffineAutoregressive
+from flowkit.bijectors.coupling import SCALE_FUNCTIONS
+from flowkit.nn import autoregressive_order
+from flowkit.testing import check_bijector
+from flowkit.testing.strategies import batch_shapes, scales, seeds
+from tests.registry_autoregressive import ENTRIES
+
+
+@st.composite
+def affine_options(draw):
+    features = draw(st.integers(1, 5))
+    kind = draw(st.sampled_from(["natural", "reversed", "permutation"]))
+    order = list(draw(st.permutations(range(features)))) if kind == "permutation" else kind
+    return dict(
+        features=features,
+        context_features=draw(st.sampled_from([None, 2])),
+        hidden_features=(draw(st.integers(4, 10)),) * draw(st.integers(1, 2)),
+        residual=draw(st.booleans()),
+        order=order,
+        scale_fn=draw(st.sampled_from(sorted(SCALE_FUNCTIONS))),
+    )
+
+
+def _context_shape(options):
+    return None if options["context_features"] is None else (options["context_features"],)
+
+
+@given(
+    options=affine_options(), batch_shape=batch_shapes(), seed=seeds(), perturb=scales(0.05, 0.5)
+)
+def test_maf_honours_the_contract(options, batch_shape, seed, perturb):
+    check_bijector(
+        MaskedAffineAutoregressive(**options),
+        (options["features"],),
+        _context_shape(options),
+        batch_shape=batch_shape,
+        seed=seed,
+        perturb=perturb,
+        input_scale=2.0,
+    )
+
+
+@given(options=affine_options(), seed=seeds(), perturb=scales(0.05, 0.5))
+def test_iaf_honours_the_contract(options, seed, perturb):
+    check_bijector(
+        InverseAutoregressive(**options),
+        (options["features"],),
+        _context_shape(options),
+        seed=seed,
+        perturb=perturb,
+    )
+
+
+def _randomise(module, seed, scale):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.add_(scale * noise)
+    return module
+
+
+@given(options=affine_options(), seed=seeds())
+def test_maf_inverse_equals_feature_by_feature_solution(options, seed):
+    maf = _randomise(MaskedAffineAutoregressive(**options).double(), seed, 0.5)
+    features = options["features"]
+    z = torch.randn(6, features, dtype=torch.float64)
+    context = None
+    if options["context_features"] is not None:
+        context = torch.randn(6, 2, dtype=torch.float64)
+    # Brute force: solve x_i = (z_i - t_i) / s_i one feature at a time, in the autoregressive
+    # order, each time evaluating the network on the features solved so far.
+    positions = autoregressive_order(features, options["order"])
+    x = torch.zeros_like(z)
+    log_scales = torch.zeros_like(z)
+    for feature in torch.argsort(positions).tolist():
+        theta = maf.conditioner(x, context)
+        shift, raw_scale = theta[:, 2 * feature], theta[:, 2 * feature + 1]
+        log_scales[:, feature] = maf.log_scale_fn(raw_scale)
+        x[:, feature] = (z[:, feature] - shift) * torch.exp(-log_scales[:, feature])
+    with torch.no_grad():
+        x_recursion, log_abs_det = maf.inverse(z, context)
+    torch.testing.assert_close(x_recursion, x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(log_abs_det, -log_scales.sum(-1), rtol=1e-10, atol=1e-10)
+
+
+def test_iaf_is_maf_run_backwards_with_shared_parameters():
+    iaf = InverseAutoregressive(3, context_features=2, hidden_features=(8,)).double()
+    iaf = _randomise(iaf, 0, 0.3)
+    maf = iaf.bijector
+    x, context = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    with torch.no_grad():
+        for (a, a_log), (b, b_log) in [
+            (iaf(x, context), maf.inverse(x, context)),
+            (iaf.inverse(x, context), maf(x, context)),
+        ]:
+            assert torch.equal(a, b) and torch.equal(a_log, b_log)
+    assert isinstance(iaf, Inverse)
+    shared = {"bijector." + name for name, _ in maf.named_parameters()}
+    assert {name for name, _ in iaf.named_parameters()} == shared
+
+
+@pytest.mark.parametrize("scale_fn", ["softplus", "exp"])
+def test_maf_starts_as_the_identity(scale_fn):
+    maf = MaskedAffineAutoregressive(4, context_features=3, hidden_features=(8,), scale_fn=scale_fn)
+    x = torch.randn(7, 4)
+    z, log_abs_det = maf(x, torch.randn(7, 3))
+    assert torch.equal(z, x)
+    assert torch.equal(log_abs_det, torch.zeros(7))
+
+
+def test_maf_errors_name_the_sizes():
+    maf = MaskedAffineAutoregressive(3, context_features=2, hidden_features=(8,))
+    with pytest.raises(ValueError, match=r"event shape \(3\), got event shape \(4\)"):
+        maf(torch.randn(5, 4), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="context with 2 features, got None"):
+        maf(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"event shape \(3\)"):
+        maf.inverse_shape((5, 2))
+    with pytest.raises(ValueError, match="scale_fn in"):
+        MaskedAffineAutoregressive(3, scale_fn="tanh")
+    with pytest.raises(TypeError, match="floating-point"):
+        maf(torch.ones(5, 3, dtype=torch.long), torch.randn(5, 2))
+
+
+AUTOREGRESSIVE_ENTRIES = [e for e in ENTRIES if e[0].startswith(("maf", "iaf"))]
+
+
+@pytest.mark.parametrize(
+    "name, make, event_shape, context_shape",
+    AUTOREGRESSIVE_ENTRIES,
+    ids=[e[0] for e in AUTOREGRESSIVE_ENTRIES],
+)
+def test_registry_entries_honour_the_contract(name, make, event_shape, context_shape):
+    check_bijector(make(), event_shape, context_shape, seed=1)
