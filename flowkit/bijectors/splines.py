@@ -60,8 +60,8 @@ class RationalQuadraticSpline(Elementwise):
     join smoothly. The inverse solves a quadratic in :math:`\xi` in closed form.
 
     Widths and heights are softmaxes of raw parameters (each bin at least
-    :data:`~flowkit.bijectors._rq_spline.MIN_BIN_WIDTH` of the interval), inner derivatives are
-    softplus of raw parameters plus :data:`~flowkit.bijectors._rq_spline.MIN_DERIVATIVE`. All raw
+    ``MIN_BIN_WIDTH`` of the interval), inner derivatives are
+    softplus of raw parameters plus ``MIN_DERIVATIVE``. All raw
     parameters start at zero, which is the identity map.
 
     Args:
