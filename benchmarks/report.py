@@ -290,19 +290,27 @@ def _sweep_section(records: Records, variants: list[str], allocators: list[str])
     )
 
 
+def _describe(spec: dict[str, Any]) -> str:
+    keys = ("measure", "variant", "config_name", "allocator", "batch")
+    what = ", ".join(f"{k}={spec[k]}" for k in keys if k in spec)
+    if spec.get("sweep"):
+        what += f", K={spec['config']['K']}"
+    return what
+
+
 def _failures_section(records: Records) -> str:
-    if not records.failed:
+    lines = [
+        f"- {_describe(record.get('spec', {}))}: {record.get('error', 'unknown error')}"
+        for record in records.failed
+    ]
+    lines += [
+        f"- {_describe(record['spec'])}: non-finite training loss {record['result']['losses']}"
+        for record in records.ok
+        if record["result"].get("loss_finite") is False
+    ]
+    if not lines:
         return ""
-    lines = ["### Failed measurements", ""]
-    for record in records.failed:
-        spec = record.get("spec", {})
-        what = ", ".join(
-            f"{k}={spec[k]}"
-            for k in ("measure", "variant", "config_name", "allocator", "batch")
-            if k in spec
-        )
-        lines.append(f"- {what}: {record.get('error', 'unknown error')}")
-    return "\n".join(lines)
+    return "\n".join(["### Failed or suspect measurements", ""] + lines)
 
 
 def git_commit(root: str) -> str:

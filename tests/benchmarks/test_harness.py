@@ -264,6 +264,12 @@ def test_report_ratios_come_from_the_records():
         )
     failure = {"measure": "eval", "variant": "flowkit"}
     records.append({"ok": False, "spec": failure, "error": "Boom: out of memory"})
+    diverged = {"images_per_second": 1.0, "loss_finite": False, "losses": [3.0, math.inf]}
+    records.append(
+        fake_record(
+            "train", "flowkit", "default", diverged, config_name="small", config=small, batch=16
+        )
+    )
     text = render(
         records,
         variants=["normflows", "flowkit"],
@@ -286,6 +292,7 @@ def test_report_ratios_come_from_the_records():
     # Training GFLOP/s = 3 GFLOP/image x 30 images/s, as a percentage of the 100 GFLOP/s conv rate.
     assert any(r[:3] == ("flowkit", "tuned", "30.0") and r[-2:] == ("90.0", "90.0") for r in rows)
     assert "Boom: out of memory" in text
+    assert "allocator=default, batch=16: non-finite training loss [3.0, inf]" in text
 
 
 # --- the whole quick path, with the peer missing ------------------------------------------------
@@ -313,6 +320,7 @@ def test_quick_run_measures_flowkit_and_skips_a_missing_peer(tmp_path, monkeypat
         assert positive_finite(record["max_rss_mib"])
     by_kind = {r["spec"]["measure"]: r["result"] for r in records}
     assert positive_finite(by_kind["train"]["images_per_second"])
+    assert by_kind["train"]["loss_finite"]
     assert positive_finite(by_kind["train"]["memory"]["peak_mib"])
     assert positive_finite(by_kind["eval"]["images_per_second"])
     assert positive_finite(by_kind["sample"]["median_seconds"])
