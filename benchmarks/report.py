@@ -11,7 +11,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["Records", "device_description", "git_commit", "render"]
@@ -91,6 +91,12 @@ def _get(record: dict[str, Any] | None, *path: str) -> float | None:
             return None
         value = value[key]
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _increase(record: dict[str, Any] | None) -> float | None:
+    peak = _get(record, "result", "memory", "peak_mib")
+    baseline = _get(record, "result", "memory", "baseline_mib")
+    return peak - baseline if peak is not None and baseline is not None else None
 
 
 def _machine_section(records: Records) -> str:
@@ -182,6 +188,7 @@ def _config_section(
             memory_rows.append(
                 [variant, allocator]
                 + [_fmt(_get(trains[b], "result", "memory", "peak_mib")) for b in batches]
+                + [_fmt(_increase(trains[b])) for b in batches]
                 + [_fmt(_get(trains[b], "max_rss_mib")) for b in batches]
             )
     eval_batch = records.values("batch", "eval")
@@ -205,7 +212,8 @@ def _config_section(
             _table(
                 ["variant", "allocator"]
                 + [f"peak RSS in training b{b} (MiB)" for b in batches]
-                + [f"process ru_maxrss b{b} (MiB)" for b in batches],
+                + [f"increase in training b{b}" for b in batches]
+                + [f"process ru_maxrss b{b}" for b in batches],
                 memory_rows,
             )
         )
@@ -226,30 +234,35 @@ def _ratio_section(
     ours = [v for v in variants if v != PEER]
     if PEER not in variants or not ours:
         return ""
-    metrics: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = []
-    for b in batches:
-        metrics.append(
-            (f"train img/s b{b}", "train", {"batch": b}, ("result", "images_per_second"))
-        )
-    for b in batches:
-        metrics.append((f"peak RSS b{b}", "train", {"batch": b}, ("result", "memory", "peak_mib")))
-    metrics.append(("eval img/s", "eval", {}, ("result", "images_per_second")))
-    metrics.append(("sample time", "sample", {}, ("result", "median_seconds")))
+    def path(*keys: str) -> Callable[[dict[str, Any] | None], float | None]:
+        return lambda record: _get(record, *keys)
+
+    speed = path("result", "images_per_second")
+    metrics: list[tuple[str, str, dict[str, Any], Callable[[dict[str, Any] | None], float | None]]]
+    metrics = [(f"train img/s b{b}", "train", {"batch": b}, speed) for b in batches]
+    metrics += [
+        (f"peak RSS b{b}", "train", {"batch": b}, path("result", "memory", "peak_mib"))
+        for b in batches
+    ]
+    metrics += [(f"increase b{b}", "train", {"batch": b}, _increase) for b in batches]
+    metrics.append(("eval img/s", "eval", {}, speed))
+    metrics.append(("sample time", "sample", {}, path("result", "median_seconds")))
     rows = []
     for variant in ours:
         for allocator in allocators:
             for reference in allocators:
                 row = [variant, allocator, f"{PEER} {reference}"]
-                for _, measure, extra, path in metrics:
+                for _, measure, extra, value in metrics:
                     where = {"config_name": config, "K": K, **extra}
                     mine = records.find(measure, variant=variant, allocator=allocator, **where)
                     theirs = records.find(measure, variant=PEER, allocator=reference, **where)
-                    row.append(_fmt(_ratio(_get(mine, *path), _get(theirs, *path)), 3))
+                    row.append(_fmt(_ratio(value(mine), value(theirs)), 3))
                 rows.append(row)
     header = ["variant", "allocator", "against"] + [m[0] for m in metrics]
     return (
         f"Ratios flowkit / {PEER} (throughput: above 1 means flowkit is faster; memory and sample "
-        "time: below 1 means flowkit uses less).\n\n" + _table(header, rows)
+        "time: below 1 means flowkit uses less; increase is the training peak minus the RSS "
+        "before training).\n\n" + _table(header, rows)
     )
 
 
@@ -281,12 +294,14 @@ def _sweep_section(records: Records, variants: list[str], allocators: list[str])
                 batch=batch,
                 K=depth,
             )
-            row.append(_fmt(_get(record, "result", "memory", "peak_mib")))
+            peak, increase = _get(record, "result", "memory", "peak_mib"), _increase(record)
+            row.append(f"{_fmt(peak)} (+{_fmt(increase)})" if peak is not None else MISSING)
         rows.append(row)
     header = ["K"] + [f"{v} {a}" for v, a in columns]
     return (
         f"### Training memory against depth K (config `{config}`, batch {batch})\n\n"
-        "Peak RSS over the training steps (MiB).\n\n" + _table(header, rows)
+        "Peak RSS over the training steps, and its increase over the RSS before them (MiB).\n\n"
+        + _table(header, rows)
     )
 
 

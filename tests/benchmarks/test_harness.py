@@ -258,7 +258,10 @@ def test_report_ratios_come_from_the_records():
         records.append(
             fake_record(
                 "train", variant, allocator,
-                {"images_per_second": speed, "memory": {"peak_mib": 100.0 * speed}},
+                {
+                    "images_per_second": speed,
+                    "memory": {"peak_mib": 100.0 * speed, "baseline_mib": 50.0},
+                },
                 config_name="small", config=small, batch=16,
             )
         )
@@ -284,11 +287,14 @@ def test_report_ratios_come_from_the_records():
         for line in text.splitlines()
         if line.startswith("|")
     ]
-    # Columns: train img/s, peak RSS, eval img/s, sample time; the last two were not measured.
-    against_tuned = ("flowkit", "tuned", "normflows tuned", f"{30 / 12:.2f}", f"{30 / 12:.2f}")
-    against_default = ("flowkit", "tuned", "normflows default", f"{30 / 8:.2f}", f"{30 / 8:.2f}")
-    assert against_tuned + ("-", "-") in rows
-    assert against_default + ("-", "-") in rows
+    # Columns: train img/s, peak RSS, its increase over the baseline, eval img/s, sample time;
+    # the last two were not measured.
+    assert ("flowkit", "tuned", "normflows tuned") + tuple(
+        f"{value:.2f}" for value in (30 / 12, 3000 / 1200, 2950 / 1150)
+    ) + ("-", "-") in rows
+    assert ("flowkit", "tuned", "normflows default") + tuple(
+        f"{value:.2f}" for value in (30 / 8, 3000 / 800, 2950 / 750)
+    ) + ("-", "-") in rows
     # Training GFLOP/s = 3 GFLOP/image x 30 images/s, as a percentage of the 100 GFLOP/s conv rate.
     assert any(r[:3] == ("flowkit", "tuned", "30.0") and r[-2:] == ("90.0", "90.0") for r in rows)
     assert "Boom: out of memory" in text
