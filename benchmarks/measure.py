@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.meters import max_rss_mib, meters_for
-from benchmarks.models import build_model, library_version
+from benchmarks.models import LIBRARIES, build_model, library_version
 from benchmarks.options import Runtime, apply_runtime
 
 __all__ = ["MEASUREMENTS", "main", "measure"]
@@ -272,6 +272,7 @@ def _environment(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         environment["device_name"] = torch.cuda.get_device_name(device)
+    environment["libraries"] = {name: library_version(name) for name in LIBRARIES}
     library = spec.get("library")
     if library is not None:
         environment["library_version"] = library_version(library)

@@ -148,8 +148,11 @@ def build_model(library: str, config: dict[str, Any], preset: dict[str, Any]) ->
     return LIBRARIES[library](config, preset)
 
 
-def library_version(library: str) -> str:
-    """The installed version of ``library``."""
-    from importlib.metadata import version
+def library_version(library: str) -> str | None:
+    """The installed version of ``library``, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version(library)
+    try:
+        return version(library)
+    except PackageNotFoundError:
+        return None

@@ -134,6 +134,8 @@ def _config_section(
 ) -> str:
     from benchmarks.plan import CONFIGS
 
+    if not any(r["spec"].get("config_name") == config for r in records.ok):
+        return ""
     batches = records.train_batches(config)
     K = CONFIGS[config]["K"]
     parts = [f"### Config `{config}`"]
@@ -358,11 +360,9 @@ def _cpu_model() -> str:
 def device_description(records: Records) -> list[str]:
     """Lines describing the machine and software (this process's and the measurements')."""
     environments = [r["environment"] for r in records.ok if "environment" in r]
-    versions: dict[str, str] = {}
-    for record in records.ok:
-        library = record["spec"].get("library")
-        if library and "library_version" in record.get("environment", {}):
-            versions[library] = record["environment"]["library_version"]
+    versions: dict[str, str | None] = {}
+    for environment in environments:
+        versions.update(environment.get("libraries", {}))
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -376,11 +376,14 @@ def device_description(records: Records) -> list[str]:
         lines.append(f"- torch {first['torch']}, {first['threads']} intra-op threads")
         devices = sorted({e.get("device_name", e["device"]) for e in environments})
         lines.append(f"- device: {', '.join(devices)}")
-    lines.append(
-        "- " + ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
-        if versions
-        else "- no library measured"
-    )
+    if versions:
+        lines.append(
+            "- "
+            + ", ".join(
+                f"{name} {version}" if version else f"{name} not installed"
+                for name, version in sorted(versions.items())
+            )
+        )
     return lines
 
 

@@ -227,7 +227,12 @@ def fake_record(measure_kind, variant, allocator, result, **spec):
     return {
         "ok": True,
         "spec": full_spec,
-        "environment": {"torch": "x", "threads": 2, "device": "cpu", "library_version": "1"},
+        "environment": {
+            "torch": "2.x",
+            "threads": 2,
+            "device": "cpu",
+            "libraries": {"flowkit": "0.1.0", "normflows": None},
+        },
         "max_rss_mib": 500.0,
         "result": result,
     }
@@ -298,6 +303,8 @@ def test_report_ratios_come_from_the_records():
     # Training GFLOP/s = 3 GFLOP/image x 30 images/s, as a percentage of the 100 GFLOP/s conv rate.
     assert any(r[:3] == ("flowkit", "tuned", "30.0") and r[-2:] == ("90.0", "90.0") for r in rows)
     assert "Boom: out of memory" in text
+    assert "- torch 2.x, 2 intra-op threads" in text
+    assert "- flowkit 0.1.0, normflows not installed" in text
     assert "allocator=default, batch=16: non-finite training loss [3.0, inf]" in text
 
 
@@ -337,3 +344,4 @@ def test_quick_run_measures_flowkit_and_skips_a_missing_peer(tmp_path, monkeypat
     assert written.startswith("# Benchmarks")
     assert "Command: `python -m benchmarks.run --quick" in written
     assert "commit " in written and "### Config `small`" in written
+    assert f"- torch {torch.__version__}" in written and "- CPU: " in written
