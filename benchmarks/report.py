@@ -152,9 +152,7 @@ def _config_section(
                 _fmt(record["result"]["train_flops_per_image"] / 1e9),
             ]
         )
-    any_record = next((r for r in records.ok if r["spec"].get("config_name") == config), None)
-    if any_record is not None:
-        parts.append(f"Model: `{any_record['spec']['config']}`.")
+    parts.append(f"Model: `{CONFIGS[config]}`.")
     if static_rows:
         parts.append(
             _table(
@@ -169,10 +167,10 @@ def _config_section(
         for allocator in allocators:
             where = {"config_name": config, "variant": variant, "allocator": allocator, "K": K}
             trains = {b: records.find("train", batch=b, **where) for b in batches}
-            if not any(trains.values()) and not records.find("eval", **where):
-                continue
             evaluation = records.find("eval", **where)
             sampling = records.find("sample", **where)
+            if not any(trains.values()) and evaluation is None and sampling is None:
+                continue
             rate = _get(trains.get(largest), "result", "images_per_second") if largest else None
             flops = _get(static, "result", "train_flops_per_image")
             gflops = rate * flops / 1e9 if rate is not None and flops is not None else None
