@@ -116,9 +116,12 @@ def check_bijector(
 ) -> None:
     """Check that ``bijector`` honours the Bijector contract, against brute force.
 
-    The bijector is deep-copied and cast to ``dtype``; layers with data-dependent initialisation are
-    initialised on the input, and every floating parameter is then moved by Gaussian noise of scale
-    ``perturb`` so that zero-initialised layers (identity couplings) do not hide errors. Checked:
+    The bijector is deep-copied and cast to ``dtype``; every floating parameter is moved by Gaussian
+    noise of scale ``perturb``, so that zero-initialised layers (identity couplings) do not hide
+    errors, and layers with data-dependent initialisation are then initialised on the input. In that
+    order the initialisation keeps networks that contain ActNorm (Glow's conditioner) well scaled:
+    noise added after it would be amplified by the scales it chose for the unperturbed weights,
+    making the bijector ill-conditioned and the check fail for no fault of its own. Checked:
 
     1. shapes: ``forward_shape``/``inverse_shape`` agree with the outputs; ``log_abs_det`` has shape
        ``x.shape[:x.dim() - event_rank]``; dtype and device are kept; outputs are finite;
@@ -180,10 +183,10 @@ def check_bijector(
     elif context is not None and context.is_floating_point():
         context = context.to(dtype=dtype, device=device)
 
-    if any(isinstance(m, DataDependentInit) for m in subject.modules()):
-        initialize(subject, x, context, force=True)
     if perturb:
         _perturb(subject, perturb, generator)
+    if any(isinstance(m, DataDependentInit) for m in subject.modules()):
+        initialize(subject, x, context, force=True)
 
     with torch.no_grad():
         _check_shapes_and_round_trip(checker, subject, x, context, batch_rank, generator, input_scale)
