@@ -100,4 +100,9 @@ def _broadcast_from_rank_zero(model: nn.Module) -> None:
         return
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            distributed.broadcast(tensor.data, src=0)
+            # Receive into a copy, then write in place through autograd: that bumps the tensor's
+            # version counter (a collective writing into it directly does not), which is what
+            # caches of derived weights (InvertibleConv1x1) key on.
+            received = tensor.detach().clone()
+            distributed.broadcast(received, src=0)
+            tensor.copy_(received)
