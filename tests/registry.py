@@ -189,9 +189,7 @@ def _glow_net(in_channels: int, out_channels: int) -> GlowConditioner:
 def _split_coupling(shape: Shape, **options) -> AffineCoupling:
     channels = shape[0]
     kept = channels // 2
-    return AffineCoupling(
-        _glow_net(kept, 2 * (channels - kept)), channel_mask(channels), **options
-    )
+    return AffineCoupling(_glow_net(kept, 2 * (channels - kept)), channel_mask(channels), **options)
 
 
 def _vector_coupling(shape: Shape, context: bool = False, **options) -> AffineCoupling:
@@ -260,9 +258,7 @@ def glow_like(shape: Shape, *, num_classes: int | None = None) -> Compose:
     top_prior = GlowTopPrior(c2, (height // 4, width // 4), num_classes=num_classes)
     top = Compose(Squeeze(), *step(c2), Standardize(top_prior, c2))
     split_prior = ZeroConv2d(kept, 2 * (c1 - kept))
-    return Compose(
-        Squeeze(), *step(c1), FactorOut((c1, height // 2, width // 2), top, split_prior)
-    )
+    return Compose(Squeeze(), *step(c1), FactorOut((c1, height // 2, width // 2), top, split_prior))
 
 
 def realnvp_vector(shape: Shape, *, context: bool = False) -> Compose:
@@ -325,7 +321,9 @@ REGISTRY: list[Case] = [
         ONE_BATCH_DIM,
     ),
     Case("affine-coupling-strided-mask-exp", _strided_coupling, IMAGES, ONE_BATCH_DIM),
-    Case("affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES, ONE_BATCH_DIM),
+    Case(
+        "affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES, ONE_BATCH_DIM
+    ),
     Case("affine-coupling-mlp-sigmoid", _vector_coupling, VECTORS),
     Case("affine-coupling-mlp-exp", lambda s: _vector_coupling(s, scale_fn="exp"), VECTORS),
     Case(

@@ -57,9 +57,11 @@ def _explain_breaks(function, *args) -> str:
         torch._dynamo.reset()
     reasons = "\n".join(str(reason) for reason in explanation.break_reasons)
     assert explanation.graph_count >= 1, "nothing was traced"
-    return f"{explanation.graph_break_count} graph break(s):\n{reasons}" if (
-        explanation.graph_break_count
-    ) else ""
+    return (
+        f"{explanation.graph_break_count} graph break(s):\n{reasons}"
+        if (explanation.graph_break_count)
+        else ""
+    )
 
 
 @pytest.mark.parametrize("make", [_glow_flow, _mixed_flow], ids=["glow-like", "mixed"])

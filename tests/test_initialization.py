@@ -68,7 +68,9 @@ def _per_channel(value: Tensor, event_rank: int) -> tuple[Tensor, Tensor]:
     return mean, (value - value.mean(dim=dims, keepdim=True)).square().mean(dim=dims).sqrt()
 
 
-def _assert_standardised(flow: Flow, x: Tensor, context: Tensor | None = None, target: float = 1.0) -> int:
+def _assert_standardised(
+    flow: Flow, x: Tensor, context: Tensor | None = None, target: float = 1.0
+) -> int:
     outputs = _actnorm_outputs(flow, x, context)
     modules = dict(flow.named_modules())
     for name, value in outputs.items():
@@ -116,7 +118,9 @@ def test_loaded_model_is_not_initialised_again() -> None:
     fresh = _glow_flow()
     fresh.load_state_dict(trained.state_dict())
     flowkit.initialize(fresh, _data(seed=1) * 4.0 - 7.0)
-    for (name, loaded), (_, original) in zip(fresh.state_dict().items(), trained.state_dict().items()):
+    for (name, loaded), (_, original) in zip(
+        fresh.state_dict().items(), trained.state_dict().items()
+    ):
         assert torch.equal(loaded, original), name
 
 

@@ -23,8 +23,8 @@ from flowkit.bijectors import (
 )
 from flowkit.testing import check_bijector
 
-# A composition's codomain is its last part's (as for torch's ComposeTransform), so bounded maps such
-# as Exp come last, where that codomain is the true image.
+# A composition's codomain is its last part's (as for torch's ComposeTransform), so bounded maps
+# such as Exp come last, where that codomain is the true image.
 CHAINS = [
     pytest.param(
         lambda: [LeakyReLU(0.5), Affine((3,), event_rank=1)], (3,), id="elementwise-then-vector"

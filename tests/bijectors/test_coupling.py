@@ -46,7 +46,9 @@ def test_affine_coupling_split_mode_equations(scale_fn: str, shift_first: bool) 
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     theta = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     conditioner = Recorder(theta)
-    coupling = AffineCoupling(conditioner, channel_mask(4), scale_fn=scale_fn, shift_first=shift_first)
+    coupling = AffineCoupling(
+        conditioner, channel_mask(4), scale_fn=scale_fn, shift_first=shift_first
+    )
     z, log_abs_det = coupling(x)
     # Official Glow: shift = h[:, 0::2], scale = f(h[:, 1::2]); the first half is kept.
     shift, scale = theta[:, 0::2], SCALES[scale_fn](theta[:, 1::2])

@@ -77,7 +77,13 @@ def test_conv1x1_wrong_channel_count(lu: bool) -> None:
 
 def test_coupling_wrong_channel_count() -> None:
     coupling = AffineCoupling(GlowConditioner(2, 4, hidden_channels=4), channel_mask(4))
-    _raises(ValueError, lambda: coupling(torch.randn(2, 6, 4, 4)), "AffineCoupling", "(4, *, *)", "(6, 4, 4)")
+    _raises(
+        ValueError,
+        lambda: coupling(torch.randn(2, 6, 4, 4)),
+        "AffineCoupling",
+        "(4, *, *)",
+        "(6, 4, 4)",
+    )
     vector = AdditiveCoupling(MLP(2, 2), channel_mask(4, event_rank=1))
     _raises(ValueError, lambda: vector.inverse(torch.randn(3, 5)), "AdditiveCoupling", "(4)", "(5)")
 
@@ -91,14 +97,20 @@ def test_checkerboard_coupling_wrong_spatial_size() -> None:
 def test_permute_wrong_channel_count(event_rank: int) -> None:
     permute = Permute.reverse(3, event_rank=event_rank)
     x = torch.randn((2, 4) + (2,) * (event_rank - 1))
-    _raises(ValueError, lambda: permute(x), "Permute", "(3", f"({', '.join(map(str, x.shape[1:]))})")
+    _raises(
+        ValueError, lambda: permute(x), "Permute", "(3", f"({', '.join(map(str, x.shape[1:]))})"
+    )
 
 
 def test_squeeze_odd_spatial_size() -> None:
-    message = _raises(ValueError, lambda: Squeeze()(torch.randn(1, 2, 5, 4)), "divisible by 2", "5x4")
+    message = _raises(
+        ValueError, lambda: Squeeze()(torch.randn(1, 2, 5, 4)), "divisible by 2", "5x4"
+    )
     assert "(1, 2, 5, 4)" in message
     _raises(ValueError, lambda: Squeeze(3)(torch.randn(1, 2, 6, 4)), "divisible by 3", "6x4")
-    _raises(ValueError, lambda: Squeeze().inverse(torch.randn(1, 6, 2, 2)), "divisible by 4", "got 6")
+    _raises(
+        ValueError, lambda: Squeeze().inverse(torch.randn(1, 6, 2, 2)), "divisible by 4", "got 6"
+    )
 
 
 def test_reshape_and_flatten_wrong_event_shape() -> None:
@@ -140,19 +152,39 @@ def test_value_checks_can_be_switched_off() -> None:
 def test_conditioner_returning_wrong_channel_count() -> None:
     # Split mode: 2 transformed channels need 4 outputs (shift and scale each).
     coupling = AffineCoupling(ZeroConv2d(2, 3), channel_mask(4))
-    _raises(ValueError, lambda: coupling(torch.randn(2, 4, 4, 4)), "must return 4 channels", "(2, 3, 4, 4)")
+    _raises(
+        ValueError,
+        lambda: coupling(torch.randn(2, 4, 4, 4)),
+        "must return 4 channels",
+        "(2, 3, 4, 4)",
+    )
     # Mask mode: all 4 channels, 2 parameters each.
     checker = AffineCoupling(ZeroConv2d(4, 4), checkerboard_mask(4, 4))
-    _raises(ValueError, lambda: checker.inverse(torch.randn(2, 4, 4, 4)), "must return 8 channels", "(2, 4, 4, 4)")
+    _raises(
+        ValueError,
+        lambda: checker.inverse(torch.randn(2, 4, 4, 4)),
+        "must return 8 channels",
+        "(2, 4, 4, 4)",
+    )
     additive = AdditiveCoupling(MLP(2, 3), channel_mask(4, event_rank=1))
     _raises(ValueError, lambda: additive(torch.randn(5, 4)), "must return 2 channels", "(5, 3)")
 
 
 def test_prior_returning_wrong_channel_count() -> None:
     factor_out = FactorOut((4, 2, 2), InvertibleConv1x1(2), ZeroConv2d(2, 3))
-    _raises(ValueError, lambda: factor_out(torch.randn(3, 4, 2, 2)), "2 * 2 = 4 channels", "(3, 3, 2, 2)")
+    _raises(
+        ValueError,
+        lambda: factor_out(torch.randn(3, 4, 2, 2)),
+        "2 * 2 = 4 channels",
+        "(3, 3, 2, 2)",
+    )
     standardize = Standardize(GlowTopPrior(2, (2, 2)), 3)
-    _raises(ValueError, lambda: standardize(torch.randn(3, 3, 2, 2)), "2 * 3 = 6 channels", "(1, 4, 2, 2)")
+    _raises(
+        ValueError,
+        lambda: standardize(torch.randn(3, 3, 2, 2)),
+        "2 * 3 = 6 channels",
+        "(1, 4, 2, 2)",
+    )
 
 
 # --- context ------------------------------------------------------------------------------------
@@ -176,10 +208,20 @@ def test_class_conditional_prior_labels() -> None:
 # --- constructors -------------------------------------------------------------------------------
 def test_mask_must_have_both_parts() -> None:
     net = MLP(2, 4)
-    _raises(ValueError, lambda: AffineCoupling(net, torch.ones(4, dtype=torch.bool)), "both True and False")
-    _raises(ValueError, lambda: AdditiveCoupling(net, torch.zeros(4, dtype=torch.bool)), "both True and False")
+    _raises(
+        ValueError,
+        lambda: AffineCoupling(net, torch.ones(4, dtype=torch.bool)),
+        "both True and False",
+    )
+    _raises(
+        ValueError,
+        lambda: AdditiveCoupling(net, torch.zeros(4, dtype=torch.bool)),
+        "both True and False",
+    )
     _raises(TypeError, lambda: AffineCoupling(net, torch.ones(4)), "bool mask", "torch.float32")
-    _raises(TypeError, lambda: AffineCoupling(lambda x: x, channel_mask(4)), "nn.Module", "function")
+    _raises(
+        TypeError, lambda: AffineCoupling(lambda x: x, channel_mask(4)), "nn.Module", "function"
+    )
 
 
 def test_unknown_scale_function() -> None:
@@ -212,19 +254,36 @@ def test_bad_scalar_arguments() -> None:
 
 
 def test_compose_and_inverse_take_bijectors() -> None:
-    _raises(TypeError, lambda: Compose(Exp(), nn.Linear(2, 2)), "Bijector parts", "Linear", "position 1")
+    _raises(
+        TypeError, lambda: Compose(Exp(), nn.Linear(2, 2)), "Bijector parts", "Linear", "position 1"
+    )
     _raises(TypeError, lambda: Inverse(nn.Identity()), "Bijector", "Identity")
 
 
 def test_factor_out_arguments() -> None:
-    _raises(ValueError, lambda: FactorOut((4, 2, 2), InvertibleConv1x1(2), kept_channels=4), "0 < kept_channels < 4", "got 4")
+    _raises(
+        ValueError,
+        lambda: FactorOut((4, 2, 2), InvertibleConv1x1(2), kept_channels=4),
+        "0 < kept_channels < 4",
+        "got 4",
+    )
     _raises(TypeError, lambda: FactorOut((4, 2, 2), nn.Identity()), "Bijector as inner", "Identity")
-    _raises(ValueError, lambda: FactorOut((4,), InvertibleConv1x1(2)), "event rank 3", "kept part's 1")
+    _raises(
+        ValueError, lambda: FactorOut((4,), InvertibleConv1x1(2)), "event rank 3", "kept part's 1"
+    )
     # The inner bijector is shape-checked against the kept part when the model is built.
-    _raises(ValueError, lambda: FactorOut((4, 2, 2), InvertibleConv1x1(3)), "(3, *, *)", "(2, 2, 2)")
+    _raises(
+        ValueError, lambda: FactorOut((4, 2, 2), InvertibleConv1x1(3)), "(3, *, *)", "(2, 2, 2)"
+    )
 
 
 def test_actnorm_initialisation_needs_two_values_per_channel() -> None:
     norm = ActNorm(3, event_rank=1)
-    _raises(ValueError, lambda: flowkit.initialize(norm, torch.randn(1, 3)), "at least 2 values", "got 1", "(1, 3)")
+    _raises(
+        ValueError,
+        lambda: flowkit.initialize(norm, torch.randn(1, 3)),
+        "at least 2 values",
+        "got 1",
+        "(1, 3)",
+    )
     assert not bool(norm.initialized)

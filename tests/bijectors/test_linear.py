@@ -231,7 +231,11 @@ def test_permute_images_moves_channels() -> None:
 
 
 def test_permute_shuffle_is_seeded_and_saved() -> None:
-    first, again, other = Permute.shuffle(8, seed=1), Permute.shuffle(8, seed=1), Permute.shuffle(8, seed=2)
+    first, again, other = (
+        Permute.shuffle(8, seed=1),
+        Permute.shuffle(8, seed=1),
+        Permute.shuffle(8, seed=2),
+    )
     assert torch.equal(first.permutation, again.permutation)
     assert not torch.equal(first.permutation, other.permutation)
     assert sorted(first.permutation.tolist()) == list(range(8))

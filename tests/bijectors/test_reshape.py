@@ -1,4 +1,4 @@
-"""Squeeze has pixel_unshuffle's and official Glow's layout; Reshape and Flatten keep row-major order."""
+"""Squeeze has pixel_unshuffle's and official Glow's layout; Reshape and Flatten are row-major."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _glow_squeeze2d(x_nhwc: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _loop_squeeze(x: np.ndarray, factor: int) -> np.ndarray:
-    """Brute force in NCHW: output channel c * f^2 + i * f + j is channel c at patch offset (i, j)."""
+    """Brute force (NCHW): output channel c * f^2 + i * f + j is channel c at offset (i, j)."""
     n, channels, height, width = x.shape
     out = np.empty((n, channels * factor * factor, height // factor, width // factor), x.dtype)
     for c in range(channels):
@@ -64,7 +64,9 @@ def test_squeeze_shapes() -> None:
     assert Squeeze(3).inverse_shape((9, 4, 5)) == (1, 12, 15)
 
 
-@pytest.mark.parametrize(("in_shape", "out_shape"), [((2, 3), (6,)), ((6,), (3, 2)), ((2, 2, 3), (3, 4))])
+@pytest.mark.parametrize(
+    ("in_shape", "out_shape"), [((2, 3), (6,)), ((6,), (3, 2)), ((2, 2, 3), (3, 4))]
+)
 def test_reshape_is_row_major(in_shape, out_shape) -> None:
     x = torch.arange(2 * int(np.prod(in_shape)), dtype=torch.float64).reshape((2,) + in_shape)
     z, log_abs_det = Reshape(in_shape, out_shape)(x)

@@ -40,22 +40,37 @@ def test_log_prob_wrong_event_shape() -> None:
     flow = _vector_flow()
     _raises(ValueError, lambda: flow.log_prob(torch.randn(5, 4)), "Flow", "(3)", "(4)", "(5, 4)")
     image_flow = Flow(StandardNormal((64,)), glow_like((1, 8, 8)))
-    _raises(ValueError, lambda: image_flow.log_prob(torch.randn(2, 1, 8, 6)), "(1, 8, 8)", "(1, 8, 6)")
+    _raises(
+        ValueError, lambda: image_flow.log_prob(torch.randn(2, 1, 8, 6)), "(1, 8, 8)", "(1, 8, 6)"
+    )
     _raises(ValueError, lambda: image_flow.log_prob(torch.randn(8, 8)), "(1, 8, 8)", "(8, 8)")
 
 
 def test_log_prob_rejects_integer_data() -> None:
     flow = _vector_flow()
-    _raises(TypeError, lambda: flow.log_prob(torch.zeros(5, 3, dtype=torch.uint8)), "floating-point", "torch.uint8", "dequantized")
+    _raises(
+        TypeError,
+        lambda: flow.log_prob(torch.zeros(5, 3, dtype=torch.uint8)),
+        "floating-point",
+        "torch.uint8",
+        "dequantized",
+    )
     _raises(TypeError, lambda: flow.log_prob([[0.0, 1.0, 2.0]]), "torch.Tensor", "list")
-    _raises(TypeError, lambda: flow.decode(torch.zeros(5, 3, dtype=torch.int32)), "latent", "torch.int32")
+    _raises(
+        TypeError,
+        lambda: flow.decode(torch.zeros(5, 3, dtype=torch.int32)),
+        "latent",
+        "torch.int32",
+    )
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 def test_log_prob_rejects_non_finite_data(bad: float) -> None:
     x = torch.zeros(4, 3)
     x[2, 1] = bad
-    _raises(ValueError, lambda: _vector_flow().log_prob(x), "finite", "1 non-finite", "(2, 1)", str(bad))
+    _raises(
+        ValueError, lambda: _vector_flow().log_prob(x), "finite", "1 non-finite", "(2, 1)", str(bad)
+    )
 
 
 def test_flow_context_missing_or_misshapen() -> None:
@@ -63,7 +78,13 @@ def test_flow_context_missing_or_misshapen() -> None:
     x = torch.randn(5, 3)
     _raises(ValueError, lambda: flow.log_prob(x), "conditional", "(2,)", "got None")
     _raises(ValueError, lambda: flow.log_prob(x, torch.randn(5, 4)), "context", "(2)", "(4)")
-    _raises(ValueError, lambda: flow.log_prob(x, torch.randn(4, 2)), "does not broadcast", "(4, 2)", "(5,)")
+    _raises(
+        ValueError,
+        lambda: flow.log_prob(x, torch.randn(4, 2)),
+        "does not broadcast",
+        "(4, 2)",
+        "(5,)",
+    )
     _raises(ValueError, lambda: flow.sample(3), "got None")
 
 
@@ -78,7 +99,13 @@ def test_conditional_diagonal_normal_errors() -> None:
     _raises(ValueError, lambda: base.log_prob(z), "ConditionalDiagonalNormal", "(2,)", "got None")
     _raises(ValueError, lambda: base.log_prob(z, torch.randn(4, 5)), "(2)", "(5)")
     _raises(ValueError, lambda: base.sample(2), "got None")
-    _raises(ValueError, lambda: base.log_prob(torch.randn(4, 2), torch.randn(4, 2)), "value", "(3)", "(2)")
+    _raises(
+        ValueError,
+        lambda: base.log_prob(torch.randn(4, 2), torch.randn(4, 2)),
+        "value",
+        "(3)",
+        "(2)",
+    )
     wrong = ConditionalDiagonalNormal((3,), MLP(2, 5), context_shape=(2,))
     _raises(ValueError, lambda: wrong.log_prob(z, torch.randn(4, 2)), "2 * 3 features", "(4, 5)")
 
@@ -92,8 +119,12 @@ def test_class_labels_out_of_range_through_a_flow() -> None:
 
 
 def test_flow_constructor_checks() -> None:
-    _raises(TypeError, lambda: Flow(torch.nn.Linear(2, 2), Affine()), "distribution as base", "Linear")
-    _raises(TypeError, lambda: Flow(StandardNormal((3,)), torch.nn.Identity()), "Bijector", "Identity")
+    _raises(
+        TypeError, lambda: Flow(torch.nn.Linear(2, 2), Affine()), "distribution as base", "Linear"
+    )
+    _raises(
+        TypeError, lambda: Flow(StandardNormal((3,)), torch.nn.Identity()), "Bijector", "Identity"
+    )
     # A rank-3 bijector cannot sit on a rank-1 base.
     _raises(ValueError, lambda: Flow(StandardNormal((3,)), ActNorm(3)), "rank 3", "(3,)", "rank 1")
     # The whole model is shape-checked when built.
@@ -104,8 +135,15 @@ def test_flow_constructor_checks() -> None:
 
 def test_torch_base_needs_empty_batch_shape() -> None:
     normal = Normal(torch.zeros(3), torch.ones(3))
-    _raises(ValueError, lambda: Flow(normal, Affine((3,), event_rank=1)), "batch shape (3,)", "Independent")
-    _raises(TypeError, lambda: TorchBase(torch.zeros(3)), "torch.distributions.Distribution", "Tensor")
+    _raises(
+        ValueError,
+        lambda: Flow(normal, Affine((3,), event_rank=1)),
+        "batch shape (3,)",
+        "Independent",
+    )
+    _raises(
+        TypeError, lambda: TorchBase(torch.zeros(3)), "torch.distributions.Distribution", "Tensor"
+    )
 
 
 def test_latent_structure_errors() -> None:
@@ -114,7 +152,13 @@ def test_latent_structure_errors() -> None:
     _raises(ValueError, lambda: flow.unflatten(torch.randn(2, 60)), "(64)", "(60)")
     pieces = flow.unflatten(torch.randn(2, 64))
     _raises(ValueError, lambda: flow.flatten(pieces[:1]), "2 pieces", "got 1")
-    _raises(ValueError, lambda: flow.flatten([pieces[0], pieces[1].flatten(1)]), "piece", "(8, 2, 2)", "(2, 32)")
+    _raises(
+        ValueError,
+        lambda: flow.flatten([pieces[0], pieces[1].flatten(1)]),
+        "piece",
+        "(8, 2, 2)",
+        "(2, 32)",
+    )
 
 
 def test_negative_sample_count() -> None:

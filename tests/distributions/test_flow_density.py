@@ -77,9 +77,9 @@ def _log_normal() -> Compose:
     return Compose(Inverse(Exp()), Affine(shift=0.5, scale=2.0))
 
 
-# Supports are the open intervals of the data. On the real line, sigmoid and tanh saturate in float64
-# (past |x| ~ 20 here), where the density is below 1e-16 but evaluates to NaN, so that flow is
-# integrated over a finite range that holds all but a negligible part of its mass.
+# Supports are the open intervals of the data. On the real line, sigmoid and tanh saturate in
+# float64 (past |x| ~ 20 here), where the density is below 1e-16 but evaluates to NaN, so that flow
+# is integrated over a finite range that holds all but a negligible part of its mass.
 ONE_DIMENSIONAL = [
     pytest.param(_real_line, (-25.0, 15.0), id="real-line"),
     pytest.param(_unit_interval, (0.0, 1.0), id="unit-interval"),
@@ -164,7 +164,9 @@ def test_two_dimensional_flow_integrates_to_one() -> None:
     total = integrate.simpson(integrate.simpson(density, x=axis, axis=1), x=axis)
     assert abs(total - 1.0) < 2e-3, total
     # The density is not a product of its marginals: the coupling mixes the two coordinates.
-    marginals = np.outer(integrate.simpson(density, x=axis, axis=1), integrate.simpson(density, x=axis, axis=0))
+    marginals = np.outer(
+        integrate.simpson(density, x=axis, axis=1), integrate.simpson(density, x=axis, axis=0)
+    )
     assert float(np.abs(marginals - density).max()) > 1e-2 * float(density.max())
 
 
@@ -199,7 +201,9 @@ def _conditional_vector_flow() -> Flow:
     flow = Flow(base, bijector)
     _randomize(flow, 0.3, seed=2)
     flow = flow.double()
-    return flowkit.initialize(flow, torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 3, dtype=torch.float64))
+    return flowkit.initialize(
+        flow, torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 3, dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
@@ -370,7 +374,9 @@ def test_encode_decode_round_trip() -> None:
             z_drawn = torch.randn(batch + tuple(flow.latent_shape), dtype=torch.float64) * 0.5
             assert_close(flow.encode(flow.decode(z_drawn, context), context), z_drawn)
             # Extra batch dimensions are flattened for the convolutional networks and restored.
-            assert_close(flow.log_prob(x, context).flatten(), flow.log_prob(x.flatten(0, 1), _flat(context)))
+            assert_close(
+                flow.log_prob(x, context).flatten(), flow.log_prob(x.flatten(0, 1), _flat(context))
+            )
 
 
 def _flat(context: torch.Tensor | None) -> torch.Tensor | None:

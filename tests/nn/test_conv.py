@@ -1,4 +1,4 @@
-"""Glow's convolution layers: the edge channel, and zero-initialised outputs with a learned scale."""
+"""Glow's convolution layers: the edge channel, zero-initialised outputs with a learned scale."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from torch.testing import assert_close
 from flowkit.nn import EdgeConv2d, LinearZeros, ZeroConv2d
 
 
-def _official_edge_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Glow's conv2d with edge_bias: zero-pad, append a channel that is 1 in the padding, convolve."""
+def _official_edge_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Glow's conv2d with edge_bias: zero-pad, append a channel of 1 in the padding, convolve."""
     pad = weight.shape[-1] // 2
     padded = F.pad(x, (pad, pad, pad, pad))
     edge = F.pad(torch.zeros_like(x[:, :1]), (pad, pad, pad, pad), value=1.0)

@@ -27,18 +27,22 @@ def test_conditioner_starts_at_zero_and_is_initialised_by_initialize() -> None:
 
 
 def _official_top_prior(prior: GlowTopPrior, labels: torch.Tensor | None) -> torch.Tensor:
-    """Glow's prior: conv2d_zeros of an all-zero map (edge channel included), plus the class term."""
+    """Glow's prior: conv2d_zeros of all-zero input (with the edge channel), plus the class term."""
     channels = 2 * prior.channels
     zeros = torch.zeros((1, channels) + prior.spatial_shape)
     padded = F.pad(zeros, (1, 1, 1, 1))
     edge = F.pad(torch.zeros((1, 1) + prior.spatial_shape), (1, 1, 1, 1), value=1.0)
     conv = prior.conv
-    h = F.conv2d(torch.cat([padded, edge], 1), conv.weight, conv.bias) * torch.exp(3 * conv.log_scale)
+    h = F.conv2d(torch.cat([padded, edge], 1), conv.weight, conv.bias) * torch.exp(
+        3 * conv.log_scale
+    )
     if labels is None:
         return h
     embedding = prior.class_embedding
     one_hot = F.one_hot(labels, prior.num_classes).float()
-    class_term = (one_hot @ embedding.weight.T + embedding.bias) * torch.exp(3 * embedding.log_scale)
+    class_term = (one_hot @ embedding.weight.T + embedding.bias) * torch.exp(
+        3 * embedding.log_scale
+    )
     return h + class_term[:, :, None, None]
 
 
@@ -66,7 +70,9 @@ def test_top_prior_labels_and_classifier() -> None:
     assert_close(prior(labels), prior(F.one_hot(labels, 4).double()))
     z_top = torch.randn(2, 2, 2, 2)
     classifier = prior.classifier
-    expected = (z_top.mean((2, 3)) @ classifier.weight.T + classifier.bias) * torch.exp(3 * classifier.log_scale)
+    expected = (z_top.mean((2, 3)) @ classifier.weight.T + classifier.bias) * torch.exp(
+        3 * classifier.log_scale
+    )
     assert_close(prior.class_logits(z_top), expected)
     with pytest.raises(RuntimeError, match="class-conditional"):
         GlowTopPrior(2, (2, 2)).class_logits(z_top)

@@ -24,7 +24,9 @@ class Linear(Bijector):
     def __init__(self, features: int = FEATURES) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(1)
-        self.weight = nn.Parameter(torch.eye(features) + 0.3 * torch.randn(features, features, generator=generator))
+        self.weight = nn.Parameter(
+            torch.eye(features) + 0.3 * torch.randn(features, features, generator=generator)
+        )
         self.bias = nn.Parameter(torch.linspace(-1.0, 1.0, features))
 
     def log_det(self, x: Tensor) -> Tensor:
@@ -212,7 +214,9 @@ BROKEN = [
     pytest.param(LogDetNotSummedOverEvent, "log_abs_det has shape", id="log-det-per-element"),
     pytest.param(MixesBatch, "batch elements are not independent", id="mixes-batch"),
     pytest.param(NonFiniteOutput, "forward's z has .* non-finite", id="non-finite-output"),
-    pytest.param(NonFiniteLogDet, "forward's log_abs_det has .* non-finite", id="non-finite-log-det"),
+    pytest.param(
+        NonFiniteLogDet, "forward's log_abs_det has .* non-finite", id="non-finite-log-det"
+    ),
     pytest.param(
         InverseLogDetNotMinusForward, "inverse's log_abs_det", id="inverse-log-det-not-minus"
     ),
