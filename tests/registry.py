@@ -47,10 +47,8 @@ from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
 
 __all__ = [
-    "CONTEXT_FEATURES",
     "Case",
     "REGISTRY",
-    "case_by_id",
     "example",
     "example_shape",
     "glow_like",
@@ -135,14 +133,6 @@ def example(
     if any(isinstance(m, DataDependentInit) for m in bijector.modules()):
         initialize(bijector, x, context)
     return bijector, x, context
-
-
-def case_by_id(case_id: str) -> Case:
-    """The registry case named ``case_id``."""
-    for case in REGISTRY:
-        if case.id == case_id:
-            return case
-    raise KeyError(case_id)
 
 
 # --- event shape strategies ------------------------------------------------------------------
