@@ -1,6 +1,6 @@
 """flowkit: composable normalizing flows for PyTorch, with a faithful Glow."""
 
-from flowkit import bijectors, distributions, nn
+from flowkit import bijectors, data, distributions, nn
 from flowkit._utils import set_validation
 from flowkit.bijectors import Bijector, Compose, Inverse, InverseNotAvailable, from_transform
 from flowkit.distributions import (
@@ -25,6 +25,7 @@ __all__ = [
     "InverseNotAvailable",
     "StandardNormal",
     "bijectors",
+    "data",
     "distributions",
     "from_transform",
     "initialize",

@@ -20,15 +20,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    # Test tensors are tiny: a second intra-op thread only adds start-up and spin-waiting, which
-    # on a busy machine makes small ops (and vmap'd Jacobians) orders of magnitude slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# The tests run many tiny tensor operations, which extra intra-op threads only slow down (on a
+# shared or busy machine, by orders of magnitude, as idle threads spin waiting for work). Python
+# subprocesses started by tests read OMP_NUM_THREADS, so they compute with the same reduction order
+# as this process and their results agree bit for bit.
+_THREADS = os.environ.get("FLOWKIT_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = _THREADS
+torch.set_num_threads(int(_THREADS))
 
 
 @pytest.fixture(autouse=True)

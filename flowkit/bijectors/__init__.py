@@ -1,6 +1,7 @@
 """Bijectors: invertible maps from data to latent with their log-determinants."""
 
 from flowkit.bijectors.base import Bijector, Compose, Inverse, InverseNotAvailable
+from flowkit.bijectors.cache import ParameterCache
 from flowkit.bijectors.coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -19,16 +20,25 @@ from flowkit.bijectors.elementwise import (
     Tanh,
 )
 from flowkit.bijectors.interop import BijectorTransform, TransformBijector, from_transform
-from flowkit.bijectors.linear import InvertibleConv1x1, Permute
+from flowkit.bijectors.linear import AffineConv1x1, InvertibleConv1x1, Permute
+from flowkit.bijectors.linear_vector import (
+    HouseholderLinear,
+    LULinear,
+    QRLinear,
+    SVDLinear,
+    householder_product,
+)
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
-from flowkit.bijectors.normalization import ActNorm
+from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
 
 __all__ = [
     "ActNorm",
+    "AffineConv1x1",
     "AdditiveCoupling",
     "Affine",
     "AffineCoupling",
+    "BatchNorm",
     "Bijector",
     "BijectorTransform",
     "Compose",
@@ -37,13 +47,18 @@ __all__ = [
     "Exp",
     "FactorOut",
     "Flatten",
+    "HouseholderLinear",
     "Inverse",
     "InverseNotAvailable",
     "InvertibleConv1x1",
+    "LULinear",
     "LeakyReLU",
     "Logit",
+    "ParameterCache",
     "Permute",
+    "QRLinear",
     "Reshape",
+    "SVDLinear",
     "Sigmoid",
     "Softplus",
     "Squeeze",
@@ -53,5 +68,6 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "from_transform",
+    "householder_product",
     "latent_shapes",
 ]

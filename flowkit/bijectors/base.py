@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from flowkit._utils import reduce_to_batch
+from flowkit._utils import is_compiling, reduce_to_batch
 
 __all__ = ["Bijector", "Compose", "Inverse", "InverseNotAvailable"]
 
 Shape = Union[torch.Size, Sequence[int]]
+Rebuilt = tuple[Tensor, tuple[Tensor, ...], Tensor, Tensor, Callable[[Sequence[Tensor]], Tensor]]
+
+
+def _first(gradients: Sequence[Tensor]) -> Tensor:
+    return gradients[0]
 
 
 class InverseNotAvailable(NotImplementedError):
@@ -81,6 +86,22 @@ class Bijector(nn.Module):
         self._check_rank(shape, self.latent_rank, "latent")
         return torch.Size(shape)
 
+    def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
+        """Rebuild the input of ``forward`` from its output ``z`` and re-run ``forward`` under autograd.
+
+        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf tensors
+        the re-run graph starts from, the re-run output and log-determinant, and a function that
+        assembles the gradient with respect to the input from the leaves' gradients. The default
+        inverts and re-runs; a bijector may override it to share work between the two (couplings
+        evaluate their conditioner once instead of twice).
+        """
+        with torch.no_grad():
+            x, _ = self.inverse(z, context)
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z_again, log_abs_det = self(leaf, context)
+        return x.detach(), (leaf,), z_again, log_abs_det, _first
+
     def as_transform(self, context: Tensor | None = None, cache_size: int = 1):
         """This bijector's forward map (data to latent) as a ``torch.distributions.Transform``.
 
@@ -107,8 +128,18 @@ class Compose(Bijector):
     composition's ``event_rank`` is the smallest that covers every part, computed as
     ``torch.distributions.ComposeTransform`` does.
 
+    With ``memory_saving=True`` a training pass stores no activations inside the chain: the
+    backward pass rebuilds each part's input from its output with the exact inverse and re-runs that
+    part under autograd (invertible backpropagation), so memory no longer grows with the number of
+    parts, for about one extra forward and one inverse pass of compute. The rebuilt chain input is
+    compared with the true one; a drift above ``drift_tolerance`` (relative to ``max|x| + 1``)
+    raises :class:`~flowkit.bijectors.memory.ReconstructionError` instead of returning inaccurate
+    gradients. Parts must then be deterministic with exact inverses (all flowkit bijectors are).
+
     Args:
         *bijectors: The parts, in the order ``forward`` applies them (a single list also works).
+        memory_saving: Use invertible backpropagation when autograd is on.
+        drift_tolerance: Bound on the relative reconstruction error in memory-saving mode.
 
     Example:
         >>> from flowkit.bijectors import Affine, Sigmoid
@@ -117,8 +148,15 @@ class Compose(Bijector):
         1
     """
 
-    def __init__(self, *bijectors: Bijector | Iterable[Bijector]) -> None:
+    def __init__(
+        self,
+        *bijectors: Bijector | Iterable[Bijector],
+        memory_saving: bool = False,
+        drift_tolerance: float = 1e-3,
+    ) -> None:
         super().__init__()
+        self.memory_saving = bool(memory_saving)
+        self.drift_tolerance = float(drift_tolerance)
         if len(bijectors) == 1 and not isinstance(bijectors[0], Bijector):
             bijectors = tuple(bijectors[0])
         for index, part in enumerate(bijectors):
@@ -159,6 +197,14 @@ class Compose(Bijector):
         return self.bijectors[index]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.memory_saving and torch.is_grad_enabled() and not is_compiling():
+            from flowkit.bijectors.memory import invertible_backprop
+
+            batch_rank = x.dim() - self.event_rank
+            return invertible_backprop(self, x, context, self.drift_tolerance, batch_rank)
+        return self._plain_forward(x, context)
+
+    def _plain_forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         batch_rank = x.dim() - self.event_rank
         log_abs_det = x.new_zeros(x.shape[:batch_rank])
         for part in self.bijectors:

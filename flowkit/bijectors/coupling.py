@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import accepts_context, check_event_shape, every_nth
-from flowkit.bijectors.base import Bijector, Shape
+from flowkit.bijectors.base import Bijector, Rebuilt, Shape
 
 __all__ = [
     "AdditiveCoupling",
@@ -188,6 +188,30 @@ class Coupling(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, invert=False)
 
+    def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
+        # z_a = x_a, so one conditioner pass serves both the inversion and the re-run graph.
+        if not self.split_mode:
+            return super().rebuild_for_backward(z, context)
+        batch_rank = z.dim() - self.event_rank
+        z_a, z_b = self._split(z)
+        x_a = z_a.detach().requires_grad_(True)
+        with torch.enable_grad():
+            theta = self._params(x_a, context, z_b)
+        with torch.no_grad():
+            x_b, _ = self._untransform(z_b, tuple(t.detach() for t in theta))
+        x_b = x_b.requires_grad_(True)
+        with torch.enable_grad():
+            z_b_again, log_derivative = self._transform(x_b, theta)
+            z_again = self._merge(x_a, z_b_again)
+            if log_derivative is None:
+                log_abs_det = z.new_zeros(z.shape[:batch_rank])
+            else:
+                log_abs_det = log_derivative.flatten(batch_rank).sum(-1)
+        x = self._merge(x_a.detach(), x_b.detach())
+        return x, (x_a, x_b), z_again, log_abs_det, lambda grads: self._merge(
+            _zero_if_none(grads[0], x_a), _zero_if_none(grads[1], x_b)
+        )
+
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(z, context, invert=True)
 
@@ -203,6 +227,10 @@ class Coupling(Bijector):
 
     def _untransform(self, z_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+
+def _zero_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if gradient is None else gradient
 
 
 class AffineCoupling(Coupling):

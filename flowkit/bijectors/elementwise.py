@@ -144,10 +144,11 @@ class Logit(Elementwise):
     r"""Logit with optional squeezing into the interior: :math:`z = \mathrm{logit}(\alpha + (1 - 2\alpha) x)`.
 
     With :math:`\alpha > 0` this is RealNVP's preprocessing of images in :math:`[0, 1]`, which keeps
-    the logit finite at the pixel range's ends. The image of :math:`[0, 1]` is then the interval
-    :math:`[\mathrm{logit}(\alpha), \mathrm{logit}(1 - \alpha)]`, which is the ``codomain``: a
-    latent outside it has no preimage in :math:`[0, 1]`, and ``inverse`` rejects it while validation
-    is on.
+    the logit finite at the pixel range's ends. The map is then a bijection from the wider interval
+    :math:`[-m, 1 + m]`, :math:`m = \alpha / (1 - 2\alpha)`, onto the real line, and that interval
+    is its ``domain``: the inverse of any real :math:`z` lies in it, so samples of a model with this
+    preprocessing may fall slightly outside :math:`[0, 1]` and must still be accepted by
+    ``forward``.
 
     Args:
         alpha: Margin :math:`\alpha \in [0, 1/2)` kept from 0 and 1.
@@ -164,14 +165,9 @@ class Logit(Elementwise):
         if not 0.0 <= alpha < 0.5:
             raise ValueError(f"Logit expects 0 <= alpha < 0.5, got {alpha}")
         self.alpha = float(alpha)
-
-    @property
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
-        r"""The real line, or for :math:`\alpha > 0` the interval that :math:`[0, 1]` maps onto."""
-        if self.alpha == 0.0:
-            return constraints.real
-        bound = math.log1p(-self.alpha) - math.log(self.alpha)
-        return constraints.interval(-bound, bound)
+        if self.alpha > 0:
+            margin = self.alpha / (1.0 - 2.0 * self.alpha)
+            self.domain = constraints.interval(-margin, 1.0 + margin)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         u = self.alpha + (1.0 - 2.0 * self.alpha) * x

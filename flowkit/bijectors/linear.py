@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape, is_compiling
+from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
+from flowkit.bijectors.cache import ParameterCache
 
-__all__ = ["InvertibleConv1x1", "Permute"]
+__all__ = ["AffineConv1x1", "InvertibleConv1x1", "Permute"]
 
 
 class InvertibleConv1x1(Bijector):
@@ -28,7 +29,7 @@ class InvertibleConv1x1(Bijector):
 
     The weight, its inverse (computed in float64) and the log-determinant depend only on the
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
-    and cached, keyed on the parameters' version counters, so an optimizer step,
+    and cached by a :class:`~flowkit.bijectors.cache.ParameterCache`, so an optimizer step,
     ``load_state_dict`` or ``.to()`` invalidates the cache; with autograd they are built fresh on
     each call so gradients reach the parameters. Writes that bypass the version counter (through
     ``.data``, or a collective writing into a parameter) go unseen: write to the parameter itself
@@ -77,8 +78,7 @@ class InvertibleConv1x1(Bijector):
             self.log_s = nn.Parameter(diagonal.abs().log().float())
         else:
             self.weight = nn.Parameter(rotation.float())
-        self._cache_key: tuple | None = None
-        self._cache: dict[str, Tensor] = {}
+        self._cache = ParameterCache()
 
     # The weight, inverse and log-determinant as functions of the parameters.
     def _compute_weight(self) -> Tensor:
@@ -114,17 +114,7 @@ class InvertibleConv1x1(Bijector):
             "inverse": self._compute_inverse,
             "log_det": self._compute_log_det,
         }[name]
-        parameters = list(self.parameters())
-        if is_compiling() or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
-        ):
-            return compute()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in parameters)
-        if key != self._cache_key:
-            self._cache_key, self._cache = key, {}
-        if name not in self._cache:
-            self._cache[name] = compute().detach()
-        return self._cache[name]
+        return self._cache.get(self, name, compute)
 
     def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
         """The current :math:`W` and :math:`\\log|\\det W|` (cached outside autograd)."""
@@ -228,3 +218,75 @@ class Permute(Bijector):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, event_rank={self.event_rank}"
+
+
+class AffineConv1x1(Bijector):
+    r"""A fixed invertible affine 1x1 convolution :math:`z_{:,i,j} = W x_{:,i,j} + c`.
+
+    The weight and offset are buffers (no learning): this is what
+    :func:`flowkit.performance.fuse_for_inference` makes of an ActNorm followed by an
+    :class:`InvertibleConv1x1`. :math:`W^{-1}` and :math:`\log|\det W|` are computed in float64 and
+    kept until the weight or the dtype changes.
+
+    Args:
+        weight: Invertible matrix of shape ``(C, C)``.
+        bias: Offset of shape ``(C,)`` (zeros if None).
+
+    Example:
+        >>> conv = AffineConv1x1(torch.eye(3) * 2, torch.ones(3))
+        >>> conv(torch.zeros(1, 3, 2, 2))[0][0, :, 0, 0]
+        tensor([1., 1., 1.])
+    """
+
+    event_rank = 3
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        super().__init__()
+        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+            raise ValueError(f"AffineConv1x1 expects a square (C, C) weight, got {tuple(weight.shape)}")
+        sign, _ = torch.linalg.slogdet(weight.double())
+        if float(sign) == 0:
+            raise ValueError("AffineConv1x1 expects an invertible weight, got a singular matrix")
+        self.channels = weight.shape[0]
+        bias = torch.zeros(self.channels, dtype=weight.dtype) if bias is None else bias
+        if bias.shape != (self.channels,):
+            raise ValueError(f"AffineConv1x1 expects a bias of shape ({self.channels},), got {tuple(bias.shape)}")
+        self.register_buffer("weight", weight.clone())
+        self.register_buffer("bias", bias.clone().to(weight.dtype))
+        self._cache = ParameterCache()
+
+    def _derived(self) -> tuple[Tensor, Tensor]:
+        dtype = self.weight.dtype
+        inverse = self._cache.get(
+            self, "inverse", lambda: torch.linalg.inv(self.weight.double()).to(dtype)
+        )
+        log_det = self._cache.get(
+            self, "log_det", lambda: torch.linalg.slogdet(self.weight.double())[1].to(dtype)
+        )
+        return inverse, log_det
+
+    def _conv(self, x: Tensor, matrix: Tensor) -> Tensor:
+        flat = x.reshape((-1,) + x.shape[-3:])
+        return F.conv2d(flat, matrix.view(self.channels, self.channels, 1, 1)).reshape(x.shape)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event_shape("AffineConv1x1", x, (self.channels, None, None))
+        _, log_det = self._derived()
+        z = self._conv(x, self.weight) + self.bias.view(-1, 1, 1)
+        return z, (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_event_shape("AffineConv1x1", z, (self.channels, None, None), "latent")
+        inverse, log_det = self._derived()
+        x = self._conv(z - self.bias.view(-1, 1, 1), inverse)
+        return x, -(log_det * (z.shape[-1] * z.shape[-2])).expand(z.shape[:-3])
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        check_event_shape("AffineConv1x1", shape, (self.channels, None, None))
+        return torch.Size(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        return self.forward_shape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}"

@@ -1,8 +1,10 @@
-"""Distributions: Gaussian bases, torch-distribution wrappers, and the Flow itself."""
+"""Distributions: Gaussian, mixture and uniform bases, torch-distribution wrappers, and the Flow."""
 
 from flowkit.distributions.base import Distribution, TorchBase
 from flowkit.distributions.flow import Flow, FlowDistribution
+from flowkit.distributions.mixture import MixtureOfGaussians
 from flowkit.distributions.normal import ConditionalDiagonalNormal, DiagonalNormal, StandardNormal
+from flowkit.distributions.uniform import UniformBox
 
 __all__ = [
     "ConditionalDiagonalNormal",
@@ -10,6 +12,8 @@ __all__ = [
     "Distribution",
     "Flow",
     "FlowDistribution",
+    "MixtureOfGaussians",
     "StandardNormal",
     "TorchBase",
+    "UniformBox",
 ]

@@ -119,13 +119,19 @@ class Flow(nn.Module):
     # --- density --------------------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of ``x`` (shape ``(*batch, *event_shape)``), shape ``batch``."""
+        return self.latent_and_log_prob(x, context)[1]
+
+    def latent_and_log_prob(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The latent ``z = f(x)`` and ``log_prob(x)`` from one pass (shapes as encode/log_prob)."""
         batch_shape = self._batch_shape(x)
         check_finite("Flow.log_prob", x)
         flat_context = self._prepare_context(context, batch_shape)
         flat_x = self._flat(x, batch_shape, self.event_shape, context)
         z, log_abs_det = self.bijector(flat_x, flat_context)
         log_prob = self.base.log_prob(z, flat_context) + _to_batch(log_abs_det, z, self.latent_shape)
-        return log_prob.reshape(batch_shape)
+        return z.reshape(batch_shape + self.latent_shape), log_prob.reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob`, so that wrappers such as DistributedDataParallel call it."""

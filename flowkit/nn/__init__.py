@@ -2,6 +2,20 @@
 
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
+from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
+from flowkit.nn.resnet import ResidualBlock, ResNet
+from flowkit.nn.scale import ScaledTanh
 
-__all__ = ["EdgeConv2d", "GlowConditioner", "GlowTopPrior", "LinearZeros", "MLP", "ZeroConv2d"]
+__all__ = [
+    "EdgeConv2d",
+    "GlowConditioner",
+    "GlowTopPrior",
+    "LinearZeros",
+    "MLP",
+    "MaskedInput",
+    "ResNet",
+    "ResidualBlock",
+    "ScaledTanh",
+    "ZeroConv2d",
+]

@@ -27,7 +27,10 @@ class EdgeConv2d(nn.Module):
     depend on the data, so its contribution is a fixed bias map: this layer computes
     ``conv(pad(x), W_x) + conv(edge, W_edge)`` without materialising the concatenated input. The
     weight keeps the official ``(out, in + 1, k, k)`` shape (the last input channel is the edge
-    channel). A 1x1 kernel has no padding and no edge channel.
+    channel). A 1x1 kernel has no padding and no edge channel. The weights of the image channels and
+    of the edge channel are stored as two parameters (``weight`` and ``edge_weight``), which together
+    have the official ``(out, in + 1, k, k)`` size; separate contiguous tensors keep the convolution
+    on oneDNN's fast path.
 
     Args:
         in_channels: Input channels.
@@ -55,18 +58,17 @@ class EdgeConv2d(nn.Module):
         self.kernel_size = int(kernel_size)
         self.padding = kernel_size // 2
         self.edge_bias = bool(edge_bias) and kernel_size > 1
-        weight_in = in_channels + (1 if self.edge_bias else 0)
-        weight = torch.randn(out_channels, weight_in, kernel_size, kernel_size) * init_std
-        self.weight = nn.Parameter(weight)
+        weight = torch.randn(out_channels, in_channels + 1, kernel_size, kernel_size) * init_std
+        self.weight = nn.Parameter(weight[:, :in_channels].contiguous())
+        self.edge_weight = nn.Parameter(weight[:, in_channels:].contiguous()) if self.edge_bias else None
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight
-        if not self.edge_bias:
-            return F.conv2d(x, weight, self.bias, padding=self.padding)
-        y = F.conv2d(x, weight[:, : self.in_channels], self.bias, padding=self.padding)
+        y = F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        if self.edge_weight is None:
+            return y
         edge = _edge_map(x.shape[-2], x.shape[-1], self.padding, x)
-        return y + F.conv2d(edge, weight[:, self.in_channels :])
+        return y + F.conv2d(edge, self.edge_weight)
 
 
 class ZeroConv2d(EdgeConv2d):

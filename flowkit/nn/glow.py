@@ -29,6 +29,10 @@ class GlowConditioner(nn.Module):
             additive).
         hidden_channels: Width of the hidden layers (512 in the paper).
         edge_bias: Use Glow's edge channel in the 3x3 convolutions.
+        compute_dtype: Run the network under autocast in this dtype (e.g. ``torch.bfloat16``)
+            and return its output in the input's dtype, so the flow itself, its log-determinants
+            and priors stay in float32. Couplings stay exactly invertible: the inverse evaluates
+            the same network on the same input.
 
     Example:
         >>> net = GlowConditioner(6, 12, hidden_channels=32)
@@ -43,18 +47,30 @@ class GlowConditioner(nn.Module):
         hidden_channels: int = 512,
         *,
         edge_bias: bool = True,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.compute_dtype = compute_dtype
         self.conv_in = EdgeConv2d(in_channels, hidden_channels, 3, edge_bias=edge_bias)
-        self.norm_in = ActNorm(hidden_channels)
+        self.norm_in: ActNorm | None = ActNorm(hidden_channels)
         self.conv_hidden = EdgeConv2d(hidden_channels, hidden_channels, 1)
-        self.norm_hidden = ActNorm(hidden_channels)
+        self.norm_hidden: ActNorm | None = ActNorm(hidden_channels)
         self.conv_out = ZeroConv2d(hidden_channels, out_channels, 3, edge_bias=edge_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.norm_in.normalize(self.conv_in(x)))
-        h = F.relu(self.norm_hidden.normalize(self.conv_hidden(h)))
-        return self.conv_out(h)
+        if self.compute_dtype is None:
+            return self._network(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
+            return self._network(x).to(x.dtype)
+
+    def _network(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        if self.norm_in is not None:  # None once folded into conv_in for inference
+            h = self.norm_in.normalize(h)
+        h = self.conv_hidden(F.relu(h))
+        if self.norm_hidden is not None:
+            h = self.norm_hidden.normalize(h)
+        return self.conv_out(F.relu(h))
 
 
 class GlowTopPrior(nn.Module):

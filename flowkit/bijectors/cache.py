@@ -1,0 +1,88 @@
+"""ParameterCache: tensors derived from a module's parameters, recomputed only when they change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from flowkit._utils import is_compiling
+
+__all__ = ["ParameterCache"]
+
+
+class ParameterCache:
+    """Tensors computed from a module's parameters and buffers, kept until one of those changes.
+
+    A linear bijector's weight (built from its factors), the weight's inverse and its
+    log-determinant depend only on the parameters, so evaluation and sampling need them once per
+    parameter change, not once per call. :meth:`get` returns a cached value when
+
+    * autograd is off (``torch.no_grad()``, ``torch.inference_mode()``) or no parameter requires a
+      gradient, and
+    * no parameter or buffer of the module has changed since the value was computed.
+
+    Otherwise it calls ``compute`` afresh, so gradients reach the parameters and ``torch.compile``
+    traces the computation (caching is skipped while compiling).
+
+    A change is detected from each tensor's version counter, storage address, dtype and device:
+    an optimizer step and ``load_state_dict`` (in-place updates) bump the version, ``.to()``,
+    ``.double()`` and ``.cuda()`` replace the tensors. The cache holds a reference to the tensors it
+    was keyed on, so their storage cannot be freed and reused by a new parameter at the same
+    address while the key stands. Values computed inside ``torch.inference_mode`` are kept apart
+    from those computed outside it (inference tensors cannot enter autograd).
+
+    The cache is plain Python state: it is not part of the module's ``state_dict``.
+
+    Example:
+        >>> layer = torch.nn.Linear(3, 3)
+        >>> cache = ParameterCache()
+        >>> with torch.no_grad():
+        ...     first = cache.get(layer, "gram", lambda: layer.weight @ layer.weight.T)
+        ...     again = cache.get(layer, "gram", lambda: layer.weight @ layer.weight.T)
+        >>> first is again
+        True
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._anchors: list[Tensor] = []
+        self._values: dict[str, Tensor] = {}
+
+    def clear(self) -> None:
+        """Forget every cached value."""
+        self._key, self._anchors, self._values = None, [], {}
+
+    def get(self, module: nn.Module, name: str, compute: Callable[[], Tensor]) -> Tensor:
+        """The value ``compute()`` for ``module``'s current parameters, cached under ``name``.
+
+        Args:
+            module: The module whose parameters and buffers the value depends on.
+            name: Key of the value among those cached for ``module``.
+            compute: Zero-argument function computing the value from the module's state.
+
+        Returns:
+            The value, detached from autograd when it comes from (or goes into) the cache.
+        """
+        parameters = list(module.parameters())
+        if is_compiling() or (
+            torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
+        ):
+            return compute()
+        tensors = parameters + list(module.buffers())
+        try:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors) + (
+                torch.is_inference_mode_enabled(),
+            )
+        except RuntimeError:
+            # Inference tensors (parameters moved inside inference_mode) have no version counter.
+            return compute().detach()
+        if key != self._key:
+            self._key = key
+            self._anchors = [t.detach() for t in tensors]
+            self._values = {}
+        value = self._values.get(name)
+        if value is None:
+            value = self._values[name] = compute().detach()
+        return value

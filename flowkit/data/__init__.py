@@ -1,0 +1,51 @@
+"""Image datasets: readers, Glow's preprocessing, the bundled Fashion-MNIST subset, image grids."""
+
+from flowkit.data.base import DataError, ImageData
+from flowkit.data.bundled import FASHION_MNIST_CLASSES, load_bundled
+from flowkit.data.cifar import read_cifar10, read_cifar100
+from flowkit.data.dataset import ImageDataset
+from flowkit.data.folder import IMAGE_EXTENSIONS, read_image_folder
+from flowkit.data.grid import make_grid, save_image_grid
+from flowkit.data.idx import read_idx, read_idx_array, read_idx_dir
+from flowkit.data.imagenet import read_imagenet_npz
+from flowkit.data.loading import load_dataset
+from flowkit.data.toy import (
+    KnownMixture,
+    checkerboard,
+    eight_gaussians,
+    eight_gaussians_mixture,
+    gaussian_mixture_10d,
+    mixture_10d,
+    two_moons,
+)
+from flowkit.data.transforms import n_bins, reduce_bits, to_model_input, to_uint8
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "FASHION_MNIST_CLASSES",
+    "ImageData",
+    "ImageDataset",
+    "KnownMixture",
+    "checkerboard",
+    "eight_gaussians",
+    "eight_gaussians_mixture",
+    "gaussian_mixture_10d",
+    "mixture_10d",
+    "two_moons",
+    "load_bundled",
+    "load_dataset",
+    "make_grid",
+    "n_bins",
+    "read_cifar10",
+    "read_cifar100",
+    "read_idx",
+    "read_idx_array",
+    "read_idx_dir",
+    "read_image_folder",
+    "read_imagenet_npz",
+    "reduce_bits",
+    "save_image_grid",
+    "to_model_input",
+    "to_uint8",
+]

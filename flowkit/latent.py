@@ -1,0 +1,114 @@
+"""Latent-space operations on a trained flow: interpolation and attribute manipulation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from flowkit.distributions import Flow
+
+__all__ = ["attribute_direction", "interpolate", "manipulate"]
+
+
+@torch.no_grad()
+def interpolate(
+    flow: Flow, x_a: Tensor, x_b: Tensor, steps: int = 8, context: Tensor | None = None
+) -> Tensor:
+    r"""Decode evenly spaced points on the line between the latents of ``x_a`` and ``x_b``.
+
+    :math:`x_t = f^{-1}((1 - t) f(x_a) + t f(x_b))` for ``steps`` values of :math:`t` in
+    :math:`[0, 1]` (Glow, section 6).
+
+    Args:
+        flow: A trained flow.
+        x_a: One example, shape ``event_shape``.
+        x_b: Another example of the same shape.
+        steps: Number of points, ends included (at least 2).
+        context: Context for conditional flows (one row, used for both ends).
+
+    Returns:
+        Tensor of shape ``(steps, *event_shape)``; the ends reconstruct ``x_a`` and ``x_b``.
+    """
+    if steps < 2:
+        raise ValueError(f"interpolate expects steps >= 2, got {steps}")
+    z = flow.encode(torch.stack([x_a, x_b]), _pair(context))
+    t = torch.linspace(0.0, 1.0, steps, dtype=z.dtype, device=z.device).view(-1, *([1] * (z.dim() - 1)))
+    path = (1 - t) * z[0] + t * z[1]
+    return flow.decode(path, _repeat(context, steps))
+
+
+@torch.no_grad()
+def attribute_direction(
+    flow: Flow,
+    x: Tensor,
+    has_attribute: Tensor,
+    *,
+    context: Tensor | None = None,
+    batch_size: int = 256,
+) -> Tensor:
+    r"""Glow's attribute direction: mean latent with the attribute minus mean latent without it.
+
+    :math:`\Delta = \bar z_{+} - \bar z_{-}` over the latents of ``x`` (section 6 of the paper).
+    Where a data set has class labels but no attributes, "has the attribute" means "belongs to
+    class k".
+
+    Args:
+        flow: A trained flow.
+        x: Examples, shape ``(N, *event_shape)``.
+        has_attribute: Bool tensor ``(N,)``; both values must occur.
+        context: Context rows for conditional flows, shape ``(N, *context_shape)``.
+        batch_size: Examples encoded at a time.
+
+    Returns:
+        The direction, shape ``latent_shape``.
+    """
+    has_attribute = has_attribute.bool()
+    if has_attribute.shape != x.shape[:1]:
+        raise ValueError(
+            f"attribute_direction expects one flag per example ({x.shape[0]}), got shape "
+            f"{tuple(has_attribute.shape)}"
+        )
+    positives, negatives = int(has_attribute.sum()), int((~has_attribute).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(
+            f"attribute_direction needs examples with and without the attribute, got {positives} "
+            f"with and {negatives} without"
+        )
+    sums = [None, None]
+    for start in range(0, x.shape[0], batch_size):
+        chunk = slice(start, start + batch_size)
+        z = flow.encode(x[chunk], None if context is None else context[chunk]).double()
+        flags = has_attribute[chunk].to(z.device)
+        for index, mask in enumerate((flags, ~flags)):
+            part = z[mask].sum(0)
+            sums[index] = part if sums[index] is None else sums[index] + part
+    direction = sums[0] / positives - sums[1] / negatives
+    return direction.to(torch.get_default_dtype())
+
+
+@torch.no_grad()
+def manipulate(
+    flow: Flow,
+    x: Tensor,
+    direction: Tensor,
+    scales: Sequence[float] = (-1.0, -0.5, 0.0, 0.5, 1.0),
+    context: Tensor | None = None,
+) -> Tensor:
+    r"""Move one example along a latent direction: :math:`f^{-1}(f(x) + \alpha \Delta)` per scale.
+
+    Returns:
+        Tensor of shape ``(len(scales), *event_shape)``; scale 0 reconstructs ``x``.
+    """
+    z = flow.encode(x.unsqueeze(0), None if context is None else context.unsqueeze(0))[0]
+    alphas = torch.tensor(list(scales), dtype=z.dtype, device=z.device).view(-1, *([1] * z.dim()))
+    return flow.decode(z + alphas * direction.to(z), _repeat(context, len(scales)))
+
+
+def _pair(context: Tensor | None) -> Tensor | None:
+    return None if context is None else torch.stack([context, context])
+
+
+def _repeat(context: Tensor | None, count: int) -> Tensor | None:
+    return None if context is None else context.unsqueeze(0).expand((count,) + context.shape)

@@ -1,0 +1,240 @@
+"""Training data views: batches, dequantisation, sharding over processes, and evaluation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowkit.distributions import Flow
+from flowkit.train.distributed import Process, all_reduce_sum
+
+__all__ = [
+    "ImageTrainingData",
+    "TrainingData",
+    "VectorTrainingData",
+    "as_training_data",
+    "load_image_splits",
+]
+
+# Evaluation noise is drawn per block of this many images from a seed of its own, so the result does
+# not depend on the batch size or the number of processes.
+EVAL_NOISE_BLOCK = 256
+EVAL_SEED = 1234
+
+
+class TrainingData:
+    """Common interface of the training data views (see :func:`as_training_data`)."""
+
+    is_image = False
+    conditional = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def check_against(self, flow: Flow, what: str) -> None:
+        """Raise a ValueError if the examples do not fit the flow's event shape or context."""
+        raise NotImplementedError
+
+    def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> Tensor:
+        """Global batches of indices for ``epoch``: a seeded permutation, last partial batch dropped."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self), generator=generator)
+        count = len(self) // batch_size
+        return order[: count * batch_size].view(count, batch_size)
+
+    def _shard(self, value: Tensor, process: Process) -> Tensor:
+        return value[process.rank :: process.world_size] if process.distributed else value
+
+
+class ImageTrainingData(TrainingData):
+    """uint8 images ``(N, C, H, W)`` with optional labels, reduced to ``n_bits`` and dequantised."""
+
+    is_image = True
+
+    def __init__(self, images: Tensor, labels: Tensor | None, n_bits: int) -> None:
+        self.images = images
+        self.labels = labels
+        self.n_bits = n_bits
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def check_against(self, flow: Flow, what: str) -> None:
+        shape = tuple(self.images.shape[1:])
+        if shape != tuple(flow.event_shape):
+            raise ValueError(
+                f"the {what} images have shape {shape} (C, H, W) but the model expects "
+                f"{tuple(flow.event_shape)}; choose a preset or input_shape that matches the data"
+            )
+        self.conditional = flow.context_shape is not None
+        if self.conditional and self.labels is None:
+            raise ValueError(f"the model is class-conditional but the {what} data has no labels")
+        if self.conditional:
+            num_classes = getattr(getattr(flow, "config", None), "num_classes", None)
+            if num_classes is not None and int(self.labels.max()) >= num_classes:
+                raise ValueError(
+                    f"the {what} labels go up to {int(self.labels.max())} but the model has "
+                    f"{num_classes} classes"
+                )
+
+    def _inputs(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        from flowkit.data import to_model_input
+
+        x = to_model_input(self.images[index], self.n_bits, dequantize=True, generator=generator)
+        labels = self.labels[index] if self.conditional else None
+        return x, labels
+
+    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """A random batch for data-dependent initialisation (the same on every process)."""
+        generator = torch.Generator().manual_seed(seed + 2)
+        index = torch.randperm(len(self), generator=generator)[: min(size, len(self))]
+        x, labels = self._inputs(index, generator)
+        return x.to(device), None if labels is None else labels.to(device)
+
+    def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
+        """This process's shard of the global batch ``index``; noise is drawn for the whole batch."""
+        x, labels = self._inputs(index, generator)
+        x = self._shard(x, process).to(process.device, non_blocking=True)
+        if labels is None:
+            return (x,)
+        return x, self._shard(labels, process).to(process.device, non_blocking=True)
+
+    def sample_context(self, count: int, device: torch.device) -> Tensor | None:
+        """Labels for a class-conditional sample grid: classes in turn, row by row."""
+        if not self.conditional:
+            return None
+        num_classes = int(self.labels.max()) + 1
+        return (torch.arange(count) % num_classes).to(device)
+
+    def _eval_inputs(self, start: int, stop: int) -> Tensor:
+        from flowkit.data import to_model_input
+
+        pieces = []
+        first, last = start // EVAL_NOISE_BLOCK, (stop - 1) // EVAL_NOISE_BLOCK
+        for block in range(first, last + 1):
+            lo, hi = block * EVAL_NOISE_BLOCK, min((block + 1) * EVAL_NOISE_BLOCK, len(self))
+            generator = torch.Generator().manual_seed(EVAL_SEED + block)
+            x = to_model_input(self.images[lo:hi], self.n_bits, dequantize=True, generator=generator)
+            pieces.append(x[max(start, lo) - lo : min(stop, hi) - lo])
+        return torch.cat(pieces)
+
+    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+        """Mean bits/dim over the set (fixed noise), summed over processes in float64."""
+        from flowkit.train.objectives import bits_per_dim
+
+        num_dims = math.prod(self.images.shape[1:])
+        total = torch.zeros((), dtype=torch.float64, device=process.device)
+        starts = list(range(0, len(self), batch_size))[process.rank :: process.world_size]
+        for start in starts:
+            stop = min(start + batch_size, len(self))
+            x = self._eval_inputs(start, stop).to(process.device)
+            if dtype is not None:
+                x = x.to(dtype)
+            labels = self.labels[start:stop].to(process.device) if self.conditional else None
+            bpd = bits_per_dim(flow.log_prob(x, labels), num_dims, self.n_bits)
+            total += bpd.double().sum()
+        return float(all_reduce_sum(total, process)) / len(self)
+
+
+class VectorTrainingData(TrainingData):
+    """Float examples ``(N, *event_shape)`` with an optional context ``(N, *context_shape)``."""
+
+    def __init__(self, values: Tensor, context: Tensor | None) -> None:
+        self.values = values
+        self.context = context
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def check_against(self, flow: Flow, what: str) -> None:
+        if tuple(self.values.shape[1:]) != tuple(flow.event_shape):
+            raise ValueError(
+                f"the {what} examples have event shape {tuple(self.values.shape[1:])} but the model "
+                f"expects {tuple(flow.event_shape)}"
+            )
+        self.conditional = flow.context_shape is not None
+        if self.conditional and self.context is None:
+            raise ValueError(f"the model is conditional but the {what} data has no context")
+
+    def _inputs(self, index: Tensor) -> tuple:
+        if self.conditional:
+            return self.values[index], self.context[index]
+        return (self.values[index],)
+
+    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple:
+        generator = torch.Generator().manual_seed(seed + 2)
+        index = torch.randperm(len(self), generator=generator)[: min(size, len(self))]
+        x, *context = self._inputs(index)
+        return x.to(device), context[0].to(device) if context else None
+
+    def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
+        return tuple(self._shard(t, process).to(process.device) for t in self._inputs(index))
+
+    def sample_context(self, count: int, device: torch.device) -> Tensor | None:
+        return None
+
+    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+        """Mean negative log-likelihood in nats, summed over processes in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=process.device)
+        starts = list(range(0, len(self), batch_size))[process.rank :: process.world_size]
+        for start in starts:
+            index = torch.arange(start, min(start + batch_size, len(self)))
+            inputs = [t.to(process.device) for t in self._inputs(index)]
+            if dtype is not None:
+                inputs[0] = inputs[0].to(dtype)
+            total += (-flow.log_prob(*inputs)).double().sum()
+        return float(all_reduce_sum(total, process)) / len(self)
+
+
+def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> TrainingData:
+    """Wrap ``ImageData``, a float tensor/array, or a ``(values, context)`` pair for training."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        images, labels = data.images, data.labels
+        if limit is not None:
+            images, labels = images[:limit], None if labels is None else labels[:limit]
+        if images.dtype != torch.uint8:
+            raise TypeError(f"image data must be uint8, got {images.dtype}")
+        return ImageTrainingData(images, labels, n_bits)
+    context = None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data, context = data
+    values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
+    if not values.is_floating_point():
+        raise TypeError(
+            f"vector training data must be floating point, got {values.dtype}; images must come as "
+            "flowkit.data.ImageData"
+        )
+    if context is not None:
+        context = torch.as_tensor(context)
+        if context.shape[0] != values.shape[0]:
+            raise ValueError(
+                f"context has {context.shape[0]} rows but the data has {values.shape[0]}"
+            )
+    if limit is not None:
+        values = values[:limit]
+        context = None if context is None else context[:limit]
+    return VectorTrainingData(values, context)
+
+
+def load_image_splits(config: Any, num_classes: int | None = None) -> tuple[Any, Any]:
+    """Read the train and test splits named by ``config.data`` and pad them by ``config.pad``."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from flowkit.data import load_dataset
+
+    splits = []
+    for split in ("train", "test"):
+        data = load_dataset(config.data, split=split)
+        if config.pad:
+            padded = F.pad(data.images, (config.pad,) * 4)
+            data = dataclasses.replace(data, images=padded.contiguous())
+        if num_classes is not None and data.labels is None:
+            raise ValueError(f"a class-conditional model needs labels, but {config.data} ({split}) has none")
+        splits.append(data)
+    return splits[0], splits[1]

@@ -1,0 +1,112 @@
+"""Metrics output: JSON lines, optional TensorBoard, and the bits/dim curve as a PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsWriter", "plot_bpd_curve", "read_metrics"]
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
+
+    On resume, lines from beyond the checkpoint's step are dropped (``truncate_after``), so the file
+    describes exactly the run that continues.
+
+    Args:
+        path: The JSONL file.
+        tensorboard_dir: Directory for TensorBoard event files, or None. Needs the ``tensorboard``
+            package (``pip install flowkit[tensorboard]``).
+    """
+
+    def __init__(self, path: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tensorboard = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError(
+                    "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+                ) from error
+            self._tensorboard = SummaryWriter(str(tensorboard_dir))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records whose ``step`` is beyond ``step`` (used when resuming)."""
+        if not self.path.exists():
+            return
+        kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(temporary, self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (JSON-serialisable values) and flush."""
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            step = int(record.get("step", 0))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._tensorboard.add_scalar(key, value, step)
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a metrics JSONL file (a torn last line from a crash is ignored)."""
+    records = []
+    with Path(path).open() as stream:
+        for line in stream:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def plot_bpd_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> bool:
+    """Plot train and test bits/dim against the step into a PNG. Returns False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn(
+            "the bits/dim curve needs matplotlib (pip install flowkit[plot]); skipping it",
+            stacklevel=2,
+        )
+        return False
+    train = [(r["step"], r["train_bpd"]) for r in records if _finite(r.get("train_bpd"))]
+    test = [(r["step"], r["test_bpd"]) for r in records if _finite(r.get("test_bpd"))]
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        axes.plot(*zip(*train), label="train (running mean)", color="tab:blue", alpha=0.8)
+    if test:
+        axes.plot(*zip(*test), "o-", label="test", color="tab:orange")
+    axes.set_xlabel("step")
+    axes.set_ylabel("bits / dim")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,166 @@
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from flowkit.train import NonFiniteError, load_checkpoint, load_flow
+from flowkit.train.metrics import read_metrics
+from tests.train.conftest import make_trainer
+
+
+def test_training_lowers_test_bits_per_dim_and_writes_outputs(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=4)
+    result = trainer.fit()
+    start, end = result.test_bpd[0][1], result.test_bpd[-1][1]
+    assert end < start - 0.5, result.test_bpd
+    assert (tmp_path / "checkpoint.pt").is_file()
+    assert (tmp_path / "bpd.png").is_file()
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert "epoch0004_t0.00.png" in grids and "epoch0004_t0.70.png" in grids
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["test_bpd"] for r in records if "test_bpd" in r] == [b for _, b in result.test_bpd]
+    assert all(math.isfinite(r["train_bpd"]) for r in records if "train_bpd" in r)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == result.steps == 4 * (96 // 16)
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
+    first = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2, max_steps=7).fit()
+    assert first.steps == 7
+    second = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2).fit(resume=True)
+    assert first.train_losses + second.train_losses == whole.train_losses
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # The metrics file describes one continuous run.
+    steps = [r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if "train_bpd" in r]
+    assert steps == sorted(set(steps)) == list(range(1, 13))
+
+
+KILL_SCRIPT = r"""
+import os, sys, torch
+sys.path.insert(0, {root!r})
+from tests.train.conftest import blob_images, make_trainer
+from flowkit.presets.glow import GlowConfig
+import flowkit.train.checkpoint as checkpoint
+
+torch.set_num_threads(1)  # as the test process: results are bit-exact for a fixed thread count
+calls = {{"n": 0}}
+real_save = torch.save
+
+def dying_save(obj, stream, *args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == {kill_at}:
+        import io
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        stream.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        stream.flush()
+        os._exit(9)  # killed in the middle of writing the checkpoint
+    return real_save(obj, stream, *args, **kwargs)
+
+checkpoint.torch.save = dying_save
+config = GlowConfig(K=2, L=2, input_shape=(1, 8, 8), hidden_channels=16, seed=0)
+make_trainer(config, blob_images(96, 0), blob_images(32, 1), {output!r}, epochs=2, checkpoint_every=2).fit()
+"""
+
+
+def test_kill_in_the_middle_of_a_checkpoint_write_loses_nothing(blobs, tiny_model_config, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    train, test = blobs
+    root = str(Path(__file__).resolve().parents[2])
+    output = tmp_path / "killed"
+    script = KILL_SCRIPT.format(root=root, kill_at=3, output=str(output))
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 9, completed.stderr[-2000:]
+    # The second checkpoint (step 4) survived intact; the torn write left only a temporary file.
+    state = load_checkpoint(output / "checkpoint.pt")
+    assert state["step"] == 4
+    assert [p.name for p in output.iterdir() if p.name.endswith(".tmp")]
+    resumed = make_trainer(tiny_model_config, train, test, output, epochs=2, checkpoint_every=2).fit(resume=True)
+    whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
+    assert resumed.train_losses == whole.train_losses[4:]
+    a = load_checkpoint(output / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_nonfinite_step_is_skipped_and_the_layer_named(blobs, tiny_model_config, tmp_path):
+    from flowkit.bijectors import AffineCoupling
+
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=1)
+    coupling = next(m for m in trainer.flow.modules() if isinstance(m, AffineCoupling))
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):
+        # The third training step goes non-finite, and so does the trainer's diagnostic re-run of
+        # it (without autograd) that follows; initialisation and evaluation are left alone.
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+        if calls["n"] == 3:
+            z, log_abs_det = output
+            return z * float("nan"), log_abs_det
+        return output
+
+    handle = coupling.register_forward_hook(poison)
+    with pytest.warns(RuntimeWarning, match="AffineCoupling"):
+        result = trainer.fit()
+    handle.remove()
+    events = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("event") == "nonfinite"]
+    assert len(events) == 1 and "AffineCoupling" in events[0]["detail"]
+    assert len(result.train_losses) == result.steps - 1
+    assert all(math.isfinite(loss) for loss in result.train_losses)
+
+
+def test_training_stops_after_repeated_nonfinite_steps(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=3, max_nonfinite=3)
+    before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    with torch.no_grad():  # a coupling network's output bias: initialisation leaves it alone
+        dict(trainer.flow.named_parameters())["bijector.bijectors.1.bijectors.2.conditioner.conv_out.bias"].fill_(float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(NonFiniteError, match="3 consecutive"):
+            trainer.fit()
+    assert set(before) == set(trainer.flow.state_dict())
+
+
+def test_load_flow_rebuilds_the_trained_model(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=1, ema=False)
+    trainer.fit()
+    flow, state = load_flow(tmp_path / "checkpoint.pt", weights="raw")
+    x = torch.rand(4, 1, 8, 8) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(flow.log_prob(x), trainer.flow.eval().log_prob(x))
+    assert json.dumps(state["train_config"])  # plain, serialisable settings
+
+
+def test_vector_data_trains_with_the_same_trainer(tmp_path):
+    from flowkit import Flow, StandardNormal
+    from flowkit.bijectors import ActNorm, AffineCoupling, Compose, Permute, channel_mask
+    from flowkit.nn import MLP
+    from flowkit.train import TrainConfig, Trainer
+
+    generator = torch.Generator().manual_seed(0)
+    angle = torch.rand(512, generator=generator) * math.pi
+    data = torch.stack([angle.cos(), angle.sin()], -1) + 0.05 * torch.randn(512, 2, generator=generator)
+    parts = []
+    for _ in range(4):
+        parts += [ActNorm(2, event_rank=1),
+                  AffineCoupling(MLP(1, 2, (32, 32)), channel_mask(2, event_rank=1), scale_fn="exp"),
+                  Permute.reverse(2)]
+    flow = Flow(StandardNormal((2,)), Compose(parts))
+    config = TrainConfig(output=str(tmp_path), batch_size=64, epochs=15, lr=5e-3, warmup_epochs=1,
+                         progress=False, ema=False, device="cpu")
+    result = Trainer(flow, config, data.numpy(), data[:256]).fit()
+    assert result.test_bpd[-1][1] < result.test_bpd[0][1] - 0.5
