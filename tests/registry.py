@@ -21,6 +21,7 @@ from flowkit.bijectors import (
     ActNorm,
     AdditiveCoupling,
     Affine,
+    AffineConv1x1,
     AffineCoupling,
     Bijector,
     Compose,
@@ -45,6 +46,7 @@ from flowkit.bijectors import (
 from flowkit.initialization import DataDependentInit, initialize
 from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2d
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
+from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
 
 __all__ = [
     "Case",
@@ -228,7 +230,9 @@ def _vector_factor_out(shape: Shape) -> FactorOut:
     return FactorOut(shape, inner, MLP(kept, 2 * (features - kept), (HIDDEN,)))
 
 
-def glow_like(shape: Shape, *, num_classes: int | None = None) -> Compose:
+def glow_like(
+    shape: Shape, *, num_classes: int | None = None, memory_saving: bool = False
+) -> Compose:
     """Two Glow levels: squeeze, ActNorm, 1x1 conv, affine coupling, split prior, learned top.
 
     Spatial sizes must be multiples of 4 (8 for the top ActNorm to see more than one position).
@@ -248,7 +252,12 @@ def glow_like(shape: Shape, *, num_classes: int | None = None) -> Compose:
     top_prior = GlowTopPrior(c2, (height // 4, width // 4), num_classes=num_classes)
     top = Compose(Squeeze(), *step(c2), Standardize(top_prior, c2))
     split_prior = ZeroConv2d(kept, 2 * (c1 - kept))
-    return Compose(Squeeze(), *step(c1), FactorOut((c1, height // 2, width // 2), top, split_prior))
+    return Compose(
+        Squeeze(),
+        *step(c1),
+        FactorOut((c1, height // 2, width // 2), top, split_prior),
+        memory_saving=memory_saving,
+    )
 
 
 def realnvp_vector(shape: Shape, *, context: bool = False) -> Compose:
@@ -271,6 +280,13 @@ def _elementwise_chain(shape: Shape) -> Compose:
         Affine(scale=0.5),
         Tanh(),
     )
+
+
+def _fixed_conv1x1(shape: Shape) -> AffineConv1x1:
+    generator = torch.Generator().manual_seed(shape[0])
+    channels = shape[0]
+    weight = torch.eye(channels) + 0.3 * torch.randn(channels, channels, generator=generator)
+    return AffineConv1x1(weight, torch.randn(channels, generator=generator))
 
 
 def _roll(features: int) -> list[int]:
@@ -299,6 +315,7 @@ REGISTRY: list[Case] = [
     Case("actnorm-vector", lambda s: ActNorm(s[0], event_rank=1), VECTORS, TWO_OR_MORE),
     Case("conv1x1-lu", lambda s: InvertibleConv1x1(s[0]), ANY_IMAGES),
     Case("conv1x1-dense", lambda s: InvertibleConv1x1(s[0], lu=False), ANY_IMAGES),
+    Case("affine-conv1x1-fixed", _fixed_conv1x1, ANY_IMAGES),
     Case("permute-given", lambda s: Permute(_roll(s[0])), VECTORS),
     Case("permute-reverse", lambda s: Permute.reverse(s[0]), VECTORS),
     Case("permute-shuffle-image", lambda s: Permute.shuffle(s[0], seed=3, event_rank=3), IMAGES),
@@ -396,6 +413,14 @@ REGISTRY: list[Case] = [
         max_perturb=0.05,
         max_input_scale=1.0,
     ),
+    Case(
+        "compose-glow-like-memory-saving",
+        lambda s: glow_like(s, memory_saving=True),
+        st.just((1, 8, 8)),
+        ONE_DIM_TWO_OR_MORE,
+        max_perturb=0.05,
+        max_input_scale=1.0,
+    ),
     Case("compose-realnvp-vector", realnvp_vector, VECTORS, TWO_OR_MORE),
     Case(
         "compose-realnvp-vector-context",
@@ -432,4 +457,10 @@ REGISTRY: list[Case] = [
         lambda s: from_transform(T.ReshapeTransform(s, (2, s[0] // 2))),
         EVEN_VECTORS,
     ),
+]
+
+# Dense vector linear maps and batch normalisation, whose constructors take fixed shapes.
+REGISTRY += [
+    Case(case_id, lambda shape, make=make: make(), st.just(event_shape), context_shape=context)
+    for case_id, make, event_shape, context in LINEAR_ENTRIES
 ]
