@@ -33,9 +33,8 @@ def _official_top_prior(prior: GlowTopPrior, labels: torch.Tensor | None) -> tor
     padded = F.pad(zeros, (1, 1, 1, 1))
     edge = F.pad(torch.zeros((1, 1) + prior.spatial_shape), (1, 1, 1, 1), value=1.0)
     conv = prior.conv
-    h = F.conv2d(torch.cat([padded, edge], 1), conv.weight, conv.bias) * torch.exp(
-        3 * conv.log_scale
-    )
+    weight = torch.cat([conv.weight, conv.edge_weight], dim=1)
+    h = F.conv2d(torch.cat([padded, edge], 1), weight, conv.bias) * torch.exp(3 * conv.log_scale)
     if labels is None:
         return h
     embedding = prior.class_embedding
