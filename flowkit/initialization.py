@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowkit._utils import accepts_context
+
 __all__ = ["DataDependentInit", "initialize"]
 
 
@@ -52,7 +54,8 @@ def initialize(
     from the same parameters whatever batch each of them holds.
 
     Args:
-        model: A ``Flow`` or ``Bijector`` (any module whose forward takes ``(x, context)``).
+        model: A ``Flow``, a ``Bijector``, or any module whose forward takes the batch (and the
+            context, if its ``forward`` has a parameter named ``context``), e.g. a conditioner.
         batch: A batch of data, as the model's forward takes it.
         context: Conditioning input for conditional models.
         force: Re-initialise layers that are already initialised.
@@ -78,8 +81,12 @@ def initialize(
         try:
             with torch.no_grad():
                 # A Flow's log_prob handles batch flattening and context broadcasting.
-                run = getattr(model, "log_prob", model)
-                run(batch, context)
+                if hasattr(model, "log_prob"):
+                    model.log_prob(batch, context)
+                elif context is None and not accepts_context(model):
+                    model(batch)
+                else:
+                    model(batch, context)
         finally:
             missed = [m for m in pending if m._initializing]
             for module in pending:
@@ -100,4 +107,9 @@ def _broadcast_from_rank_zero(model: nn.Module) -> None:
         return
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            distributed.broadcast(tensor.data, src=0)
+            # Receive into a copy, then write in place through autograd: that bumps the tensor's
+            # version counter (a collective writing into it directly does not), which is what
+            # caches of derived weights (InvertibleConv1x1) key on.
+            received = tensor.detach().clone()
+            distributed.broadcast(received, src=0)
+            tensor.copy_(received)

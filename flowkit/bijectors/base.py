@@ -280,6 +280,3 @@ class Inverse(Bijector):
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
         return self.bijector.forward_shape(shape)
-
-    def as_transform(self, context: Tensor | None = None, cache_size: int = 1):
-        return self.bijector.as_transform(context=context, cache_size=cache_size).inv

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import constraints
-from torch.distributions.transforms import Transform
+from torch.distributions.transforms import (
+    ComposeTransform,
+    IndependentTransform,
+    Transform,
+    _InverseTransform,
+)
 
 from flowkit.bijectors.base import Bijector, Shape
 
@@ -164,6 +169,18 @@ class TransformBijector(Bijector):
         # linear map); flowkit's contract is an explicit batch-shaped tensor.
         return log_abs_det.expand(batch_shape) if log_abs_det.shape != batch_shape else log_abs_det
 
+    def __getstate__(self) -> dict:
+        # A torch inverse transform loses the link to its base when pickled or deep-copied (torch
+        # drops ``_inv``, a weak reference for every other transform), so store a portable form.
+        state = self.__dict__.copy()
+        state["transform"] = _portable(self.transform)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["transform"] = _rebuild(state["transform"])
+        super().__setstate__(state)
+
     def forward_shape(self, shape: Shape) -> torch.Size:
         return torch.Size(self.transform.forward_shape(shape))
 
@@ -172,6 +189,33 @@ class TransformBijector(Bijector):
 
     def as_transform(self, context: Tensor | None = None, cache_size: int = 1) -> Transform:
         return self.transform.with_cache(cache_size)
+
+
+def _portable(transform: Transform) -> tuple:
+    """``transform`` as nested tuples in which inverses survive pickling (see ``_rebuild``)."""
+    if isinstance(transform, _InverseTransform):
+        return ("inverse", _portable(transform._inv))
+    if isinstance(transform, ComposeTransform):
+        return ("compose", [_portable(part) for part in transform.parts], transform._cache_size)
+    if isinstance(transform, IndependentTransform):
+        return (
+            "independent",
+            _portable(transform.base_transform),
+            transform.reinterpreted_batch_ndims,
+            transform._cache_size,
+        )
+    return ("leaf", transform)
+
+
+def _rebuild(portable: tuple) -> Transform:
+    kind = portable[0]
+    if kind == "inverse":
+        return _rebuild(portable[1]).inv
+    if kind == "compose":
+        return ComposeTransform([_rebuild(part) for part in portable[1]], cache_size=portable[2])
+    if kind == "independent":
+        return IndependentTransform(_rebuild(portable[1]), portable[2], cache_size=portable[3])
+    return portable[1]
 
 
 def from_transform(transform: Transform) -> Bijector:

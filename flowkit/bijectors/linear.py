@@ -31,7 +31,9 @@ class InvertibleConv1x1(Bijector):
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
     and cached by a :class:`~flowkit.bijectors.cache.ParameterCache`, so an optimizer step,
     ``load_state_dict`` or ``.to()`` invalidates the cache; with autograd they are built fresh on
-    each call so gradients reach the parameters.
+    each call so gradients reach the parameters. Writes that bypass the version counter (through
+    ``.data``, or a collective writing into a parameter) go unseen: write to the parameter itself
+    under ``torch.no_grad()``, as :func:`flowkit.initialize` does after its broadcast.
 
     Args:
         channels: Number of channels ``C``.

@@ -70,10 +70,14 @@ class _InvertibleChain(torch.autograd.Function):
             with torch.enable_grad():
                 part_log_abs_det = reduce_to_batch(part_log_abs_det, batch_rank)
                 inputs = [*leaves, *part_parameters] + ([part_context] if context_needs_grad else [])
+                # A constant log-determinant (Squeeze, Permute, additive couplings) is not part of
+                # the graph and has no gradient to pass on.
+                candidates = ((part_output, grad_output), (part_log_abs_det, grad_log_abs_det))
+                pairs = [(value, gradient) for value, gradient in candidates if value.requires_grad]
                 grads = torch.autograd.grad(
-                    (part_output, part_log_abs_det),
+                    [value for value, _ in pairs],
                     inputs,
-                    (grad_output, grad_log_abs_det),
+                    [gradient for _, gradient in pairs],
                     allow_unused=True,
                 )
             grad_output = assemble(grads[: len(leaves)])

@@ -23,7 +23,9 @@ class ActNorm(DataDependentInit, Bijector):
     ``s`` is stored divided by ``log_scale_factor`` (the official Glow code keeps ``logs / 3``, which
     triples the effective learning rate of the scale). :func:`flowkit.initialize` sets ``b`` and
     ``s`` from a batch so that each channel of ``z`` has zero mean and unit variance over batch and
-    spatial positions; until then the map is the identity.
+    spatial positions; until then the map is the identity. That needs at least two values per
+    channel: a single vector (or a single pixel per channel) raises a ValueError rather than set a
+    scale of ``1 / INIT_STD_EPS``.
 
     :math:`\log|\det J| = (\prod \text{spatial sizes}) \sum_c s_c`.
 
@@ -73,6 +75,14 @@ class ActNorm(DataDependentInit, Bijector):
         return (self.channels,) + (None,) * (self.event_rank - 1)
 
     def _initialize_from(self, x: Tensor) -> None:
+        per_channel = x.numel() // max(x.shape[x.dim() - self.event_rank], 1)
+        if per_channel < 2:
+            # One value per channel has zero spread: the scale would become 1 / INIT_STD_EPS.
+            raise ValueError(
+                f"ActNorm initialisation needs at least 2 values per channel (batch size times "
+                f"positions), got {per_channel} from input shape {tuple(x.shape)}; initialise "
+                "with a larger batch"
+            )
         reduce_dims = [d for d in range(x.dim()) if d != x.dim() - self.event_rank]
         mean = x.mean(dim=reduce_dims, keepdim=True)
         std = (x - mean).square().mean(dim=reduce_dims, keepdim=True).sqrt()
