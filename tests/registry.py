@@ -3,7 +3,8 @@
 Each :class:`Case` builds a bijector for an event shape drawn from its strategy, and says which
 batch shapes it accepts and what context it needs. ``tests/bijectors/test_harness_registry.py``
 runs ``check_bijector`` on every case and fails if a public bijector class has no case. Entries
-kept beside the code they test (``tests/registry_linear.py``) are adopted at the end.
+kept beside the code they test (``tests/registry_linear.py``, ``tests/registry_autoregressive.py``)
+are adopted at the end.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from flowkit.bijectors import (
 from flowkit.initialization import DataDependentInit, initialize
 from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2d
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
+from tests.registry_autoregressive import ENTRIES as AUTOREGRESSIVE_ENTRIES
 from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
 
 __all__ = [
@@ -76,7 +78,6 @@ class Case:
     id: str
     build: Callable[[Shape], Bijector]
     event_shapes: st.SearchStrategy[Shape]
-    # Convolutional networks take exactly one batch dimension (Flow flattens the batch for them).
     batch_shapes: st.SearchStrategy[Shape] = field(default_factory=batch_shapes)
     context_shape: Shape | None = None
     # Integer class labels in [0, num_classes) as context, batch shape (B,).
@@ -148,7 +149,6 @@ SQUEEZED_IMAGES = image_shapes(st.sampled_from([4, 8]), min_size=1, max_size=3, 
 # Multiples of 8: the top level then has 2x2 positions for its ActNorm to initialise from.
 GLOW_IMAGES = image_shapes(st.sampled_from([1, 2]), min_size=8, max_size=8, multiple_of=8)
 SMALL_EVENTS = st.sampled_from([(3,), (2, 3), (2, 1, 2)])
-ONE_BATCH_DIM = batch_shapes(max_rank=1)
 # ActNorm initialises from the batch: it needs two values per channel even where it sees one
 # position per event (vectors, Glow's top level at 1x1).
 TWO_OR_MORE = st.lists(st.integers(2, 3), min_size=1, max_size=2).map(tuple)
@@ -321,16 +321,15 @@ REGISTRY: list[Case] = [
     Case("permute-reverse", lambda s: Permute.reverse(s[0]), VECTORS),
     Case("permute-shuffle-image", lambda s: Permute.shuffle(s[0], seed=3, event_rank=3), IMAGES),
     # Couplings.
-    Case("affine-coupling-glow", _split_coupling, IMAGES, ONE_BATCH_DIM),
+    Case("affine-coupling-glow", _split_coupling, IMAGES),
     Case(
         "affine-coupling-glow-shift-first",
         lambda s: _split_coupling(s, shift_first=True),
         IMAGES,
-        ONE_BATCH_DIM,
     ),
-    Case("affine-coupling-strided-mask-exp", _strided_coupling, IMAGES, ONE_BATCH_DIM),
+    Case("affine-coupling-strided-mask-exp", _strided_coupling, IMAGES),
     Case(
-        "affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES, ONE_BATCH_DIM
+        "affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES
     ),
     Case("affine-coupling-mlp-sigmoid", _vector_coupling, VECTORS),
     Case("affine-coupling-mlp-exp", lambda s: _vector_coupling(s, scale_fn="exp"), VECTORS),
@@ -354,7 +353,6 @@ REGISTRY: list[Case] = [
         "additive-coupling-glow",
         lambda s: AdditiveCoupling(_glow_net(s[0] // 2, s[0] - s[0] // 2), channel_mask(s[0])),
         IMAGES,
-        ONE_BATCH_DIM,
     ),
     Case(
         "additive-coupling-mlp-flipped",
@@ -375,12 +373,11 @@ REGISTRY: list[Case] = [
     Case("flatten", lambda s: Flatten(s), ANY_IMAGES),
     # Multi-scale.
     Case("factor-out-no-prior", lambda s: _factor_out(s, "none"), IMAGES),
-    Case("factor-out-conv-prior", lambda s: _factor_out(s, "conv"), IMAGES, ONE_BATCH_DIM),
+    Case("factor-out-conv-prior", lambda s: _factor_out(s, "conv"), IMAGES),
     Case(
         "factor-out-context-prior",
         lambda s: _factor_out(s, "context"),
         IMAGES,
-        ONE_BATCH_DIM,
         context_shape=(CONTEXT_FEATURES,),
     ),
     Case("factor-out-vector", _vector_factor_out, VECTORS),
@@ -393,7 +390,6 @@ REGISTRY: list[Case] = [
         "standardize-class-conditional",
         lambda s: Standardize(GlowTopPrior(s[0], s[1:], num_classes=NUM_CLASSES), s[0]),
         ANY_IMAGES,
-        ONE_BATCH_DIM,
         num_classes=NUM_CLASSES,
     ),
     # Compositions and inverses.
@@ -460,8 +456,9 @@ REGISTRY: list[Case] = [
     ),
 ]
 
-# Dense vector linear maps and batch normalisation, whose constructors take fixed shapes.
+# Dense vector linear maps, batch normalisation, autoregressive and spline bijectors, whose
+# constructors take fixed shapes.
 REGISTRY += [
     Case(case_id, lambda shape, make=make: make(), st.just(event_shape), context_shape=context)
-    for case_id, make, event_shape, context in LINEAR_ENTRIES
+    for case_id, make, event_shape, context in LINEAR_ENTRIES + AUTOREGRESSIVE_ENTRIES
 ]

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from flowkit._utils import is_compiling
 
-__all__ = ["ParameterCache"]
+__all__ = ["ParameterCache", "clear_caches"]
 
 
 class ParameterCache:
@@ -86,3 +86,16 @@ class ParameterCache:
         if value is None:
             value = self._values[name] = compute().detach()
         return value
+
+
+def clear_caches(model: nn.Module) -> None:
+    """Forget every :class:`ParameterCache` value held by ``model``'s modules.
+
+    Needed after a parameter update that bypasses version counters, such as a raw
+    ``torch.distributed.broadcast`` into ``.data`` (DistributedDataParallel does this when it wraps
+    a model).
+    """
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, ParameterCache):
+                value.clear()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context, check_event_shape, every_nth
+from flowkit._utils import accepts_context, call_network, check_event_shape, every_nth
 from flowkit.bijectors.base import Bijector, Rebuilt, Shape
 
 __all__ = [
@@ -156,9 +156,7 @@ class Coupling(Bijector):
         return tuple(None if s == 1 else s for s in self.mask.shape)
 
     def _condition(self, x_a: Tensor, context: Tensor | None) -> Tensor:
-        if self.pass_context:
-            return self.conditioner(x_a, context)
-        return self.conditioner(x_a)
+        return call_network(self.conditioner, x_a, self.event_rank, context, self.pass_context)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         dim = x.dim() - self.event_rank

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context, check_event_shape, every_nth, reduce_to_batch
+from flowkit._utils import (
+    accepts_context,
+    call_network,
+    check_event_shape,
+    every_nth,
+    reduce_to_batch,
+)
 from flowkit.bijectors.base import Bijector, Compose, Shape
 from flowkit.bijectors.reshape import Reshape
 
@@ -104,7 +110,7 @@ class FactorOut(Bijector):
         return 1
 
     def _prior_params(self, h: Tensor, context: Tensor | None) -> Tensor:
-        params = self.prior(h, context) if self.pass_context else self.prior(h)
+        params = call_network(self.prior, h, self.event_rank, context, self.pass_context)
         _check_params("FactorOut", params, self.factored_shape[0], self.event_rank)
         return params
 

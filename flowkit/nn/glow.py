@@ -119,23 +119,23 @@ class GlowTopPrior(nn.Module):
             self.classifier = LinearZeros(channels, num_classes)
 
     def one_hot(self, context: Tensor | None) -> Tensor:
-        """Class labels ``(B,)`` (integers) or one-hot rows ``(B, num_classes)`` as float one-hot."""
+        """Integer class labels ``(*batch,)`` or float one-hot rows ``(*batch, num_classes)``, as one-hot."""
         if context is None:
             raise ValueError(
                 f"GlowTopPrior is class-conditional ({self.num_classes} classes) and expects a "
                 "context of class labels, shaped (batch,), got None"
             )
-        if context.dim() == 1 and not context.is_floating_point():
+        if not context.is_floating_point():
             if validation_enabled() and bool(((context < 0) | (context >= self.num_classes)).any()):
                 raise ValueError(
                     f"GlowTopPrior expects class labels in [0, {self.num_classes}), got values "
                     f"from {int(context.min())} to {int(context.max())}"
                 )
-            return F.one_hot(context, self.num_classes).to(self.class_embedding.weight.dtype)
-        if context.dim() == 2 and context.shape[-1] == self.num_classes:
+            return F.one_hot(context.long(), self.num_classes).to(self.class_embedding.weight.dtype)
+        if context.dim() >= 1 and context.shape[-1] == self.num_classes:
             return context.to(self.class_embedding.weight.dtype)
         raise ValueError(
-            f"GlowTopPrior expects class labels shaped (batch,) or one-hot rows shaped "
+            f"GlowTopPrior expects integer class labels shaped (batch,) or float one-hot rows shaped "
             f"(batch, {self.num_classes}), got shape {tuple(context.shape)} and dtype {context.dtype}"
         )
 

@@ -170,9 +170,18 @@ def glow(
 
 
 def build_glow(config: GlowConfig) -> Flow:
-    """Build the Glow :class:`~flowkit.Flow` described by ``config`` (see :func:`glow`)."""
-    generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-    bijector = _level(config, tuple(config.input_shape), 0, generator)
+    """Build the Glow :class:`~flowkit.Flow` described by ``config`` (see :func:`glow`).
+
+    With ``config.seed`` set, every initial weight is drawn from that seed (torch's global random
+    state is saved and restored around the construction), so the same config gives the same model.
+    """
+    if config.seed is None:
+        bijector = _level(config, tuple(config.input_shape), 0, None)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            generator = torch.Generator().manual_seed(config.seed)
+            bijector = _level(config, tuple(config.input_shape), 0, generator)
     channels, height, width = config.input_shape
     flow = Flow(
         StandardNormal((channels * height * width,)),

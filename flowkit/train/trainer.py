@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from flowkit.bijectors.cache import clear_caches
 from flowkit.distributions import Flow
 from flowkit.initialization import initialize
 from flowkit.performance import tune_allocator
@@ -115,10 +116,6 @@ class Trainer:
         if process.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
 
-        # The objective is a module so that DistributedDataParallel can wrap it.
-        objective: nn.Module = BitsPerDim(flow, config.n_bits) if self.train_data.is_image else _NegativeLogLikelihood(flow)
-        model = DistributedDataParallel(objective) if process.distributed else objective
-
         # Adamax (official) or Adam; beta2 and the weight average's decay follow the official
         # rule 1 - 1 / (steps_per_epoch * polyak_epochs).
         beta2 = 1.0 - 1.0 / max(2.0, self.steps_per_epoch * config.polyak_epochs)
@@ -150,6 +147,14 @@ class Trainer:
             noise.set_state(state["noise_rng"])
             torch.set_rng_state(state["torch_rng"])
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+
+        # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
+        # broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
+        objective: nn.Module = (
+            BitsPerDim(flow, config.n_bits) if self.train_data.is_image else _NegativeLogLikelihood(flow)
+        )
+        model = DistributedDataParallel(objective) if process.distributed else objective
+        clear_caches(flow)
 
         metrics = MetricsWriter(self.output / "metrics.jsonl", self.output / "tensorboard" if config.tensorboard else None) if process.is_main else None
         if metrics is not None:

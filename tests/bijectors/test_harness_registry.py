@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowkit import bijectors
-from flowkit.bijectors import Bijector, Coupling, Elementwise
+from flowkit.bijectors import Autoregressive, Bijector, Coupling, Elementwise
 from flowkit.testing import check_bijector
 from flowkit.testing.strategies import scales, seeds
 from tests.registry import REGISTRY, Case, example_shape, make_context
@@ -19,6 +19,7 @@ ABSTRACT_BIJECTORS = {
     Bijector,  # the contract itself; forward raises NotImplementedError
     Coupling,  # needs _transform/_untransform from AffineCoupling or AdditiveCoupling
     Elementwise,  # needs _forward/_inverse from a concrete map
+    Autoregressive,  # needs its transform from MaskedAffineAutoregressive or SplineAutoregressive
 }
 
 

@@ -107,7 +107,8 @@ def test_bad_configurations(kwargs, message):
 def test_glow_bijector_passes_the_harness(seed, coupling, permutation):
     flow = glow(K=1, L=2, coupling=coupling, permutation=permutation, input_shape=(2, 4, 4),
                 hidden_channels=4, seed=seed)
-    check_bijector(flow.bijector, (2, 4, 4), seed=seed, batch_shape=(2,))
+    # Four examples: the top ActNorm initialises from batch x 1 x 1 values per channel.
+    check_bijector(flow.bijector, (2, 4, 4), seed=seed, batch_shape=(4,))
 
 
 def test_class_conditional_glow_passes_the_harness_with_labels():
@@ -190,6 +191,16 @@ def test_memory_saving_reports_reconstruction_drift():
     loss = -flow.log_prob(x).mean()
     with pytest.raises(ReconstructionError, match="rebuilt"):
         loss.backward()
+
+
+def test_seed_fixes_every_weight():
+    a = glow(K=1, L=2, input_shape=(1, 4, 4), hidden_channels=4, seed=3)
+    torch.manual_seed(123)
+    b = glow(K=1, L=2, input_shape=(1, 4, 4), hidden_channels=4, seed=3)
+    c = glow(K=1, L=2, input_shape=(1, 4, 4), hidden_channels=4, seed=4)
+    pairs = list(zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in pairs)
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
 
 
 def test_config_is_recorded():
