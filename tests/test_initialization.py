@@ -10,6 +10,7 @@ import flowkit
 from flowkit import Flow
 from flowkit.bijectors import ActNorm, Bijector, Compose
 from flowkit.distributions import StandardNormal
+from flowkit.nn import GlowConditioner
 from tests.registry import glow_like, realnvp_vector
 
 
@@ -27,13 +28,23 @@ def _data(seed: int = 0) -> Tensor:
 def _actnorm_outputs(flow: Flow, x: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
     """Run ``flow.log_prob`` and return the output of every ActNorm, by module name.
 
-    Bijector ActNorms are captured with forward hooks; those inside conditioners run through
-    ``normalize``, which is wrapped for the pass.
+    Bijector ActNorms are captured with forward hooks. Inside Glow's coupling networks an ActNorm
+    is folded into the weights of the convolution before it, so its output is that convolution's
+    output (captured, before the in-place ReLU, by a hook on the convolution); any other use goes
+    through ``normalize``, which is wrapped for the pass.
     """
     outputs: dict[str, Tensor] = {}
     handles = []
     originals = {}
-    for name, module in flow.named_modules():
+    modules = dict(flow.named_modules())
+    for name, module in modules.items():
+        if isinstance(module, GlowConditioner):
+            for conv, norm in (("conv_in", "norm_in"), ("conv_hidden", "norm_hidden")):
+                handles.append(
+                    getattr(module, conv).register_forward_hook(
+                        lambda mod, args, out, key=f"{name}.{norm}": outputs.__setitem__(key, out.clone())
+                    )
+                )
         if not isinstance(module, ActNorm):
             continue
         handles.append(

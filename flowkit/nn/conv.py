@@ -63,12 +63,33 @@ class EdgeConv2d(nn.Module):
         self.edge_weight = nn.Parameter(weight[:, in_channels:].contiguous()) if self.edge_bias else None
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.conv2d(x, self.weight, self.bias, padding=self.padding)
-        if self.edge_weight is None:
-            return y
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """Convolve ``x``; with ``scale`` and ``shift`` (per output channel), return
+        ``scale * conv(x) + shift`` computed in weight space, without a pass over the output.
+
+        That is how a following ActNorm or output scale costs nothing on the activations: the
+        scale multiplies the (small) weight and the shift becomes the bias.
+        """
+        weight, edge_weight, bias = self.weight, self.edge_weight, self.bias
+        if scale is not None:
+            weight = weight * scale.view(-1, 1, 1, 1)
+            edge_weight = None if edge_weight is None else edge_weight * scale.view(-1, 1, 1, 1)
+            bias = None if bias is None else bias * scale
+        if shift is not None:
+            bias = shift if bias is None else bias + shift
+        if edge_weight is None:
+            return F.conv2d(x, weight, bias, padding=self.padding)
         edge = _edge_map(x.shape[-2], x.shape[-1], self.padding, x)
-        return y + F.conv2d(edge, self.edge_weight)
+        if x.shape[-3] < weight.shape[0]:
+            # Few input channels: append the edge channel to the padded input, as the official code
+            # does; copying the small input costs less than a pass over the wide output.
+            padded = F.pad(x, (self.padding,) * 4)
+            inputs = torch.cat([padded, edge.expand(x.shape[0], 1, -1, -1)], dim=1)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            return F.conv2d(inputs, torch.cat([weight, edge_weight], dim=1), bias)
+        # Few output channels: add the edge's contribution, a fixed map, to the output.
+        return F.conv2d(x, weight, bias, padding=self.padding) + F.conv2d(edge, edge_weight)
 
 
 class ZeroConv2d(EdgeConv2d):
@@ -102,7 +123,7 @@ class ZeroConv2d(EdgeConv2d):
         self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) * torch.exp(self.log_scale * self.log_scale_factor)
+        return super().forward(x, scale=torch.exp(self.log_scale * self.log_scale_factor).flatten())
 
 
 class LinearZeros(nn.Module):

@@ -29,6 +29,9 @@ class GlowConditioner(nn.Module):
             additive).
         hidden_channels: Width of the hidden layers (512 in the paper).
         edge_bias: Use Glow's edge channel in the 3x3 convolutions.
+        channels_last: Keep the network's weights and activations in channels-last (NHWC) memory
+            layout, which oneDNN (and cuDNN with reduced precision) runs fastest; the input is
+            converted on entry. Off gives plain NCHW.
         compute_dtype: Run the network under autocast in this dtype (e.g. ``torch.bfloat16``)
             and return its output in the input's dtype, so the flow itself, its log-determinants
             and priors stay in float32. Couplings stay exactly invertible: the inverse evaluates
@@ -47,15 +50,19 @@ class GlowConditioner(nn.Module):
         hidden_channels: int = 512,
         *,
         edge_bias: bool = True,
+        channels_last: bool = True,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.compute_dtype = compute_dtype
+        self.channels_last = bool(channels_last)
         self.conv_in = EdgeConv2d(in_channels, hidden_channels, 3, edge_bias=edge_bias)
         self.norm_in: ActNorm | None = ActNorm(hidden_channels)
         self.conv_hidden = EdgeConv2d(hidden_channels, hidden_channels, 1)
         self.norm_hidden: ActNorm | None = ActNorm(hidden_channels)
         self.conv_out = ZeroConv2d(hidden_channels, out_channels, 3, edge_bias=edge_bias)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.compute_dtype is None:
@@ -64,13 +71,26 @@ class GlowConditioner(nn.Module):
             return self._network(x).to(x.dtype)
 
     def _network(self, x: Tensor) -> Tensor:
-        h = self.conv_in(x)
-        if self.norm_in is not None:  # None once folded into conv_in for inference
-            h = self.norm_in.normalize(h)
-        h = self.conv_hidden(F.relu(h))
-        if self.norm_hidden is not None:
-            h = self.norm_hidden.normalize(h)
-        return self.conv_out(F.relu(h))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = _conv_actnorm(self.conv_in, self.norm_in, x)
+        h = _conv_actnorm(self.conv_hidden, self.norm_hidden, F.relu(h, inplace=True))
+        return self.conv_out(F.relu(h, inplace=True))
+
+
+def _conv_actnorm(conv: EdgeConv2d, norm: ActNorm | None, x: Tensor) -> Tensor:
+    """``norm(conv(x))`` with the ActNorm folded into the convolution's weight and bias.
+
+    :math:`(Wx + b) e^{s} = (W e^{s}) x + b e^{s}`: the same function, but the scale and shift
+    touch the weights instead of the activations, which saves passes over the widest tensors in
+    both the forward and the backward pass. ``norm`` is None once folded for inference.
+    """
+    if norm is None:
+        return conv(x)
+    if norm._initializing:  # data-dependent initialisation needs the convolution's raw output
+        return norm.normalize(conv(x))
+    scale = torch.exp(norm.log_scale * norm.log_scale_factor).flatten()
+    return conv(x, scale=scale, shift=norm.bias.flatten() * scale)
 
 
 class GlowTopPrior(nn.Module):

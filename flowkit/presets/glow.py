@@ -61,6 +61,8 @@ class GlowConfig:
         class_weight: Weight of the classifier's cross-entropy (in bits) in the objective
             (``--weight_y``; 0.01 for the paper's class-conditional samples).
         edge_bias: Glow's edge channel in the 3x3 convolutions (official default on).
+        channels_last: Run the coupling networks in channels-last memory layout (our choice: about
+            twice as fast for oneDNN's convolutions on CPUs; the model's function is unchanged).
         conditioner_dtype: ``"bfloat16"`` runs the coupling networks under bfloat16 autocast while
             the flow, its log-determinants and priors stay in float32 (None: float32 throughout).
         memory_saving: Train each level's chain of steps with invertible backpropagation, so
@@ -80,6 +82,7 @@ class GlowConfig:
     num_classes: int | None = None
     class_weight: float = 0.01
     edge_bias: bool = True
+    channels_last: bool = True
     conditioner_dtype: str | None = None
     memory_saving: bool = False
     seed: int | None = None
@@ -120,6 +123,7 @@ def glow(
     num_classes: int | None = None,
     class_weight: float = 0.01,
     edge_bias: bool = True,
+    channels_last: bool = True,
     conditioner_dtype: str | None = None,
     memory_saving: bool = False,
     seed: int | None = None,
@@ -162,6 +166,7 @@ def glow(
         num_classes=num_classes,
         class_weight=class_weight,
         edge_bias=edge_bias,
+        channels_last=channels_last,
         conditioner_dtype=conditioner_dtype,
         memory_saving=memory_saving,
         seed=seed,
@@ -213,7 +218,12 @@ def _step(config: GlowConfig, channels: int, generator: torch.Generator | None) 
     if config.coupling == "affine":
         coupling: Bijector = AffineCoupling(
             GlowConditioner(
-                kept, 2 * transformed, config.hidden_channels, edge_bias=config.edge_bias, compute_dtype=dtype
+                kept,
+                2 * transformed,
+                config.hidden_channels,
+                edge_bias=config.edge_bias,
+                channels_last=config.channels_last,
+                compute_dtype=dtype,
             ),
             channel_mask(channels),
             scale_fn="sigmoid",
@@ -222,7 +232,12 @@ def _step(config: GlowConfig, channels: int, generator: torch.Generator | None) 
     else:
         coupling = AdditiveCoupling(
             GlowConditioner(
-                kept, transformed, config.hidden_channels, edge_bias=config.edge_bias, compute_dtype=dtype
+                kept,
+                transformed,
+                config.hidden_channels,
+                edge_bias=config.edge_bias,
+                channels_last=config.channels_last,
+                compute_dtype=dtype,
             ),
             channel_mask(channels),
         )
