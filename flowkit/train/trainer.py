@@ -193,7 +193,9 @@ class Trainer:
                 record["test_bpd"] = self.evaluate(evaluated)
                 result.test_bpd.append((step, record["test_bpd"]))
             if process.is_main and self.train_data.is_image and label != "start" and (epoch % config.sample_every == 0 or label == "end"):
-                self.write_samples(evaluated, epoch)
+                nonfinite = self.write_samples(evaluated, epoch)
+                if any(nonfinite.values()):
+                    record["nonfinite_samples"] = nonfinite
             if metrics is not None:
                 metrics.write(record)
                 plot_bpd_curve(read_metrics(metrics.path), self.output / "bpd.png")
@@ -290,11 +292,16 @@ class Trainer:
         return self.test_data.evaluate(flow, self.config.test_batch_size, self.process, dtype=dtype)
 
     @torch.no_grad()
-    def write_samples(self, flow: Flow, epoch: int) -> list[Path]:
-        """Write one sample grid per temperature (same noise every epoch, so grids are comparable)."""
+    def write_samples(self, flow: Flow, epoch: int) -> dict[str, int]:
+        """Write one sample grid per temperature (same noise every epoch, so grids are comparable).
+
+        A young model's inverse can overflow at high temperature; such pixels are drawn mid-grey
+        and counted, never allowed to stop the run. Returns the count of non-finite sample values
+        per temperature.
+        """
         from flowkit.data import save_image_grid, to_uint8
 
-        paths = []
+        nonfinite = {}
         directory = self.output / "samples"
         directory.mkdir(parents=True, exist_ok=True)
         context = self.train_data.sample_context(self.config.num_samples, self.process.device)
@@ -305,10 +312,13 @@ class Trainer:
                     images = flow.sample(self.config.num_samples, temperature=temperature)
                 else:
                     images = flow.sample(context=context, temperature=temperature)
+            images = images.float().cpu()
+            bad = ~torch.isfinite(images)
+            nonfinite[f"{temperature:.2f}"] = int(bad.sum())
+            images = images.masked_fill(bad, 0.0)
             path = directory / f"epoch{epoch:04d}_t{temperature:.2f}.png"
-            save_image_grid(to_uint8(images.float().cpu(), self.config.n_bits), path)
-            paths.append(path)
-        return paths
+            save_image_grid(to_uint8(images, self.config.n_bits), path)
+        return nonfinite
 
     def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
         if not bool(torch.isfinite(loss)):
