@@ -29,7 +29,11 @@ class BenchModel:
 
 def _build_flowkit(config: dict[str, Any], preset: dict[str, Any]) -> BenchModel:
     import flowkit
+    from flowkit.performance import tune_allocator
     from flowkit.presets import glow
+
+    # What flowkit's trainer and command line do at start-up, whatever the environment says.
+    tune_allocator()
 
     options = dict(config)
     clash = sorted(set(options) & set(preset))
