@@ -10,7 +10,7 @@ from benchmarks.measure import measure
 from benchmarks.meters import CpuMemoryMeter, CpuTimer, CudaMemoryMeter, CudaTimer, meters_for
 from benchmarks.models import build_model
 from benchmarks.options import RUNTIME_OPTIONS, apply_runtime
-from benchmarks.plan import FULL, TUNED_MALLOC, VARIANTS, allocator_env, build_plan
+from benchmarks.plan import CONFIGS, FULL, TUNED_MALLOC, VARIANTS, allocator_env, build_plan
 from benchmarks.report import render
 
 TINY = {
@@ -172,11 +172,16 @@ def test_cpu_meters_are_chosen_for_the_cpu_and_other_devices_are_refused():
 
 @pytest.mark.parametrize("allow_reset", [True, False], ids=["vmhwm", "sampled"])
 def test_cpu_memory_meter_sees_a_short_lived_allocation(allow_reset):
+    import mmap
+
     meter = CpuMemoryMeter(allow_reset=allow_reset)
     meter.start()
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    # A fresh anonymous mapping, touched page by page: unlike a tensor it cannot reuse heap memory
+    # that earlier tests freed (flowkit's allocator policy keeps freed blocks in the heap).
+    block = mmap.mmap(-1, 64 * 2**20)
+    block.write(b"\1" * len(block))
     time.sleep(0.05)
-    del block
+    block.close()
     report = meter.stop()
     assert report["method"] == ("vmhwm" if allow_reset else "sampled")
     assert report["peak_mib"] - report["baseline_mib"] >= 48
@@ -239,7 +244,7 @@ def fake_record(measure_kind, variant, allocator, result, **spec):
 
 
 def test_report_ratios_come_from_the_records():
-    small = {"K": 8}
+    small = dict(CONFIGS["small"])  # the report finds records by their config
     records = [
         fake_record(
             "machine", None, "tuned",
