@@ -49,6 +49,17 @@ def _mixed_flow() -> tuple[Flow, torch.Tensor, torch.Tensor]:
     return flowkit.initialize(Flow(base, bijector), x, context), x, context
 
 
+def _glow_preset_flow() -> tuple[Flow, torch.Tensor, torch.Tensor]:
+    # The preset as users build it: channels-last networks with ActNorm folded into their weights,
+    # bfloat16 coupling networks, a learned class-conditional top prior.
+    from flowkit.presets import glow
+
+    flow = glow(K=2, L=2, input_shape=(1, 8, 8), hidden_channels=8, num_classes=3,
+                conditioner_dtype="bfloat16", seed=0)
+    x, labels = torch.rand(4, 1, 8, 8) - 0.5, torch.tensor([0, 1, 2, 1])
+    return flowkit.initialize(flow, x, labels), x, labels
+
+
 def _explain_breaks(function, *args) -> str:
     torch._dynamo.reset()
     try:
@@ -64,14 +75,18 @@ def _explain_breaks(function, *args) -> str:
     )
 
 
-@pytest.mark.parametrize("make", [_glow_flow, _mixed_flow], ids=["glow-like", "mixed"])
+@pytest.mark.parametrize(
+    "make", [_glow_flow, _mixed_flow, _glow_preset_flow], ids=["glow-like", "mixed", "glow-preset"]
+)
 def test_log_prob_compiles_without_graph_breaks(make) -> None:
     flow, x, context = make()
     breaks = _explain_breaks(flow.log_prob, x, context)
     assert not breaks, breaks
 
 
-@pytest.mark.parametrize("make", [_glow_flow, _mixed_flow], ids=["glow-like", "mixed"])
+@pytest.mark.parametrize(
+    "make", [_glow_flow, _mixed_flow, _glow_preset_flow], ids=["glow-like", "mixed", "glow-preset"]
+)
 def test_sample_compiles_without_graph_breaks(make) -> None:
     flow, _, context = make()
     with torch.no_grad():
