@@ -41,7 +41,6 @@ __all__ = ["FULL", "QUICK", "DensitySizes", "build_density_plan", "main", "run_d
 
 # The peers' versions this benchmark was written against (the `bench` extra pins them).
 PEER_VERSIONS = {"zuko": "1.6.0", "nflows": "0.14"}
-FEATURES = {"two-moons": 2, "checkerboard": 2, "eight-gaussians": 2, "mixture-10d": 10}
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def build_density_plan(
     specs = []
     for dataset in datasets:
         for model in models:
-            arch = default_architecture(model, FEATURES[dataset])
+            arch = default_architecture(model, DATASETS[dataset])
             for seed in seeds:
                 for library in libraries:
                     specs.append(

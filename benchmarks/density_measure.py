@@ -21,6 +21,7 @@ import statistics
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 if __package__ in (None, ""):
@@ -46,16 +47,12 @@ __all__ = ["DATASETS", "Dataset", "load_dataset", "main", "measure"]
 EVAL_CHUNK = 8192
 
 
+@dataclass(frozen=True)
 class Dataset:
-    """Train and test tensors of a toy density, and the true log-density where it is known."""
+    """A toy density: how to sample it, and its true log-density where it is known."""
 
-    def __init__(
-        self,
-        sample: Callable[[int, torch.Generator], Tensor],
-        log_density: Callable[[Tensor], Tensor] | None,
-    ) -> None:
-        self.sample = sample
-        self.log_density = log_density
+    sample: Callable[[int, torch.Generator], Tensor]
+    log_density: Callable[[Tensor], Tensor] | None
 
 
 def _checkerboard_log_density(x: Tensor) -> Tensor:
@@ -94,7 +91,8 @@ def _datasets() -> dict[str, Dataset]:
     }
 
 
-DATASETS = ("two-moons", "checkerboard", "eight-gaussians", "mixture-10d")
+# The datasets and their dimensions.
+DATASETS = {"two-moons": 2, "checkerboard": 2, "eight-gaussians": 2, "mixture-10d": 10}
 
 
 def load_dataset(spec: dict[str, Any]) -> tuple[Tensor, Tensor, Dataset]:
