@@ -45,8 +45,9 @@ __all__ = ["library_available", "main", "run_spec"]
 
 BENCHMARKS_HEADER = """# Benchmarks
 
-Results of `python -m benchmarks.run` (see `benchmarks/`), newest last. Each section was measured
-in one run on the machine it names; compare numbers only within a section.
+Results of the benchmarks in `benchmarks/` (`python -m benchmarks.run` for Glow,
+`python -m benchmarks.density` for MAF and NSF), newest last. Each section was measured in one run
+on the machine it names; compare numbers only within a section.
 """
 
 
