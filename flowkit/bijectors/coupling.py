@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Union
 
@@ -32,9 +34,16 @@ def _exp_log_scale(h: Tensor) -> Tensor:
     return h
 
 
+# The softplus scale never falls below this, so its log (the log-determinant) stays finite however
+# negative the network's output gets (nflows adds the same 1e-3).
+MIN_SOFTPLUS_SCALE = 1e-3
+# softplus(h + shift) + MIN_SOFTPLUS_SCALE is exactly 1 at h = 0: log(e^(1 - 1e-3) - 1).
+_SOFTPLUS_SHIFT = math.log(math.expm1(1.0 - MIN_SOFTPLUS_SCALE))
+
+
 def _softplus_log_scale(h: Tensor) -> Tensor:
-    # softplus(h + log(e - 1)) is 1 at h = 0 and, unlike exp, grows only linearly.
-    return torch.log(F.softplus(h + 0.5413248546129181))
+    # Unlike exp, the scale grows only linearly in h; it is 1 at h = 0 and at least 1e-3.
+    return torch.log(F.softplus(h + _SOFTPLUS_SHIFT) + MIN_SOFTPLUS_SCALE)
 
 
 SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -78,8 +78,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def plot_bpd_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> bool:
-    """Plot train and test bits/dim against the step into a PNG. Returns False without matplotlib."""
+def plot_bpd_curve(
+    records: list[dict[str, Any]], path: str | os.PathLike, ylabel: str = "bits / dim"
+) -> bool:
+    """Plot the train and test objective against the step into a PNG.
+
+    The records' ``train_bpd`` and ``test_bpd`` hold bits/dim for images and nats for vector data
+    (say which with ``ylabel``). Returns False, with a warning, when matplotlib is missing.
+    """
     try:
         import matplotlib
 
@@ -99,7 +105,7 @@ def plot_bpd_curve(records: list[dict[str, Any]], path: str | os.PathLike) -> bo
     if test:
         axes.plot(*zip(*test), "o-", label="test", color="tab:orange")
     axes.set_xlabel("step")
-    axes.set_ylabel("bits / dim")
+    axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()

@@ -36,7 +36,8 @@ class ContextRecorder(Recorder):
 SCALES = {
     "sigmoid": lambda h: torch.sigmoid(h + 2.0),
     "exp": torch.exp,
-    "softplus": lambda h: F.softplus(h + math.log(math.e - 1.0)),
+    # A scale floor of 1e-3, and exactly 1 at h = 0.
+    "softplus": lambda h: F.softplus(h + math.log(math.expm1(1.0 - 1e-3))) + 1e-3,
 }
 
 
