@@ -188,3 +188,19 @@ def test_trained_small_preset_reconstructs_test_images_and_samples_at_zero_tempe
         samples = flow.sample(16, temperature=0.0)
     assert float((rebuilt - x).abs().max()) < 1e-4
     assert bool(torch.isfinite(samples).all())
+
+
+def test_tensorboard_event_files_hold_the_jsonl_scalars(blobs, tiny_model_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, test = blobs
+    make_trainer(tiny_model_config, train, test, tmp_path, epochs=1, tensorboard=True).fit()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    expected = [(r["step"], r["test_bpd"]) for r in records if "test_bpd" in r]
+    logged = [(e.step, e.value) for e in events.Scalars("test_bpd")]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+    train_steps = [r["step"] for r in records if "train_bpd" in r]
+    assert [e.step for e in events.Scalars("train_bpd")] == train_steps
