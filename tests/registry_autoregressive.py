@@ -36,6 +36,12 @@ ENTRIES = [
         (3,),
         None,
     ),
+    (
+        "maf-random-init",
+        lambda: MaskedAffineAutoregressive(3, hidden_features=(8,), identity_init=False),
+        (3,),
+        None,
+    ),
     ("iaf", lambda: InverseAutoregressive(3, hidden_features=(8, 8)), (3,), None),
     (
         "iaf-context",

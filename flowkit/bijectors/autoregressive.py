@@ -40,6 +40,9 @@ class Autoregressive(Bijector):
         residual: Use residual blocks in the MADE.
         order: Autoregressive order; see :func:`flowkit.nn.made.autoregressive_order`.
         activation: Module class for the MADE's hidden activations.
+        identity_init: Start the MADE's output layer at zero (``zero_init``), so that a subclass
+            whose map is the identity at zero parameters starts as the identity; with False the
+            output layer keeps PyTorch's default random initialisation.
 
     Shapes:
         ``x``: ``(*batch, D)``; ``context``: ``(*batch, context_features)``; ``z`` like ``x``;
@@ -58,6 +61,7 @@ class Autoregressive(Bijector):
         residual: bool = False,
         order: Order = "natural",
         activation: type[nn.Module] = nn.ReLU,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         self.features = int(features)
@@ -70,6 +74,7 @@ class Autoregressive(Bijector):
             residual=residual,
             order=order,
             activation=activation,
+            zero_init=identity_init,
         )
 
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
@@ -136,6 +141,8 @@ class MaskedAffineAutoregressive(Autoregressive):
         order: Autoregressive order: ``"natural"``, ``"reversed"`` or the position of each feature.
         scale_fn: How the raw scale becomes a log-scale.
         activation: Module class for the MADE's hidden activations.
+        identity_init: Start as the identity (the MADE's output layer at zero); False keeps the
+            output layer's default random initialisation.
 
     Shapes:
         ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
@@ -160,6 +167,7 @@ class MaskedAffineAutoregressive(Autoregressive):
         order: Order = "natural",
         scale_fn: ScaleFunction = "softplus",
         activation: type[nn.Module] = nn.ReLU,
+        identity_init: bool = True,
     ) -> None:
         super().__init__(
             features,
@@ -169,6 +177,7 @@ class MaskedAffineAutoregressive(Autoregressive):
             residual=residual,
             order=order,
             activation=activation,
+            identity_init=identity_init,
         )
         self.scale_fn_name, self.log_scale_fn = resolve_scale_fn(
             scale_fn, "MaskedAffineAutoregressive"
@@ -205,6 +214,7 @@ class InverseAutoregressive(Inverse):
         order: Autoregressive order of the latent features.
         scale_fn: How the raw scale becomes a log-scale.
         activation: Module class for the MADE's hidden activations.
+        identity_init: Start as the identity (the MADE's output layer at zero).
 
     References:
         Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, Improved Variational Inference
@@ -229,6 +239,7 @@ class InverseAutoregressive(Inverse):
         order: Order = "natural",
         scale_fn: ScaleFunction = "softplus",
         activation: type[nn.Module] = nn.ReLU,
+        identity_init: bool = True,
     ) -> None:
         super().__init__(
             MaskedAffineAutoregressive(
@@ -239,5 +250,6 @@ class InverseAutoregressive(Inverse):
                 order=order,
                 scale_fn=scale_fn,
                 activation=activation,
+                identity_init=identity_init,
             )
         )

@@ -49,6 +49,20 @@ def test_maf_architecture_and_parameter_count(context):
     assert flow.context_shape == (None if context is None else (context,))
 
 
+def test_maf_starts_random_by_default_and_as_the_identity_on_request():
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    base = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    torch.manual_seed(0)
+    identity = maf(3, transforms=2, hidden_features=(8,), identity_init=True)
+    torch.manual_seed(0)
+    random = maf(3, transforms=2, hidden_features=(8,))
+    with torch.no_grad():
+        assert torch.allclose(identity.log_prob(x), base, atol=1e-6)
+        assert (random.log_prob(x) - base).abs().max() > 1e-3
+    outputs = [p.conditioner.output_layer for p in random.bijector if hasattr(p, "conditioner")]
+    assert len(outputs) == 2 and all(layer.weight.abs().sum() > 0 for layer in outputs)
+
+
 def test_maf_residual_parameter_count():
     flow = maf(3, 2, transforms=2, hidden_features=(8, 8), residual=True)
     first = 3 * 8 + 8 + 2 * 8
