@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -16,7 +17,7 @@ from flowkit.bijectors import (
     Standardize,
 )
 from flowkit.presets import glow
-from flowkit.presets.glow import GlowConfig, class_logits, top_latent
+from flowkit.presets.glow import GlowConfig, build_glow, class_logits, top_latent
 from flowkit.testing import check_bijector
 from flowkit.testing.strategies import seeds
 
@@ -207,3 +208,15 @@ def test_config_is_recorded():
     flow = glow(K=1, L=1, input_shape=(1, 4, 4), hidden_channels=4)
     assert flow.config == GlowConfig(K=1, L=1, input_shape=(1, 4, 4), hidden_channels=4)
     assert math.prod(flow.event_shape) == 16
+
+
+def test_the_readme_preset_builds_the_same_weights_every_time():
+    from flowkit.presets.runs import get_run_preset
+
+    config = GlowConfig(**get_run_preset("glow-small").model)
+    first, second = build_glow(config).state_dict(), build_glow(config).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    # A different seed must change them, or the check above proves nothing.
+    other = build_glow(dataclasses.replace(config, seed=config.seed + 1)).state_dict()
+    assert not all(torch.equal(first[key], other[key]) for key in first)
