@@ -44,7 +44,7 @@ def run_one(dtype: str | None, seed: int, epochs: int, output: str) -> dict:
         "--set", f"model.conditioner_dtype={value}", "--set", f"model.seed={seed}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
-    line = next(l for l in completed.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in completed.stdout.splitlines() if row.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+
 import torch
 from torch import Tensor
 

@@ -5,7 +5,7 @@ from flowkit.nn.glow import GlowConditioner, GlowTopPrior
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
-from flowkit.nn.resnet import ResNet, ResidualBlock
+from flowkit.nn.resnet import ResidualBlock, ResNet
 from flowkit.nn.scale import ScaledTanh
 
 __all__ = [

@@ -22,8 +22,8 @@ from flowkit.performance import tune_allocator
 from flowkit.train.checkpoint import load_checkpoint, save_checkpoint
 from flowkit.train.config import TrainConfig
 from flowkit.train.data import TrainingData, as_training_data
-from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
+from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.metrics import MetricsWriter, plot_bpd_curve, read_metrics
 from flowkit.train.objectives import BitsPerDim
 
