@@ -107,7 +107,8 @@ def plot_bpd_curve(
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if train or test:  # a run whose every value was non-finite has nothing to label
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -248,7 +248,7 @@ class Trainer:
                     consecutive_nonfinite += 1
                     optimizer.zero_grad(set_to_none=True)
                     where = self._diagnose(inputs, loss)
-                    message = f"step {step}: non-finite loss ({float(loss):.4g}) or gradient norm ({float(grad_norm):.4g}); step skipped; {where}"
+                    message = f"step {step}: non-finite loss ({float(loss.detach()):.4g}) or gradient norm ({float(grad_norm):.4g}); step skipped; {where}"
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     if metrics is not None:
                         metrics.write({"step": step, "epoch": epoch, "event": "nonfinite", "detail": where})
