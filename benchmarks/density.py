@@ -17,25 +17,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
     # Run as a script: make the repository root (holding benchmarks/ and flowkit/) importable.
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_output_arguments,
+    library_available,
+    names,
+    publish,
+    run_measurement,
+)
 from benchmarks.density_measure import DATASETS  # noqa: E402
 from benchmarks.density_models import LIBRARIES, MODELS, default_architecture  # noqa: E402
 from benchmarks.density_report import render_density  # noqa: E402
 from benchmarks.plan import allocator_env  # noqa: E402
-from benchmarks.run import BENCHMARKS_HEADER, library_available  # noqa: E402
 
 __all__ = ["FULL", "QUICK", "DensitySizes", "build_density_plan", "main", "run_density_spec"]
 
@@ -79,12 +83,12 @@ def build_density_plan(
     The data depend on ``data_seed`` only, so every seed trains on the same data and is tested on
     the same test set; a seed sets the initial weights and the order of the minibatches.
     """
-    for names, known, what in (
+    for given, known, what in (
         (datasets, DATASETS, "datasets"),
         (models, MODELS, "models"),
         (libraries, LIBRARIES, "libraries"),
     ):
-        unknown = sorted(set(names) - set(known))
+        unknown = sorted(set(given) - set(known))
         if unknown:
             raise ValueError(f"unknown {what} {unknown}; expected some of {list(known)}")
     shared = dataclasses.asdict(sizes)
@@ -114,25 +118,9 @@ def run_density_spec(spec: dict[str, Any], *, python: str, timeout: float) -> di
     """Run one measurement in a fresh process; return its record (``ok`` False on failure)."""
     env = allocator_env("default")
     env["OMP_NUM_THREADS"] = str(spec["threads"])
-    command = [python, "-m", "benchmarks.density_measure", json.dumps(spec)]
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "spec": spec, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                break
-    tail = done.stderr.strip().splitlines()[-3:]
-    return {
-        "ok": False,
-        "spec": spec,
-        "error": f"exit status {done.returncode} without a result: {' / '.join(tail)}",
-    }
+    return run_measurement(
+        "benchmarks.density_measure", spec, env=env, python=python, timeout=timeout
+    )
 
 
 def _headline(record: dict[str, Any]) -> str:
@@ -143,10 +131,6 @@ def _headline(record: dict[str, Any]) -> str:
         f"test log-lik. {result['test_log_likelihood']:.4g}, {step}, "
         f"{result['parameters']:,} parameters (width {result['width']})"
     )
-
-
-def _names(text: str | None, default: list[str]) -> list[str]:
-    return default if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,15 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch intra-op threads of every measurement"
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument(
-        "--output",
-        help="Markdown file the report is appended to (default BENCHMARKS.md; quick runs append "
-        "only when this is given)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
-    parser.add_argument("--json", help="also write every record of the run to this JSON file")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
-    parser.add_argument("--python", default=sys.executable, help="interpreter of the measurements")
+    add_output_arguments(parser)
     return parser
 
 
@@ -188,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--steps must exceed the {sizes.warmup} warm-up steps", file=sys.stderr)
             return 2
         sizes = dataclasses.replace(sizes, steps=args.steps)
-    datasets = _names(args.datasets, QUICK_DATASETS if args.quick else list(DATASETS))
-    models = _names(args.models, QUICK_MODELS if args.quick else list(MODELS))
-    libraries = _names(args.libraries, list(LIBRARIES))
+    datasets = names(args.datasets, QUICK_DATASETS if args.quick else list(DATASETS))
+    models = names(args.models, QUICK_MODELS if args.quick else list(MODELS))
+    libraries = names(args.libraries, list(LIBRARIES))
     try:
-        seeds = [int(seed) for seed in _names(args.seeds, ["0"])]
+        seeds = [int(seed) for seed in names(args.seeds, ["0"])]
     except ValueError:
         print(f"--seeds expects comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
@@ -262,22 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         root=ROOT,
         notes=notes,
     )
-    print(report)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=1)
-    output = args.output
-    if output is None and not args.quick:
-        output = os.path.join(ROOT, "BENCHMARKS.md")
-    if output and not args.no_write:
-        fresh = not os.path.exists(output)
-        with open(output, "a") as handle:
-            if fresh:
-                handle.write(BENCHMARKS_HEADER + "\n")
-            handle.write(report + "\n")
-        print(f"appended to {output}", file=sys.stderr)
-    return 0 if all(r["ok"] for r in records) else 1
-
+    return publish(report, records, args)
 
 if __name__ == "__main__":
     sys.exit(main())

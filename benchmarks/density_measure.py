@@ -13,13 +13,11 @@ run the record keeps).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ if __package__ in (None, ""):
 import torch
 from torch import Tensor
 
+from benchmarks.common import measurement_main, resolve_device
 from benchmarks.density_models import (
     LIBRARIES,
     Architecture,
@@ -112,12 +111,6 @@ def _fingerprint(x: Tensor) -> list[float]:
     # Equal for equal tensors; the report checks that every library saw the same data.
     values = x.to(torch.float64)
     return [float(values.sum()), float(values.square().sum())]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _test_log_likelihood(model: Any, test: Tensor) -> tuple[float, float]:
@@ -243,7 +236,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"spec 'library' must be one of {list(LIBRARIES)}, got {spec.get('library')!r}"
         )
-    device = _device(spec.get("device", "auto"))
+    device = resolve_device(spec.get("device", "auto"))
     result = _train(spec, device)
     return {
         "ok": True,
@@ -256,20 +249,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the spec is the first argument (JSON text, or ``-`` to read it from stdin)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m benchmarks.density_measure '<json spec>' | -", file=sys.stderr)
-        return 2
-    text = sys.stdin.read() if argv[0] == "-" else argv[0]
-    spec = json.loads(text)
-    try:
-        record = measure(spec)
-    except Exception as error:  # reported to the parent, which goes on with other measurements
-        traceback.print_exc()
-        record = {"ok": False, "spec": spec, "error": f"{type(error).__name__}: {error}"}
-    print(json.dumps(record), flush=True)
-    return 0 if record["ok"] else 1
-
+    return measurement_main(argv, measure, "benchmarks.density_measure")
 
 if __name__ == "__main__":
     sys.exit(main())

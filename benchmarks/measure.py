@@ -13,13 +13,11 @@ builder), ``runtime`` (see :mod:`benchmarks.options`), ``device`` (``auto``, ``c
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import traceback
 from typing import Any
 
 if __package__ in (None, ""):
@@ -29,6 +27,7 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import measurement_main, resolve_device
 from benchmarks.meters import max_rss_mib, meters_for
 from benchmarks.models import LIBRARIES, build_model, library_version
 from benchmarks.options import Runtime, apply_runtime
@@ -43,12 +42,6 @@ LEARNING_RATE = 1e-5
 # and a square matrix product.
 CONV_SHAPE = (64, 512, 16, 16)
 MM_SIZE = 2048
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _images(spec: dict[str, Any], batch: int) -> torch.Tensor:
@@ -284,7 +277,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.get("measure")
     if kind not in MEASUREMENTS:
         raise ValueError(f"spec 'measure' must be one of {sorted(MEASUREMENTS)}, got {kind!r}")
-    device = _device(spec.get("device", "auto"))
+    device = resolve_device(spec.get("device", "auto"))
     if device.type == "cuda" and device.index is not None:
         # The meters read the current device's allocator statistics.
         torch.cuda.set_device(device)
@@ -300,20 +293,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the spec is the first argument (JSON text, or ``-`` to read it from stdin)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m benchmarks.measure '<json spec>' | -", file=sys.stderr)
-        return 2
-    text = sys.stdin.read() if argv[0] == "-" else argv[0]
-    spec = json.loads(text)
-    try:
-        record = measure(spec)
-    except Exception as error:  # reported to the parent, which keeps going with other measurements
-        traceback.print_exc()
-        record = {"ok": False, "spec": spec, "error": f"{type(error).__name__}: {error}"}
-    print(json.dumps(record), flush=True)
-    return 0 if record["ok"] else 1
-
+    return measurement_main(argv, measure, "benchmarks.measure")
 
 if __name__ == "__main__":
     sys.exit(main())

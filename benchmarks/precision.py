@@ -17,6 +17,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.report import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = """
@@ -62,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             bfloat16 = run_one("bfloat16", seed, args.epochs, f"{directory}/bfloat16")
         rows.append((seed, float32, bfloat16))
         print(f"seed {seed}: float32 {float32['test_bpd']:.4f}, bfloat16 {bfloat16['test_bpd']:.4f}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    commit = git_commit(str(ROOT))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## {stamp}, commit {commit}: bfloat16 coupling networks against float32", "",

@@ -14,20 +14,24 @@ its allocator setting, and prints one JSON line; this process collects them, pri
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
     # Run as a script: make the repository root (holding benchmarks/ and flowkit/) importable.
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_output_arguments,
+    library_available,
+    names,
+    publish,
+    run_measurement,
+)
 from benchmarks.plan import (  # noqa: E402
     ALLOCATORS,
     CONFIGS,
@@ -42,19 +46,6 @@ from benchmarks.plan import (  # noqa: E402
 from benchmarks.report import render  # noqa: E402
 
 __all__ = ["library_available", "main", "run_spec"]
-
-BENCHMARKS_HEADER = """# Benchmarks
-
-Results of the benchmarks in `benchmarks/` (`python -m benchmarks.run` for Glow,
-`python -m benchmarks.density` for MAF and NSF), newest last. Each section was measured in one run
-on the machine it names; compare numbers only within a section.
-"""
-
-
-def library_available(name: str) -> bool:
-    """Whether ``name`` can be imported by the measurement processes."""
-    return importlib.util.find_spec(name) is not None
-
 
 def _label(spec: dict[str, Any]) -> str:
     parts = [spec["measure"], spec.get("variant", ""), spec.get("config_name", "")]
@@ -87,34 +78,13 @@ def _headline(record: dict[str, Any]) -> str:
 
 def run_spec(spec: dict[str, Any], *, python: str, timeout: float) -> dict[str, Any]:
     """Run one measurement in a fresh process under its allocator's environment."""
-    command = [python, "-m", "benchmarks.measure", json.dumps(spec)]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=ROOT,
-            env=allocator_env(spec["allocator"]),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "spec": spec, "error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                break
-    tail = done.stderr.strip().splitlines()[-3:]
-    return {
-        "ok": False,
-        "spec": spec,
-        "error": f"exit status {done.returncode} without a result: {' / '.join(tail)}",
-    }
-
-
-def _names(text: str | None, default: list[str]) -> list[str]:
-    return default if text is None else [name.strip() for name in text.split(",") if name.strip()]
+    return run_measurement(
+        "benchmarks.measure",
+        spec,
+        env=allocator_env(spec["allocator"]),
+        python=python,
+        timeout=timeout,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,15 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--allocators", help=f"comma-separated, from {list(ALLOCATORS)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument(
-        "--output",
-        help="Markdown file the report is appended to (default BENCHMARKS.md; quick runs append "
-        "only when this is given)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
-    parser.add_argument("--json", help="also write every record of the run to this JSON file")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement")
-    parser.add_argument("--python", default=sys.executable, help="interpreter of the measurements")
+    add_output_arguments(parser)
     return parser
 
 
@@ -144,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    configs = _names(args.configs, ["small"] if args.quick else ["paper", "small"])
+    configs = names(args.configs, ["small"] if args.quick else ["paper", "small"])
     if args.quick and configs != ["small"]:
         print("--quick runs the small config only", file=sys.stderr)
         return 2
-    variants = _names(args.variants, list(VARIANTS))
-    allocators = _names(args.allocators, list(ALLOCATORS))
-    sections = _names(args.only, list(SECTIONS))
+    variants = names(args.variants, list(VARIANTS))
+    allocators = names(args.allocators, list(ALLOCATORS))
+    sections = names(args.only, list(SECTIONS))
     notes = []
     if PEER in variants and not library_available(PEER):
         variants.remove(PEER)
@@ -201,22 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         root=ROOT,
         notes=notes,
     )
-    print(report)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=1)
-    output = args.output
-    if output is None and not args.quick:
-        output = os.path.join(ROOT, "BENCHMARKS.md")
-    if output and not args.no_write:
-        fresh = not os.path.exists(output)
-        with open(output, "a") as handle:
-            if fresh:
-                handle.write(BENCHMARKS_HEADER + "\n")
-            handle.write(report + "\n")
-        print(f"appended to {output}", file=sys.stderr)
-    return 0 if all(r["ok"] for r in records) else 1
-
+    return publish(report, records, args)
 
 if __name__ == "__main__":
     sys.exit(main())
