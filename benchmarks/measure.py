@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from typing import Any
 
 if __package__ in (None, ""):
@@ -26,6 +27,7 @@ if __package__ in (None, ""):
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from benchmarks.common import measurement_main, resolve_device
 from benchmarks.meters import max_rss_mib, meters_for
@@ -104,23 +106,37 @@ def _measure_train(spec: dict[str, Any], device: torch.device) -> dict[str, Any]
     }
 
 
+def _time_no_grad(
+    timer: Any, runtime: Runtime, call: Callable[[], Tensor], warmup: int, repeats: int
+) -> tuple[list[float], bool, Tensor]:
+    """Time ``repeats`` calls after ``warmup`` untimed ones, without autograd.
+
+    Returns the seconds of the timed calls, whether every output (warm-up included) was finite, and
+    the last output.
+    """
+    seconds: list[float] = []
+    finite = True
+    with torch.no_grad():
+        for index in range(warmup + repeats):
+            timer.start()
+            with runtime.context():
+                output = call()
+            elapsed = timer.stop()
+            finite = finite and bool(torch.isfinite(output).all())
+            if index >= warmup:
+                seconds.append(elapsed)
+    return seconds, finite, output
+
+
 def _measure_eval(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
     runtime = _build(spec, device)
     x = runtime.prepare(_images(spec, spec["batch"]))
     _initialize(runtime, x)
     timer, memory = meters_for(device.type)
     memory.start()
-    seconds = []
-    finite = True
-    with torch.no_grad():
-        for index in range(spec["warmup"] + spec["steps"]):
-            timer.start()
-            with runtime.context():
-                log_prob = runtime.model.log_prob(x)
-            elapsed = timer.stop()
-            finite = finite and bool(torch.isfinite(log_prob).all())
-            if index >= spec["warmup"]:
-                seconds.append(elapsed)
+    seconds, finite, _ = _time_no_grad(
+        timer, runtime, lambda: runtime.model.log_prob(x), spec["warmup"], spec["steps"]
+    )
     peak = memory.stop()
     total = sum(seconds)
     return {
@@ -139,17 +155,13 @@ def _measure_sample(spec: dict[str, Any], device: torch.device) -> dict[str, Any
     runtime = _build(spec, device)
     _initialize(runtime, runtime.prepare(_images(spec, spec["init_batch"])))
     timer, _ = meters_for(device.type)
-    seconds = []
-    finite = True
-    with torch.no_grad():
-        for index in range(spec["warmup"] + spec["repeats"]):
-            timer.start()
-            with runtime.context():
-                images = runtime.model.sample(spec["n"], spec["temperature"])
-            elapsed = timer.stop()
-            finite = finite and bool(torch.isfinite(images).all())
-            if index >= spec["warmup"]:
-                seconds.append(elapsed)
+    seconds, finite, images = _time_no_grad(
+        timer,
+        runtime,
+        lambda: runtime.model.sample(spec["n"], spec["temperature"]),
+        spec["warmup"],
+        spec["repeats"],
+    )
     return {
         "n": spec["n"],
         "temperature": spec["temperature"],
