@@ -39,6 +39,35 @@ class TrainingData:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         raise NotImplementedError
 
+    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """A random batch for data-dependent initialisation, the same on every process.
+
+        Returns ``(x, context)``; the context is None for unconditional data.
+        """
+        raise NotImplementedError
+
+    def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
+        """This process's shard of the global batch ``index``: the model's positional inputs."""
+        raise NotImplementedError
+
+    def sample_context(self, count: int, device: torch.device) -> Tensor | None:
+        """The context of ``count`` samples for the sample grids, or None."""
+        raise NotImplementedError
+
+    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+        """The test objective over the whole set, summed over processes in float64."""
+        raise NotImplementedError
+
+    def _init_index(self, size: int, seed: int) -> tuple[Tensor, torch.Generator]:
+        # The generator goes on to draw the batch's dequantisation noise, where there is any.
+        generator = torch.Generator().manual_seed(seed + 2)
+        return torch.randperm(len(self), generator=generator)[: min(size, len(self))], generator
+
+    def _eval_ranges(self, batch_size: int, process: Process) -> list[tuple[int, int]]:
+        """This process's ``(start, stop)`` slices of the set, ``batch_size`` examples each."""
+        starts = list(range(0, len(self), batch_size))[process.rank :: process.world_size]
+        return [(start, min(start + batch_size, len(self))) for start in starts]
+
     def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> Tensor:
         """Global batches of indices for ``epoch``: a seeded permutation, last partial batch dropped."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -89,9 +118,7 @@ class ImageTrainingData(TrainingData):
         return x, labels
 
     def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        """A random batch for data-dependent initialisation (the same on every process)."""
-        generator = torch.Generator().manual_seed(seed + 2)
-        index = torch.randperm(len(self), generator=generator)[: min(size, len(self))]
+        index, generator = self._init_index(size, seed)
         x, labels = self._inputs(index, generator)
         return x.to(device), None if labels is None else labels.to(device)
 
@@ -128,9 +155,7 @@ class ImageTrainingData(TrainingData):
 
         num_dims = math.prod(self.images.shape[1:])
         total = torch.zeros((), dtype=torch.float64, device=process.device)
-        starts = list(range(0, len(self), batch_size))[process.rank :: process.world_size]
-        for start in starts:
-            stop = min(start + batch_size, len(self))
+        for start, stop in self._eval_ranges(batch_size, process):
             x = self._eval_inputs(start, stop).to(process.device)
             if dtype is not None:
                 x = x.to(dtype)
@@ -165,9 +190,8 @@ class VectorTrainingData(TrainingData):
             return self.values[index], self.context[index]
         return (self.values[index],)
 
-    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple:
-        generator = torch.Generator().manual_seed(seed + 2)
-        index = torch.randperm(len(self), generator=generator)[: min(size, len(self))]
+    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        index, _ = self._init_index(size, seed)
         x, *context = self._inputs(index)
         return x.to(device), context[0].to(device) if context else None
 
@@ -180,9 +204,8 @@ class VectorTrainingData(TrainingData):
     def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
         """Mean negative log-likelihood in nats, summed over processes in float64."""
         total = torch.zeros((), dtype=torch.float64, device=process.device)
-        starts = list(range(0, len(self), batch_size))[process.rank :: process.world_size]
-        for start in starts:
-            index = torch.arange(start, min(start + batch_size, len(self)))
+        for start, stop in self._eval_ranges(batch_size, process):
+            index = torch.arange(start, stop)
             inputs = [t.to(process.device) for t in self._inputs(index)]
             if dtype is not None:
                 inputs[0] = inputs[0].to(dtype)
