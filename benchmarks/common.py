@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ __all__ = [
     "BENCHMARKS_HEADER",
     "ROOT",
     "add_output_arguments",
+    "check_names",
     "library_available",
     "measurement_main",
     "names",
@@ -51,6 +52,14 @@ def library_available(name: str) -> bool:
 def names(text: str | None, default: list[str]) -> list[str]:
     """The comma-separated names of a command-line option, or ``default`` when it was not given."""
     return default if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def check_names(what: str, given: list[str], known: Iterable[str]) -> None:
+    """Raise a ValueError naming the ``given`` names that are not ``known``, and the known ones."""
+    known = list(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; expected some of {sorted(known)}")
 
 
 def run_measurement(

@@ -31,6 +31,7 @@ if __package__ in (None, ""):
 from benchmarks.common import (  # noqa: E402
     ROOT,
     add_output_arguments,
+    check_names,
     library_available,
     names,
     publish,
@@ -83,14 +84,9 @@ def build_density_plan(
     The data depend on ``data_seed`` only, so every seed trains on the same data and is tested on
     the same test set; a seed sets the initial weights and the order of the minibatches.
     """
-    for given, known, what in (
-        (datasets, DATASETS, "datasets"),
-        (models, MODELS, "models"),
-        (libraries, LIBRARIES, "libraries"),
-    ):
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise ValueError(f"unknown {what} {unknown}; expected some of {list(known)}")
+    check_names("datasets", datasets, DATASETS)
+    check_names("models", models, MODELS)
+    check_names("libraries", libraries, LIBRARIES)
     shared = dataclasses.asdict(sizes)
     specs = []
     for dataset in datasets:

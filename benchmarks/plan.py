@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.common import check_names
+
 __all__ = [
     "ALLOCATORS",
     "CONFIGS",
@@ -181,15 +183,10 @@ def build_plan(
     Allocator-independent measurements (parameter and FLOP counts) run once, under the first
     allocator. Duplicate specs (the sweep's largest ``K`` is often the main config) run once.
     """
-    for names, known, what in (
-        (configs, CONFIGS, "config"),
-        (variants, VARIANTS, "variant"),
-        (allocators, ALLOCATORS, "allocator"),
-        (sections, SECTIONS, "section"),
-    ):
-        unknown = sorted(set(names) - set(known))
-        if unknown:
-            raise ValueError(f"unknown {what}s {unknown}; expected some of {sorted(known)}")
+    check_names("configs", configs, CONFIGS)
+    check_names("variants", variants, VARIANTS)
+    check_names("allocators", allocators, ALLOCATORS)
+    check_names("sections", sections, SECTIONS)
     specs: list[dict[str, Any]] = []
 
     def add(spec: dict[str, Any], allocator: str) -> None:
