@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ __all__ = [
     "publish",
     "resolve_device",
     "run_measurement",
+    "run_plan",
 ]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +91,30 @@ def run_measurement(
         "spec": spec,
         "error": f"exit status {done.returncode} without a result: {' / '.join(tail)}",
     }
+
+
+def run_plan(
+    plan: list[dict[str, Any]],
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    label: Callable[[dict[str, Any]], str],
+    headline: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """Run every spec of ``plan`` in turn, printing a progress line each; return the records."""
+    records = []
+    began = time.perf_counter()
+    for index, spec in enumerate(plan, 1):
+        started = time.perf_counter()
+        record = run(spec)
+        records.append(record)
+        outcome = headline(record) if record["ok"] else "FAILED: " + record["error"]
+        elapsed = time.perf_counter() - started
+        print(
+            f"[{index}/{len(plan)}] {label(spec)}: {outcome} ({elapsed:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"{len(plan)} measurements in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    return records
 
 
 def measurement_main(

@@ -20,7 +20,6 @@ import dataclasses
 import os
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from benchmarks.common import (  # noqa: E402
     names,
     publish,
     run_measurement,
+    run_plan,
 )
 from benchmarks.density_measure import DATASETS  # noqa: E402
 from benchmarks.density_models import LIBRARIES, MODELS, default_architecture  # noqa: E402
@@ -119,6 +119,10 @@ def run_density_spec(spec: dict[str, Any], *, python: str, timeout: float) -> di
     )
 
 
+def _label(spec: dict[str, Any]) -> str:
+    return f"{spec['dataset']} {spec['model']} {spec['library']} seed {spec['seed']}"
+
+
 def _headline(record: dict[str, Any]) -> str:
     result = record["result"]
     seconds = result["median_step_seconds"]
@@ -196,21 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
 
-    records = []
-    began = time.perf_counter()
-    for index, spec in enumerate(plan, 1):
-        started = time.perf_counter()
-        record = run_density_spec(spec, python=args.python, timeout=args.timeout)
-        records.append(record)
-        outcome = _headline(record) if record["ok"] else "FAILED: " + record["error"]
-        print(
-            f"[{index}/{len(plan)}] {spec['dataset']} {spec['model']} {spec['library']} "
-            f"seed {spec['seed']}: "
-            f"{outcome} ({time.perf_counter() - started:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    print(f"{len(plan)} measurements in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    records = run_plan(
+        plan,
+        lambda spec: run_density_spec(spec, python=args.python, timeout=args.timeout),
+        _label,
+        _headline,
+    )
 
     invoked = "python -m benchmarks.density" if __package__ else "python benchmarks/density.py"
     settings = {

@@ -17,7 +17,6 @@ import argparse
 import os
 import shlex
 import sys
-import time
 from typing import Any
 
 if __package__ in (None, ""):
@@ -31,6 +30,7 @@ from benchmarks.common import (  # noqa: E402
     names,
     publish,
     run_measurement,
+    run_plan,
 )
 from benchmarks.plan import (  # noqa: E402
     ALLOCATORS,
@@ -137,20 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
 
-    records = []
-    began = time.perf_counter()
-    for index, spec in enumerate(plan, 1):
-        started = time.perf_counter()
-        record = run_spec(spec, python=args.python, timeout=args.timeout)
-        records.append(record)
-        outcome = _headline(record) if record["ok"] else "FAILED: " + record["error"]
-        elapsed = time.perf_counter() - started
-        print(
-            f"[{index}/{len(plan)}] {_label(spec)}: {outcome} ({elapsed:.1f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    print(f"{len(plan)} measurements in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+    records = run_plan(
+        plan,
+        lambda spec: run_spec(spec, python=args.python, timeout=args.timeout),
+        _label,
+        _headline,
+    )
 
     invoked = "python -m benchmarks.run" if __package__ else "python benchmarks/run.py"
     command = " ".join([invoked] + [shlex.quote(a) for a in argv])
