@@ -251,5 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: the spec is the first argument (JSON text, or ``-`` to read it from stdin)."""
     return measurement_main(argv, measure, "benchmarks.density_measure")
 
+
 if __name__ == "__main__":
     sys.exit(main())
