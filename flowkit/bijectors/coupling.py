@@ -219,9 +219,7 @@ class Coupling(Bijector):
             z = torch.where(mask, x, z_all)
             if log_derivative is not None:
                 log_derivative = log_derivative.masked_fill(mask, 0.0)
-        if log_derivative is None:
-            return z, x.new_zeros(x.shape[:batch_rank])
-        return z, log_derivative.flatten(batch_rank).sum(-1)
+        return z, _sum_log_derivative(log_derivative, x, batch_rank)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, invert=False)
@@ -241,10 +239,7 @@ class Coupling(Bijector):
         with torch.enable_grad():
             z_b_again, log_derivative = self._transform(x_b, theta)
             z_again = self._merge(x_a, z_b_again)
-            if log_derivative is None:
-                log_abs_det = z.new_zeros(z.shape[:batch_rank])
-            else:
-                log_abs_det = log_derivative.flatten(batch_rank).sum(-1)
+            log_abs_det = _sum_log_derivative(log_derivative, z, batch_rank)
         x = self._merge(x_a.detach(), x_b.detach())
         return x, (x_a, x_b), z_again, log_abs_det, lambda grads: self._merge(
             _zero_if_none(grads[0], x_a), _zero_if_none(grads[1], x_b)
@@ -265,6 +260,16 @@ class Coupling(Bijector):
 
     def _untransform(self, z_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+
+def _sum_log_derivative(log_derivative: Tensor | None, x: Tensor, batch_rank: int) -> Tensor:
+    """The log-determinant of a step: its elementwise log-derivatives summed over the event.
+
+    None stands for a volume-preserving step, whose log-determinant is zero.
+    """
+    if log_derivative is None:
+        return x.new_zeros(x.shape[:batch_rank])
+    return log_derivative.flatten(batch_rank).sum(-1)
 
 
 def _zero_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
