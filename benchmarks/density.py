@@ -231,5 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     return publish(report, records, args)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -211,25 +211,37 @@ def build_plan(
                     for batch in sizes.train_batches:
                         add(
                             _spec(
-                                "train", variant, config, batch=batch,
-                                steps=sizes.train_steps[config], warmup=sizes.train_warmup[config],
+                                "train",
+                                variant,
+                                config,
+                                batch=batch,
+                                steps=sizes.train_steps[config],
+                                warmup=sizes.train_warmup[config],
                             ),
                             allocator,
                         )
                 if "eval" in sections:
                     add(
                         _spec(
-                            "eval", variant, config, batch=sizes.eval_batch,
-                            steps=sizes.eval_steps[config], warmup=sizes.eval_warmup,
+                            "eval",
+                            variant,
+                            config,
+                            batch=sizes.eval_batch,
+                            steps=sizes.eval_steps[config],
+                            warmup=sizes.eval_warmup,
                         ),
                         allocator,
                     )
                 if "sample" in sections:
                     add(
                         _spec(
-                            "sample", variant, config, n=sizes.sample_n,
+                            "sample",
+                            variant,
+                            config,
+                            n=sizes.sample_n,
                             temperature=sizes.sample_temperature,
-                            repeats=sizes.sample_repeats[config], warmup=sizes.sample_warmup,
+                            repeats=sizes.sample_repeats[config],
+                            warmup=sizes.sample_warmup,
                             init_batch=sizes.sample_init_batch,
                         ),
                         allocator,
@@ -246,8 +258,12 @@ def build_plan(
                     ):
                         continue  # the main training measurement is this point of the sweep
                     spec = _spec(
-                        "train", variant, sizes.sweep_config, batch=sizes.sweep_batch,
-                        steps=sizes.sweep_steps, warmup=sizes.sweep_warmup,
+                        "train",
+                        variant,
+                        sizes.sweep_config,
+                        batch=sizes.sweep_batch,
+                        steps=sizes.sweep_steps,
+                        warmup=sizes.sweep_warmup,
                     )
                     spec["config"] = {**spec["config"], "K": depth}
                     spec["sweep"] = True

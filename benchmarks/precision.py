@@ -41,20 +41,40 @@ def run_one(dtype: str | None, seed: int, epochs: int, output: str) -> dict:
     """Train glow-small in a fresh process and return its final test bits/dim."""
     value = "null" if dtype is None else json.dumps(dtype)
     command = [
-        sys.executable, "-c", _CHILD, "train", "--preset", "glow-small", "--output", output,
-        "--no-progress", "--epochs", str(epochs), "--seed", str(seed),
-        "--set", f"model.conditioner_dtype={value}", "--set", f"model.seed={seed}",
+        sys.executable,
+        "-c",
+        _CHILD,
+        "train",
+        "--preset",
+        "glow-small",
+        "--output",
+        output,
+        "--no-progress",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--set",
+        f"model.conditioner_dtype={value}",
+        "--set",
+        f"model.seed={seed}",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
     line = next(row for row in completed.stdout.splitlines() if row.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of glow-small (its preset: 8)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=8, help="epochs of glow-small (its preset: 8)"
+    )
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (model and data)")
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="Markdown file to append to")
+    parser.add_argument(
+        "--output", default=str(ROOT / "BENCHMARKS.md"), help="Markdown file to append to"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     rows = []
@@ -63,14 +83,19 @@ def main(argv: list[str] | None = None) -> int:
             float32 = run_one(None, seed, args.epochs, f"{directory}/float32")
             bfloat16 = run_one("bfloat16", seed, args.epochs, f"{directory}/bfloat16")
         rows.append((seed, float32, bfloat16))
-        print(f"seed {seed}: float32 {float32['test_bpd']:.4f}, bfloat16 {bfloat16['test_bpd']:.4f}")
+        print(
+            f"seed {seed}: float32 {float32['test_bpd']:.4f}, bfloat16 {bfloat16['test_bpd']:.4f}"
+        )
     commit = git_commit(str(ROOT))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"## {stamp}, commit {commit}: bfloat16 coupling networks against float32", "",
-        f"Command: `python -m benchmarks.precision --epochs {args.epochs} --seeds {args.seeds}`", "",
+        f"## {stamp}, commit {commit}: bfloat16 coupling networks against float32",
+        "",
+        f"Command: `python -m benchmarks.precision --epochs {args.epochs} --seeds {args.seeds}`",
+        "",
         "Preset `glow-small` on the bundled Fashion-MNIST subset; both runs of a seed share the "
-        "initial weights, data order and noise; test bits/dim with the averaged weights.", "",
+        "initial weights, data order and noise; test bits/dim with the averaged weights.",
+        "",
         "| seed | steps | float32 test bpd | bfloat16 test bpd | bfloat16 - float32 |",
         "|---|---|---|---|---|",
     ]

@@ -234,6 +234,7 @@ def _ratio_section(
     ours = [v for v in variants if v != PEER]
     if PEER not in variants or not ours:
         return ""
+
     def path(*keys: str) -> Callable[[dict[str, Any] | None], float | None]:
         return lambda record: _get(record, *keys)
 
@@ -333,11 +334,17 @@ def git_commit(root: str) -> str:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -47,6 +47,7 @@ from benchmarks.report import render  # noqa: E402
 
 __all__ = ["library_available", "main", "run_spec"]
 
+
 def _label(spec: dict[str, Any]) -> str:
     parts = [spec["measure"], spec.get("variant", ""), spec.get("config_name", "")]
     if "config" in spec and spec.get("sweep"):
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         notes=notes,
     )
     return publish(report, records, args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

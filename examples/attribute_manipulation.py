@@ -19,10 +19,16 @@ from flowkit.train import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", nargs="?", help="checkpoint.pt written by flowkit train")
-    parser.add_argument("--attribute", type=int, default=5, help="label that marks the attribute (5: sandal)")
-    parser.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2], help="test images to move")
+    parser.add_argument(
+        "--attribute", type=int, default=5, help="label that marks the attribute (5: sandal)"
+    )
+    parser.add_argument(
+        "--indices", type=int, nargs="+", default=[0, 1, 2], help="test images to move"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="largest step along the direction")
     parser.add_argument("--output", default="manipulation.png", help="output PNG")
     parser.add_argument("--quick", action="store_true", help="train a tiny model first")

@@ -20,20 +20,36 @@ from flowkit.train import TrainConfig, Trainer
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", default="runs/conditional", help="output directory")
     parser.add_argument("--epochs", type=int, default=6, help="epochs to train")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
     output = tempfile.mkdtemp(prefix="flowkit-run-") if args.quick else args.output
 
-    model = GlowConfig(K=1 if args.quick else 8, L=2, input_shape=(1, 28, 28),
-                       hidden_channels=8 if args.quick else 64, num_classes=10, class_weight=0.01)
+    model = GlowConfig(
+        K=1 if args.quick else 8,
+        L=2,
+        input_shape=(1, 28, 28),
+        hidden_channels=8 if args.quick else 64,
+        num_classes=10,
+        class_weight=0.01,
+    )
     train = TrainConfig(
-        data="fashion-mnist-small", output=output, epochs=1 if args.quick else args.epochs,
-        num_train=256 if args.quick else None, num_test=64 if args.quick else None, batch_size=32,
-        init_batch_size=64, lr=2e-3, warmup_epochs=0.5, progress=not args.quick,
-        temperatures=(0.7,), num_samples=20,
+        data="fashion-mnist-small",
+        output=output,
+        epochs=1 if args.quick else args.epochs,
+        num_train=256 if args.quick else None,
+        num_test=64 if args.quick else None,
+        batch_size=32,
+        init_batch_size=64,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        progress=not args.quick,
+        temperatures=(0.7,),
+        num_samples=20,
     )
     data = load_dataset(train.data, split="train"), load_dataset(train.data, split="test")
     flow = build_glow(model)

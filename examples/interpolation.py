@@ -1,7 +1,7 @@
 """Walk between test images in a trained Glow's latent space (the paper's Figure 5).
 
-    python examples/interpolation.py runs/glow-small/checkpoint.pt --pairs 0:1 2:3
-    python examples/interpolation.py --quick
+python examples/interpolation.py runs/glow-small/checkpoint.pt --pairs 0:1 2:3
+python examples/interpolation.py --quick
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from flowkit.train import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", nargs="?", help="checkpoint.pt written by flowkit train")
-    parser.add_argument("--pairs", nargs="+", default=["0:1", "2:3", "4:5"], help="test-image index pairs a:b")
+    parser.add_argument(
+        "--pairs", nargs="+", default=["0:1", "2:3", "4:5"], help="test-image index pairs a:b"
+    )
     parser.add_argument("--steps", type=int, default=10, help="images per row, ends included")
     parser.add_argument("--output", default="interpolation.png", help="output PNG")
     parser.add_argument("--quick", action="store_true", help="train a tiny model first")

@@ -1,7 +1,7 @@
 """Samples of a trained Glow at temperatures from 0 to 1: one row per temperature.
 
-    python examples/temperature_sweep.py runs/glow-small/checkpoint.pt
-    python examples/temperature_sweep.py --quick
+python examples/temperature_sweep.py runs/glow-small/checkpoint.pt
+python examples/temperature_sweep.py --quick
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from flowkit.train import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", nargs="?", help="checkpoint.pt written by flowkit train")
     parser.add_argument("--output", default="temperatures.png", help="output PNG")
     parser.add_argument("--per-row", type=int, default=8, help="samples per temperature")

@@ -36,12 +36,17 @@ def write_tiny_image_folder(root: Path, count: int = 64) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="CIFAR-10 batches directory, its .tar.gz, or an image folder/tar")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", help="CIFAR-10 batches directory, its .tar.gz, or an image folder/tar"
+    )
     parser.add_argument("--output", default="runs/cifar10", help="output directory")
     parser.add_argument("--epochs", type=int, default=100, help="epochs to train")
     parser.add_argument(
-        "--small", action="store_true",
+        "--small",
+        action="store_true",
         help="K=4, L=3, width 64, one warm-up epoch: minutes per epoch on a CPU",
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run on generated images")
@@ -61,11 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = GlowConfig(K=32, L=3, input_shape=(3, 32, 32), hidden_channels=512)
     train = TrainConfig(
-        data=args.data, output=args.output, epochs=1 if args.quick else args.epochs,
-        batch_size=16 if args.quick else 64, init_batch_size=32 if args.quick else 256,
+        data=args.data,
+        output=args.output,
+        epochs=1 if args.quick else args.epochs,
+        batch_size=16 if args.quick else 64,
+        init_batch_size=32 if args.quick else 256,
         # The official code warms the learning rate up over 10 epochs; a CPU-sized run of a few
         # epochs would spend all of them warming up, so the small model takes one.
-        warmup_epochs=10 if not (args.quick or args.small) else 1, progress=not args.quick,
+        warmup_epochs=10 if not (args.quick or args.small) else 1,
+        progress=not args.quick,
         temperatures=(0.7,) if args.quick else (0.0, 0.5, 0.7, 0.8, 0.9, 1.0),
         num_samples=4 if args.quick else 64,
     )
@@ -73,10 +82,14 @@ def main(argv: list[str] | None = None) -> None:
     # Read both splits once (a tar of 60k JPEGs takes a few seconds), build, train.
     train_data = load_dataset(args.data, split="train")
     test_data = load_dataset(args.data, split="test")
-    trainer = Trainer(build_glow(model), train, train_data, test_data, model_config=config_dict(model))
+    trainer = Trainer(
+        build_glow(model), train, train_data, test_data, model_config=config_dict(model)
+    )
     result = trainer.fit(resume=True)
     if trainer.process.is_main:
-        print(f"test bits/dim: {result.test_bpd[0][1]:.3f} -> {result.final_test_bpd:.3f}; see {args.output}")
+        print(
+            f"test bits/dim: {result.test_bpd[0][1]:.3f} -> {result.final_test_bpd:.3f}; see {args.output}"
+        )
 
 
 if __name__ == "__main__":

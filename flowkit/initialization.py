@@ -73,7 +73,9 @@ def initialize(
         True
     """
     pending = [
-        m for m in model.modules() if isinstance(m, DataDependentInit) and (force or not m.initialized)
+        m
+        for m in model.modules()
+        if isinstance(m, DataDependentInit) and (force or not m.initialized)
     ]
     if pending:
         for module in pending:

@@ -34,7 +34,9 @@ def interpolate(
     if steps < 2:
         raise ValueError(f"interpolate expects steps >= 2, got {steps}")
     z = flow.encode(torch.stack([x_a, x_b]), _pair(context))
-    t = torch.linspace(0.0, 1.0, steps, dtype=z.dtype, device=z.device).view(-1, *([1] * (z.dim() - 1)))
+    t = torch.linspace(0.0, 1.0, steps, dtype=z.dtype, device=z.device).view(
+        -1, *([1] * (z.dim() - 1))
+    )
     path = (1 - t) * z[0] + t * z[1]
     return flow.decode(path, _repeat(context, steps))
 

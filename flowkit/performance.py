@@ -111,4 +111,3 @@ def _fold_actnorm_conv1x1(norm: ActNorm, conv: InvertibleConv1x1) -> AffineConv1
     bias = norm.bias.flatten().double()
     weight = weight.double()
     return AffineConv1x1(weight * scale, weight @ (scale * bias)).to(norm.bias.dtype)
-

@@ -328,9 +328,7 @@ REGISTRY: list[Case] = [
         IMAGES,
     ),
     Case("affine-coupling-strided-mask-exp", _strided_coupling, IMAGES),
-    Case(
-        "affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES
-    ),
+    Case("affine-coupling-checkerboard-softplus", _checkerboard_coupling, ANY_IMAGES),
     Case("affine-coupling-mlp-sigmoid", _vector_coupling, VECTORS),
     Case("affine-coupling-mlp-exp", lambda s: _vector_coupling(s, scale_fn="exp"), VECTORS),
     Case(

@@ -6,17 +6,43 @@ import torch
 from flowkit.cli import build_parser, main
 
 TINY = [
-    "--set", "model.K=1", "--set", "model.hidden_channels=8", "--set", "train.num_train=128",
-    "--set", "train.num_test=64", "--set", "train.batch_size=32", "--set", "train.init_batch_size=64",
-    "--set", "train.num_samples=8", "--set", "train.temperatures=[0.0, 0.7]",
+    "--set",
+    "model.K=1",
+    "--set",
+    "model.hidden_channels=8",
+    "--set",
+    "train.num_train=128",
+    "--set",
+    "train.num_test=64",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.init_batch_size=64",
+    "--set",
+    "train.num_samples=8",
+    "--set",
+    "train.temperatures=[0.0, 0.7]",
 ]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     output = tmp_path_factory.mktemp("run")
-    code = main(["train", "--preset", "glow-small", "--output", str(output), "--epochs", "1",
-                 "--no-progress", "--device", "cpu", *TINY])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "glow-small",
+            "--output",
+            str(output),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--device",
+            "cpu",
+            *TINY,
+        ]
+    )
     assert code == 0
     return output
 
@@ -53,18 +79,66 @@ def test_eval_agrees_across_batch_sizes_precision_and_direct_log_prob(trained, c
 
 def test_sample_interpolate_manipulate(trained, tmp_path, capsys):
     checkpoint = str(trained / "checkpoint.pt")
-    assert main(["sample", checkpoint, "--temperatures", "0", "0.7", "--num", "4",
-                 "--output", str(tmp_path / "s")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                checkpoint,
+                "--temperatures",
+                "0",
+                "0.7",
+                "--num",
+                "4",
+                "--output",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s" / "samples_t0.00.png").is_file()
-    assert main(["interpolate", checkpoint, "--first", "0", "2", "--second", "1", "3", "--steps", "4",
-                 "--output", str(tmp_path / "i.png")]) == 0
+    assert (
+        main(
+            [
+                "interpolate",
+                checkpoint,
+                "--first",
+                "0",
+                "2",
+                "--second",
+                "1",
+                "3",
+                "--steps",
+                "4",
+                "--output",
+                str(tmp_path / "i.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "i.png").is_file()
-    assert main(["manipulate", checkpoint, "--attribute", "1", "--indices", "0", "--num-reference", "64",
-                 "--output", str(tmp_path / "m.png")]) == 0
+    assert (
+        main(
+            [
+                "manipulate",
+                checkpoint,
+                "--attribute",
+                "1",
+                "--indices",
+                "0",
+                "--num-reference",
+                "64",
+                "--output",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m.png").is_file()
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "sample", "interpolate", "manipulate", "presets"])
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "sample", "interpolate", "manipulate", "presets"]
+)
 def test_every_command_documents_every_option(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -102,7 +176,11 @@ def test_config_file_and_overrides_merge_in_order(tmp_path):
     from flowkit.cli import resolve_configs
 
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"preset": "glow-small", "model": {"K": 3}, "train": {"lr": 0.01}}))
-    args = build_parser().parse_args(["train", "--config", str(config), "--lr", "0.02", "--set", "model.K=5"])
+    config.write_text(
+        json.dumps({"preset": "glow-small", "model": {"K": 3}, "train": {"lr": 0.01}})
+    )
+    args = build_parser().parse_args(
+        ["train", "--config", str(config), "--lr", "0.02", "--set", "model.K=5"]
+    )
     model, train = resolve_configs(args)
     assert (model.K, model.L, train.lr, train.data) == (5, 2, 0.02, "fashion-mnist-small")

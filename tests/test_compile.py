@@ -54,8 +54,15 @@ def _glow_preset_flow() -> tuple[Flow, torch.Tensor, torch.Tensor]:
     # bfloat16 coupling networks, a learned class-conditional top prior.
     from flowkit.presets import glow
 
-    flow = glow(K=2, L=2, input_shape=(1, 8, 8), hidden_channels=8, num_classes=3,
-                conditioner_dtype="bfloat16", seed=0)
+    flow = glow(
+        K=2,
+        L=2,
+        input_shape=(1, 8, 8),
+        hidden_channels=8,
+        num_classes=3,
+        conditioner_dtype="bfloat16",
+        seed=0,
+    )
     x, labels = torch.rand(4, 1, 8, 8) - 0.5, torch.tensor([0, 1, 2, 1])
     return flowkit.initialize(flow, x, labels), x, labels
 

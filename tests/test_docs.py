@@ -66,11 +66,7 @@ def _dedent(line: str, indent: str) -> str:
 
 def _is_fence_close(line: str, indent: str, marker: str) -> bool:
     stripped = line.strip()
-    return (
-        line.startswith(indent)
-        and len(stripped) >= len(marker)
-        and set(stripped) == {marker[0]}
-    )
+    return line.startswith(indent) and len(stripped) >= len(marker) and set(stripped) == {marker[0]}
 
 
 def _page_id(page: Path) -> str:

@@ -42,7 +42,9 @@ def _actnorm_outputs(flow: Flow, x: Tensor, context: Tensor | None = None) -> di
             for conv, norm in (("conv_in", "norm_in"), ("conv_hidden", "norm_hidden")):
                 handles.append(
                     getattr(module, conv).register_forward_hook(
-                        lambda mod, args, out, key=f"{name}.{norm}": outputs.__setitem__(key, out.clone())
+                        lambda mod, args, out, key=f"{name}.{norm}": outputs.__setitem__(
+                            key, out.clone()
+                        )
                     )
                 )
         if not isinstance(module, ActNorm):

@@ -66,9 +66,7 @@ class ParameterCache:
             The value, detached from autograd when it comes from (or goes into) the cache.
         """
         parameters = list(module.parameters())
-        if is_compiling() or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in parameters)
-        ):
+        if is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in parameters)):
             return compute()
         tensors = parameters + list(module.buffers())
         try:

@@ -55,9 +55,7 @@ SCALE_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 ScaleFunction = Union[str, Callable[[Tensor], Tensor]]
 
 
-def resolve_scale_fn(
-    scale_fn: ScaleFunction, owner: str
-) -> tuple[str, Callable[[Tensor], Tensor]]:
+def resolve_scale_fn(scale_fn: ScaleFunction, owner: str) -> tuple[str, Callable[[Tensor], Tensor]]:
     """Look up a named scale function (or accept a callable); return ``(name, function)``.
 
     Raises:
@@ -137,7 +135,9 @@ class Coupling(Bijector):
                 f"got dtype {mask.dtype} and shape {tuple(mask.shape)}"
             )
         if bool(mask.all()) or not bool(mask.any()):
-            raise ValueError(f"{type(self).__name__} expects a mask with both True and False entries")
+            raise ValueError(
+                f"{type(self).__name__} expects a mask with both True and False entries"
+            )
         self.conditioner = conditioner
         self.pass_context = accepts_context(conditioner)
         self.event_rank = mask.dim()
@@ -241,8 +241,12 @@ class Coupling(Bijector):
             z_again = self._merge(x_a, z_b_again)
             log_abs_det = _sum_log_derivative(log_derivative, z, batch_rank)
         x = self._merge(x_a.detach(), x_b.detach())
-        return x, (x_a, x_b), z_again, log_abs_det, lambda grads: self._merge(
-            _zero_if_none(grads[0], x_a), _zero_if_none(grads[1], x_b)
+        return (
+            x,
+            (x_a, x_b),
+            z_again,
+            log_abs_det,
+            lambda grads: self._merge(_zero_if_none(grads[0], x_a), _zero_if_none(grads[1], x_b)),
         )
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

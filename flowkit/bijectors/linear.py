@@ -243,14 +243,18 @@ class AffineConv1x1(Bijector):
     def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
         super().__init__()
         if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
-            raise ValueError(f"AffineConv1x1 expects a square (C, C) weight, got {tuple(weight.shape)}")
+            raise ValueError(
+                f"AffineConv1x1 expects a square (C, C) weight, got {tuple(weight.shape)}"
+            )
         sign, _ = torch.linalg.slogdet(weight.double())
         if float(sign) == 0:
             raise ValueError("AffineConv1x1 expects an invertible weight, got a singular matrix")
         self.channels = weight.shape[0]
         bias = torch.zeros(self.channels, dtype=weight.dtype) if bias is None else bias
         if bias.shape != (self.channels,):
-            raise ValueError(f"AffineConv1x1 expects a bias of shape ({self.channels},), got {tuple(bias.shape)}")
+            raise ValueError(
+                f"AffineConv1x1 expects a bias of shape ({self.channels},), got {tuple(bias.shape)}"
+            )
         self.register_buffer("weight", weight.clone())
         self.register_buffer("bias", bias.clone().to(weight.dtype))
         self._cache = ParameterCache()

@@ -64,12 +64,14 @@ class _InvertibleChain(torch.autograd.Function):
                     part_output, part_log_abs_det = part(leaf, part_context)
                 part_input, leaves, assemble = leaf.detach(), (leaf,), _first
             else:
-                part_input, leaves, part_output, part_log_abs_det, assemble = part.rebuild_for_backward(
-                    output, part_context
+                part_input, leaves, part_output, part_log_abs_det, assemble = (
+                    part.rebuild_for_backward(output, part_context)
                 )
             with torch.enable_grad():
                 part_log_abs_det = reduce_to_batch(part_log_abs_det, batch_rank)
-                inputs = [*leaves, *part_parameters] + ([part_context] if context_needs_grad else [])
+                inputs = [*leaves, *part_parameters] + (
+                    [part_context] if context_needs_grad else []
+                )
                 # A constant log-determinant (Squeeze, Permute, additive couplings) is not part of
                 # the graph and has no gradient to pass on.
                 candidates = ((part_output, grad_output), (part_log_abs_det, grad_log_abs_det))
@@ -87,7 +89,9 @@ class _InvertibleChain(torch.autograd.Function):
                     key = id(parameter)
                     gradients[key] = gradient if key not in gradients else gradients[key] + gradient
             if context_needs_grad and grads[-1] is not None:
-                context_gradient = grads[-1] if context_gradient is None else context_gradient + grads[-1]
+                context_gradient = (
+                    grads[-1] if context_gradient is None else context_gradient + grads[-1]
+                )
             output = part_input.detach()
         parameter_gradients = [gradients.get(id(p)) for p in parameters]
         return (None, context_gradient, None, None, grad_output, *parameter_gradients)

@@ -145,10 +145,12 @@ def mixture_10d() -> KnownMixture:
     means = MIXTURE_10D_MEAN_AMPLITUDE * torch.cos(math.pi * (k + 1) * (2 * d + 1) / (2 * dims))
     shift = torch.diag(torch.ones(dims - 1, dtype=torch.float64), -1)
     eye = torch.eye(dims, dtype=torch.float64)
-    trils = torch.stack([
-        scale * (eye + coupling * shift)
-        for scale, coupling in zip(MIXTURE_10D_SCALES, MIXTURE_10D_COUPLINGS)
-    ])
+    trils = torch.stack(
+        [
+            scale * (eye + coupling * shift)
+            for scale, coupling in zip(MIXTURE_10D_SCALES, MIXTURE_10D_COUPLINGS)
+        ]
+    )
     return KnownMixture(torch.tensor(MIXTURE_10D_WEIGHTS, dtype=torch.float64), means, trils)
 
 
@@ -237,9 +239,7 @@ def eight_gaussians_mixture(*, radius: float = 2.0, std: float = 0.2) -> KnownMi
     covariance :math:`\text{std}^2 I`.
     """
     if not radius >= 0 or not std > 0:
-        raise ValueError(
-            f"eight_gaussians expects radius >= 0 and std > 0, got {radius} and {std}"
-        )
+        raise ValueError(f"eight_gaussians expects radius >= 0 and std > 0, got {radius} and {std}")
     angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)
     trils = std * torch.eye(2, dtype=torch.float64).expand(8, 2, 2)

@@ -108,7 +108,11 @@ class Flow(nn.Module):
         return context.reshape((-1,) + tuple(self.context_shape))
 
     def _flat(
-        self, value: Tensor, batch_shape: torch.Size, event_shape: torch.Size, context: Tensor | None
+        self,
+        value: Tensor,
+        batch_shape: torch.Size,
+        event_shape: torch.Size,
+        context: Tensor | None,
     ) -> Tensor:
         if self.context_shape is None and context is not None:
             # Without a declared context shape the context cannot be flattened alongside the data,
@@ -130,7 +134,9 @@ class Flow(nn.Module):
         flat_context = self._prepare_context(context, batch_shape)
         flat_x = self._flat(x, batch_shape, self.event_shape, context)
         z, log_abs_det = self.bijector(flat_x, flat_context)
-        log_prob = self.base.log_prob(z, flat_context) + _to_batch(log_abs_det, z, self.latent_shape)
+        log_prob = self.base.log_prob(z, flat_context) + _to_batch(
+            log_abs_det, z, self.latent_shape
+        )
         return z.reshape(batch_shape + self.latent_shape), log_prob.reshape(batch_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -198,7 +204,9 @@ class Flow(nn.Module):
         """
         z, flat_context, batch_shape = self._draw(n, context, temperature)
         x, log_abs_det = self.bijector.inverse(z, flat_context)
-        log_prob = self.base.log_prob(z, flat_context) - _to_batch(log_abs_det, z, self.latent_shape)
+        log_prob = self.base.log_prob(z, flat_context) - _to_batch(
+            log_abs_det, z, self.latent_shape
+        )
         return x.reshape(batch_shape + self.event_shape), log_prob.reshape(batch_shape)
 
     # --- latent structure -----------------------------------------------------------------------

@@ -49,9 +49,7 @@ class UniformBox(Distribution):
         self.event_shape = torch.Size(event_shape)
         try:
             low_t = torch.as_tensor(low, dtype=torch.get_default_dtype()).expand(self.event_shape)
-            high_t = torch.as_tensor(high, dtype=torch.get_default_dtype()).expand(
-                self.event_shape
-            )
+            high_t = torch.as_tensor(high, dtype=torch.get_default_dtype()).expand(self.event_shape)
         except RuntimeError:
             raise ValueError(
                 f"UniformBox expects low and high that broadcast to the event shape "

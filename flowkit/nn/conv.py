@@ -60,10 +60,14 @@ class EdgeConv2d(nn.Module):
         self.edge_bias = bool(edge_bias) and kernel_size > 1
         weight = torch.randn(out_channels, in_channels + 1, kernel_size, kernel_size) * init_std
         self.weight = nn.Parameter(weight[:, :in_channels].contiguous())
-        self.edge_weight = nn.Parameter(weight[:, in_channels:].contiguous()) if self.edge_bias else None
+        self.edge_weight = (
+            nn.Parameter(weight[:, in_channels:].contiguous()) if self.edge_bias else None
+        )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None
+    ) -> Tensor:
         """Convolve ``x``; with ``scale`` and ``shift`` (per output channel), return
         ``scale * conv(x) + shift`` computed in weight space, without a pass over the output.
 
@@ -138,7 +142,9 @@ class LinearZeros(nn.Module):
         log_scale_factor: Multiplier of the stored log-scale.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, log_scale_factor: float = 3.0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, *, log_scale_factor: float = 3.0
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
@@ -146,4 +152,6 @@ class LinearZeros(nn.Module):
         self.log_scale_factor = float(log_scale_factor)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias) * torch.exp(self.log_scale * self.log_scale_factor)
+        return F.linear(x, self.weight, self.bias) * torch.exp(
+            self.log_scale * self.log_scale_factor
+        )

@@ -35,7 +35,11 @@ class ResidualBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, *, kernel_size: int = 3, weight_norm: bool = True,
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 3,
+        weight_norm: bool = True,
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
@@ -100,8 +104,10 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         for name, value, low in (
-            ("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
-            ("hidden_channels", hidden_channels, 1), ("blocks", blocks, 0),
+            ("in_channels", in_channels, 1),
+            ("out_channels", out_channels, 1),
+            ("hidden_channels", hidden_channels, 1),
+            ("blocks", blocks, 0),
         ):
             if value < low:
                 raise ValueError(f"ResNet expects {name} >= {low}, got {value}")
@@ -112,7 +118,9 @@ class ResNet(nn.Module):
         )
         self.blocks = nn.ModuleList(
             ResidualBlock(
-                hidden_channels, kernel_size=kernel_size, weight_norm=weight_norm,
+                hidden_channels,
+                kernel_size=kernel_size,
+                weight_norm=weight_norm,
                 batch_norm=batch_norm,
             )
             for _ in range(blocks)

@@ -93,7 +93,9 @@ class GlowConfig:
         if self.coupling not in COUPLINGS:
             raise ValueError(f"Glow expects coupling in {COUPLINGS}, got {self.coupling!r}")
         if self.permutation not in PERMUTATIONS:
-            raise ValueError(f"Glow expects permutation in {PERMUTATIONS}, got {self.permutation!r}")
+            raise ValueError(
+                f"Glow expects permutation in {PERMUTATIONS}, got {self.permutation!r}"
+            )
         if len(self.input_shape) != 3:
             raise ValueError(f"Glow expects input_shape (C, H, W), got {tuple(self.input_shape)}")
         channels, height, width = self.input_shape

@@ -39,8 +39,11 @@ def realnvp_levels(input_shape: Sequence[int]) -> int:
     """
     _, height, width = _check_shape(input_shape)
     levels = 1
-    while levels < MAX_DEFAULT_LEVELS and height % 2 == 0 and width % 2 == 0 and (
-        (height // 2) * (width // 2) >= 2
+    while (
+        levels < MAX_DEFAULT_LEVELS
+        and height % 2 == 0
+        and width % 2 == 0
+        and ((height // 2) * (width // 2) >= 2)
     ):
         height, width, levels = height // 2, width // 2, levels + 1
     return levels

@@ -32,9 +32,17 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 K=12, L=2, input_shape=(1, 28, 28), hidden_channels=96, coupling="affine", seed=0
             ),
             train=dict(
-                data="fashion-mnist-small", output="runs/glow-small", batch_size=64, epochs=8,
-                lr=2e-3, warmup_epochs=0.5, test_batch_size=500, init_batch_size=256,
-                temperatures=(0.0, 0.5, 0.7, 1.0), num_samples=64, log_every=10,
+                data="fashion-mnist-small",
+                output="runs/glow-small",
+                batch_size=64,
+                epochs=8,
+                lr=2e-3,
+                warmup_epochs=0.5,
+                test_batch_size=500,
+                init_batch_size=256,
+                temperatures=(0.0, 0.5, 0.7, 1.0),
+                num_samples=64,
+                log_every=10,
             ),
             source="our choice: the smallest Glow that learns visibly in a few CPU minutes",
         ),
@@ -76,7 +84,9 @@ RUN_PRESETS: dict[str, RunPreset] = {
         RunPreset(
             "glow-celeba256",
             "Paper Table 5: CelebA-HQ 256x256, 5-bit, L=6, K=32, additive",
-            model=dict(K=32, L=6, input_shape=(3, 256, 256), hidden_channels=512, coupling="additive"),
+            model=dict(
+                K=32, L=6, input_shape=(3, 256, 256), hidden_channels=512, coupling="additive"
+            ),
             train=dict(output="runs/glow-celeba256", n_bits=5, batch_size=40, epochs=100, lr=1e-3),
             source="paper Table 5 and the official README's CelebA-HQ command (n_bits_x 5, learntop)",
         ),

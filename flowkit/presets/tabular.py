@@ -86,12 +86,8 @@ def realnvp_tabular(
         mask = channel_mask(features, event_rank=1, flip=index % 2 == 1)
         kept = int(mask.sum())
         transformed = features - kept
-        network = MLP(
-            kept, 2 * transformed, hidden_features, context_features=context_features
-        )
-        parts.append(
-            AffineCoupling(network, mask, scale_fn=ScaledTanh(transformed, event_rank=1))
-        )
+        network = MLP(kept, 2 * transformed, hidden_features, context_features=context_features)
+        parts.append(AffineCoupling(network, mask, scale_fn=ScaledTanh(transformed, event_rank=1)))
         if index < transforms - 1 and normalization == "batch":
             parts.append(BatchNorm(features))
         elif index < transforms - 1 and normalization == "act":

@@ -43,7 +43,9 @@ class _Checker:
     def fail(self, message: str) -> None:
         raise AssertionError(f"check_bijector({self.name}): {message}")
 
-    def close(self, what: str, actual: Tensor, expected: Tensor, inputs: Tensor, batch_rank: int) -> None:
+    def close(
+        self, what: str, actual: Tensor, expected: Tensor, inputs: Tensor, batch_rank: int
+    ) -> None:
         if actual.shape != expected.shape:
             self.fail(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
         error = (actual - expected).abs()
@@ -76,13 +78,18 @@ def _preview(value: Tensor, count: int = 6) -> str:
 
 
 def _draw(
-    constraint: constraints.Constraint, shape: Sequence[int], generator: torch.Generator,
-    dtype: torch.dtype, device: torch.device, scale: float,
+    constraint: constraints.Constraint,
+    shape: Sequence[int],
+    generator: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device,
+    scale: float,
 ) -> Tensor:
     unconstrained = torch.randn(tuple(shape), generator=generator, dtype=dtype) * scale
     unconstrained = unconstrained.to(device)
     if constraint is constraints.real or (
-        isinstance(constraint, constraints.independent) and constraint.base_constraint is constraints.real
+        isinstance(constraint, constraints.independent)
+        and constraint.base_constraint is constraints.real
     ):
         return unconstrained
     return transform_to(constraint)(unconstrained)
@@ -189,7 +196,9 @@ def check_bijector(
         initialize(subject, x, context, force=True)
 
     with torch.no_grad():
-        _check_shapes_and_round_trip(checker, subject, x, context, batch_rank, generator, input_scale)
+        _check_shapes_and_round_trip(
+            checker, subject, x, context, batch_rank, generator, input_scale
+        )
         _check_batch_independence(checker, subject, x, context, batch_rank, generator)
     if math.prod(event_shape) <= jacobian_max_size:
         _check_jacobian(checker, subject, x, context, batch_rank)
@@ -210,8 +219,13 @@ def check_bijector(
 
 
 def _check_shapes_and_round_trip(
-    checker: _Checker, subject: Bijector, x: Tensor, context: Tensor | None, batch_rank: int,
-    generator: torch.Generator, input_scale: float,
+    checker: _Checker,
+    subject: Bijector,
+    x: Tensor,
+    context: Tensor | None,
+    batch_rank: int,
+    generator: torch.Generator,
+    input_scale: float,
 ) -> None:
     if subject.event_rank > x.dim() - batch_rank:
         checker.fail(
@@ -220,7 +234,9 @@ def _check_shapes_and_round_trip(
     expected_latent_shape = tuple(subject.forward_shape(x.shape))
     z, log_abs_det = subject(x, context)
     if tuple(z.shape) != expected_latent_shape:
-        checker.fail(f"forward gave shape {tuple(z.shape)}, forward_shape said {expected_latent_shape}")
+        checker.fail(
+            f"forward gave shape {tuple(z.shape)}, forward_shape said {expected_latent_shape}"
+        )
     if tuple(subject.inverse_shape(z.shape)) != tuple(x.shape):
         checker.fail(
             f"inverse_shape{tuple(z.shape)} = {tuple(subject.inverse_shape(z.shape))}, "
@@ -249,7 +265,13 @@ def _check_shapes_and_round_trip(
     except InverseNotAvailable:
         return
     checker.close("inverse(forward(x))", x_back, x, x, batch_rank)
-    checker.close("inverse's log_abs_det (vs minus forward's)", inverse_log_abs_det, -log_abs_det, x, batch_rank)
+    checker.close(
+        "inverse's log_abs_det (vs minus forward's)",
+        inverse_log_abs_det,
+        -log_abs_det,
+        x,
+        batch_rank,
+    )
 
     z_drawn = _draw(subject.codomain, z.shape, generator, x.dtype, x.device, input_scale)
     x_drawn, inverse_log_abs_det = subject.inverse(z_drawn, context)
@@ -258,12 +280,19 @@ def _check_shapes_and_round_trip(
     checker.close("forward(inverse(z))", z_back, z_drawn, z_drawn, batch_rank)
     checker.close(
         "forward's log_abs_det at inverse(z) (vs minus inverse's)",
-        forward_log_abs_det, -inverse_log_abs_det, z_drawn, batch_rank,
+        forward_log_abs_det,
+        -inverse_log_abs_det,
+        z_drawn,
+        batch_rank,
     )
 
 
 def _check_batch_independence(
-    checker: _Checker, subject: Bijector, x: Tensor, context: Tensor | None, batch_rank: int,
+    checker: _Checker,
+    subject: Bijector,
+    x: Tensor,
+    context: Tensor | None,
+    batch_rank: int,
     generator: torch.Generator,
 ) -> None:
     batch_size = math.prod(x.shape[:batch_rank])
@@ -277,7 +306,10 @@ def _check_batch_independence(
     rest = (slice(None),) * batch_rank
     keep = torch.ones(x.shape[:batch_rank], dtype=torch.bool, device=x.device)
     keep[first] = False
-    for what, before, after in (("z", z, z_changed), ("log_abs_det", log_abs_det, log_abs_det_changed)):
+    for what, before, after in (
+        ("z", z, z_changed),
+        ("log_abs_det", log_abs_det, log_abs_det_changed),
+    ):
         difference = (before[rest][keep] - after[rest][keep]).abs().max()
         if float(difference) > checker.tolerance.atol:
             checker.fail(
@@ -326,11 +358,14 @@ def _check_jacobian(
         "log_abs_det vs brute-force slogdet of the autograd Jacobian",
         log_abs_det.reshape(batch_size, -1).sum(-1).reshape(batch_shape),
         brute_force.to(log_abs_det.dtype).reshape(batch_shape),
-        x, batch_rank,
+        x,
+        batch_rank,
     )
 
 
-def _check_gradients(checker: _Checker, subject: Bijector, x: Tensor, context: Tensor | None) -> None:
+def _check_gradients(
+    checker: _Checker, subject: Bijector, x: Tensor, context: Tensor | None
+) -> None:
     parameters = [p for p in subject.parameters() if p.requires_grad and p.is_floating_point()]
     inputs = x.clone().requires_grad_(True)
     z, log_abs_det = subject(inputs, context)
@@ -362,7 +397,13 @@ def _check_transform(
             f"as_transform().codomain.event_dim is {transform.codomain.event_dim}, "
             f"expected the latent rank {subject.latent_rank}"
         )
-    checker.close("as_transform().log_abs_det_jacobian", transform.log_abs_det_jacobian(x, y), log_abs_det, x, batch_rank)
+    checker.close(
+        "as_transform().log_abs_det_jacobian",
+        transform.log_abs_det_jacobian(x, y),
+        log_abs_det,
+        x,
+        batch_rank,
+    )
     if tuple(transform.forward_shape(x.shape)) != tuple(z.shape):
         checker.fail("as_transform().forward_shape disagrees with the output shape")
     if tuple(transform.inverse_shape(z.shape)) != tuple(x.shape):

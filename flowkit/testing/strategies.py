@@ -87,7 +87,10 @@ def tensors(
     """
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     elements = st.floats(
-        min_value=min_value, max_value=max_value, allow_nan=False, allow_infinity=False,
+        min_value=min_value,
+        max_value=max_value,
+        allow_nan=False,
+        allow_infinity=False,
         width=64 if np_dtype == np.float64 else 32,
     )
     return hnp.arrays(np_dtype, tuple(shape), elements=elements).map(torch.from_numpy)

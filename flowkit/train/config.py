@@ -85,7 +85,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainConfig expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(
+                f"TrainConfig expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if not 1 <= self.n_bits <= 8:
             raise ValueError(f"TrainConfig expects 1 <= n_bits <= 8, got {self.n_bits}")
         for name in ("batch_size", "test_batch_size", "init_batch_size", "epochs", "log_every"):

@@ -39,7 +39,9 @@ class TrainingData:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         raise NotImplementedError
 
-    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    def init_batch(
+        self, size: int, seed: int, device: torch.device
+    ) -> tuple[Tensor, Tensor | None]:
         """A random batch for data-dependent initialisation, the same on every process.
 
         Returns ``(x, context)``; the context is None for unconditional data.
@@ -54,7 +56,9 @@ class TrainingData:
         """The context of ``count`` samples for the sample grids, or None."""
         raise NotImplementedError
 
-    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+    def evaluate(
+        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+    ) -> float:
         """The test objective over the whole set, summed over processes in float64."""
         raise NotImplementedError
 
@@ -117,7 +121,9 @@ class ImageTrainingData(TrainingData):
         labels = self.labels[index] if self.conditional else None
         return x, labels
 
-    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    def init_batch(
+        self, size: int, seed: int, device: torch.device
+    ) -> tuple[Tensor, Tensor | None]:
         index, generator = self._init_index(size, seed)
         x, labels = self._inputs(index, generator)
         return x.to(device), None if labels is None else labels.to(device)
@@ -145,11 +151,15 @@ class ImageTrainingData(TrainingData):
         for block in range(first, last + 1):
             lo, hi = block * EVAL_NOISE_BLOCK, min((block + 1) * EVAL_NOISE_BLOCK, len(self))
             generator = torch.Generator().manual_seed(EVAL_SEED + block)
-            x = to_model_input(self.images[lo:hi], self.n_bits, dequantize=True, generator=generator)
+            x = to_model_input(
+                self.images[lo:hi], self.n_bits, dequantize=True, generator=generator
+            )
             pieces.append(x[max(start, lo) - lo : min(stop, hi) - lo])
         return torch.cat(pieces)
 
-    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+    def evaluate(
+        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+    ) -> float:
         """Mean bits/dim over the set (fixed noise), summed over processes in float64."""
         from flowkit.train.objectives import bits_per_dim
 
@@ -190,7 +200,9 @@ class VectorTrainingData(TrainingData):
             return self.values[index], self.context[index]
         return (self.values[index],)
 
-    def init_batch(self, size: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    def init_batch(
+        self, size: int, seed: int, device: torch.device
+    ) -> tuple[Tensor, Tensor | None]:
         index, _ = self._init_index(size, seed)
         x, *context = self._inputs(index)
         return x.to(device), context[0].to(device) if context else None
@@ -201,7 +213,9 @@ class VectorTrainingData(TrainingData):
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
         return None
 
-    def evaluate(self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None) -> float:
+    def evaluate(
+        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+    ) -> float:
         """Mean negative log-likelihood in nats, summed over processes in float64."""
         total = torch.zeros((), dtype=torch.float64, device=process.device)
         for start, stop in self._eval_ranges(batch_size, process):
@@ -258,6 +272,8 @@ def load_image_splits(config: Any, num_classes: int | None = None) -> tuple[Any,
             padded = F.pad(data.images, (config.pad,) * 4)
             data = dataclasses.replace(data, images=padded.contiguous())
         if num_classes is not None and data.labels is None:
-            raise ValueError(f"a class-conditional model needs labels, but {config.data} ({split}) has none")
+            raise ValueError(
+                f"a class-conditional model needs labels, but {config.data} ({split}) has none"
+            )
         splits.append(data)
     return splits[0], splits[1]

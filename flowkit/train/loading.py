@@ -43,7 +43,7 @@ def load_flow(
     model_state = state["model"]
     if weights == "ema" and state.get("ema") is not None:
         prefix = "module."
-        model_state = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+        model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     flow.load_state_dict(model_state)
     flow.to(map_location).eval()
     return flow, state

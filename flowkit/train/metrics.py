@@ -24,7 +24,9 @@ class MetricsWriter:
             package (``pip install flowkit[tensorboard]``).
     """
 
-    def __init__(self, path: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, tensorboard_dir: str | os.PathLike | None = None
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tensorboard = None

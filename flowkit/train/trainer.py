@@ -97,9 +97,13 @@ class Trainer:
         tune_allocator()  # large activations stay on the heap instead of being re-mapped every step
         self.process: Process = setup(config.device)
         self.flow = flow.to(self.process.device)
-        self.train_data: TrainingData = as_training_data(train_data, config.n_bits, config.num_train)
+        self.train_data: TrainingData = as_training_data(
+            train_data, config.n_bits, config.num_train
+        )
         self.test_data: TrainingData | None = (
-            None if test_data is None else as_training_data(test_data, config.n_bits, config.num_test)
+            None
+            if test_data is None
+            else as_training_data(test_data, config.n_bits, config.num_test)
         )
         self.model_config = model_config
         self.output = Path(config.output)
@@ -146,9 +150,15 @@ class Trainer:
         if state is not None:
             flow.load_state_dict(state["model"])
         else:
-            init_batch = self.train_data.init_batch(config.init_batch_size, config.seed, process.device)
+            init_batch = self.train_data.init_batch(
+                config.init_batch_size, config.seed, process.device
+            )
             initialize(flow, *init_batch)
-        ema = AveragedModel(flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False) if config.ema else None
+        ema = (
+            AveragedModel(flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False)
+            if config.ema
+            else None
+        )
         self._ema = ema
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -162,12 +172,21 @@ class Trainer:
         # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
         # broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
         objective: nn.Module = (
-            BitsPerDim(flow, config.n_bits) if self.train_data.is_image else _NegativeLogLikelihood(flow)
+            BitsPerDim(flow, config.n_bits)
+            if self.train_data.is_image
+            else _NegativeLogLikelihood(flow)
         )
         model = DistributedDataParallel(objective) if process.distributed else objective
         clear_caches(flow)
 
-        metrics = MetricsWriter(self.output / "metrics.jsonl", self.output / "tensorboard" if config.tensorboard else None) if process.is_main else None
+        metrics = (
+            MetricsWriter(
+                self.output / "metrics.jsonl",
+                self.output / "tensorboard" if config.tensorboard else None,
+            )
+            if process.is_main
+            else None
+        )
         if metrics is not None:
             if state is not None:
                 metrics.truncate_after(step)
@@ -175,7 +194,9 @@ class Trainer:
                 metrics.path.unlink()
         result = TrainResult(steps=step, epochs_completed=epoch, output=self.output)
         if metrics is not None and state is not None:
-            result.test_bpd = [(r["step"], r["test_bpd"]) for r in read_metrics(metrics.path) if "test_bpd" in r]
+            result.test_bpd = [
+                (r["step"], r["test_bpd"]) for r in read_metrics(metrics.path) if "test_bpd" in r
+            ]
 
         def checkpoint() -> None:
             if process.is_main:
@@ -205,7 +226,12 @@ class Trainer:
             if self.test_data is not None:
                 record["test_bpd"] = self.evaluate(evaluated)
                 result.test_bpd.append((step, record["test_bpd"]))
-            if process.is_main and self.train_data.is_image and label != "start" and (epoch % config.sample_every == 0 or label == "end"):
+            if (
+                process.is_main
+                and self.train_data.is_image
+                and label != "start"
+                and (epoch % config.sample_every == 0 or label == "end")
+            ):
                 nonfinite = self.write_samples(evaluated, epoch)
                 if any(nonfinite.values()):
                     record["nonfinite_samples"] = nonfinite
@@ -226,8 +252,11 @@ class Trainer:
         while epoch < config.epochs and not stop:
             batches = self.train_data.epoch_batches(epoch, config.batch_size, config.seed)
             progress = tqdm(
-                total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=not (config.progress and process.is_main), leave=False,
+                total=len(batches),
+                initial=batch_in_epoch,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                disable=not (config.progress and process.is_main),
+                leave=False,
             )
             started = time.perf_counter()
             while batch_in_epoch < len(batches):
@@ -240,7 +269,9 @@ class Trainer:
                     parameters, config.grad_clip if config.grad_clip is not None else math.inf
                 )
                 # Gradients are already averaged over processes, so every process agrees on this.
-                finite = bool(torch.isfinite(all_reduce_sum(loss.detach(), process))) and bool(torch.isfinite(grad_norm))
+                finite = bool(torch.isfinite(all_reduce_sum(loss.detach(), process))) and bool(
+                    torch.isfinite(grad_norm)
+                )
                 step += 1
                 batch_in_epoch += 1
                 progress.update(1)
@@ -251,7 +282,9 @@ class Trainer:
                     message = f"step {step}: non-finite loss ({float(loss.detach()):.4g}) or gradient norm ({float(grad_norm):.4g}); step skipped; {where}"
                     warnings.warn(message, RuntimeWarning, stacklevel=2)
                     if metrics is not None:
-                        metrics.write({"step": step, "epoch": epoch, "event": "nonfinite", "detail": where})
+                        metrics.write(
+                            {"step": step, "epoch": epoch, "event": "nonfinite", "detail": where}
+                        )
                     if consecutive_nonfinite >= config.max_nonfinite:
                         checkpoint()
                         raise NonFiniteError(
@@ -270,11 +303,16 @@ class Trainer:
                 result.train_losses.append(loss_value)
                 if metrics is not None and step % config.log_every == 0:
                     elapsed = time.perf_counter() - started
-                    metrics.write({
-                        "step": step, "epoch": epoch, "train_bpd": sum(running) / len(running),
-                        "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                        "examples_per_s": config.batch_size * len(running) / max(elapsed, 1e-9),
-                    })
+                    metrics.write(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "train_bpd": sum(running) / len(running),
+                            "lr": scheduler.get_last_lr()[0],
+                            "grad_norm": float(grad_norm),
+                            "examples_per_s": config.batch_size * len(running) / max(elapsed, 1e-9),
+                        }
+                    )
                     progress.set_postfix(loss=f"{sum(running) / len(running):.3f}")
                     running, started = [], time.perf_counter()
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -335,7 +373,9 @@ class Trainer:
         directory.mkdir(parents=True, exist_ok=True)
         context = self.train_data.sample_context(self.config.num_samples, self.process.device)
         for temperature in self.config.temperatures:
-            with torch.random.fork_rng(devices=[self.process.device] if self.process.device.type == "cuda" else []):
+            with torch.random.fork_rng(
+                devices=[self.process.device] if self.process.device.type == "cuda" else []
+            ):
                 torch.manual_seed(self.config.seed)
                 if context is None:
                     images = flow.sample(self.config.num_samples, temperature=temperature)
@@ -352,8 +392,14 @@ class Trainer:
     def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
         if not bool(torch.isfinite(loss)):
             context = inputs[1] if len(inputs) > 1 else None
-            name = locate_nonfinite(self.flow, inputs[0], context if self.train_data.conditional else None)
-            return f"first non-finite output at {name}" if name else "no layer output was non-finite (the loss was)"
+            name = locate_nonfinite(
+                self.flow, inputs[0], context if self.train_data.conditional else None
+            )
+            return (
+                f"first non-finite output at {name}"
+                if name
+                else "no layer output was non-finite (the loss was)"
+            )
         name = first_nonfinite_gradient(self.flow)
         return f"first non-finite gradient in {name}" if name else "gradient norm overflowed"
 

@@ -247,16 +247,22 @@ def test_report_ratios_come_from_the_records():
     small = dict(CONFIGS["small"])  # the report finds records by their config
     records = [
         fake_record(
-            "machine", None, "tuned",
+            "machine",
+            None,
+            "tuned",
             {
                 "conv1x1": {"gflops_best": 100.0, "gflops_median": 90.0},
                 "mm": {"gflops_best": 50.0, "gflops_median": 40.0},
             },
         ),
         fake_record(
-            "static", "flowkit", "tuned",
+            "static",
+            "flowkit",
+            "tuned",
             {"parameters": 10, "forward_flops_per_image": 1e9, "train_flops_per_image": 3e9},
-            config_name="small", config=small, batch=2,
+            config_name="small",
+            config=small,
+            batch=2,
         ),
     ]
     speeds = {
@@ -267,12 +273,16 @@ def test_report_ratios_come_from_the_records():
     for (variant, allocator), speed in speeds.items():
         records.append(
             fake_record(
-                "train", variant, allocator,
+                "train",
+                variant,
+                allocator,
                 {
                     "images_per_second": speed,
                     "memory": {"peak_mib": 100.0 * speed, "baseline_mib": 50.0},
                 },
-                config_name="small", config=small, batch=16,
+                config_name="small",
+                config=small,
+                batch=16,
             )
         )
     failure = {"measure": "eval", "variant": "flowkit"}
@@ -320,9 +330,17 @@ def test_quick_run_measures_flowkit_and_skips_a_missing_peer(tmp_path, monkeypat
     results, markdown = tmp_path / "records.json", tmp_path / "BENCHMARKS.md"
     code = run.main(
         [
-            "--quick", "--variants", "flowkit,normflows", "--allocators", "tuned",
-            "--only", "machine,static,train,eval,sample",
-            "--json", str(results), "--output", str(markdown),
+            "--quick",
+            "--variants",
+            "flowkit,normflows",
+            "--allocators",
+            "tuned",
+            "--only",
+            "machine,static,train,eval,sample",
+            "--json",
+            str(results),
+            "--output",
+            str(markdown),
         ]
     )
     out = capsys.readouterr().out

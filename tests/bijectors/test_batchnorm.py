@@ -117,10 +117,15 @@ def test_eval_mode_uses_running_statistics_and_leaves_them_alone():
     torch.testing.assert_close(norm.running_mean, torch.tensor([1.0, -2.0]))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"channels": 0}, {"channels": 2, "momentum": 1.5}, {"channels": 2, "eps": 0.0},
-    {"channels": 2, "event_rank": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channels": 0},
+        {"channels": 2, "momentum": 1.5},
+        {"channels": 2, "eps": 0.0},
+        {"channels": 2, "event_rank": 0},
+    ],
+)
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError, match="BatchNorm expects"):
         BatchNorm(**kwargs)

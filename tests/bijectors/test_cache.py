@@ -137,8 +137,14 @@ def test_cache_is_not_in_the_state_dict():
     _warm(layer, torch.randn(2, 3))
     keys = set(layer.state_dict())
     assert keys == {
-        "bias", "lower_entries", "upper_entries", "log_diagonal", "lower_indices",
-        "upper_indices", "permutation", "sign",
+        "bias",
+        "lower_entries",
+        "upper_entries",
+        "log_diagonal",
+        "lower_indices",
+        "upper_indices",
+        "permutation",
+        "sign",
     }
 
 

@@ -158,9 +158,15 @@ def test_lu_log_det_is_the_sum_of_log_diagonal():
     assert torch.linalg.slogdet(weight)[1].item() == pytest.approx(0.7)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LULinear(3), lambda: HouseholderLinear(3), lambda: QRLinear(3), lambda: SVDLinear(3),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LULinear(3),
+        lambda: HouseholderLinear(3),
+        lambda: QRLinear(3),
+        lambda: SVDLinear(3),
+    ],
+)
 def test_wrong_feature_count_names_both_sizes(make):
     linear = make()
     with pytest.raises(ValueError, match=r"event shape \(3\).*\(4\)"):
@@ -171,10 +177,15 @@ def test_wrong_feature_count_names_both_sizes(make):
         linear.forward_shape((2, 4))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LULinear(0), lambda: HouseholderLinear(3, 0), lambda: QRLinear(3, 0),
-    lambda: SVDLinear(-1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LULinear(0),
+        lambda: HouseholderLinear(3, 0),
+        lambda: QRLinear(3, 0),
+        lambda: SVDLinear(-1),
+    ],
+)
 def test_invalid_sizes_raise(make):
     with pytest.raises(ValueError, match="expects"):
         make()

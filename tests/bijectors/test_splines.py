@@ -127,7 +127,10 @@ def test_zero_parameters_give_the_identity():
 
 
 @given(
-    data=st.data(), features=st.integers(1, 4), bins=st.integers(2, 6), tail_bound=tail_bounds,
+    data=st.data(),
+    features=st.integers(1, 4),
+    bins=st.integers(2, 6),
+    tail_bound=tail_bounds,
     seed=seeds(),
 )
 def test_elementwise_spline_contract_at_knots_and_tails(data, features, bins, tail_bound, seed):
@@ -192,8 +195,13 @@ def test_spline_autoregressive_contract_at_knots_and_tails(data, features, bins,
 
 
 @given(
-    features=st.integers(2, 5), bins=st.integers(2, 6), tail_bound=tail_bounds,
-    conditional=st.booleans(), batch_shape=batch_shapes(), seed=seeds(), perturb=scales(0.1, 1.0),
+    features=st.integers(2, 5),
+    bins=st.integers(2, 6),
+    tail_bound=tail_bounds,
+    conditional=st.booleans(),
+    batch_shape=batch_shapes(),
+    seed=seeds(),
+    perturb=scales(0.1, 1.0),
 )
 def test_spline_coupling_contract_with_perturbed_network(
     features, bins, tail_bound, conditional, batch_shape, seed, perturb
@@ -206,24 +214,42 @@ def test_spline_coupling_contract_with_perturbed_network(
     mask = channel_mask(features, event_rank=1, flip=True)
     coupling = SplineCoupling(conditioner, mask, bins=bins, tail_bound=tail_bound)
     check_bijector(
-        coupling, (features,), None if context_features is None else (3,), batch_shape=batch_shape,
-        seed=seed, perturb=perturb, input_scale=2.0 * tail_bound,
+        coupling,
+        (features,),
+        None if context_features is None else (3,),
+        batch_shape=batch_shape,
+        seed=seed,
+        perturb=perturb,
+        input_scale=2.0 * tail_bound,
     )
 
 
 @given(
-    features=st.integers(1, 4), bins=st.integers(2, 6), tail_bound=tail_bounds,
-    conditional=st.booleans(), residual=st.booleans(), seed=seeds(), perturb=scales(0.1, 0.5),
+    features=st.integers(1, 4),
+    bins=st.integers(2, 6),
+    tail_bound=tail_bounds,
+    conditional=st.booleans(),
+    residual=st.booleans(),
+    seed=seeds(),
+    perturb=scales(0.1, 0.5),
 )
 def test_spline_autoregressive_contract_with_perturbed_network(
     features, bins, tail_bound, conditional, residual, seed, perturb
 ):
     spline = SplineAutoregressive(
-        features, bins=bins, tail_bound=tail_bound, context_features=2 if conditional else None,
-        hidden_features=(8, 8), residual=residual,
+        features,
+        bins=bins,
+        tail_bound=tail_bound,
+        context_features=2 if conditional else None,
+        hidden_features=(8, 8),
+        residual=residual,
     )
     check_bijector(
-        spline, (features,), (2,) if conditional else None, seed=seed, perturb=perturb,
+        spline,
+        (features,),
+        (2,) if conditional else None,
+        seed=seed,
+        perturb=perturb,
         input_scale=2.0 * tail_bound,
     )
 

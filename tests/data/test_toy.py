@@ -90,10 +90,12 @@ def test_checkerboard_is_uniform_on_the_dark_cells(squares):
 def _mixture_10d_by_hand():
     """The documented definition of mixture_10d, written out independently."""
     weights = np.array([0.4, 0.3, 0.2, 0.1])
-    means = np.array([
-        [2.5 * math.cos(math.pi * (k + 1) * (2 * d + 1) / 20) for d in range(10)]
-        for k in range(4)
-    ])
+    means = np.array(
+        [
+            [2.5 * math.cos(math.pi * (k + 1) * (2 * d + 1) / 20) for d in range(10)]
+            for k in range(4)
+        ]
+    )
     covariances = []
     for s, rho in zip([0.5, 0.7, 1.0, 1.3], [0.5, -0.5, 0.8, 0.0]):
         factor = s * (np.eye(10) + rho * np.eye(10, k=-1))
@@ -105,9 +107,10 @@ def test_mixture_10d_log_prob_matches_brute_force():
     weights, means, covariances = _mixture_10d_by_hand()
     x = gaussian_mixture_10d(300, generator=_seeded(2), dtype=torch.float64)
     x = torch.cat([x, torch.randn(50, 10, dtype=torch.float64) * 4])
-    per_component = np.stack([
-        stats.multivariate_normal(means[k], covariances[k]).logpdf(x.numpy()) for k in range(4)
-    ], axis=-1)
+    per_component = np.stack(
+        [stats.multivariate_normal(means[k], covariances[k]).logpdf(x.numpy()) for k in range(4)],
+        axis=-1,
+    )
     expected = special.logsumexp(per_component + np.log(weights), axis=-1)
     np.testing.assert_allclose(mixture_10d().log_prob(x).numpy(), expected, rtol=1e-10)
     assert mixture_10d().log_prob(x.float()).dtype == torch.float32
@@ -136,9 +139,11 @@ def test_eight_gaussians_density_integrates_to_one_and_matches_scipy():
     assert total == pytest.approx(1.0, abs=1e-6)
     centres = [(2 * math.cos(k * math.pi / 4), 2 * math.sin(k * math.pi / 4)) for k in range(8)]
     probe = np.array([[0.3, -1.2], [2.0, 0.1]])
-    expected = np.log(np.mean([
-        stats.multivariate_normal(c, 0.09 * np.eye(2)).pdf(probe) for c in centres
-    ], axis=0))
+    expected = np.log(
+        np.mean(
+            [stats.multivariate_normal(c, 0.09 * np.eye(2)).pdf(probe) for c in centres], axis=0
+        )
+    )
     np.testing.assert_allclose(mixture.log_prob(torch.from_numpy(probe)).numpy(), expected)
 
 

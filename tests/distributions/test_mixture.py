@@ -28,10 +28,13 @@ def _scipy_log_prob(base, z):
     means = base.means.detach().numpy().reshape(base.components, -1)
     scales = np.exp(base.log_scales.detach().numpy()).reshape(base.components, -1)
     flat = z.reshape(-1, means.shape[1])
-    per_component = np.stack([
-        stats.multivariate_normal(means[k], np.diag(scales[k] ** 2)).logpdf(flat).reshape(-1)
-        for k in range(base.components)
-    ], axis=-1)
+    per_component = np.stack(
+        [
+            stats.multivariate_normal(means[k], np.diag(scales[k] ** 2)).logpdf(flat).reshape(-1)
+            for k in range(base.components)
+        ],
+        axis=-1,
+    )
     return special.logsumexp(per_component + np.log(weights), axis=-1)
 
 

@@ -90,8 +90,17 @@ def test_every_allowed_dependency_exists_when_layers_are_wide_enough(config, see
 @pytest.mark.parametrize("order", ["natural", "reversed", [2, 0, 3, 1]])
 def test_output_layout_is_interleaved_per_feature(order):
     params = 3
-    made = _randomised(dict(features=4, params_per_feature=params, hidden_features=(12,),
-                            context_features=None, residual=False, order=order), 0)
+    made = _randomised(
+        dict(
+            features=4,
+            params_per_feature=params,
+            hidden_features=(12,),
+            context_features=None,
+            residual=False,
+            order=order,
+        ),
+        0,
+    )
     positions = autoregressive_order(4, order)
     first = int(torch.argmin(positions))
     x = torch.randn(5, 4, dtype=torch.float64)
@@ -114,8 +123,17 @@ def test_output_starts_at_zero_and_only_masked_weights_learn():
 
 
 def test_context_broadcasts_over_the_batch():
-    made = _randomised(dict(features=3, params_per_feature=1, hidden_features=(8,),
-                            context_features=2, residual=False, order="natural"), 0)
+    made = _randomised(
+        dict(
+            features=3,
+            params_per_feature=1,
+            hidden_features=(8,),
+            context_features=2,
+            residual=False,
+            order="natural",
+        ),
+        0,
+    )
     x = torch.randn(4, 5, 3, dtype=torch.float64)
     context = torch.randn(5, 2, dtype=torch.float64)
     expected = made(x, context.expand(4, 5, 2))

@@ -24,9 +24,7 @@ def _resnet_parameters(c_in, c_out, hidden, blocks, *, weight_norm, batch_norm, 
 def test_parameter_count_and_zero_output(weight_norm, batch_norm):
     net = ResNet(3, 4, hidden_channels=5, blocks=2, weight_norm=weight_norm, batch_norm=batch_norm)
     count = sum(p.numel() for p in net.parameters())
-    assert count == _resnet_parameters(
-        3, 4, 5, 2, weight_norm=weight_norm, batch_norm=batch_norm
-    )
+    assert count == _resnet_parameters(3, 4, 5, 2, weight_norm=weight_norm, batch_norm=batch_norm)
     out = net(torch.randn(2, 3, 6, 7))
     assert out.shape == (2, 4, 6, 7)
     assert torch.equal(out, torch.zeros_like(out))
@@ -68,10 +66,14 @@ def test_batch_norm_eval_mode_is_batch_independent():
     torch.testing.assert_close(net(x)[:1], net(x[:1]))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"in_channels": 0, "out_channels": 2}, {"in_channels": 2, "out_channels": 2, "blocks": -1},
-    {"in_channels": 2, "out_channels": 2, "kernel_size": 2},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"in_channels": 0, "out_channels": 2},
+        {"in_channels": 2, "out_channels": 2, "blocks": -1},
+        {"in_channels": 2, "out_channels": 2, "kernel_size": 2},
+    ],
+)
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError, match="ResNet expects"):
         ResNet(**kwargs)

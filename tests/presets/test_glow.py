@@ -59,8 +59,14 @@ def test_cifar10_parameter_count_matches_official_structure():
 @pytest.mark.parametrize("coupling", ["affine", "additive"])
 @pytest.mark.parametrize("permutation", ["conv1x1_lu", "conv1x1"])
 def test_small_parameter_counts(coupling, permutation):
-    flow = glow(K=3, L=2, coupling=coupling, input_shape=(2, 8, 8), hidden_channels=16,
-                permutation=permutation)
+    flow = glow(
+        K=3,
+        L=2,
+        coupling=coupling,
+        input_shape=(2, 8, 8),
+        hidden_channels=16,
+        permutation=permutation,
+    )
     expected = official_parameter_count(3, 2, 2, 16, coupling, lu=permutation == "conv1x1_lu")
     assert count(flow) == expected
 
@@ -80,8 +86,15 @@ def test_structure_and_latent_shapes():
 
 
 def test_options_change_the_layers():
-    flow = glow(K=1, L=1, coupling="additive", permutation="reverse", learn_top=False,
-                input_shape=(1, 4, 4), hidden_channels=4)
+    flow = glow(
+        K=1,
+        L=1,
+        coupling="additive",
+        permutation="reverse",
+        learn_top=False,
+        input_shape=(1, 4, 4),
+        hidden_channels=4,
+    )
     modules = list(flow.bijector.modules())
     assert any(isinstance(m, AdditiveCoupling) for m in modules)
     assert any(isinstance(m, Permute) for m in modules)
@@ -103,11 +116,21 @@ def test_bad_configurations(kwargs, message):
         glow(**{"input_shape": (3, 8, 8), "hidden_channels": 4, **kwargs})
 
 
-@given(seed=seeds(), coupling=st.sampled_from(["affine", "additive"]),
-       permutation=st.sampled_from(["conv1x1_lu", "conv1x1", "shuffle"]))
+@given(
+    seed=seeds(),
+    coupling=st.sampled_from(["affine", "additive"]),
+    permutation=st.sampled_from(["conv1x1_lu", "conv1x1", "shuffle"]),
+)
 def test_glow_bijector_passes_the_harness(seed, coupling, permutation):
-    flow = glow(K=1, L=2, coupling=coupling, permutation=permutation, input_shape=(2, 4, 4),
-                hidden_channels=4, seed=seed)
+    flow = glow(
+        K=1,
+        L=2,
+        coupling=coupling,
+        permutation=permutation,
+        input_shape=(2, 4, 4),
+        hidden_channels=4,
+        seed=seed,
+    )
     # Four examples: the top ActNorm initialises from batch x 1 x 1 values per channel.
     check_bijector(flow.bijector, (2, 4, 4), seed=seed, batch_shape=(4,))
 
@@ -161,10 +184,18 @@ def test_memory_saving_gradients_equal_plain_autograd():
     for dtype in (torch.float32, torch.float64):
         for memory_saving in (False, True):
             torch.manual_seed(0)
-            flow = glow(K=3, L=3, input_shape=(2, 8, 8), hidden_channels=8, seed=0,
-                        memory_saving=memory_saving).to(dtype)
-            x = (torch.rand(4, 2, 8, 8, dtype=dtype) - 0.5)
-            with torch.no_grad():  # perturb first: initialisation then keeps the networks well scaled
+            flow = glow(
+                K=3,
+                L=3,
+                input_shape=(2, 8, 8),
+                hidden_channels=8,
+                seed=0,
+                memory_saving=memory_saving,
+            ).to(dtype)
+            x = torch.rand(4, 2, 8, 8, dtype=dtype) - 0.5
+            with (
+                torch.no_grad()
+            ):  # perturb first: initialisation then keeps the networks well scaled
                 for p in flow.parameters():
                     p.add_(0.05 * torch.randn(p.shape, dtype=dtype))
             flowkit.initialize(flow, x)
@@ -201,7 +232,9 @@ def test_seed_fixes_every_weight():
     c = glow(K=1, L=2, input_shape=(1, 4, 4), hidden_channels=4, seed=4)
     pairs = list(zip(a.state_dict().values(), b.state_dict().values()))
     assert all(torch.equal(x, y) for x, y in pairs)
-    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    assert not all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values())
+    )
 
 
 def test_config_is_recorded():

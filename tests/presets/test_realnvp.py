@@ -105,7 +105,7 @@ def test_builds_and_runs_on_standard_image_shapes(shape, latents):
 def test_log_prob_includes_the_logit_preprocessing():
     with_logit = realnvp((1, 4, 4), levels=2, hidden_channels=2, blocks=1)
     plain = realnvp((1, 4, 4), levels=2, hidden_channels=2, blocks=1, logit_alpha=None)
-    x = (torch.rand(3, 1, 4, 4, dtype=torch.float64) - 0.5)
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64) - 0.5
     with_logit.double()
     plain.double()
     # Zero-initialised couplings are the identity, so both differ only by the preprocessing:

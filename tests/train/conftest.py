@@ -32,11 +32,22 @@ def make_trainer(model_config, train, test, output, **overrides):
     from flowkit.train import Trainer
 
     settings = dict(
-        output=str(output), batch_size=16, test_batch_size=32, init_batch_size=32, epochs=2,
-        lr=5e-3, warmup_epochs=0.5, progress=False, log_every=1, num_samples=8,
-        temperatures=(0.0, 0.7), device="cpu",
+        output=str(output),
+        batch_size=16,
+        test_batch_size=32,
+        init_batch_size=32,
+        epochs=2,
+        lr=5e-3,
+        warmup_epochs=0.5,
+        progress=False,
+        log_every=1,
+        num_samples=8,
+        temperatures=(0.0, 0.7),
+        device="cpu",
     )
     settings.update(overrides)
     torch.manual_seed(0)
     flow = build_glow(model_config)
-    return Trainer(flow, TrainConfig(**settings), train, test, model_config=config_dict(model_config))
+    return Trainer(
+        flow, TrainConfig(**settings), train, test, model_config=config_dict(model_config)
+    )

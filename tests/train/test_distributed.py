@@ -13,14 +13,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_model_config, tmp_path):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
+    tiny_model_config, tmp_path
+):
     output = tmp_path / "ddp"
     output.mkdir()
     mp.spawn(train_one_process, args=(2, free_port(), str(output)), nprocs=2, join=True)
     distributed = torch.load(output / "final.pt")
 
-    single = make_trainer(tiny_model_config, blob_images(96, 0), blob_images(64, 1), tmp_path / "single",
-                          epochs=1, ema=False, test_batch_size=16)
+    single = make_trainer(
+        tiny_model_config,
+        blob_images(96, 0),
+        blob_images(64, 1),
+        tmp_path / "single",
+        epochs=1,
+        ema=False,
+        test_batch_size=16,
+    )
     result = single.fit()
     state = single.flow.state_dict()
     for key, value in state.items():

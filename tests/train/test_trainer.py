@@ -30,15 +30,21 @@ def test_training_lowers_test_bits_per_dim_and_writes_outputs(blobs, tiny_model_
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(blobs, tiny_model_config, tmp_path):
     train, test = blobs
     whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
-    first = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2, max_steps=7).fit()
+    first = make_trainer(
+        tiny_model_config, train, test, tmp_path / "split", epochs=2, max_steps=7
+    ).fit()
     assert first.steps == 7
-    second = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2).fit(resume=True)
+    second = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2).fit(
+        resume=True
+    )
     assert first.train_losses + second.train_losses == whole.train_losses
     a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)
     # The metrics file describes one continuous run.
-    steps = [r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if "train_bpd" in r]
+    steps = [
+        r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if "train_bpd" in r
+    ]
     assert steps == sorted(set(steps)) == list(range(1, 13))
 
 
@@ -79,13 +85,17 @@ def test_kill_in_the_middle_of_a_checkpoint_write_loses_nothing(blobs, tiny_mode
     root = str(Path(__file__).resolve().parents[2])
     output = tmp_path / "killed"
     script = KILL_SCRIPT.format(root=root, kill_at=3, output=str(output))
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 9, completed.stderr[-2000:]
     # The second checkpoint (step 4) survived intact; the torn write left only a temporary file.
     state = load_checkpoint(output / "checkpoint.pt")
     assert state["step"] == 4
     assert [p.name for p in output.iterdir() if p.name.endswith(".tmp")]
-    resumed = make_trainer(tiny_model_config, train, test, output, epochs=2, checkpoint_every=2).fit(resume=True)
+    resumed = make_trainer(
+        tiny_model_config, train, test, output, epochs=2, checkpoint_every=2
+    ).fit(resume=True)
     whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
     assert resumed.train_losses == whole.train_losses[4:]
     a = load_checkpoint(output / "checkpoint.pt")["model"]
@@ -126,7 +136,9 @@ def test_training_stops_after_repeated_nonfinite_steps(blobs, tiny_model_config,
     trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=3, max_nonfinite=3)
     before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
     with torch.no_grad():  # a coupling network's output bias: initialisation leaves it alone
-        dict(trainer.flow.named_parameters())["bijector.bijectors.1.bijectors.2.conditioner.conv_out.bias"].fill_(float("nan"))
+        dict(trainer.flow.named_parameters())[
+            "bijector.bijectors.1.bijectors.2.conditioner.conv_out.bias"
+        ].fill_(float("nan"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(NonFiniteError, match="3 consecutive"):
@@ -153,15 +165,27 @@ def test_vector_data_trains_with_the_same_trainer(tmp_path):
 
     generator = torch.Generator().manual_seed(0)
     angle = torch.rand(512, generator=generator) * math.pi
-    data = torch.stack([angle.cos(), angle.sin()], -1) + 0.05 * torch.randn(512, 2, generator=generator)
+    data = torch.stack([angle.cos(), angle.sin()], -1) + 0.05 * torch.randn(
+        512, 2, generator=generator
+    )
     parts = []
     for _ in range(4):
-        parts += [ActNorm(2, event_rank=1),
-                  AffineCoupling(MLP(1, 2, (32, 32)), channel_mask(2, event_rank=1), scale_fn="exp"),
-                  Permute.reverse(2)]
+        parts += [
+            ActNorm(2, event_rank=1),
+            AffineCoupling(MLP(1, 2, (32, 32)), channel_mask(2, event_rank=1), scale_fn="exp"),
+            Permute.reverse(2),
+        ]
     flow = Flow(StandardNormal((2,)), Compose(parts))
-    config = TrainConfig(output=str(tmp_path), batch_size=64, epochs=15, lr=5e-3, warmup_epochs=1,
-                         progress=False, ema=False, device="cpu")
+    config = TrainConfig(
+        output=str(tmp_path),
+        batch_size=64,
+        epochs=15,
+        lr=5e-3,
+        warmup_epochs=1,
+        progress=False,
+        ema=False,
+        device="cpu",
+    )
     result = Trainer(flow, config, data.numpy(), data[:256]).fit()
     assert result.test_bpd[-1][1] < result.test_bpd[0][1] - 0.5
 
@@ -174,11 +198,21 @@ def test_trained_small_preset_reconstructs_test_images_and_samples_at_zero_tempe
 
     preset = get_run_preset("glow-small")
     model = GlowConfig(**preset.model)
-    settings = {**preset.train, "output": str(tmp_path), "max_steps": 40, "num_train": 1024,
-                "num_test": 128, "progress": False, "device": "cpu", "num_samples": 4}
+    settings = {
+        **preset.train,
+        "output": str(tmp_path),
+        "max_steps": 40,
+        "num_train": 1024,
+        "num_test": 128,
+        "progress": False,
+        "device": "cpu",
+        "num_samples": 4,
+    }
     train = load_dataset("fashion-mnist-small", split="train")
     test = load_dataset("fashion-mnist-small", split="test")
-    trainer = Trainer(build_glow(model), TrainConfig(**settings), train, test, model_config=config_dict(model))
+    trainer = Trainer(
+        build_glow(model), TrainConfig(**settings), train, test, model_config=config_dict(model)
+    )
     result = trainer.fit()
     assert result.final_test_bpd < result.test_bpd[0][1]
     flow = trainer.flow.eval()
