@@ -9,9 +9,10 @@ import re
 import zipfile
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -143,8 +144,10 @@ def read_table(
         >>> table.columns, table.values.tolist(), table.context.tolist()
         (('x', 'y'), [[0.5, 1.0], [-2.0, 0.3]], [[0.0], [1.0]])
     """
-    wanted = _check_names("columns", columns)
-    context_wanted = _check_names("context_columns", context_columns) or ()
+    wanted = None if columns is None else _check_names("columns", columns)
+    context_wanted = (
+        () if context_columns is None else _check_names("context_columns", context_columns)
+    )
     file = to_path("read_table", path)
     source = str(os.fspath(path))
     if file.is_dir():
@@ -297,31 +300,27 @@ class Standardization:
             raise DataError(
                 f"{table.source}: need at least 2 rows to standardise, got {len(table)}"
             )
-        parts = [("column", table.columns, table.values)]
-        if table.context is not None:
-            parts.append(("context column", table.context_columns, table.context))
-        statistics = []
-        for kind, names, values in parts:
+        context = np.zeros((len(table), 0)) if table.context is None else table.context
+        for kind, names, values in (
+            ("column", table.columns, table.values),
+            ("context column", table.context_columns, context),
+        ):
             for name, column in zip(names, values.T):
                 if not np.isfinite(column).all():
                     raise DataError(f"{table.source}: {kind} {name!r} has non-finite values")
                 if column.min() == column.max():
                     raise DataError(
                         f"{table.source}: {kind} {name!r} is constant (every value is "
-                        f"{column[0]:g}) and cannot be standardised; leave it out ({_CHOOSE})"
+                        f"{float(column[0])}) and cannot be standardised; leave it out "
+                        f"({_CHOOSE})"
                     )
-            statistics.append((names, values.mean(axis=0), values.std(axis=0)))
-        (columns, mean, std), *context = statistics
-        if not context:
-            return cls(columns, tuple(mean), tuple(std))
-        (context_columns, context_mean, context_std) = context[0]
         return cls(
-            columns,
-            tuple(mean),
-            tuple(std),
-            context_columns,
-            tuple(context_mean),
-            tuple(context_std),
+            table.columns,
+            tuple(table.values.mean(axis=0)),
+            tuple(table.values.std(axis=0)),
+            table.context_columns,
+            tuple(context.mean(axis=0)),
+            tuple(context.std(axis=0)),
         )
 
     def apply(self, values: np.ndarray) -> np.ndarray:
@@ -353,7 +352,7 @@ class Standardization:
         }
 
     @classmethod
-    def from_dict(cls, state: dict[str, list[str] | list[float]]) -> Standardization:
+    def from_dict(cls, state: Mapping[str, Any]) -> Standardization:
         """Rebuild from ``to_dict``'s output.
 
         Example:
@@ -362,10 +361,10 @@ class Standardization:
             True
         """
         fields = ("columns", "mean", "std", "context_columns", "context_mean", "context_std")
-        if not isinstance(state, dict) or any(field not in state for field in fields):
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        if not isinstance(state, Mapping) or any(field not in state for field in fields):
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ValueError(f"Standardization.from_dict expects keys {list(fields)}, got {got}")
-        return cls(*(state[field] for field in fields))
+        return cls(**{field: tuple(state[field]) for field in fields})
 
     def _prepare(
         self, method: str, values: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
@@ -414,13 +413,15 @@ def write_table(path: str | os.PathLike[str], values: np.ndarray, columns: Seque
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(names)
-        # str() of a numpy scalar is the shortest text that round-trips in the scalar's precision.
-        writer.writerows([str(value) for value in row] for row in array_)
+        if array_.dtype.itemsize < 8 and array_.dtype.kind == "f":
+            # str() of a numpy scalar is the shortest text that round-trips in its own precision.
+            writer.writerows([str(value) for value in row] for row in array_)
+        else:
+            # Python ints and floats (float64) are written by repr, which round-trips exactly.
+            writer.writerows(array_.tolist())
 
 
-def _check_names(argument: str, names: Sequence[str] | None) -> tuple[str, ...] | None:
-    if names is None:
-        return None
+def _check_names(argument: str, names: Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise TypeError(
             f"expected {argument} as a sequence of column names, got {type(names).__name__}"
