@@ -144,9 +144,11 @@ def read_table(
         >>> table.columns, table.values.tolist(), table.context.tolist()
         (('x', 'y'), [[0.5, 1.0], [-2.0, 0.3]], [[0.0], [1.0]])
     """
-    wanted = None if columns is None else _check_names("columns", columns)
+    wanted = None if columns is None else _check_names("read_table", "columns", columns)
     context_wanted = (
-        () if context_columns is None else _check_names("context_columns", context_columns)
+        ()
+        if context_columns is None
+        else _check_names("read_table", "context_columns", context_columns)
     )
     file = to_path("read_table", path)
     source = str(os.fspath(path))
@@ -403,7 +405,7 @@ def write_table(path: str | os.PathLike[str], values: np.ndarray, columns: Seque
         x,y
         0.1,2.0
     """
-    names = _check_names("columns", columns)
+    names = _check_names("write_table", "columns", columns)
     array_ = np.asarray(values)
     if array_.dtype.kind not in "fiu" or array_.ndim != 2 or array_.shape[1] != len(names):
         raise ValueError(
@@ -421,15 +423,14 @@ def write_table(path: str | os.PathLike[str], values: np.ndarray, columns: Seque
             writer.writerows(array_.tolist())
 
 
-def _check_names(argument: str, names: Sequence[str]) -> tuple[str, ...]:
+def _check_names(function: str, argument: str, names: Sequence[str]) -> tuple[str, ...]:
+    expects = f"{function} expects {argument} as"
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
-        raise TypeError(
-            f"expected {argument} as a sequence of column names, got {type(names).__name__}"
-        )
+        raise TypeError(f"{expects} a sequence of column names, got {type(names).__name__}")
     if not all(isinstance(name, str) and name for name in names):
-        raise TypeError(f"expected {argument} as non-empty strings, got {list(names)!r}")
+        raise TypeError(f"{expects} non-empty strings, got {list(names)!r}")
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"expected {argument} as distinct column names, got {list(names)!r}")
+        raise ValueError(f"{expects} distinct column names, got {list(names)!r}")
     return tuple(names)
 
 

@@ -289,9 +289,9 @@ def test_no_data_column_left(tmp_path):
 )
 def test_bad_column_arguments(tmp_path, columns, error):
     path = write_text(tmp_path, "t.csv", "x,y\n1,2\n")
-    with pytest.raises(error, match="columns"):
+    with pytest.raises(error, match="read_table expects columns as"):
         read_table(path, columns=columns)
-    with pytest.raises(error, match="context_columns"):
+    with pytest.raises(error, match="read_table expects context_columns as"):
         read_table(path, context_columns=columns)
 
 
