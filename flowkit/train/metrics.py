@@ -21,7 +21,7 @@ class MetricsWriter:
     Args:
         path: The JSONL file.
         tensorboard_dir: Directory for TensorBoard event files, or None. Needs the ``tensorboard``
-            package (``pip install flowkit[tensorboard]``).
+            package (``pip install "flowkit-torch[tensorboard]"``).
     """
 
     def __init__(
@@ -35,7 +35,8 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
                 raise ImportError(
-                    "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+                    "TensorBoard logging needs the tensorboard package: "
+                    'pip install "flowkit-torch[tensorboard]"'
                 ) from error
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
@@ -95,7 +96,7 @@ def plot_bpd_curve(
         import matplotlib.pyplot as plt
     except ImportError:
         warnings.warn(
-            "the bits/dim curve needs matplotlib (pip install flowkit[plot]); skipping it",
+            'the bits/dim curve needs matplotlib (pip install "flowkit-torch[plot]"); skipping it',
             stacklevel=2,
         )
         return False
