@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowkit import __version__
+
 __all__ = ["build_parser", "main"]
 
 SET_HELP = (
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowkit",
         description="Train and use Glow models (Kingma & Dhariwal 2018) built from flowkit's bijectors.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
