@@ -141,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from flowkit.train import load_flow
+    from flowkit import load_flow
 
     flow, state = load_flow(args.checkpoint, weights=args.weights, map_location=args.device)
     return flow, state

@@ -9,7 +9,8 @@ import flowkit
 from flowkit.data import ImageData
 from flowkit.presets.registry import MODELS, build_model, config_from_dict, get_model
 from flowkit.presets.standardize import standardized
-from flowkit.train import CheckpointError, Trainer, TrainConfig, load, load_checkpoint
+from flowkit import load
+from flowkit.train import CheckpointError, Trainer, TrainConfig, load_checkpoint
 
 # A tiny config for every registered model family; vector ones are conditional where they can be.
 TINY = {

@@ -1,4 +1,8 @@
-"""Rebuild a trained model from its checkpoint: any registered preset, or a flow you built."""
+"""Rebuild a trained model from its checkpoint: any registered preset, or a flow you built.
+
+This sits above ``flowkit.train`` and ``flowkit.presets``: a checkpoint names its model family,
+the presets' registry rebuilds it, and the training package never imports the presets.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from flowkit.distributions import Flow
 from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["WEIGHTS", "load", "load_flow"]
+__all__ = ["load", "load_flow"]
 
 # "ema" is the older name of the averaged weights.
 WEIGHTS = ("averaged", "raw", "ema")
