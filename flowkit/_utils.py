@@ -12,7 +12,16 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 __all__ = [
+    "MAX_BINS",
+    "MAX_CLASSES",
+    "MAX_FEATURES",
+    "MAX_IMAGE_SIZE",
+    "MAX_LEVELS",
     "MAX_PARAMETERS",
+    "MAX_SEED",
+    "MAX_STEPS",
+    "MAX_WIDTH",
+    "MIN_SEED",
     "accepts_context",
     "check_bool",
     "check_choice",
@@ -23,6 +32,7 @@ __all__ = [
     "check_sample_shape",
     "check_shape",
     "check_temperature",
+    "mlp_parameter_count",
     "module_dtype_device",
     "every_nth",
     "call_network",
@@ -204,6 +214,17 @@ def call_network(
 # A model past this many parameters needs more than 8 GB in float32 before any activation: a config
 # that asks for it is a typo (or a corrupt checkpoint), caught before anything is allocated.
 MAX_PARAMETERS = 2**31
+# Caps on single size fields, far above any published model (Glow: K=48, width 512; RealNVP: 8
+# blocks; MAF/NSF: 20 steps, width 1024), so an absurd value fails at once, before a long build.
+MAX_STEPS = 4096
+MAX_LEVELS = 16
+MAX_WIDTH = 65536
+MAX_FEATURES = 2**24
+MAX_IMAGE_SIZE = 65536
+MAX_CLASSES = 2**20
+MAX_BINS = 4096
+# torch.manual_seed takes any int that fits 64 bits, signed or not.
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
 
 
 def _is_int(value: object) -> bool:
@@ -357,6 +378,12 @@ def check_parameter_count(owner: str, count: int, detail: str, limit: int = MAX_
             f"{owner} with {detail} would have about {count:.3g} parameters, more than the limit "
             f"of {limit:.3g} ({limit * 4 / 2**30:.0f} GiB in float32); reduce these values"
         )
+
+
+def mlp_parameter_count(inputs: int, widths: Sequence[int], outputs: int) -> int:
+    """Weights and biases of a fully connected network ``inputs -> *widths -> outputs``."""
+    sizes = (inputs, *widths, outputs)
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 # --- sampling arguments --------------------------------------------------------------------------
