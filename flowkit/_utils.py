@@ -161,9 +161,13 @@ def check_support(
     if not bool(inside.all()):
         outside = ~inside
         first = tuple(int(i) for i in outside.nonzero()[0])
+        # An event constraint marks whole events: show the start of the first one outside.
+        bad = x[first].detach().flatten()
+        shown = bad[0].item() if bad.numel() == 1 else [round(v, 6) for v in bad[:6].tolist()]
         raise ValueError(
-            f"{name} expects {what} values in {support}, got {int(outside.sum())} outside it "
-            f"(first at index {first}: {x[first].item()})"
+            f"{name} expects {what} values in {support}, got {int(outside.sum())} "
+            f"{'' if bad.numel() == 1 else 'event(s) '}outside it (first at index {first}: "
+            f"{shown})"
         )
 
 
