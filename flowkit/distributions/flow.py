@@ -45,6 +45,11 @@ class Flow(nn.Module):
         context_shape: Event shape of the conditioning input (``()`` for class labels, ``(k,)`` for
             a feature vector), or None for an unconditional flow. Defaults to the base's.
 
+    Inputs are checked at every public method: a tensor of the flow's floating dtype (that of its
+    parameters; a flow without parameters takes any) on its device, with the event shape; a context
+    exactly when the flow is conditional (an unconditional flow raises on one rather than ignore
+    it). A batch with no examples gives empty results without running the bijector.
+
     Example:
         >>> from flowkit.bijectors import Affine
         >>> from flowkit.distributions import StandardNormal
