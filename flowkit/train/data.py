@@ -102,7 +102,7 @@ class ImageTrainingData(TrainingData):
         return self.images.shape[0]
 
     def check_against(self, flow: Flow, what: str) -> None:
-        """Raise a ValueError if the images do not fit the flow, or its classes the labels."""
+        """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
         shape = tuple(self.images.shape[1:])
         if shape != tuple(flow.event_shape):
             raise ValueError(
