@@ -117,7 +117,8 @@ def standardized(
     scaling.log_scale.copy_(-std_t.log())
     scaling.shift.copy_(-mean_t / std_t)
     bijector: Bijector = Compose([scaling, flow.bijector])
-    if context_mean is not None and context_std is not None:
+    # No context statistics (None, or the empty lists of a table without context columns).
+    if context_mean is not None and context_std is not None and len(context_mean) > 0:
         bijector = StandardizedContext(
             bijector, torch.as_tensor(context_mean), torch.as_tensor(context_std)
         )
