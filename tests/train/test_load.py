@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import flowkit
+from flowkit import load
 from flowkit.data import ImageData
 from flowkit.presets.registry import MODELS, build_model, config_from_dict, get_model
 from flowkit.presets.standardize import standardized
-from flowkit import load
-from flowkit.train import CheckpointError, Trainer, TrainConfig, load_checkpoint
+from flowkit.train import CheckpointError, TrainConfig, Trainer, load_checkpoint
 
 # A tiny config for every registered model family; vector ones are conditional where they can be.
 TINY = {

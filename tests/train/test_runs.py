@@ -1,4 +1,4 @@
-"""Runs that cannot be lost: the run directory, the non-finite guard, Ctrl-C, resuming, time limits."""
+"""Runs that cannot be lost: run directories, the non-finite guard, Ctrl-C, resume, time limits."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from flowkit import load
 from flowkit.train import (
     CheckpointError,
     NonFiniteError,
@@ -18,7 +19,6 @@ from flowkit.train import (
     TrainingInterrupted,
     load_checkpoint,
 )
-from flowkit import load
 from flowkit.train.metrics import read_metrics
 from flowkit.train.rundir import RunDirectory
 from tests.train.conftest import make_trainer
