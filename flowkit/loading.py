@@ -70,7 +70,7 @@ def load_flow(
     flow: Flow | None = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[Flow, dict[str, Any]]:
-    """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``, ...)."""
+    """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``)."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be 'averaged' or 'raw', got {weights!r}")
     state = load_checkpoint(path, map_location=map_location)
