@@ -23,11 +23,14 @@ ABSTRACT_BIJECTORS = {
 
 def _check(case: Case, data: st.DataObject, dtype: torch.dtype, max_input_scale: float) -> None:
     max_input_scale = min(max_input_scale, case.max_input_scale)
+    max_perturb = case.max_perturb
+    if dtype == torch.float32 and case.float32_max_perturb is not None:
+        max_perturb = min(max_perturb, case.float32_max_perturb)
     event_shape = data.draw(case.event_shapes, label="event_shape")
     batch_shape = data.draw(case.batch_shapes, label="batch_shape")
     seed = data.draw(seeds(), label="seed")
     input_scale = data.draw(scales(0.3, max_input_scale), label="input_scale")
-    perturb = data.draw(scales(0.02, case.max_perturb), label="perturb")
+    perturb = data.draw(scales(0.02, max_perturb), label="perturb")
     torch.manual_seed(seed)
     bijector = case.build(event_shape)
     context = make_context(case, batch_shape, torch.Generator().manual_seed(seed), dtype)
