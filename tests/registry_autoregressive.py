@@ -31,7 +31,7 @@ __all__ = ["ENTRIES", "CausalSequenceConditioner", "FlatMLP"]
 
 
 class FlatMLP(nn.Module):
-    """An MLP on flattened events: ``(N, *in_shape)`` (and a vector context) to ``(N, *out_shape)``."""
+    """An MLP on flattened events: ``(N, *in_shape)`` (and a context) to ``(N, *out_shape)``."""
 
     def __init__(self, in_shape: tuple, out_shape: tuple, context_features: int | None = None):
         super().__init__()

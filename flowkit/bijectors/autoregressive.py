@@ -1,4 +1,4 @@
-"""Autoregressive bijectors: a conditioner with the autoregressive property and an elementwise map."""
+"""Autoregressive bijectors: an autoregressive conditioner and an elementwise map."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["Autoregressive", "InverseAutoregressive", "MaskedAffineAutoregressiv
 
 
 class Autoregressive(Bijector):
-    r"""Autoregressive bijector: :math:`z_i = g(x_i; \theta_i(x_{<i}, c))` for an elementwise map :math:`g`.
+    r"""Autoregressive bijector: :math:`z_i = g(x_i; \theta_i(x_{<i}, c))`, :math:`g` elementwise.
 
     The conditioner maps :math:`x` (and the context :math:`c`) to the raw parameters of every
     element, with the autoregressive property: the parameters of an element depend only on the

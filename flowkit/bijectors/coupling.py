@@ -1,4 +1,4 @@
-"""Coupling bijectors: a conditioner, a split and an elementwise map; channel and checkerboard masks."""
+"""Coupling bijectors (a conditioner, a split, an elementwise map) and their masks."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def _zero_if_none(gradient: Tensor | None, like: Tensor) -> Tensor:
 
 
 class AffineCoupling(Coupling):
-    r"""Affine coupling (RealNVP, Glow): :math:`z_b = x_b \odot s + t`, with :math:`(t, s)` from the conditioner.
+    r"""Affine coupling (RealNVP, Glow): :math:`z_b = x_b \odot s + t`, :math:`(t, s)` from a net.
 
     A :class:`Coupling` with an :class:`~flowkit.bijectors.AffineMap`. The conditioner outputs raw
     shift and scale interleaved along channels (``[:, 0::2]`` shift, ``[:, 1::2]`` scale). The raw

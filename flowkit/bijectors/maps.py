@@ -24,7 +24,7 @@ Params = tuple[Tensor, ...]
 
 
 class ElementwiseMap(nn.Module):
-    r"""An invertible scalar map :math:`y = g(x; \theta)` applied to every element with its own parameters.
+    r"""An invertible scalar map :math:`y = g(x; \theta)`, each element with its own parameters.
 
     Subclass contract (one class per map, nothing else to change):
 
@@ -46,7 +46,7 @@ class ElementwiseMap(nn.Module):
     params_per_element: int = 1
 
     def unpack(self, theta: Tensor, dim: int) -> Params:
-        """The parameters of each element from ``theta``, whose axis ``dim`` holds the ``P`` values."""
+        """The parameters from ``theta``, whose axis ``dim`` holds each element's ``P`` values."""
         return tuple(theta.select(dim, index) for index in range(self.params_per_element))
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
@@ -72,7 +72,8 @@ class AffineMap(ElementwiseMap):
 
     Example:
         >>> affine = AffineMap(scale_fn="exp")
-        >>> y, log_derivative = affine(torch.ones(2), (torch.zeros(2), torch.log(torch.tensor([2.0, 3.0]))))
+        >>> raw_scale = torch.log(torch.tensor([2.0, 3.0]))
+        >>> y, log_derivative = affine(torch.ones(2), (torch.zeros(2), raw_scale))
         >>> y
         tensor([2., 3.])
     """
@@ -120,7 +121,7 @@ class AdditiveMap(ElementwiseMap):
 
 
 def check_spline_options(owner: str, bins: int, tail_bound: float) -> None:
-    """Raise a ValueError naming ``owner`` unless ``bins >= 2`` is an integer and ``tail_bound > 0``."""
+    """Raise a ValueError naming ``owner`` unless ``bins`` is an int >= 2 and ``tail_bound > 0``."""
     # A single bin with unit end derivatives is the identity whatever its parameters.
     if not isinstance(bins, int) or bins < 2:
         raise ValueError(f"{owner} expects an integer bins >= 2, got {bins!r}")
@@ -129,7 +130,7 @@ def check_spline_options(owner: str, bins: int, tail_bound: float) -> None:
 
 
 class SplineMap(ElementwiseMap):
-    r"""Monotone rational-quadratic spline on :math:`[-B, B]` with :math:`K` bins, the identity outside.
+    r"""Monotone rational-quadratic spline with :math:`K` bins on :math:`[-B, B]`, identity outside.
 
     The equations are those of :class:`~flowkit.bijectors.RationalQuadraticSpline`. Each element has
     :math:`P = 3K - 1` raw parameters: ``K`` widths, ``K`` heights and ``K - 1`` inner derivatives,

@@ -17,10 +17,10 @@ __all__ = ["ActNorm", "BatchNorm"]
 class ActNorm(ActNormBase, Bijector):
     r"""Activation normalisation: a per-channel affine map :math:`z = (x + b) \odot e^{s}`.
 
-    ``s`` is stored divided by ``log_scale_factor`` (the official Glow code keeps ``logs / 3``, which
-    triples the effective learning rate of the scale). :func:`flowkit.initialize` sets ``b`` and
-    ``s`` from a batch so that each channel of ``z`` has zero mean and unit variance over batch and
-    spatial positions; until then the map is the identity. That needs at least two values per
+    ``s`` is stored divided by ``log_scale_factor`` (the official Glow code keeps ``logs / 3``,
+    which triples the effective learning rate of the scale). :func:`flowkit.initialize` sets ``b``
+    and ``s`` from a batch so that each channel of ``z`` has zero mean and unit variance over batch
+    and spatial positions; until then the map is the identity. That needs at least two values per
     channel, and channels that vary: a single vector (or a single pixel per channel), or a constant
     channel, raises a ValueError rather than set a scale of ``1 / INIT_STD_EPS``. The parameters,
     their initialisation and the scale formula are those of :class:`flowkit.nn.ActNorm`, the same

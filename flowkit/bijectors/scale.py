@@ -14,7 +14,7 @@ __all__ = ["MIN_SOFTPLUS_SCALE", "SCALE_FUNCTIONS", "ScaleFunction", "resolve_sc
 
 
 def _glow_log_scale(h: Tensor) -> Tensor:
-    # Glow's scale sigmoid(h + 2): starts near 0.88 for a zero-initialised network and stays in (0, 1).
+    # Glow's scale sigmoid(h + 2): near 0.88 for a zero-initialised network, always in (0, 1).
     return F.logsigmoid(h + 2.0)
 
 

@@ -9,7 +9,7 @@ __all__ = ["ChannelSplit", "MaskSplit", "Split", "split_for"]
 
 
 class Split(nn.Module):
-    r"""A partition of the event into a kept, conditioning part :math:`x_a` and a transformed part :math:`x_b`.
+    r"""A partition of the event: a kept, conditioning part :math:`x_a`, a transformed :math:`x_b`.
 
     Subclass contract:
 
