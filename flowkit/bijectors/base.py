@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Union
+from typing import Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +148,8 @@ class Compose(Bijector):
         1
     """
 
+    bijectors: nn.ModuleList
+
     def __init__(
         self,
         *bijectors: Bijector | Iterable[Bijector],
@@ -157,23 +159,32 @@ class Compose(Bijector):
         super().__init__()
         self.memory_saving = bool(memory_saving)
         self.drift_tolerance = float(drift_tolerance)
+        items: Iterable[object] = bijectors
         if len(bijectors) == 1 and not isinstance(bijectors[0], Bijector):
-            bijectors = tuple(bijectors[0])
-        for index, part in enumerate(bijectors):
+            items = bijectors[0]
+        parts: list[Bijector] = []
+        for index, part in enumerate(items):
             if not isinstance(part, Bijector):
                 raise TypeError(
                     f"Compose expects Bijector parts, got {type(part).__name__} at position {index}"
                 )
-        self.bijectors = nn.ModuleList(bijectors)
-        rank = self.bijectors[-1].latent_rank if bijectors else 0
-        for part in reversed(bijectors):
+            parts.append(part)
+        self.bijectors = nn.ModuleList(parts)
+        rank = parts[-1].latent_rank if parts else 0
+        for part in reversed(parts):
             rank += part.event_rank - part.latent_rank
             rank = max(rank, part.event_rank)
         self.event_rank = rank
-        self._latent_rank = rank
-        for part in bijectors:
-            self._latent_rank += part.latent_rank - part.event_rank
-            self._latent_rank = max(self._latent_rank, part.latent_rank)
+        latent_rank = rank
+        for part in parts:
+            latent_rank += part.latent_rank - part.event_rank
+            latent_rank = max(latent_rank, part.latent_rank)
+        self._latent_rank = latent_rank
+
+    @property
+    def _parts(self) -> Sequence[Bijector]:
+        # Every entry of the ModuleList is a Bijector, checked in __init__.
+        return cast("Sequence[Bijector]", self.bijectors)
 
     @property
     def latent_rank(self) -> int:
@@ -181,20 +192,20 @@ class Compose(Bijector):
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self.bijectors[0].domain if len(self.bijectors) else constraints.real
+        return self._parts[0].domain if len(self.bijectors) else constraints.real
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self.bijectors[-1].codomain if len(self.bijectors) else constraints.real
+        return self._parts[-1].codomain if len(self.bijectors) else constraints.real
 
     def __len__(self) -> int:
         return len(self.bijectors)
 
     def __iter__(self) -> Iterator[Bijector]:
-        return iter(self.bijectors)
+        return iter(self._parts)
 
     def __getitem__(self, index: int) -> Bijector:
-        return self.bijectors[index]
+        return self._parts[index]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.memory_saving and torch.is_grad_enabled() and not is_compiling():
@@ -207,7 +218,7 @@ class Compose(Bijector):
     def _plain_forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         batch_rank = x.dim() - self.event_rank
         log_abs_det = x.new_zeros(x.shape[:batch_rank])
-        for part in self.bijectors:
+        for part in self._parts:
             x, part_log_abs_det = part(x, context)
             log_abs_det = log_abs_det + reduce_to_batch(part_log_abs_det, batch_rank)
         return x, log_abs_det
@@ -215,7 +226,7 @@ class Compose(Bijector):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_rank = z.dim() - self.latent_rank
         log_abs_det = z.new_zeros(z.shape[:batch_rank])
-        for part in reversed(self.bijectors):
+        for part in reversed(self._parts):
             z, part_log_abs_det = part.inverse(z, context)
             log_abs_det = log_abs_det + reduce_to_batch(part_log_abs_det, batch_rank)
         return z, log_abs_det
@@ -223,14 +234,14 @@ class Compose(Bijector):
     def forward_shape(self, shape: Shape) -> torch.Size:
         self._check_rank(shape, self.event_rank, "input")
         shape = torch.Size(shape)
-        for part in self.bijectors:
+        for part in self._parts:
             shape = part.forward_shape(shape)
         return shape
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
         self._check_rank(shape, self.latent_rank, "latent")
         shape = torch.Size(shape)
-        for part in reversed(self.bijectors):
+        for part in reversed(self._parts):
             shape = part.inverse_shape(shape)
         return shape
 
@@ -244,6 +255,8 @@ class Inverse(Bijector):
     Args:
         bijector: The bijector to invert. Its parameters are shared, not copied.
     """
+
+    bijector: Bijector
 
     def __init__(self, bijector: Bijector) -> None:
         super().__init__()
@@ -267,7 +280,8 @@ class Inverse(Bijector):
     @property
     def sign(self) -> int:
         """Sign of the derivative of an elementwise monotone map (that of the inverted bijector)."""
-        return self.bijector.sign
+        # Only elementwise bijectors have a sign, declared as an int class attribute.
+        return cast(int, self.bijector.sign)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.bijector.inverse(x, context)

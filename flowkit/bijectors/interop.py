@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.distributions import constraints
@@ -64,13 +66,14 @@ class BijectorTransform(Transform):
         return _with_event_rank(self.bijector.codomain, self.bijector.latent_rank)
 
     @property
-    def sign(self) -> int:  # type: ignore[override]
+    def sign(self) -> int:
         if self.bijector.event_rank != 0 or not hasattr(self.bijector, "sign"):
             raise NotImplementedError(
                 f"sign is defined only for elementwise monotone bijectors, not "
                 f"{type(self.bijector).__name__}"
             )
-        return self.bijector.sign
+        # Elementwise bijectors declare their sign as an int class attribute.
+        return cast(int, self.bijector.sign)
 
     def with_cache(self, cache_size: int = 1) -> BijectorTransform:
         if cache_size == self._cache_size:
@@ -225,7 +228,7 @@ class TransformBijector(Bijector):
 def _portable(transform: Transform) -> tuple:
     """``transform`` as nested tuples in which inverses survive pickling (see ``_rebuild``)."""
     if isinstance(transform, _InverseTransform):
-        return ("inverse", _portable(transform._inv))
+        return ("inverse", _portable(transform.inv))
     if isinstance(transform, ComposeTransform):
         return ("compose", [_portable(part) for part in transform.parts], transform._cache_size)
     if isinstance(transform, IndependentTransform):

@@ -54,6 +54,10 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
         True
     """
 
+    permutation: Tensor
+    sign_s: Tensor
+    lower_mask: Tensor
+
     event_rank = 3
 
     def __init__(self, channels: int, *, lu: bool = True, seed: int | None = None) -> None:
@@ -153,6 +157,9 @@ class Permute(Bijector):
         tensor([[30., 10., 20.]])
     """
 
+    permutation: Tensor
+    inverse_permutation: Tensor
+
     def __init__(self, permutation: Sequence[int] | Tensor, *, event_rank: int = 1) -> None:
         super().__init__()
         permutation = torch.as_tensor(permutation, dtype=torch.long)
@@ -224,6 +231,9 @@ class AffineConv1x1(DerivedWeights, Bijector):
         >>> conv(torch.zeros(1, 3, 2, 2))[0][0, :, 0, 0]
         tensor([1., 1., 1.])
     """
+
+    weight: Tensor
+    bias: Tensor
 
     event_rank = 3
 

@@ -189,6 +189,11 @@ class LULinear(_DenseLinear):
         True
     """
 
+    lower_indices: Tensor
+    upper_indices: Tensor
+    permutation: Tensor
+    sign: Tensor
+
     def __init__(
         self,
         features: int,
@@ -313,6 +318,8 @@ class QRLinear(_ReflectionLinear):
         >>> log_abs_det.shape
         torch.Size([5])
     """
+
+    upper_indices: Tensor
 
     def _init_factors(self, vectors: Tensor) -> None:
         self.vectors = nn.Parameter(vectors)

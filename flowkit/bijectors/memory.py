@@ -26,7 +26,7 @@ class _InvertibleChain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, chain, context, tolerance, batch_rank, x, *parameters):  # type: ignore[override]
+    def forward(ctx, chain, context, tolerance, batch_rank, x, *parameters):
         ctx.chain = chain
         ctx.context = context
         ctx.tolerance = tolerance
@@ -38,7 +38,7 @@ class _InvertibleChain(torch.autograd.Function):
         return z, log_abs_det
 
     @staticmethod
-    def backward(ctx, grad_z, grad_log_abs_det):  # type: ignore[override]
+    def backward(ctx, grad_z, grad_log_abs_det):
         x, z = ctx.saved_tensors
         chain, context, batch_rank = ctx.chain, ctx.context, ctx.batch_rank
         parameters = [p for p in chain.parameters() if p.requires_grad]

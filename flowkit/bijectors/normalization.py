@@ -122,6 +122,9 @@ class BatchNorm(Bijector):
         >>> x, _ = norm.eval().inverse(z)
     """
 
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(
         self,
         channels: int,
