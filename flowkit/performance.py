@@ -73,10 +73,12 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     for module in list(fused.modules()):
         if isinstance(module, GlowConditioner):
-            _fold_conv_actnorm(module.conv_in, module.norm_in)
-            _fold_conv_actnorm(module.conv_hidden, module.norm_hidden)
-            module.norm_in = None
-            module.norm_hidden = None
+            if module.norm_in is not None:
+                _fold_conv_actnorm(module.conv_in, module.norm_in)
+                module.norm_in = None
+            if module.norm_hidden is not None:
+                _fold_conv_actnorm(module.conv_hidden, module.norm_hidden)
+                module.norm_hidden = None
         if isinstance(module, Compose):
             parts = list(module.bijectors)
             merged: list[nn.Module] = []

@@ -10,7 +10,7 @@ from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Rebuilt, Shape
 from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, Params
 from flowkit.bijectors.scale import ScaleFunction
-from flowkit.bijectors.splits import Split, split_for
+from flowkit.bijectors.splits import ChannelSplit, Split, split_for
 
 __all__ = [
     "AdditiveCoupling",
@@ -86,6 +86,10 @@ class Coupling(Bijector):
         torch.Size([5])
     """
 
+    conditioner: nn.Module
+    transform: ElementwiseMap
+    splitter: Split
+
     def __init__(
         self, conditioner: nn.Module, mask: Tensor | Split, transform: ElementwiseMap
     ) -> None:
@@ -110,7 +114,10 @@ class Coupling(Bijector):
     @property
     def kept_index(self) -> Tensor:
         """Indices of the kept channels (for a channel split)."""
-        return self.splitter.kept_index
+        splitter = self.splitter
+        if not isinstance(splitter, ChannelSplit):
+            raise AttributeError(f"a {type(splitter).__name__} keeps no channel indices")
+        return splitter.kept_index
 
     def _params(self, x_a: Tensor, context: Tensor | None, target: Tensor) -> Params:
         theta = call_network(self.conditioner, x_a, self.event_rank, context, self.pass_context)

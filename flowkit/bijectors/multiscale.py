@@ -109,8 +109,8 @@ class FactorOut(Bijector):
     def latent_rank(self) -> int:
         return 1
 
-    def _prior_params(self, h: Tensor, context: Tensor | None) -> Tensor:
-        params = call_network(self.prior, h, self.event_rank, context, self.pass_context)
+    def _prior_params(self, prior: nn.Module, h: Tensor, context: Tensor | None) -> Tensor:
+        params = call_network(prior, h, self.event_rank, context, self.pass_context)
         _check_params("FactorOut", params, self.factored_shape[0], self.event_rank)
         return params
 
@@ -121,7 +121,7 @@ class FactorOut(Bijector):
         z = x.narrow(batch_rank, self.kept_channels, self.factored_shape[0])
         if self.prior is not None:
             _, log_scale, eps = _gaussian_standardize(
-                z, self._prior_params(h, context), self.event_rank
+                z, self._prior_params(self.prior, h, context), self.event_rank
             )
             log_abs_det = -log_scale.expand_as(z).flatten(batch_rank).sum(-1)
         else:
@@ -140,7 +140,7 @@ class FactorOut(Bijector):
         h, log_abs_det = self.inner.inverse(inner_z, context)
         log_abs_det = reduce_to_batch(log_abs_det, batch_rank)
         if self.prior is not None:
-            params = self._prior_params(h, context)
+            params = self._prior_params(self.prior, h, context)
             dim = params.dim() - self.event_rank
             mean, log_scale = every_nth(params, dim, 0, 2), every_nth(params, dim, 1, 2)
             factored = eps * log_scale.exp() + mean

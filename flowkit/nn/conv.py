@@ -41,6 +41,10 @@ class EdgeConv2d(nn.Module):
         init_std: Standard deviation of the normal initial weights; 0 for zeros.
     """
 
+    weight: Tensor
+    edge_weight: Tensor | None
+    bias: Tensor | None
+
     def __init__(
         self,
         in_channels: int,
@@ -126,8 +130,14 @@ class ZeroConv2d(EdgeConv2d):
         self.log_scale_factor = float(log_scale_factor)
         self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x, scale=torch.exp(self.log_scale * self.log_scale_factor).flatten())
+    def forward(
+        self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None
+    ) -> Tensor:
+        """Return :math:`y`; ``scale`` and ``shift`` map it further as :class:`EdgeConv2d` does."""
+        output_scale = torch.exp(self.log_scale * self.log_scale_factor).flatten()
+        if scale is not None:
+            output_scale = output_scale * scale
+        return super().forward(x, scale=output_scale, shift=shift)
 
 
 class LinearZeros(nn.Module):

@@ -64,7 +64,8 @@ class GlowConditioner(nn.Module):
         self.norm_hidden: ActNorm | None = ActNorm(hidden_channels)
         self.conv_out = ZeroConv2d(hidden_channels, out_channels, 3, edge_bias=edge_bias)
         if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
         if self.compute_dtype is None:
@@ -142,23 +143,28 @@ class GlowTopPrior(nn.Module):
 
     def one_hot(self, context: Tensor | None) -> Tensor:
         """Integer class labels ``(*batch,)`` or float one-hot rows ``(*batch, num_classes)``, as one-hot."""
+        num_classes = self.num_classes
+        if num_classes is None:
+            raise ValueError(
+                "GlowTopPrior.one_hot expects a class-conditional prior, got num_classes=None"
+            )
         if context is None:
             raise ValueError(
-                f"GlowTopPrior is class-conditional ({self.num_classes} classes) and expects a "
+                f"GlowTopPrior is class-conditional ({num_classes} classes) and expects a "
                 "context of class labels, shaped (batch,), got None"
             )
         if not context.is_floating_point():
-            if validation_enabled() and bool(((context < 0) | (context >= self.num_classes)).any()):
+            if validation_enabled() and bool(((context < 0) | (context >= num_classes)).any()):
                 raise ValueError(
-                    f"GlowTopPrior expects class labels in [0, {self.num_classes}), got values "
+                    f"GlowTopPrior expects class labels in [0, {num_classes}), got values "
                     f"from {int(context.min())} to {int(context.max())}"
                 )
-            return F.one_hot(context.long(), self.num_classes).to(self.class_embedding.weight.dtype)
-        if context.dim() >= 1 and context.shape[-1] == self.num_classes:
+            return F.one_hot(context.long(), num_classes).to(self.class_embedding.weight.dtype)
+        if context.dim() >= 1 and context.shape[-1] == num_classes:
             return context.to(self.class_embedding.weight.dtype)
         raise ValueError(
             f"GlowTopPrior expects integer class labels shaped (batch,) or float one-hot rows shaped "
-            f"(batch, {self.num_classes}), got shape {tuple(context.shape)} and dtype {context.dtype}"
+            f"(batch, {num_classes}), got shape {tuple(context.shape)} and dtype {context.dtype}"
         )
 
     def forward(self, context: Tensor | None = None) -> Tensor:

@@ -34,6 +34,8 @@ class MaskedInput(nn.Module):
         torch.Size([2, 4, 8, 8])
     """
 
+    mask: Tensor
+
     def __init__(self, network: nn.Module, mask: Tensor) -> None:
         super().__init__()
         if mask.dim() not in (2, 3) or (mask.dim() == 3 and mask.shape[0] != 1):

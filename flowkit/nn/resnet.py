@@ -128,6 +128,7 @@ class ResNet(nn.Module):
         self.norm_out = _norm(hidden_channels, batch_norm)
         self.conv_out = nn.Conv2d(hidden_channels, out_channels, 1)
         nn.init.zeros_(self.conv_out.weight)
+        assert self.conv_out.bias is not None
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
