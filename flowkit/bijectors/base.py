@@ -39,15 +39,15 @@ class Bijector(nn.Module):
       (x, log_abs_det)``. A bijector without a closed-form inverse raises
       :class:`InverseNotAvailable` from ``inverse``.
     * ``event_rank`` is the number of rightmost dimensions of ``x`` that form one event (0 for an
-      elementwise map, 1 for vectors, 3 for ``(C, H, W)`` images); ``latent_rank`` the same for ``z``
-      (it defaults to ``event_rank``; it differs for reshaping bijectors such as ``Flatten``).
+      elementwise map, 1 for vectors, 3 for ``(C, H, W)`` images); ``latent_rank`` the same for
+      ``z`` (it defaults to ``event_rank``; it differs for reshaping bijectors such as ``Flatten``).
       ``log_abs_det`` has shape ``x.shape[:x.dim() - event_rank]``: summed over the event
       dimensions, never over the batch.
-    * ``forward_shape(shape)`` and ``inverse_shape(shape)`` map a full shape (batch and event) to the
-      other side and raise a ValueError naming expected and received sizes when the shape does not
-      fit, so a model is shape-checked before any data flows.
-    * ``forward`` is deterministic and free of side effects once initialised, and ``inverse`` is exact
-      to working precision: memory-saving backpropagation rebuilds activations from outputs.
+    * ``forward_shape(shape)`` and ``inverse_shape(shape)`` map a full shape (batch and event) to
+      the other side and raise a ValueError naming expected and received sizes when the shape does
+      not fit, so a model is shape-checked before any data flows.
+    * ``forward`` is deterministic and free of side effects once initialised, and ``inverse`` is
+      exact to working precision: memory-saving backpropagation rebuilds activations from outputs.
     * ``domain`` and ``codomain`` are :mod:`torch.distributions.constraints` of the data and latent
       values (real unless stated); ``sign`` is +1 or -1 for monotone elementwise maps.
 
@@ -77,23 +77,23 @@ class Bijector(nn.Module):
         raise InverseNotAvailable(f"{type(self).__name__} has no closed-form inverse")
 
     def forward_shape(self, shape: Shape) -> torch.Size:
-        """Shape of ``z`` for an input of full shape ``shape``; raises ValueError if it does not fit."""
+        """Shape of ``z`` for an input of full shape ``shape``; ValueError if it does not fit."""
         self._check_rank(shape, self.event_rank, "input")
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
-        """Shape of ``x`` for a latent of full shape ``shape``; raises ValueError if it does not fit."""
+        """Shape of ``x`` for a latent of full shape ``shape``; ValueError if it does not fit."""
         self._check_rank(shape, self.latent_rank, "latent")
         return torch.Size(shape)
 
     def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
-        """Rebuild the input of ``forward`` from its output ``z`` and re-run ``forward`` under autograd.
+        """Rebuild ``forward``'s input from its output ``z`` and re-run ``forward`` under autograd.
 
-        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf tensors
-        the re-run graph starts from, the re-run output and log-determinant, and a function that
-        assembles the gradient with respect to the input from the leaves' gradients. The default
-        inverts and re-runs; a bijector may override it to share work between the two (couplings
-        evaluate their conditioner once instead of twice).
+        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf
+        tensors the re-run graph starts from, the re-run output and log-determinant, and a function
+        that assembles the gradient with respect to the input from the leaves' gradients. The
+        default inverts and re-runs; a bijector may override it to share work between the two
+        (couplings evaluate their conditioner once instead of twice).
         """
         with torch.no_grad():
             x, _ = self.inverse(z, context)

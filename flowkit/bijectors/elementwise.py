@@ -141,7 +141,9 @@ class Sigmoid(Elementwise):
 
 
 class Logit(Elementwise):
-    r"""Logit with optional squeezing into the interior: :math:`z = \mathrm{logit}(\alpha + (1 - 2\alpha) x)`.
+    r"""Logit with optional squeezing into the interior of :math:`[0, 1]`.
+
+    :math:`z = \mathrm{logit}(\alpha + (1 - 2\alpha) x)`.
 
     With :math:`\alpha > 0` this is RealNVP's preprocessing of images in :math:`[0, 1]`, which keeps
     the logit finite at the pixel range's ends. The map is then a bijection from the wider interval
@@ -217,7 +219,7 @@ class Softplus(Elementwise):
 
 
 class LeakyReLU(Elementwise):
-    r"""Leaky ReLU: :math:`z = x` for :math:`x \ge 0`, :math:`z = a x` otherwise, with :math:`a > 0`.
+    r"""Leaky ReLU: :math:`z = x` for :math:`x \ge 0`, :math:`z = a x` otherwise (:math:`a > 0`).
 
     Args:
         negative_slope: The slope :math:`a` for negative inputs.

@@ -34,7 +34,8 @@ class BijectorTransform(Transform):
     when ``cache_size == 1``, ``log_abs_det_jacobian(x, y)`` with the batch shape of ``x`` over the
     domain's event dimensions, ``forward_shape``/``inverse_shape``, ``domain``/``codomain`` with the
     bijector's event ranks, and ``sign`` for elementwise monotone bijectors. The log-determinant is
-    computed together with the value, so ``TransformedDistribution.log_prob`` runs the bijector once.
+    computed together with the value, so ``TransformedDistribution.log_prob`` runs the bijector
+    once.
 
     Args:
         bijector: The bijector to expose.
@@ -134,7 +135,8 @@ class TransformBijector(Bijector):
         super().__init__()
         if not isinstance(transform, Transform):
             raise TypeError(
-                f"from_transform expects a torch.distributions.Transform, got {type(transform).__name__}"
+                "from_transform expects a torch.distributions.Transform, got "
+                f"{type(transform).__name__}"
             )
         if not transform.bijective:
             raise ValueError(f"from_transform expects a bijective transform, got {transform!r}")

@@ -22,9 +22,10 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
 
     ``lu=True`` (the default, as in Glow's fast variant) parameterises
     :math:`W = P L (U + \mathrm{diag}(\mathrm{sign}(s) e^{\log|s|}))` with a fixed permutation
-    :math:`P`, unit lower-triangular :math:`L`, strictly upper-triangular :math:`U` and a fixed sign,
-    so :math:`\log|\det W| = \sum \log|s|` costs :math:`O(C)`. ``lu=False`` learns :math:`W` itself
-    and takes its log-determinant by ``slogdet`` in float64. Both start from a random rotation.
+    :math:`P`, unit lower-triangular :math:`L`, strictly upper-triangular :math:`U` and a fixed
+    sign, so :math:`\log|\det W| = \sum \log|s|` costs :math:`O(C)`. ``lu=False`` learns :math:`W`
+    itself and takes its log-determinant by ``slogdet`` in float64. Both start from a random
+    rotation.
 
     The weight, its inverse (computed in float64) and the log-determinant depend only on the
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
@@ -142,9 +143,9 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
 
 
 class Permute(Bijector):
-    """A fixed permutation of the first event dimension (channels of an image, entries of a vector).
+    r"""A fixed permutation of the first event dimension (image channels, vector entries).
 
-    :math:`z_i = x_{\\pi(i)}`; :math:`\\log|\\det J| = 0`. Build one from an explicit permutation,
+    :math:`z_i = x_{\pi(i)}`; :math:`\log|\det J| = 0`. Build one from an explicit permutation,
     or with :meth:`reverse` (Glow's "reverse") or :meth:`shuffle` (a seeded random permutation).
     The permutation is a buffer, saved in the state dict.
 

@@ -21,8 +21,9 @@ class _InvertibleChain(torch.autograd.Function):
     """Runs a chain without storing activations; the backward pass rebuilds them with ``inverse``.
 
     Only the chain's input (for the drift check) and output are saved. In backward, each part's
-    input is reconstructed from its output with the exact inverse, the part is re-run under autograd,
-    and the gradient flows one part at a time, so memory does not grow with the chain's length.
+    input is reconstructed from its output with the exact inverse, the part is re-run under
+    autograd, and the gradient flows one part at a time, so memory does not grow with the chain's
+    length.
     """
 
     @staticmethod

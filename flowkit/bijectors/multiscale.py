@@ -162,13 +162,14 @@ class FactorOut(Bijector):
 
 
 class Standardize(Bijector):
-    r"""Standardise under a learned (conditional) diagonal Gaussian: :math:`z = (x - \mu) e^{-\log\sigma}`.
+    r"""Standardise under a learned (conditional) diagonal Gaussian.
 
-    This moves a learned prior :math:`N(\mu, \sigma^2)` into the bijector, leaving :math:`N(0, I)`
-    as the base, e.g. Glow's learned top prior (``learn_top``), optionally class-conditional.
-    :math:`(\mu, \log\sigma)` come from ``prior(context)`` if its forward takes a context, or
-    ``prior()`` otherwise, as ``2 * C`` channels interleaved (``[:, 0::2]`` the mean) that broadcast
-    against the event. :math:`\log|\det J| = -\sum \log\sigma`.
+    :math:`z = (x - \mu) e^{-\log\sigma}`. This moves a learned prior :math:`N(\mu, \sigma^2)` into
+    the bijector, leaving :math:`N(0, I)` as the base, e.g. Glow's learned top prior
+    (``learn_top``), optionally class-conditional. :math:`(\mu, \log\sigma)` come from
+    ``prior(context)`` if its forward takes a context, or ``prior()`` otherwise, as ``2 * C``
+    channels interleaved (``[:, 0::2]`` the mean) that broadcast against the event.
+    :math:`\log|\det J| = -\sum \log\sigma`.
 
     Args:
         prior: Module returning the parameters (see :class:`flowkit.nn.GlowTopPrior`).
@@ -221,8 +222,8 @@ def latent_shapes(bijector: Bijector, event_shape: Sequence[int]) -> list[tuple[
     """Event shapes of the pieces that make up ``bijector``'s latent for an input ``event_shape``.
 
     For a multi-scale model (nested :class:`FactorOut`) these are the factored-out shapes, level by
-    level, then the top; a trailing :class:`Reshape`/:class:`Flatten` reports the shape it flattened.
-    Any other bijector is one piece, its output shape.
+    level, then the top; a trailing :class:`Reshape`/:class:`Flatten` reports the shape it
+    flattened. Any other bijector is one piece, its output shape.
     """
     event_shape = tuple(event_shape)
     if isinstance(bijector, FactorOut):

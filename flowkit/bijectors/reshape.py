@@ -18,10 +18,10 @@ __all__ = ["Flatten", "Reshape", "Squeeze"]
 class Squeeze(Bijector):
     r"""Space-to-depth: each ``factor x factor`` patch becomes ``factor**2`` channels.
 
-    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``: output
-    channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each patch,
-    which is also the layout of Glow's official ``squeeze2d``. The inverse is ``pixel_shuffle``;
-    :math:`\log|\det J| = 0`.
+    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``:
+    output channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each
+    patch, which is also the layout of Glow's official ``squeeze2d``. The inverse is
+    ``pixel_shuffle``; :math:`\log|\det J| = 0`.
 
     Args:
         factor: Patch size ``f``; ``H`` and ``W`` must be divisible by it.
@@ -86,9 +86,9 @@ def _pixel_op(op, x: Tensor, factor: int) -> Tensor:
 
 
 class Reshape(Bijector):
-    """Reshape the event from ``in_shape`` to ``out_shape`` (same number of elements).
+    r"""Reshape the event from ``in_shape`` to ``out_shape`` (same number of elements).
 
-    :math:`\\log|\\det J| = 0`.
+    :math:`\log|\det J| = 0`.
 
     Args:
         in_shape: Event shape of ``x``.
