@@ -188,14 +188,17 @@ class Compose(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """Latent event rank, computed from the parts as ``ComposeTransform`` does."""
         return self._latent_rank
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """Domain of the first part (real for an empty composition)."""
         return self._parts[0].domain if len(self.bijectors) else constraints.real
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """Codomain of the last part (real for an empty composition)."""
         return self._parts[-1].codomain if len(self.bijectors) else constraints.real
 
     def __len__(self) -> int:
@@ -208,6 +211,7 @@ class Compose(Bijector):
         return self._parts[index]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the parts first to last; return ``z`` and the summed log-determinant."""
         if self.memory_saving and torch.is_grad_enabled() and not is_compiling():
             from flowkit.bijectors.memory import invertible_backprop
 
@@ -224,6 +228,7 @@ class Compose(Bijector):
         return x, log_abs_det
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Invert the parts last to first; return ``x`` and the summed log-determinant."""
         batch_rank = z.dim() - self.latent_rank
         log_abs_det = z.new_zeros(z.shape[:batch_rank])
         for part in reversed(self._parts):
@@ -232,6 +237,7 @@ class Compose(Bijector):
         return z, log_abs_det
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """Thread ``shape`` through every part's ``forward_shape``."""
         self._check_rank(shape, self.event_rank, "input")
         shape = torch.Size(shape)
         for part in self._parts:
@@ -239,6 +245,7 @@ class Compose(Bijector):
         return shape
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """Thread ``shape`` back through every part's ``inverse_shape``."""
         self._check_rank(shape, self.latent_rank, "latent")
         shape = torch.Size(shape)
         for part in reversed(self._parts):
@@ -267,14 +274,17 @@ class Inverse(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """The inverted bijector's event rank."""
         return self.bijector.event_rank
 
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inverted bijector's codomain."""
         return self.bijector.codomain
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inverted bijector's domain."""
         return self.bijector.domain
 
     @property
@@ -284,13 +294,17 @@ class Inverse(Bijector):
         return cast(int, self.bijector.sign)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverted bijector's ``inverse``."""
         return self.bijector.inverse(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverted bijector's ``forward``."""
         return self.bijector(z, context)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The inverted bijector's ``inverse_shape``."""
         return self.bijector.inverse_shape(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The inverted bijector's ``forward_shape``."""
         return self.bijector.forward_shape(shape)

@@ -287,6 +287,7 @@ class HouseholderLinear(_DenseLinear):
         return self.vectors.new_zeros(())
 
     def extra_repr(self) -> str:
+        """Features and number of reflections, for ``repr``."""
         return f"{self.features}, reflections={self.reflections}"
 
 

@@ -107,6 +107,7 @@ class FactorOut(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """The latent is a flat vector of both parts."""
         return 1
 
     def _prior_params(self, prior: nn.Module, h: Tensor, context: Tensor | None) -> Tensor:
@@ -115,6 +116,7 @@ class FactorOut(Bijector):
         return params
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Standardise the factored part, map the kept part by ``inner``; return the flat latent."""
         check_event_shape("FactorOut", x, self.event_shape)
         batch_rank = x.dim() - self.event_rank
         h = x.narrow(batch_rank, 0, self.kept_channels)
@@ -132,6 +134,7 @@ class FactorOut(Bijector):
         return latent, log_abs_det
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Invert ``inner`` on the kept part, then undo the factored part's standardisation."""
         check_event_shape("FactorOut", z, (self.latent_size,), "latent")
         batch_shape = z.shape[:-1]
         batch_rank = len(batch_shape)
@@ -150,14 +153,17 @@ class FactorOut(Bijector):
         return torch.cat([h, factored], dim=batch_rank), log_abs_det
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by the flat latent size."""
         check_event_shape("FactorOut", shape, self.event_shape)
         return torch.Size(tuple(shape)[: len(shape) - self.event_rank] + (self.latent_size,))
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by the event shape."""
         check_event_shape("FactorOut", shape, (self.latent_size,), "latent")
         return torch.Size(tuple(shape)[:-1] + self.event_shape)
 
     def extra_repr(self) -> str:
+        """Event shape and kept channels, for ``repr``."""
         return f"event_shape={self.event_shape}, kept_channels={self.kept_channels}"
 
 
@@ -198,23 +204,28 @@ class Standardize(Bijector):
         return log_scale.expand_as(x).flatten(batch_rank).sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Standardise: :math:`z = (x - \mu) e^{-\log\sigma}`; return ``(z, log_abs_det)``."""
         check_event_shape("Standardize", x, self._pattern())
         mean, log_scale = self._params(context)
         return (x - mean) * torch.exp(-log_scale), -self._log_abs_det(log_scale, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Un-standardise: :math:`x = z e^{\log\sigma} + \mu`; return ``(x, log_abs_det)``."""
         check_event_shape("Standardize", z, self._pattern(), "latent")
         mean, log_scale = self._params(context)
         return z * log_scale.exp() + mean, self._log_abs_det(log_scale, z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("Standardize", shape, self._pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Channels and event rank, for ``repr``."""
         return f"{self.channels}, event_rank={self.event_rank}"
 
 

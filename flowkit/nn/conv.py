@@ -162,6 +162,7 @@ class LinearZeros(nn.Module):
         self.log_scale_factor = float(log_scale_factor)
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Return :math:`(W x + b) \odot e^{3 s}`."""
         return F.linear(x, self.weight, self.bias) * torch.exp(
             self.log_scale * self.log_scale_factor
         )

@@ -68,6 +68,7 @@ class GlowConditioner(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Map ``x_a`` to the coupling's parameters, in ``compute_dtype`` under autocast if set."""
         if self.compute_dtype is None:
             return self._network(x)
         with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
@@ -169,6 +170,7 @@ class GlowTopPrior(nn.Module):
         )
 
     def forward(self, context: Tensor | None = None) -> Tensor:
+        """Mean and log-scale interleaved; ``(1, 2C, H, W)``, batched when class-conditional."""
         reference = self.class_embedding.weight if self.conv is None else self.conv.weight
         zeros = reference.new_zeros((1, 2 * self.channels) + self.spatial_shape)
         params = zeros if self.conv is None else self.conv(zeros)

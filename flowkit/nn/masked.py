@@ -47,5 +47,6 @@ class MaskedInput(nn.Module):
         self.register_buffer("mask", mask.to(torch.get_default_dtype()).reshape((1, 1) + spatial))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Append the mask as a channel and apply the network."""
         mask = self.mask.to(x.dtype).expand(x.shape[:-3] + (1,) + x.shape[-2:])
         return self.network(torch.cat([x, mask], dim=-3))

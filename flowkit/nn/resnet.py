@@ -53,6 +53,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` plus the residual branch (normalisation, ReLU, convolution, twice)."""
         h = self.conv_in(F.relu(self.norm_in(x)))
         return x + self.conv_out(F.relu(self.norm_out(h)))
 
@@ -132,6 +133,7 @@ class ResNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Input convolution, residual blocks, then normalisation, ReLU and output convolution."""
         h = self.conv_in(x)
         for block in self.blocks:
             h = block(h)
