@@ -191,6 +191,8 @@ class Compose(Bijector):
         """Latent event rank, computed from the parts as ``ComposeTransform`` does."""
         return self._latent_rank
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
         """Domain of the first part (real for an empty composition)."""
@@ -277,6 +279,8 @@ class Inverse(Bijector):
         """The inverted bijector's event rank."""
         return self.bijector.event_rank
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
         """The inverted bijector's codomain."""

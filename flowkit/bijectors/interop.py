@@ -58,6 +58,8 @@ class BijectorTransform(Transform):
         self.context = context
         self._last: tuple[Tensor, Tensor, Tensor] | None = None
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
         """The bijector's domain, reinterpreted over its event rank."""
@@ -155,6 +157,8 @@ class TransformBijector(Bijector):
         """Event rank of the transform's codomain."""
         return self.transform.codomain.event_dim
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
         """The transform's domain."""
