@@ -122,8 +122,9 @@ def initialize(
         try:
             with torch.no_grad():
                 # A Flow's log_prob handles batch flattening and context broadcasting.
-                if hasattr(model, "log_prob"):
-                    model.log_prob(batch, context)
+                log_prob = getattr(model, "log_prob", None)
+                if callable(log_prob):
+                    log_prob(batch, context)
                 elif context is None and not accepts_context(model):
                     model(batch)
                 else:

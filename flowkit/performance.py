@@ -57,14 +57,14 @@ def tune_allocator() -> bool:
 
 @torch.no_grad()
 def fuse_for_inference(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ActNorm folded into a neighbouring linear map.
+    r"""A copy of ``model`` with every ActNorm folded into a neighbouring linear map.
 
     Two folds, both exact up to rounding:
 
     * In coupling networks, ``conv -> ActNorm`` becomes one convolution with scaled weights and a
       bias, which saves two passes over the widest activations.
     * In the flow, ``ActNorm -> InvertibleConv1x1`` becomes one :class:`AffineConv1x1`
-      :math:`z = W \\mathrm{diag}(s) x + W (s \\odot b)`, with its inverse and log-determinant
+      :math:`z = W \mathrm{diag}(s) x + W (s \odot b)`, with its inverse and log-determinant
       computed once in float64.
 
     The copy is for evaluation and sampling: its parameters are frozen and it has no
@@ -73,10 +73,12 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     for module in list(fused.modules()):
         if isinstance(module, GlowConditioner):
-            _fold_conv_actnorm(module.conv_in, module.norm_in)
-            _fold_conv_actnorm(module.conv_hidden, module.norm_hidden)
-            module.norm_in = None
-            module.norm_hidden = None
+            if module.norm_in is not None:
+                _fold_conv_actnorm(module.conv_in, module.norm_in)
+                module.norm_in = None
+            if module.norm_hidden is not None:
+                _fold_conv_actnorm(module.conv_hidden, module.norm_hidden)
+                module.norm_hidden = None
         if isinstance(module, Compose):
             parts = list(module.bijectors)
             merged: list[nn.Module] = []

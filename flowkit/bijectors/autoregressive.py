@@ -132,11 +132,13 @@ class Autoregressive(Bijector):
         return log_derivative.sum(dim=tuple(range(batch_rank, x.dim())))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map ``x`` to ``z`` in one pass; return ``(z, log_abs_det)``."""
         self._check(x, "input")
         z, log_derivative = self.transform(x, self._params(x, context))
         return z, self._log_abs_det(log_derivative, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Invert in ``passes`` conditioner passes, one per step of the order."""
         self._check(z, "latent")
         order = self._order()
         x = torch.zeros_like(z)
@@ -147,14 +149,17 @@ class Autoregressive(Bijector):
         return x, self._log_abs_det(log_derivative, z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the event shape."""
         check_event_shape(type(self).__name__, shape, self.event_shape)
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the latent's event shape."""
         check_event_shape(type(self).__name__, shape, self.event_shape, "latent")
         return torch.Size(shape)
 
     def extra_repr(self) -> str:
+        """The event shape, for ``repr``."""
         return f"event_shape={self.event_shape}"
 
 
@@ -251,6 +256,7 @@ class MaskedAffineAutoregressive(Autoregressive):
         self.context_features = context_features
 
     def extra_repr(self) -> str:
+        """Features, context features and scale function, for ``repr``."""
         return (
             f"features={self.features}, context_features={self.context_features}, "
             f"scale_fn={self.transform.scale_fn_name!r}"

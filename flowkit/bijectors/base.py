@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Union
+from typing import Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -39,15 +39,15 @@ class Bijector(nn.Module):
       (x, log_abs_det)``. A bijector without a closed-form inverse raises
       :class:`InverseNotAvailable` from ``inverse``.
     * ``event_rank`` is the number of rightmost dimensions of ``x`` that form one event (0 for an
-      elementwise map, 1 for vectors, 3 for ``(C, H, W)`` images); ``latent_rank`` the same for ``z``
-      (it defaults to ``event_rank``; it differs for reshaping bijectors such as ``Flatten``).
+      elementwise map, 1 for vectors, 3 for ``(C, H, W)`` images); ``latent_rank`` the same for
+      ``z`` (it defaults to ``event_rank``; it differs for reshaping bijectors such as ``Flatten``).
       ``log_abs_det`` has shape ``x.shape[:x.dim() - event_rank]``: summed over the event
       dimensions, never over the batch.
-    * ``forward_shape(shape)`` and ``inverse_shape(shape)`` map a full shape (batch and event) to the
-      other side and raise a ValueError naming expected and received sizes when the shape does not
-      fit, so a model is shape-checked before any data flows.
-    * ``forward`` is deterministic and free of side effects once initialised, and ``inverse`` is exact
-      to working precision: memory-saving backpropagation rebuilds activations from outputs.
+    * ``forward_shape(shape)`` and ``inverse_shape(shape)`` map a full shape (batch and event) to
+      the other side and raise a ValueError naming expected and received sizes when the shape does
+      not fit, so a model is shape-checked before any data flows.
+    * ``forward`` is deterministic and free of side effects once initialised, and ``inverse`` is
+      exact to working precision: memory-saving backpropagation rebuilds activations from outputs.
     * ``domain`` and ``codomain`` are :mod:`torch.distributions.constraints` of the data and latent
       values (real unless stated); ``sign`` is +1 or -1 for monotone elementwise maps.
 
@@ -77,23 +77,23 @@ class Bijector(nn.Module):
         raise InverseNotAvailable(f"{type(self).__name__} has no closed-form inverse")
 
     def forward_shape(self, shape: Shape) -> torch.Size:
-        """Shape of ``z`` for an input of full shape ``shape``; raises ValueError if it does not fit."""
+        """Shape of ``z`` for an input of full shape ``shape``; ValueError if it does not fit."""
         self._check_rank(shape, self.event_rank, "input")
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
-        """Shape of ``x`` for a latent of full shape ``shape``; raises ValueError if it does not fit."""
+        """Shape of ``x`` for a latent of full shape ``shape``; ValueError if it does not fit."""
         self._check_rank(shape, self.latent_rank, "latent")
         return torch.Size(shape)
 
     def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
-        """Rebuild the input of ``forward`` from its output ``z`` and re-run ``forward`` under autograd.
+        """Rebuild ``forward``'s input from its output ``z`` and re-run ``forward`` under autograd.
 
-        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf tensors
-        the re-run graph starts from, the re-run output and log-determinant, and a function that
-        assembles the gradient with respect to the input from the leaves' gradients. The default
-        inverts and re-runs; a bijector may override it to share work between the two (couplings
-        evaluate their conditioner once instead of twice).
+        Used by memory-saving backpropagation. Returns the rebuilt input (detached), the leaf
+        tensors the re-run graph starts from, the re-run output and log-determinant, and a function
+        that assembles the gradient with respect to the input from the leaves' gradients. The
+        default inverts and re-runs; a bijector may override it to share work between the two
+        (couplings evaluate their conditioner once instead of twice).
         """
         with torch.no_grad():
             x, _ = self.inverse(z, context)
@@ -148,6 +148,8 @@ class Compose(Bijector):
         1
     """
 
+    bijectors: nn.ModuleList
+
     def __init__(
         self,
         *bijectors: Bijector | Iterable[Bijector],
@@ -157,46 +159,61 @@ class Compose(Bijector):
         super().__init__()
         self.memory_saving = bool(memory_saving)
         self.drift_tolerance = float(drift_tolerance)
+        items: Iterable[object] = bijectors
         if len(bijectors) == 1 and not isinstance(bijectors[0], Bijector):
-            bijectors = tuple(bijectors[0])
-        for index, part in enumerate(bijectors):
+            items = bijectors[0]
+        parts: list[Bijector] = []
+        for index, part in enumerate(items):
             if not isinstance(part, Bijector):
                 raise TypeError(
                     f"Compose expects Bijector parts, got {type(part).__name__} at position {index}"
                 )
-        self.bijectors = nn.ModuleList(bijectors)
-        rank = self.bijectors[-1].latent_rank if bijectors else 0
-        for part in reversed(bijectors):
+            parts.append(part)
+        self.bijectors = nn.ModuleList(parts)
+        rank = parts[-1].latent_rank if parts else 0
+        for part in reversed(parts):
             rank += part.event_rank - part.latent_rank
             rank = max(rank, part.event_rank)
         self.event_rank = rank
-        self._latent_rank = rank
-        for part in bijectors:
-            self._latent_rank += part.latent_rank - part.event_rank
-            self._latent_rank = max(self._latent_rank, part.latent_rank)
+        latent_rank = rank
+        for part in parts:
+            latent_rank += part.latent_rank - part.event_rank
+            latent_rank = max(latent_rank, part.latent_rank)
+        self._latent_rank = latent_rank
+
+    @property
+    def _parts(self) -> Sequence[Bijector]:
+        # Every entry of the ModuleList is a Bijector, checked in __init__.
+        return cast("Sequence[Bijector]", self.bijectors)
 
     @property
     def latent_rank(self) -> int:
+        """Latent event rank, computed from the parts as ``ComposeTransform`` does."""
         return self._latent_rank
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self.bijectors[0].domain if len(self.bijectors) else constraints.real
+        """Domain of the first part (real for an empty composition)."""
+        return self._parts[0].domain if len(self.bijectors) else constraints.real
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
-        return self.bijectors[-1].codomain if len(self.bijectors) else constraints.real
+        """Codomain of the last part (real for an empty composition)."""
+        return self._parts[-1].codomain if len(self.bijectors) else constraints.real
 
     def __len__(self) -> int:
         return len(self.bijectors)
 
     def __iter__(self) -> Iterator[Bijector]:
-        return iter(self.bijectors)
+        return iter(self._parts)
 
     def __getitem__(self, index: int) -> Bijector:
-        return self.bijectors[index]
+        return self._parts[index]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the parts first to last; return ``z`` and the summed log-determinant."""
         if self.memory_saving and torch.is_grad_enabled() and not is_compiling():
             from flowkit.bijectors.memory import invertible_backprop
 
@@ -207,30 +224,33 @@ class Compose(Bijector):
     def _plain_forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         batch_rank = x.dim() - self.event_rank
         log_abs_det = x.new_zeros(x.shape[:batch_rank])
-        for part in self.bijectors:
+        for part in self._parts:
             x, part_log_abs_det = part(x, context)
             log_abs_det = log_abs_det + reduce_to_batch(part_log_abs_det, batch_rank)
         return x, log_abs_det
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Invert the parts last to first; return ``x`` and the summed log-determinant."""
         batch_rank = z.dim() - self.latent_rank
         log_abs_det = z.new_zeros(z.shape[:batch_rank])
-        for part in reversed(self.bijectors):
+        for part in reversed(self._parts):
             z, part_log_abs_det = part.inverse(z, context)
             log_abs_det = log_abs_det + reduce_to_batch(part_log_abs_det, batch_rank)
         return z, log_abs_det
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """Thread ``shape`` through every part's ``forward_shape``."""
         self._check_rank(shape, self.event_rank, "input")
         shape = torch.Size(shape)
-        for part in self.bijectors:
+        for part in self._parts:
             shape = part.forward_shape(shape)
         return shape
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """Thread ``shape`` back through every part's ``inverse_shape``."""
         self._check_rank(shape, self.latent_rank, "latent")
         shape = torch.Size(shape)
-        for part in reversed(self.bijectors):
+        for part in reversed(self._parts):
             shape = part.inverse_shape(shape)
         return shape
 
@@ -245,6 +265,8 @@ class Inverse(Bijector):
         bijector: The bijector to invert. Its parameters are shared, not copied.
     """
 
+    bijector: Bijector
+
     def __init__(self, bijector: Bijector) -> None:
         super().__init__()
         if not isinstance(bijector, Bijector):
@@ -254,29 +276,39 @@ class Inverse(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """The inverted bijector's event rank."""
         return self.bijector.event_rank
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inverted bijector's codomain."""
         return self.bijector.codomain
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inverted bijector's domain."""
         return self.bijector.domain
 
     @property
     def sign(self) -> int:
         """Sign of the derivative of an elementwise monotone map (that of the inverted bijector)."""
-        return self.bijector.sign
+        # Only elementwise bijectors have a sign, declared as an int class attribute.
+        return cast(int, self.bijector.sign)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverted bijector's ``inverse``."""
         return self.bijector.inverse(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverted bijector's ``forward``."""
         return self.bijector(z, context)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The inverted bijector's ``inverse_shape``."""
         return self.bijector.inverse_shape(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The inverted bijector's ``forward_shape``."""
         return self.bijector.forward_shape(shape)

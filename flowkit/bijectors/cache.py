@@ -87,8 +87,10 @@ class ParameterCache:
 
 
 class DerivedWeights(nn.Module):
-    r"""Mixin of linear bijectors: a weight :math:`W`, its inverse and :math:`\log|\det W|` derived
-    from the parameters and cached outside autograd by a :class:`ParameterCache`.
+    r"""Mixin of linear bijectors: a weight, its inverse and its log-determinant, cached.
+
+    :math:`W`, :math:`W^{-1}` and :math:`\log|\det W|` are derived from the parameters and cached
+    outside autograd by a :class:`ParameterCache`.
 
     Subclasses implement ``_compute_weight``, ``_compute_inverse`` (in float64, returned in the
     working dtype) and ``_compute_log_det``; ``_derived(name)`` returns the current value of

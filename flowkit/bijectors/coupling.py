@@ -10,7 +10,7 @@ from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Rebuilt, Shape
 from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, Params
 from flowkit.bijectors.scale import ScaleFunction
-from flowkit.bijectors.splits import Split, split_for
+from flowkit.bijectors.splits import ChannelSplit, Split, split_for
 
 __all__ = [
     "AdditiveCoupling",
@@ -86,6 +86,10 @@ class Coupling(Bijector):
         torch.Size([5])
     """
 
+    conditioner: nn.Module
+    transform: ElementwiseMap
+    splitter: Split
+
     def __init__(
         self, conditioner: nn.Module, mask: Tensor | Split, transform: ElementwiseMap
     ) -> None:
@@ -110,7 +114,10 @@ class Coupling(Bijector):
     @property
     def kept_index(self) -> Tensor:
         """Indices of the kept channels (for a channel split)."""
-        return self.splitter.kept_index
+        splitter = self.splitter
+        if not isinstance(splitter, ChannelSplit):
+            raise AttributeError(f"a {type(splitter).__name__} keeps no channel indices")
+        return splitter.kept_index
 
     def _params(self, x_a: Tensor, context: Tensor | None, target: Tensor) -> Params:
         theta = call_network(self.conditioner, x_a, self.event_rank, context, self.pass_context)
@@ -145,12 +152,15 @@ class Coupling(Bijector):
         return self.splitter.only_transformed(log_derivative).flatten(batch_rank).sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keep ``x_a``, map ``x_b`` given it; return ``(z, log_abs_det)``."""
         return self._couple(x, context, invert=False)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keep ``z_a``, invert the map of ``z_b`` given it; return ``(x, log_abs_det)``."""
         return self._couple(z, context, invert=True)
 
     def rebuild_for_backward(self, z: Tensor, context: Tensor | None = None) -> Rebuilt:
+        """Rebuild the input and re-run the coupling with a single conditioner pass."""
         # z_a = x_a, so one conditioner pass serves both the inversion and the re-run graph.
         z_a, z_b = self.splitter.split(z)
         x_a = z_a.detach().requires_grad_(True)
@@ -176,10 +186,12 @@ class Coupling(Bijector):
         )
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking it against the split's event pattern."""
         check_event_shape(type(self).__name__, shape, self.splitter.pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
 

@@ -39,12 +39,14 @@ class Elementwise(Bijector):
         self.event_rank = int(event_rank)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the map elementwise; return ``z`` and the log-derivatives summed over the event."""
         check_dtype(type(self).__name__, x)
         check_support(type(self).__name__, x, self.domain)
         z, log_derivative = self._forward(x)
         return z, sum_rightmost(log_derivative, self.event_rank)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverse map elementwise; return ``x`` and its summed log-derivatives."""
         check_dtype(type(self).__name__, z, "latent")
         check_support(type(self).__name__, z, self.codomain, "latent")
         x, log_derivative = self._inverse(z)
@@ -57,6 +59,7 @@ class Elementwise(Bijector):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
+        """The event rank when it is not zero, for ``repr``."""
         return f"event_rank={self.event_rank}" if self.event_rank else ""
 
 
@@ -141,7 +144,9 @@ class Sigmoid(Elementwise):
 
 
 class Logit(Elementwise):
-    r"""Logit with optional squeezing into the interior: :math:`z = \mathrm{logit}(\alpha + (1 - 2\alpha) x)`.
+    r"""Logit with optional squeezing into the interior of :math:`[0, 1]`.
+
+    :math:`z = \mathrm{logit}(\alpha + (1 - 2\alpha) x)`.
 
     With :math:`\alpha > 0` this is RealNVP's preprocessing of images in :math:`[0, 1]`, which keeps
     the logit finite at the pixel range's ends. The map is then a bijection from the wider interval
@@ -181,6 +186,7 @@ class Logit(Elementwise):
         return x, log_derivative
 
     def extra_repr(self) -> str:
+        """The squeeze ``alpha`` and event rank, for ``repr``."""
         return ", ".join(filter(None, [f"alpha={self.alpha}", super().extra_repr()]))
 
 
@@ -217,7 +223,7 @@ class Softplus(Elementwise):
 
 
 class LeakyReLU(Elementwise):
-    r"""Leaky ReLU: :math:`z = x` for :math:`x \ge 0`, :math:`z = a x` otherwise, with :math:`a > 0`.
+    r"""Leaky ReLU: :math:`z = x` for :math:`x \ge 0`, :math:`z = a x` otherwise (:math:`a > 0`).
 
     Args:
         negative_slope: The slope :math:`a` for negative inputs.
@@ -241,6 +247,7 @@ class LeakyReLU(Elementwise):
         return x, negative.to(z.dtype) * -math.log(self.negative_slope)
 
     def extra_repr(self) -> str:
+        """The negative slope and event rank, for ``repr``."""
         return ", ".join(
             filter(None, [f"negative_slope={self.negative_slope}", super().extra_repr()])
         )

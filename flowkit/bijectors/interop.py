@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.distributions import constraints
@@ -32,7 +34,8 @@ class BijectorTransform(Transform):
     when ``cache_size == 1``, ``log_abs_det_jacobian(x, y)`` with the batch shape of ``x`` over the
     domain's event dimensions, ``forward_shape``/``inverse_shape``, ``domain``/``codomain`` with the
     bijector's event ranks, and ``sign`` for elementwise monotone bijectors. The log-determinant is
-    computed together with the value, so ``TransformedDistribution.log_prob`` runs the bijector once.
+    computed together with the value, so ``TransformedDistribution.log_prob`` runs the bijector
+    once.
 
     Args:
         bijector: The bijector to expose.
@@ -55,24 +58,31 @@ class BijectorTransform(Transform):
         self.context = context
         self._last: tuple[Tensor, Tensor, Tensor] | None = None
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The bijector's domain, reinterpreted over its event rank."""
         return _with_event_rank(self.bijector.domain, self.bijector.event_rank)
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The bijector's codomain, reinterpreted over its latent rank."""
         return _with_event_rank(self.bijector.codomain, self.bijector.latent_rank)
 
     @property
-    def sign(self) -> int:  # type: ignore[override]
+    def sign(self) -> int:
+        """Sign of the derivative; NotImplementedError unless the bijector is elementwise."""
         if self.bijector.event_rank != 0 or not hasattr(self.bijector, "sign"):
             raise NotImplementedError(
                 f"sign is defined only for elementwise monotone bijectors, not "
                 f"{type(self.bijector).__name__}"
             )
-        return self.bijector.sign
+        # Elementwise bijectors declare their sign as an int class attribute.
+        return cast(int, self.bijector.sign)
 
     def with_cache(self, cache_size: int = 1) -> BijectorTransform:
+        """This transform with another cache size (itself if the size is the same)."""
         if cache_size == self._cache_size:
             return self
         return BijectorTransform(self.bijector, self.context, cache_size=cache_size)
@@ -100,6 +110,7 @@ class BijectorTransform(Transform):
         return x
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        """Log-determinant at ``x``, reused from the last call when ``(x, y)`` match it."""
         last = self._last
         if last is not None and last[0] is x and last[1] is y:
             return last[2]
@@ -107,9 +118,11 @@ class BijectorTransform(Transform):
         return log_abs_det
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The bijector's ``forward_shape``."""
         return self.bijector.forward_shape(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The bijector's ``inverse_shape``."""
         return self.bijector.inverse_shape(shape)
 
     def __repr__(self) -> str:
@@ -131,7 +144,8 @@ class TransformBijector(Bijector):
         super().__init__()
         if not isinstance(transform, Transform):
             raise TypeError(
-                f"from_transform expects a torch.distributions.Transform, got {type(transform).__name__}"
+                "from_transform expects a torch.distributions.Transform, got "
+                f"{type(transform).__name__}"
             )
         if not transform.bijective:
             raise ValueError(f"from_transform expects a bijective transform, got {transform!r}")
@@ -140,14 +154,19 @@ class TransformBijector(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """Event rank of the transform's codomain."""
         return self.transform.codomain.event_dim
 
+    # The base class declares domain and codomain as attributes, and mypy rejects
+    # read-only properties in their place.
     @property
     def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The transform's domain."""
         return self.transform.domain
 
     @property
     def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The transform's codomain."""
         return self.transform.codomain
 
     @property
@@ -184,11 +203,13 @@ class TransformBijector(Bijector):
         check_support(owner, value, self.codomain if inverse else self.domain, what)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the transform; return ``(z, log_abs_det)`` summed over the event."""
         self._check(x, inverse=False)
         y = self.transform(x)
         return y, self._log_abs_det(x, y, self.event_rank)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the transform's inverse; return ``(x, log_abs_det)`` of that inverse."""
         self._check(z, inverse=True)
         x = self.transform.inv(z)
         return x, -self._log_abs_det(x, z, self.event_rank)
@@ -213,19 +234,22 @@ class TransformBijector(Bijector):
         super().__setstate__(state)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The transform's ``forward_shape``."""
         return torch.Size(self.transform.forward_shape(shape))
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The transform's ``inverse_shape``."""
         return torch.Size(self.transform.inverse_shape(shape))
 
     def as_transform(self, context: Tensor | None = None, cache_size: int = 1) -> Transform:
+        """The wrapped transform itself, with the requested cache size."""
         return self.transform.with_cache(cache_size)
 
 
 def _portable(transform: Transform) -> tuple:
     """``transform`` as nested tuples in which inverses survive pickling (see ``_rebuild``)."""
     if isinstance(transform, _InverseTransform):
-        return ("inverse", _portable(transform._inv))
+        return ("inverse", _portable(transform.inv))
     if isinstance(transform, ComposeTransform):
         return ("compose", [_portable(part) for part in transform.parts], transform._cache_size)
     if isinstance(transform, IndependentTransform):

@@ -22,9 +22,10 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
 
     ``lu=True`` (the default, as in Glow's fast variant) parameterises
     :math:`W = P L (U + \mathrm{diag}(\mathrm{sign}(s) e^{\log|s|}))` with a fixed permutation
-    :math:`P`, unit lower-triangular :math:`L`, strictly upper-triangular :math:`U` and a fixed sign,
-    so :math:`\log|\det W| = \sum \log|s|` costs :math:`O(C)`. ``lu=False`` learns :math:`W` itself
-    and takes its log-determinant by ``slogdet`` in float64. Both start from a random rotation.
+    :math:`P`, unit lower-triangular :math:`L`, strictly upper-triangular :math:`U` and a fixed
+    sign, so :math:`\log|\det W| = \sum \log|s|` costs :math:`O(C)`. ``lu=False`` learns :math:`W`
+    itself and takes its log-determinant by ``slogdet`` in float64. Both start from a random
+    rotation.
 
     The weight, its inverse (computed in float64) and the log-determinant depend only on the
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
@@ -53,6 +54,10 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
         >>> bool(torch.allclose(conv.inverse(z)[0], x, atol=1e-5))
         True
     """
+
+    permutation: Tensor
+    sign_s: Tensor
+    lower_mask: Tensor
 
     event_rank = 3
 
@@ -117,30 +122,35 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
         return (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Multiply every pixel's channels by :math:`W`; return ``(z, log_abs_det)``."""
         check_event_shape("InvertibleConv1x1", x, (self.channels, None, None))
         weight = self._derived("weight")
         return self._apply_matrix(x, weight), self._log_abs_det(x, self._derived("log_det"))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Multiply every pixel's channels by :math:`W^{-1}`; return ``(x, log_abs_det)``."""
         check_event_shape("InvertibleConv1x1", z, (self.channels, None, None), "latent")
         inverse = self._derived("inverse")
         return self._apply_matrix(z, inverse), -self._log_abs_det(z, self._derived("log_det"))
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("InvertibleConv1x1", shape, (self.channels, None, None))
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Channels and parameterisation, for ``repr``."""
         return f"{self.channels}, lu={self.lu}"
 
 
 class Permute(Bijector):
-    """A fixed permutation of the first event dimension (channels of an image, entries of a vector).
+    r"""A fixed permutation of the first event dimension (image channels, vector entries).
 
-    :math:`z_i = x_{\\pi(i)}`; :math:`\\log|\\det J| = 0`. Build one from an explicit permutation,
+    :math:`z_i = x_{\pi(i)}`; :math:`\log|\det J| = 0`. Build one from an explicit permutation,
     or with :meth:`reverse` (Glow's "reverse") or :meth:`shuffle` (a seeded random permutation).
     The permutation is a buffer, saved in the state dict.
 
@@ -152,6 +162,9 @@ class Permute(Bijector):
         >>> Permute([2, 0, 1])(torch.tensor([[10.0, 20.0, 30.0]]))[0]
         tensor([[30., 10., 20.]])
     """
+
+    permutation: Tensor
+    inverse_permutation: Tensor
 
     def __init__(self, permutation: Sequence[int] | Tensor, *, event_rank: int = 1) -> None:
         super().__init__()
@@ -189,21 +202,26 @@ class Permute(Bijector):
         return y, x.new_zeros(x.shape[: x.dim() - self.event_rank])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Permute the first event dimension; the log-determinant is zero."""
         check_event_shape("Permute", x, self._pattern())
         return self._permute(x, self.permutation)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply the inverse permutation; the log-determinant is zero."""
         check_event_shape("Permute", z, self._pattern(), "latent")
         return self._permute(z, self.inverse_permutation)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the permuted dimension's size."""
         check_event_shape("Permute", shape, self._pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Size and event rank, for ``repr``."""
         return f"{self.channels}, event_rank={self.event_rank}"
 
 
@@ -224,6 +242,9 @@ class AffineConv1x1(DerivedWeights, Bijector):
         >>> conv(torch.zeros(1, 3, 2, 2))[0][0, :, 0, 0]
         tensor([1., 1., 1.])
     """
+
+    weight: Tensor
+    bias: Tensor
 
     event_rank = 3
 
@@ -259,23 +280,28 @@ class AffineConv1x1(DerivedWeights, Bijector):
         return F.conv2d(flat, matrix.view(self.channels, self.channels, 1, 1)).reshape(x.shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply :math:`z = W x + b` at every pixel; return ``(z, log_abs_det)``."""
         check_event_shape("AffineConv1x1", x, (self.channels, None, None))
         log_det = self._derived("log_det")
         z = self._conv(x, self.weight) + self.bias.view(-1, 1, 1)
         return z, (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Apply :math:`x = W^{-1} (z - b)` at every pixel; return ``(x, log_abs_det)``."""
         check_event_shape("AffineConv1x1", z, (self.channels, None, None), "latent")
         inverse, log_det = self._derived("inverse"), self._derived("log_det")
         x = self._conv(z - self.bias.view(-1, 1, 1), inverse)
         return x, -(log_det * (z.shape[-1] * z.shape[-2])).expand(z.shape[:-3])
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("AffineConv1x1", shape, (self.channels, None, None))
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Channels, for ``repr``."""
         return f"{self.channels}"

@@ -189,6 +189,11 @@ class LULinear(_DenseLinear):
         True
     """
 
+    lower_indices: Tensor
+    upper_indices: Tensor
+    permutation: Tensor
+    sign: Tensor
+
     def __init__(
         self,
         features: int,
@@ -282,6 +287,7 @@ class HouseholderLinear(_DenseLinear):
         return self.vectors.new_zeros(())
 
     def extra_repr(self) -> str:
+        """Features and number of reflections, for ``repr``."""
         return f"{self.features}, reflections={self.reflections}"
 
 
@@ -313,6 +319,8 @@ class QRLinear(_ReflectionLinear):
         >>> log_abs_det.shape
         torch.Size([5])
     """
+
+    upper_indices: Tensor
 
     def _init_factors(self, vectors: Tensor) -> None:
         self.vectors = nn.Parameter(vectors)

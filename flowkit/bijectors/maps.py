@@ -50,9 +50,11 @@ class ElementwiseMap(nn.Module):
         return tuple(theta.select(dim, index) for index in range(self.params_per_element))
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Map ``x`` given ``params``; return ``y`` and the log-derivative (None if zero)."""
         raise NotImplementedError
 
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Invert the map at ``y`` given ``params``; return ``x`` and its log-derivative."""
         raise NotImplementedError
 
 
@@ -86,6 +88,7 @@ class AffineMap(ElementwiseMap):
         self.shift_first = bool(shift_first)
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Scale and shift ``x``; return ``y`` and the log-scale as the log-derivative."""
         shift, raw_scale = params
         log_scale = self.log_scale_fn(raw_scale)
         scale = log_scale.exp()
@@ -93,6 +96,7 @@ class AffineMap(ElementwiseMap):
         return y, log_scale
 
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Undo the scale and shift; return ``x`` and minus the log-scale."""
         shift, raw_scale = params
         log_scale = self.log_scale_fn(raw_scale)
         inverse_scale = torch.exp(-log_scale)
@@ -100,6 +104,7 @@ class AffineMap(ElementwiseMap):
         return x, -log_scale
 
     def extra_repr(self) -> str:
+        """Scale function and order of operations, for ``repr``."""
         return f"scale_fn={self.scale_fn_name!r}, shift_first={self.shift_first}"
 
 
@@ -114,9 +119,11 @@ class AdditiveMap(ElementwiseMap):
     params_per_element = 1
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Add the shift; volume-preserving, so the log-derivative is None."""
         return x + params[0], None
 
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Subtract the shift; the log-derivative is None."""
         return y - params[0], None
 
 
@@ -158,6 +165,7 @@ class SplineMap(ElementwiseMap):
         self.params_per_element = spline_params_per_element(bins)
 
     def unpack(self, theta: Tensor, dim: int) -> Params:
+        """Move the spline parameters of each element from ``dim`` to the last axis."""
         # Each element's parameters on the last axis, as the spline's knots are built along it.
         return (theta.movedim(dim, -1),)
 
@@ -171,10 +179,13 @@ class SplineMap(ElementwiseMap):
         )
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Evaluate the spline at ``x``; return ``y`` and the log-derivative."""
         return rq_spline_forward(x, self._knots(params[0]), self.tail_bound)
 
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Invert the spline at ``y``; return ``x`` and the log-derivative of the inverse."""
         return rq_spline_inverse(y, self._knots(params[0]), self.tail_bound)
 
     def extra_repr(self) -> str:
+        """Bins and tail bound, for ``repr``."""
         return f"bins={self.bins}, tail_bound={self.tail_bound}"

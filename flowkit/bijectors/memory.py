@@ -21,12 +21,13 @@ class _InvertibleChain(torch.autograd.Function):
     """Runs a chain without storing activations; the backward pass rebuilds them with ``inverse``.
 
     Only the chain's input (for the drift check) and output are saved. In backward, each part's
-    input is reconstructed from its output with the exact inverse, the part is re-run under autograd,
-    and the gradient flows one part at a time, so memory does not grow with the chain's length.
+    input is reconstructed from its output with the exact inverse, the part is re-run under
+    autograd, and the gradient flows one part at a time, so memory does not grow with the chain's
+    length.
     """
 
     @staticmethod
-    def forward(ctx, chain, context, tolerance, batch_rank, x, *parameters):  # type: ignore[override]
+    def forward(ctx, chain, context, tolerance, batch_rank, x, *parameters):
         ctx.chain = chain
         ctx.context = context
         ctx.tolerance = tolerance
@@ -38,7 +39,7 @@ class _InvertibleChain(torch.autograd.Function):
         return z, log_abs_det
 
     @staticmethod
-    def backward(ctx, grad_z, grad_log_abs_det):  # type: ignore[override]
+    def backward(ctx, grad_z, grad_log_abs_det):
         x, z = ctx.saved_tensors
         chain, context, batch_rank = ctx.chain, ctx.context, ctx.batch_rank
         parameters = [p for p in chain.parameters() if p.requires_grad]

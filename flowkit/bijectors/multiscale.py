@@ -107,21 +107,23 @@ class FactorOut(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """The latent is a flat vector of both parts."""
         return 1
 
-    def _prior_params(self, h: Tensor, context: Tensor | None) -> Tensor:
-        params = call_network(self.prior, h, self.event_rank, context, self.pass_context)
+    def _prior_params(self, prior: nn.Module, h: Tensor, context: Tensor | None) -> Tensor:
+        params = call_network(prior, h, self.event_rank, context, self.pass_context)
         _check_params("FactorOut", params, self.factored_shape[0], self.event_rank)
         return params
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Standardise the factored part, map the kept part by ``inner``; return the flat latent."""
         check_event_shape("FactorOut", x, self.event_shape)
         batch_rank = x.dim() - self.event_rank
         h = x.narrow(batch_rank, 0, self.kept_channels)
         z = x.narrow(batch_rank, self.kept_channels, self.factored_shape[0])
         if self.prior is not None:
             _, log_scale, eps = _gaussian_standardize(
-                z, self._prior_params(h, context), self.event_rank
+                z, self._prior_params(self.prior, h, context), self.event_rank
             )
             log_abs_det = -log_scale.expand_as(z).flatten(batch_rank).sum(-1)
         else:
@@ -132,6 +134,7 @@ class FactorOut(Bijector):
         return latent, log_abs_det
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Invert ``inner`` on the kept part, then undo the factored part's standardisation."""
         check_event_shape("FactorOut", z, (self.latent_size,), "latent")
         batch_shape = z.shape[:-1]
         batch_rank = len(batch_shape)
@@ -140,7 +143,7 @@ class FactorOut(Bijector):
         h, log_abs_det = self.inner.inverse(inner_z, context)
         log_abs_det = reduce_to_batch(log_abs_det, batch_rank)
         if self.prior is not None:
-            params = self._prior_params(h, context)
+            params = self._prior_params(self.prior, h, context)
             dim = params.dim() - self.event_rank
             mean, log_scale = every_nth(params, dim, 0, 2), every_nth(params, dim, 1, 2)
             factored = eps * log_scale.exp() + mean
@@ -150,25 +153,29 @@ class FactorOut(Bijector):
         return torch.cat([h, factored], dim=batch_rank), log_abs_det
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by the flat latent size."""
         check_event_shape("FactorOut", shape, self.event_shape)
         return torch.Size(tuple(shape)[: len(shape) - self.event_rank] + (self.latent_size,))
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by the event shape."""
         check_event_shape("FactorOut", shape, (self.latent_size,), "latent")
         return torch.Size(tuple(shape)[:-1] + self.event_shape)
 
     def extra_repr(self) -> str:
+        """Event shape and kept channels, for ``repr``."""
         return f"event_shape={self.event_shape}, kept_channels={self.kept_channels}"
 
 
 class Standardize(Bijector):
-    r"""Standardise under a learned (conditional) diagonal Gaussian: :math:`z = (x - \mu) e^{-\log\sigma}`.
+    r"""Standardise under a learned (conditional) diagonal Gaussian.
 
-    This moves a learned prior :math:`N(\mu, \sigma^2)` into the bijector, leaving :math:`N(0, I)`
-    as the base, e.g. Glow's learned top prior (``learn_top``), optionally class-conditional.
-    :math:`(\mu, \log\sigma)` come from ``prior(context)`` if its forward takes a context, or
-    ``prior()`` otherwise, as ``2 * C`` channels interleaved (``[:, 0::2]`` the mean) that broadcast
-    against the event. :math:`\log|\det J| = -\sum \log\sigma`.
+    :math:`z = (x - \mu) e^{-\log\sigma}`. This moves a learned prior :math:`N(\mu, \sigma^2)` into
+    the bijector, leaving :math:`N(0, I)` as the base, e.g. Glow's learned top prior
+    (``learn_top``), optionally class-conditional. :math:`(\mu, \log\sigma)` come from
+    ``prior(context)`` if its forward takes a context, or ``prior()`` otherwise, as ``2 * C``
+    channels interleaved (``[:, 0::2]`` the mean) that broadcast against the event.
+    :math:`\log|\det J| = -\sum \log\sigma`.
 
     Args:
         prior: Module returning the parameters (see :class:`flowkit.nn.GlowTopPrior`).
@@ -197,23 +204,28 @@ class Standardize(Bijector):
         return log_scale.expand_as(x).flatten(batch_rank).sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Standardise: :math:`z = (x - \mu) e^{-\log\sigma}`; return ``(z, log_abs_det)``."""
         check_event_shape("Standardize", x, self._pattern())
         mean, log_scale = self._params(context)
         return (x - mean) * torch.exp(-log_scale), -self._log_abs_det(log_scale, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Un-standardise: :math:`x = z e^{\log\sigma} + \mu`; return ``(x, log_abs_det)``."""
         check_event_shape("Standardize", z, self._pattern(), "latent")
         mean, log_scale = self._params(context)
         return z * log_scale.exp() + mean, self._log_abs_det(log_scale, z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("Standardize", shape, self._pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Channels and event rank, for ``repr``."""
         return f"{self.channels}, event_rank={self.event_rank}"
 
 
@@ -221,8 +233,8 @@ def latent_shapes(bijector: Bijector, event_shape: Sequence[int]) -> list[tuple[
     """Event shapes of the pieces that make up ``bijector``'s latent for an input ``event_shape``.
 
     For a multi-scale model (nested :class:`FactorOut`) these are the factored-out shapes, level by
-    level, then the top; a trailing :class:`Reshape`/:class:`Flatten` reports the shape it flattened.
-    Any other bijector is one piece, its output shape.
+    level, then the top; a trailing :class:`Reshape`/:class:`Flatten` reports the shape it
+    flattened. Any other bijector is one piece, its output shape.
     """
     event_shape = tuple(event_shape)
     if isinstance(bijector, FactorOut):

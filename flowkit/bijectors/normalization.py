@@ -57,21 +57,25 @@ class ActNorm(ActNormBase, Bijector):
         return (log_scale.sum() * positions).expand(x.shape[: x.dim() - self.event_rank])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Scale and shift per channel; return ``(z, log_abs_det)``."""
         check_event_shape("ActNorm", x, self._event_pattern())
         z = self.normalize(x)
         return z, self._log_abs_det(x, self.applied_log_scale())
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Undo the per-channel shift and scale; return ``(x, log_abs_det)``."""
         check_event_shape("ActNorm", z, self._event_pattern(), "latent")
         log_scale = self.applied_log_scale()
         x = z * torch.exp(-log_scale) - self.bias
         return x, -self._log_abs_det(z, log_scale)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("ActNorm", shape, self._event_pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
 
@@ -121,6 +125,9 @@ class BatchNorm(Bijector):
         True
         >>> x, _ = norm.eval().inverse(z)
     """
+
+    running_mean: Tensor
+    running_var: Tensor
 
     def __init__(
         self,
@@ -172,6 +179,7 @@ class BatchNorm(Bijector):
         return (per_channel.sum() * positions).expand(x.shape[: x.dim() - self.event_rank])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Normalise by batch (training) or running (evaluation) statistics; scale and shift."""
         check_event_shape("BatchNorm", x, self._event_pattern())
         if self.training:
             mean, var = self._batch_statistics(x)
@@ -181,6 +189,7 @@ class BatchNorm(Bijector):
         return z, self._log_abs_det(x, var)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Undo the normalisation with the running statistics (evaluation mode only)."""
         check_event_shape("BatchNorm", z, self._event_pattern(), "latent")
         if self.training:
             raise InverseNotAvailable(
@@ -193,13 +202,16 @@ class BatchNorm(Bijector):
         return x + self.running_mean, -self._log_abs_det(z, var)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking the channel count."""
         check_event_shape("BatchNorm", shape, self._event_pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
         return self.forward_shape(shape)
 
     def extra_repr(self) -> str:
+        """Channels, event rank, momentum and eps, for ``repr``."""
         return (
             f"{self.channels}, event_rank={self.event_rank}, momentum={self.momentum}, "
             f"eps={self.eps}"

@@ -18,10 +18,10 @@ __all__ = ["Flatten", "Reshape", "Squeeze"]
 class Squeeze(Bijector):
     r"""Space-to-depth: each ``factor x factor`` patch becomes ``factor**2`` channels.
 
-    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``: output
-    channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each patch,
-    which is also the layout of Glow's official ``squeeze2d``. The inverse is ``pixel_shuffle``;
-    :math:`\log|\det J| = 0`.
+    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``:
+    output channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each
+    patch, which is also the layout of Glow's official ``squeeze2d``. The inverse is
+    ``pixel_shuffle``; :math:`\log|\det J| = 0`.
 
     Args:
         factor: Patch size ``f``; ``H`` and ``W`` must be divisible by it.
@@ -43,14 +43,17 @@ class Squeeze(Bijector):
         self.factor = int(factor)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Move each patch into channels; the log-determinant is zero."""
         self.forward_shape(x.shape)
         return _pixel_op(F.pixel_unshuffle, x, self.factor), x.new_zeros(x.shape[:-3])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Move the channels back into patches; the log-determinant is zero."""
         self.inverse_shape(z.shape)
         return _pixel_op(F.pixel_shuffle, z, self.factor), z.new_zeros(z.shape[:-3])
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """``(..., C, H, W)`` to ``(..., C f^2, H / f, W / f)``; checks that ``f`` divides H, W."""
         self._check_rank(shape, 3, "input")
         *batch, channels, height, width = shape
         f = self.factor
@@ -63,6 +66,7 @@ class Squeeze(Bijector):
         return torch.Size((*batch, channels * f * f, height // f, width // f))
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """``(..., C, H, W)`` to ``(..., C / f^2, H f, W f)``; checks that ``f^2`` divides C."""
         self._check_rank(shape, 3, "latent")
         *batch, channels, height, width = shape
         f = self.factor
@@ -74,6 +78,7 @@ class Squeeze(Bijector):
         return torch.Size((*batch, channels // (f * f), height * f, width * f))
 
     def extra_repr(self) -> str:
+        """The patch size, for ``repr``."""
         return f"factor={self.factor}"
 
 
@@ -86,9 +91,9 @@ def _pixel_op(op, x: Tensor, factor: int) -> Tensor:
 
 
 class Reshape(Bijector):
-    """Reshape the event from ``in_shape`` to ``out_shape`` (same number of elements).
+    r"""Reshape the event from ``in_shape`` to ``out_shape`` (same number of elements).
 
-    :math:`\\log|\\det J| = 0`.
+    :math:`\log|\det J| = 0`.
 
     Args:
         in_shape: Event shape of ``x``.
@@ -112,27 +117,33 @@ class Reshape(Bijector):
 
     @property
     def latent_rank(self) -> int:
+        """Length of ``out_shape``."""
         return len(self.out_shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reshape the event to ``out_shape``; the log-determinant is zero."""
         check_event_shape(type(self).__name__, x, self.in_shape)
         batch_shape = x.shape[: x.dim() - self.event_rank]
         return x.reshape(batch_shape + self.out_shape), x.new_zeros(batch_shape)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reshape the event back to ``in_shape``; the log-determinant is zero."""
         check_event_shape(type(self).__name__, z, self.out_shape, "latent")
         batch_shape = z.shape[: z.dim() - self.latent_rank]
         return z.reshape(batch_shape + self.in_shape), z.new_zeros(batch_shape)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by ``out_shape``."""
         check_event_shape(type(self).__name__, shape, self.in_shape)
         return torch.Size(tuple(shape)[: len(shape) - self.event_rank] + self.out_shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
+        """Batch shape followed by ``in_shape``."""
         check_event_shape(type(self).__name__, shape, self.out_shape, "latent")
         return torch.Size(tuple(shape)[: len(shape) - self.latent_rank] + self.in_shape)
 
     def extra_repr(self) -> str:
+        """Event shapes in and out, for ``repr``."""
         return f"{self.in_shape} -> {self.out_shape}"
 
 

@@ -45,10 +45,10 @@ ScaleFunction = Union[str, Callable[[Tensor], Tensor]]
 
 
 def resolve_scale_fn(scale_fn: ScaleFunction, owner: str) -> tuple[str, Callable[[Tensor], Tensor]]:
-    """Look up a named scale function (or accept a callable); return ``(name, function)``.
+    r"""Look up a named scale function (or accept a callable); return ``(name, function)``.
 
     Args:
-        scale_fn: A name in :data:`SCALE_FUNCTIONS` or a callable :math:`h \\mapsto \\log s`
+        scale_fn: A name in :data:`SCALE_FUNCTIONS` or a callable :math:`h \mapsto \log s`
             (a module, such as :class:`flowkit.nn.ScaledTanh`, brings its parameters along).
         owner: Name of the caller, for the error message.
 

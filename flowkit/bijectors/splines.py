@@ -99,6 +99,7 @@ class RationalQuadraticSpline(Elementwise):
         return rq_spline_inverse(z, self.knots(), self.tail_bound)
 
     def extra_repr(self) -> str:
+        """Bins, tail bound and event rank, for ``repr``."""
         parts = [f"bins={self.bins}", f"tail_bound={self.tail_bound}", super().extra_repr()]
         return ", ".join(filter(None, parts))
 
@@ -222,6 +223,7 @@ class SplineAutoregressive(Autoregressive):
         self.context_features = context_features
 
     def extra_repr(self) -> str:
+        """Features, context features, bins and tail bound, for ``repr``."""
         return (
             f"features={self.features}, context_features={self.context_features}, "
             f"bins={self.transform.bins}, tail_bound={self.transform.tail_bound}"

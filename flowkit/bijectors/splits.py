@@ -28,15 +28,19 @@ class Split(nn.Module):
     event_rank: int
 
     def pattern(self) -> tuple[int | None, ...]:
+        """Expected event shape, None where any size fits (for ``check_event_shape``)."""
         raise NotImplementedError
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Split ``x`` into the conditioner's input ``x_a`` and the transformed part ``x_b``."""
         raise NotImplementedError
 
     def merge(self, x_a: Tensor, y_b: Tensor) -> Tensor:
+        """Put the kept ``x_a`` and the transformed ``y_b`` back into one tensor."""
         raise NotImplementedError
 
     def only_transformed(self, log_derivative: Tensor) -> Tensor:
+        """Keep the log-derivatives of the transformed elements (all of them, by default)."""
         return log_derivative
 
 
@@ -88,9 +92,11 @@ class ChannelSplit(Split):
         self.contiguous = bool(torch.equal(kept, torch.arange(kept.numel())))
 
     def pattern(self) -> tuple[int | None, ...]:
+        """Channel count, then any size for the other event dimensions."""
         return (self.channels,) + (None,) * (self.event_rank - 1)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Select the kept and the changed channels."""
         dim = x.dim() - self.event_rank
         if self.contiguous:
             changed = self.channels - self.kept_channels
@@ -98,11 +104,13 @@ class ChannelSplit(Split):
         return x.index_select(dim, self.kept_index), x.index_select(dim, self.changed_index)
 
     def merge(self, x_a: Tensor, y_b: Tensor) -> Tensor:
+        """Concatenate and restore the original channel order."""
         dim = x_a.dim() - self.event_rank
         merged = torch.cat([x_a, y_b], dim=dim)
         return merged if self.contiguous else merged.index_select(dim, self.merge_index)
 
     def extra_repr(self) -> str:
+        """Kept indices and event rank, for ``repr``."""
         return f"kept={self.kept_index.tolist()}, event_rank={self.event_rank}"
 
 
@@ -135,19 +143,24 @@ class MaskSplit(Split):
         self.register_buffer("mask", mask)
 
     def pattern(self) -> tuple[int | None, ...]:
+        """The mask's shape, None where it broadcasts."""
         return tuple(None if size == 1 else size for size in self.mask.shape)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` with the changed elements zeroed, and ``x`` itself."""
         return x * self.mask, x
 
     def merge(self, x_a: Tensor, y_b: Tensor) -> Tensor:
+        """``x_a`` where the mask is True, ``y_b`` elsewhere."""
         # Where the mask is True, x_a = x * 1 = x exactly.
         return torch.where(self.mask, x_a, y_b)
 
     def only_transformed(self, log_derivative: Tensor) -> Tensor:
+        """Zero the log-derivatives where the mask keeps the element."""
         return log_derivative.masked_fill(self.mask, 0.0)
 
     def extra_repr(self) -> str:
+        """The mask's shape, for ``repr``."""
         return f"shape={tuple(self.mask.shape)}"
 
 

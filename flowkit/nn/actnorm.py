@@ -119,6 +119,7 @@ class ActNormBase(DataDependentInit):
         self.log_scale.copy_(log_scale.reshape(self.log_scale.shape))
 
     def extra_repr(self) -> str:
+        """Channels and event rank, for ``repr``."""
         return f"{self.channels}, event_rank={self.event_rank}"
 
 
@@ -149,4 +150,5 @@ class ActNorm(ActNormBase):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        """Scale and shift ``x`` per channel."""
         return self.normalize(x)

@@ -1,4 +1,4 @@
-"""Convolution layers of Glow's networks: edge-aware 3x3 convolutions and zero-initialised outputs."""
+"""Glow's convolution layers: edge-aware 3x3 convolutions and zero-initialised outputs."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ class EdgeConv2d(nn.Module):
     depend on the data, so its contribution is a fixed bias map: this layer computes
     ``conv(pad(x), W_x) + conv(edge, W_edge)`` without materialising the concatenated input. The
     weight keeps the official ``(out, in + 1, k, k)`` shape (the last input channel is the edge
-    channel). A 1x1 kernel has no padding and no edge channel. The weights of the image channels and
-    of the edge channel are stored as two parameters (``weight`` and ``edge_weight``), which together
-    have the official ``(out, in + 1, k, k)`` size; separate contiguous tensors keep the convolution
-    on oneDNN's fast path.
+    channel). A 1x1 kernel has no padding and no edge channel. The weights of the image channels
+    and of the edge channel are stored as two parameters (``weight`` and ``edge_weight``), which
+    together have the official ``(out, in + 1, k, k)`` size; separate contiguous tensors keep the
+    convolution on oneDNN's fast path.
 
     Args:
         in_channels: Input channels.
@@ -40,6 +40,10 @@ class EdgeConv2d(nn.Module):
         bias: Add a learned bias per output channel.
         init_std: Standard deviation of the normal initial weights; 0 for zeros.
     """
+
+    weight: Tensor
+    edge_weight: Tensor | None
+    bias: Tensor | None
 
     def __init__(
         self,
@@ -68,11 +72,11 @@ class EdgeConv2d(nn.Module):
     def forward(
         self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None
     ) -> Tensor:
-        """Convolve ``x``; with ``scale`` and ``shift`` (per output channel), return
-        ``scale * conv(x) + shift`` computed in weight space, without a pass over the output.
+        """Convolve ``x``, optionally scaled and shifted per output channel in weight space.
 
-        That is how a following ActNorm or output scale costs nothing on the activations: the
-        scale multiplies the (small) weight and the shift becomes the bias.
+        With ``scale`` and ``shift`` this returns ``scale * conv(x) + shift`` without a pass over
+        the output. That is how a following ActNorm or output scale costs nothing on the
+        activations: the scale multiplies the (small) weight and the shift becomes the bias.
         """
         weight, edge_weight, bias = self.weight, self.edge_weight, self.bias
         if scale is not None:
@@ -99,8 +103,8 @@ class EdgeConv2d(nn.Module):
 class ZeroConv2d(EdgeConv2d):
     r"""Zero-initialised output convolution with a learned per-channel output scale.
 
-    :math:`y = (\mathrm{conv}(x) + b) \odot e^{3 s}`, with weight, :math:`b` and :math:`s` all zero at
-    the start, so the network it ends outputs zeros (couplings start as the identity, priors as
+    :math:`y = (\mathrm{conv}(x) + b) \odot e^{3 s}`, with weight, :math:`b` and :math:`s` all zero
+    at the start, so the network it ends outputs zeros (couplings start as the identity, priors as
     :math:`N(0, I)`). The factor 3 (``log_scale_factor``) is the official code's.
 
     Args:
@@ -126,15 +130,21 @@ class ZeroConv2d(EdgeConv2d):
         self.log_scale_factor = float(log_scale_factor)
         self.log_scale = nn.Parameter(torch.zeros(out_channels, 1, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x, scale=torch.exp(self.log_scale * self.log_scale_factor).flatten())
+    def forward(
+        self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None
+    ) -> Tensor:
+        """Return :math:`y`; ``scale`` and ``shift`` map it further as :class:`EdgeConv2d` does."""
+        output_scale = torch.exp(self.log_scale * self.log_scale_factor).flatten()
+        if scale is not None:
+            output_scale = output_scale * scale
+        return super().forward(x, scale=output_scale, shift=shift)
 
 
 class LinearZeros(nn.Module):
-    r"""Zero-initialised linear layer with a learned output scale: :math:`y = (W x + b) \odot e^{3 s}`.
+    r"""Zero-initialised linear layer with a learned output scale.
 
-    Glow's official ``linear_zeros``, used for the class embedding of the top prior and the
-    classifier head.
+    :math:`y = (W x + b) \odot e^{3 s}`. Glow's official ``linear_zeros``, used for the class
+    embedding of the top prior and the classifier head.
 
     Args:
         in_features: Input features.
@@ -152,6 +162,7 @@ class LinearZeros(nn.Module):
         self.log_scale_factor = float(log_scale_factor)
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Return :math:`(W x + b) \odot e^{3 s}`."""
         return F.linear(x, self.weight, self.bias) * torch.exp(
             self.log_scale * self.log_scale_factor
         )

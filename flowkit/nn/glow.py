@@ -16,12 +16,12 @@ __all__ = ["GlowConditioner", "GlowTopPrior"]
 
 
 class GlowConditioner(nn.Module):
-    """Glow's coupling network: conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm -> ReLU -> zero conv3x3.
+    """Glow's coupling network: conv3x3, ActNorm, ReLU, conv1x1, ActNorm, ReLU, zero conv3x3.
 
     As the official code's ``f``: hidden convolutions have no bias (ActNorm follows) and start from
     N(0, 0.05^2) weights; 3x3 convolutions see Glow's edge channel (``edge_bias``); the output
-    convolution is :class:`~flowkit.nn.ZeroConv2d`, so a new coupling is the identity (affine couplings
-    then scale by sigmoid(2)).
+    convolution is :class:`~flowkit.nn.ZeroConv2d`, so a new coupling is the identity (affine
+    couplings then scale by sigmoid(2)).
 
     Args:
         in_channels: Channels of the kept half ``x_a``.
@@ -64,9 +64,11 @@ class GlowConditioner(nn.Module):
         self.norm_hidden: ActNorm | None = ActNorm(hidden_channels)
         self.conv_out = ZeroConv2d(hidden_channels, out_channels, 3, edge_bias=edge_bias)
         if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Map ``x_a`` to the coupling's parameters, in ``compute_dtype`` under autocast if set."""
         if self.compute_dtype is None:
             return self._network(x)
         with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
@@ -96,16 +98,16 @@ def _conv_actnorm(conv: EdgeConv2d, norm: ActNorm | None, x: Tensor) -> Tensor:
 
 
 class GlowTopPrior(nn.Module):
-    """Parameters of Glow's learned top prior, optionally class-conditional, with its classifier head.
+    """Parameters of Glow's learned top prior, optionally class-conditional, and its classifier.
 
     As the official ``prior``: with ``learn_top`` a zero-initialised 3x3 convolution (edge channel
-    included) is applied to an all-zero input of shape ``(2C, H, W)``, which gives a learned bias per
-    channel plus learned offsets at the border; with ``num_classes`` a zero-initialised linear map of
-    the one-hot label is added to every position. The output, ``2C`` channels with mean and
+    included) is applied to an all-zero input of shape ``(2C, H, W)``, which gives a learned bias
+    per channel plus learned offsets at the border; with ``num_classes`` a zero-initialised linear
+    map of the one-hot label is added to every position. The output, ``2C`` channels with mean and
     log-scale interleaved, parameterises :class:`flowkit.bijectors.Standardize`.
 
-    ``class_logits(z_top)`` is the official auxiliary classifier: a zero-initialised linear map of the
-    top latent averaged over space.
+    ``class_logits(z_top)`` is the official auxiliary classifier: a zero-initialised linear map of
+    the top latent averaged over space.
 
     Args:
         channels: Channels ``C`` of the top latent.
@@ -141,27 +143,34 @@ class GlowTopPrior(nn.Module):
             self.classifier = LinearZeros(channels, num_classes)
 
     def one_hot(self, context: Tensor | None) -> Tensor:
-        """Integer class labels ``(*batch,)`` or float one-hot rows ``(*batch, num_classes)``, as one-hot."""
+        """Integer labels ``(*batch,)`` as one-hot rows; float one-hot rows pass through."""
+        num_classes = self.num_classes
+        if num_classes is None:
+            raise ValueError(
+                "GlowTopPrior.one_hot expects a class-conditional prior, got num_classes=None"
+            )
         if context is None:
             raise ValueError(
-                f"GlowTopPrior is class-conditional ({self.num_classes} classes) and expects a "
+                f"GlowTopPrior is class-conditional ({num_classes} classes) and expects a "
                 "context of class labels, shaped (batch,), got None"
             )
         if not context.is_floating_point():
-            if validation_enabled() and bool(((context < 0) | (context >= self.num_classes)).any()):
+            if validation_enabled() and bool(((context < 0) | (context >= num_classes)).any()):
                 raise ValueError(
-                    f"GlowTopPrior expects class labels in [0, {self.num_classes}), got values "
+                    f"GlowTopPrior expects class labels in [0, {num_classes}), got values "
                     f"from {int(context.min())} to {int(context.max())}"
                 )
-            return F.one_hot(context.long(), self.num_classes).to(self.class_embedding.weight.dtype)
-        if context.dim() >= 1 and context.shape[-1] == self.num_classes:
+            return F.one_hot(context.long(), num_classes).to(self.class_embedding.weight.dtype)
+        if context.dim() >= 1 and context.shape[-1] == num_classes:
             return context.to(self.class_embedding.weight.dtype)
         raise ValueError(
-            f"GlowTopPrior expects integer class labels shaped (batch,) or float one-hot rows shaped "
-            f"(batch, {self.num_classes}), got shape {tuple(context.shape)} and dtype {context.dtype}"
+            "GlowTopPrior expects integer class labels shaped (batch,) or float one-hot rows "
+            f"shaped (batch, {num_classes}), got shape {tuple(context.shape)} and dtype "
+            f"{context.dtype}"
         )
 
     def forward(self, context: Tensor | None = None) -> Tensor:
+        """Mean and log-scale interleaved; ``(1, 2C, H, W)``, batched when class-conditional."""
         reference = self.class_embedding.weight if self.conv is None else self.conv.weight
         zeros = reference.new_zeros((1, 2 * self.channels) + self.spatial_shape)
         params = zeros if self.conv is None else self.conv(zeros)

@@ -86,6 +86,7 @@ class MaskedLinear(nn.Linear):
         self.register_buffer("mask", (mask != 0).to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Linear map with the masked weight."""
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
@@ -229,6 +230,7 @@ class MADE(nn.Module):
             nn.init.zeros_(self.output_layer.bias)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Parameters of every feature, each from earlier features (and the context) only."""
         check_event_shape("MADE", x, (self.features,))
         if self.context_features is not None:
             if context is None:
@@ -251,6 +253,7 @@ class MADE(nn.Module):
         return self.output_layer(h)
 
     def extra_repr(self) -> str:
+        """Sizes and options, for ``repr``."""
         return (
             f"features={self.features}, params_per_feature={self.params_per_feature}, "
             f"hidden_features={self.hidden_features}, context_features={self.context_features}, "

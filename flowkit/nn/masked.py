@@ -34,6 +34,8 @@ class MaskedInput(nn.Module):
         torch.Size([2, 4, 8, 8])
     """
 
+    mask: Tensor
+
     def __init__(self, network: nn.Module, mask: Tensor) -> None:
         super().__init__()
         if mask.dim() not in (2, 3) or (mask.dim() == 3 and mask.shape[0] != 1):
@@ -45,5 +47,6 @@ class MaskedInput(nn.Module):
         self.register_buffer("mask", mask.to(torch.get_default_dtype()).reshape((1, 1) + spatial))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Append the mask as a channel and apply the network."""
         mask = self.mask.to(x.dtype).expand(x.shape[:-3] + (1,) + x.shape[-2:])
         return self.network(torch.cat([x, mask], dim=-3))

@@ -58,6 +58,7 @@ class MLP(nn.Module):
         self.network = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Apply the network to ``x``, concatenated with the context when there is one."""
         if self.context_features is None:
             return self.network(x)
         if context is None or context.shape[-1] != self.context_features:

@@ -53,6 +53,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` plus the residual branch (normalisation, ReLU, convolution, twice)."""
         h = self.conv_in(F.relu(self.norm_in(x)))
         return x + self.conv_out(F.relu(self.norm_out(h)))
 
@@ -128,9 +129,11 @@ class ResNet(nn.Module):
         self.norm_out = _norm(hidden_channels, batch_norm)
         self.conv_out = nn.Conv2d(hidden_channels, out_channels, 1)
         nn.init.zeros_(self.conv_out.weight)
+        assert self.conv_out.bias is not None
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Input convolution, residual blocks, then normalisation, ReLU and output convolution."""
         h = self.conv_in(x)
         for block in self.blocks:
             h = block(h)

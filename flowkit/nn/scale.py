@@ -51,7 +51,9 @@ class ScaledTanh(nn.Module):
         self.scale = nn.Parameter(torch.full(shape, float(init)))
 
     def forward(self, h: Tensor) -> Tensor:
+        r"""Return :math:`s \tanh(h)`."""
         return self.scale * torch.tanh(h)
 
     def extra_repr(self) -> str:
+        """Channels and event rank, for ``repr``."""
         return f"{self.channels}, event_rank={self.event_rank}"

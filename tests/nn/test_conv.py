@@ -72,6 +72,19 @@ def test_zero_conv_starts_at_zero_and_scales_its_output() -> None:
     assert_close(conv(x), expected)
 
 
+def test_zero_conv_folds_a_further_scale_and_shift() -> None:
+    torch.manual_seed(0)
+    conv = ZeroConv2d(3, 4).double()
+    with torch.no_grad():
+        for parameter in conv.parameters():
+            parameter.normal_()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    scale = torch.randn(4, dtype=torch.float64)
+    shift = torch.randn(4, dtype=torch.float64)
+    expected = conv(x) * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)
+    assert_close(conv(x, scale=scale, shift=shift), expected)
+
+
 def test_linear_zeros() -> None:
     layer = LinearZeros(3, 2)
     x = torch.randn(4, 3)
