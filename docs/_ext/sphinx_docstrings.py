@@ -1,10 +1,10 @@
-"""Griffe extension: render flowkit's Sphinx-flavoured Google docstrings with mkdocstrings.
+r"""Griffe extension: render flowkit's Sphinx-flavoured Google docstrings with mkdocstrings.
 
 flowkit's docstrings use Sphinx roles (``:math:`...```, ``:class:`...```, ``:func:`...```, ...) and
 an ``Example:`` section, as STYLE.md asks. mkdocstrings renders docstrings as Markdown, where the
 roles would show as literal text, and griffe's Google parser knows only ``Examples:``, so it
 would render the ``>>>`` lines of an ``Example:`` section as nested block quotes. This extension
-rewrites each docstring before it is parsed: math becomes ``\\(...\\)`` for
+rewrites each docstring before it is parsed: math becomes ``\(...\)`` for
 ``pymdownx.arithmatex``; a cross-reference becomes an autorefs link when it names a flowkit object
 (a broken one then fails ``mkdocs build --strict``) or inline code when it names another library's
 object; ``Example:`` becomes ``Examples:``.
@@ -74,6 +74,7 @@ class SphinxDocstrings(griffe.Extension):
     """Rewrite every docstring of a loaded package once its object tree is complete."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Rewrite the docstrings of ``pkg`` and every object below it."""
         for obj in _walk(pkg):
             if obj.docstring is not None:
                 obj.docstring.value = convert_docstring(obj.docstring.value, obj)
