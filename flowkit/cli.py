@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ SET_HELP = (
     "expected. Repeatable. Example: --set model.K=8 --set train.lr=0.0005"
 )
 
-# Keys of a run directory's config.json that describe the run rather than set it.
-_RECORD_KEYS = frozenset({"versions", "start_time", "started", "data"})
+# Keys of a run's config.json that record the run rather than set it; ignored on input.
+_RECORD_KEYS = frozenset({"data", "versions", "started"})
+# Keys of config.json that choose the data of a run; the options of the same names override them.
+_INPUT_KEYS = ("test_data", "test_fraction", "columns", "context_columns")
+# Temperatures of the image grids 'flowkit sample' draws by default.
+IMAGE_TEMPERATURES = (0.0, 0.5, 0.7, 1.0)
 # Image folders and tars split into these sub-folders hold a test split (flowkit.data.load_dataset).
 _SPLIT_FOLDERS = ("train", "test", "val")
 
@@ -117,6 +122,17 @@ def _has_split_folders(path: Path) -> bool:
 
 
 # --- configuration ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Settings:
+    """Everything ``flowkit train`` was told, merged: preset, config file, options, --set."""
+
+    preset: str | None
+    model_name: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    inputs: dict[str, Any]
+
+
 def _read_config_file(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
@@ -135,11 +151,15 @@ def _read_config_file(path: str) -> dict[str, Any]:
             raise UsageError(f"{file} is not valid JSON: {error}") from None
     if not isinstance(content, dict):
         raise UsageError(f"{file} must hold an object with 'preset', 'model' and 'train' sections")
-    unknown = set(content) - {"preset", "model", "train"} - _RECORD_KEYS
+    allowed = {"preset", "model_name", "model", "train", *_INPUT_KEYS}
+    unknown = set(content) - allowed - _RECORD_KEYS
     if unknown:
         raise UsageError(
-            f"{file} has unknown sections {sorted(unknown)}; expected 'preset', 'model', 'train'"
+            f"{file} has unknown sections {sorted(unknown)}; expected some of {sorted(allowed)}"
         )
+    for section in ("model", "train"):
+        if not isinstance(content.get(section) or {}, dict):
+            raise UsageError(f"{file}: the {section!r} section must be an object")
     return {key: value for key, value in content.items() if key not in _RECORD_KEYS}
 
 
@@ -176,38 +196,28 @@ def _fill(config_class: type, section: str, values: dict[str, Any]) -> Any:
     try:
         return config_class(**values)
     except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_one_line(error)) from None
 
 
-def resolve_configs(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Merge preset, config file, explicit options and --set overrides, in that order.
-
-    Returns the model config and the :class:`~flowkit.train.TrainConfig`.
-    """
-    from flowkit.presets.glow import GlowConfig
-    from flowkit.train.config import TrainConfig
-
-    sections, _ = _merged_sections(args)
-    return _fill(GlowConfig, "model", sections["model"]), _fill(
-        TrainConfig, "train", sections["train"]
-    )
-
-
-def _merged_sections(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], str | None]:
+def _settings(args: argparse.Namespace) -> _Settings:
+    """Merge preset, config file, explicit options and --set overrides, in that order."""
     from flowkit.presets.runs import get_run_preset
 
-    sections: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     file_content = _read_config_file(args.config) if args.config else {}
     preset_name = args.preset or file_content.get("preset")
+    model_name = file_content.get("model_name") or "glow"
     if preset_name:
         try:
             preset = get_run_preset(preset_name)
         except ValueError as error:
-            raise UsageError(str(error)) from None
-        sections["model"].update(preset.model)
-        sections["train"].update(preset.train)
-    for section in ("model", "train"):
-        sections[section].update(file_content.get(section) or {})
+            raise UsageError(_one_line(error)) from None
+        model.update(preset.model)
+        train.update(preset.train)
+        model_name = preset.model_name
+    model.update(file_content.get("model") or {})
+    train.update(file_content.get("train") or {})
     explicit = {
         "data": args.data,
         "output": args.output,
@@ -220,19 +230,53 @@ def _merged_sections(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]
         "seed": args.seed,
         "n_bits": args.n_bits,
     }
-    sections["train"].update({k: v for k, v in explicit.items() if v is not None})
+    train.update({k: v for k, v in explicit.items() if v is not None})
     if args.num_classes is not None:
-        sections["model"]["num_classes"] = args.num_classes
+        model["num_classes"] = args.num_classes
     if args.memory_saving:
-        sections["model"]["memory_saving"] = True
+        model["memory_saving"] = True
     if args.no_progress:
-        sections["train"]["progress"] = False
+        train["progress"] = False
     if args.tensorboard:
-        sections["train"]["tensorboard"] = True
+        train["tensorboard"] = True
     for text in args.set or []:
         section, name, value = _parse_override(text)
-        sections[section][name] = value
-    return sections, preset_name
+        (model if section == "model" else train)[name] = value
+    inputs = {key: file_content.get(key) for key in _INPUT_KEYS}
+    for key in _INPUT_KEYS:
+        if getattr(args, key) is not None:
+            inputs[key] = getattr(args, key)
+    return _Settings(preset_name, model_name, model, train, inputs)
+
+
+def _model_entry(name: str) -> Any:
+    from flowkit.presets.registry import get_model
+
+    try:
+        return get_model(name)
+    except ValueError as error:
+        raise UsageError(_one_line(error)) from None
+
+
+def _model_config(settings: _Settings, entry: Any, **from_data: Any) -> Any:
+    """The model family's config; ``from_data`` (features, ...) must agree with any setting."""
+    values = dict(settings.model)
+    for name, value in from_data.items():
+        if values.get(name, value) != value:
+            raise UsageError(
+                f"model.{name} is set by the data to {value}, got {values[name]}; leave it out"
+            )
+        values[name] = value
+    return _fill(entry.config_class, "model", values)
+
+
+def resolve_configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model config and :class:`~flowkit.train.TrainConfig` of an image run's options."""
+    from flowkit.train.config import TrainConfig
+
+    settings = _settings(args)
+    model_config = _model_config(settings, _model_entry(settings.model_name))
+    return model_config, _fill(TrainConfig, "train", settings.train)
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -249,6 +293,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
     _check_fraction("--test-fraction", args.test_fraction)
     for flag in ("--data", "--test-data", "--output", "--config"):
         _check_path(flag, getattr(args, flag[2:].replace("-", "_")))
+    for flag in ("--columns", "--context-columns"):
+        for name in getattr(args, flag[2:].replace("-", "_")) or ():
+            if not name.strip():
+                raise UsageError(f"{flag} expects column names, got an empty one")
     if args.resume and args.overwrite:
         raise UsageError(
             "--resume continues the run in the output directory and --overwrite replaces it; "
@@ -258,52 +306,113 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from flowkit.train import Trainer
+    from flowkit.train.config import TrainConfig
+
     _check_train_args(args)
-    model_config, train_config = resolve_configs(args)
-    if args.print_config:
-        print(json.dumps(_effective_config(args, model_config, train_config), indent=2))
+    settings = _settings(args)
+    entry = _model_entry(settings.model_name)
+    train_config = _fill(TrainConfig, "train", settings.train)
+    if entry.kind == "vector":
+        prepared = _prepare_tables(args, settings, entry, train_config)
+    else:
+        prepared = _prepare_images(args, settings, entry, train_config)
+    if prepared is None:
         return 0
-    return _train_images(args, model_config, train_config)
+    flow, model_config, train_data, test_data, data_info = prepared
+    inputs = {key: value for key, value in settings.inputs.items() if value is not None}
+    trainer = Trainer(
+        flow,
+        train_config,
+        train_data,
+        test_data,
+        model_name=entry.name,
+        model_config=model_config,
+        data_info=data_info,
+        run_info={"preset": settings.preset, **inputs},
+    )
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
+    if trainer.process.is_main:
+        values = [value for _, value in result.test_history]
+        measure = "bits/dim" if result.unit == "bits/dim" else "NLL (nats per example)"
+        if values:
+            summary = f"test {measure} {values[0]:.4f} at the start, {values[-1]:.4f} at the end"
+        else:
+            summary = "no test evaluation"
+        print(f"trained {result.steps} steps; {summary}; outputs in {result.output}")
+    return 0
 
 
-def _effective_config(args: argparse.Namespace, model_config: Any, train_config: Any) -> dict:
-    _, preset_name = _merged_sections(args)
-    return {
-        "preset": preset_name,
+def _print_config(settings: _Settings, model_config: Any, train_config: Any) -> None:
+    inputs = {key: value for key, value in settings.inputs.items() if value is not None}
+    effective = {
+        "preset": settings.preset,
+        "model_name": settings.model_name,
         "model": dataclasses.asdict(model_config),
         "train": dataclasses.asdict(train_config),
+        **inputs,
     }
+    print(json.dumps(effective, indent=2))
 
 
-def _image_splits(args: argparse.Namespace, config: Any, num_classes: int | None) -> tuple:
+def _source(path: str) -> str:
+    """A path as an absolute one (so eval finds it from anywhere); a dataset name as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def _prepare_images(
+    args: argparse.Namespace, settings: _Settings, entry: Any, train_config: Any
+) -> tuple | None:
+    for flag, key in (("--columns", "columns"), ("--context-columns", "context_columns")):
+        if settings.inputs[key] is not None:
+            raise UsageError(f"{flag} is for tables; the {entry.name} model trains on images")
+    if settings.inputs["test_fraction"] is not None:
+        raise UsageError(
+            "--test-fraction is for tables; give an image run's test images with --test-data"
+        )
+    model_config = _model_config(settings, entry)
+    if args.print_config:
+        _print_config(settings, model_config, train_config)
+        return None
+    num_classes = getattr(model_config, "num_classes", None)
+    test_path = settings.inputs["test_data"]
+    train_data, test_data = _image_splits(train_config, test_path, num_classes)
+    data_info = {
+        "source": _source(train_config.data),
+        "test_source": None if test_path is None else _source(test_path),
+        "num_classes": num_classes,
+    }
+    return entry.build(model_config), model_config, train_data, test_data, data_info
+
+
+def _image_splits(config: Any, test_path: str | None, num_classes: int | None) -> tuple:
     """The training and test images, padded by ``config.pad``."""
     import torch.nn.functional as F
 
     from flowkit.data import DataError, load_dataset
 
     data_path = Path(config.data)
-    if args.test_data is None and data_path.is_dir() and not _has_split_folders(data_path):
+    if test_path is None and data_path.is_dir() and not _has_split_folders(data_path):
         raise UsageError(
             f"{config.data} has no test split (no train/ and test/ folders); a run needs test "
             "images: give them with --test-data PATH or put them in a test/ folder"
         )
     train = load_dataset(config.data, split="train")
-    if args.test_data is None:
+    if test_path is None:
         test = load_dataset(config.data, split="test")
+    elif Path(test_path).is_dir() and not _has_split_folders(Path(test_path)):
+        # An unsplit folder holds one split, which load_dataset calls 'train': all its images.
+        test = load_dataset(test_path, split="train")
     else:
-        test_path = Path(args.test_data)
-        if test_path.is_dir() and not _has_split_folders(test_path):
-            # An unsplit folder holds one split, which load_dataset calls 'train': all its images.
+        try:
+            test = load_dataset(test_path, split="test")
+        except DataError:
+            if not Path(test_path).is_file():
+                raise
+            # A tar of images without split folders: all its images.
             test = load_dataset(test_path, split="train")
-        else:
-            try:
-                test = load_dataset(test_path, split="test")
-            except DataError:
-                if test_path.is_dir():
-                    raise
-                test = load_dataset(test_path, split="train")
     splits = []
-    for data, split in ((train, "train"), (test, "test")):
+    for data, split in ((train, "training"), (test, "test")):
         if config.pad:
             padded = F.pad(data.images, (config.pad,) * 4)
             data = dataclasses.replace(data, images=padded.contiguous())
@@ -316,66 +425,116 @@ def _image_splits(args: argparse.Namespace, config: Any, num_classes: int | None
     return splits[0], splits[1]
 
 
-def _train_images(args: argparse.Namespace, model_config: Any, train_config: Any) -> int:
-    from flowkit.presets.glow import build_glow, config_dict
-    from flowkit.train import Trainer
+def _prepare_tables(
+    args: argparse.Namespace, settings: _Settings, entry: Any, train_config: Any
+) -> tuple | None:
+    import numpy as np
 
-    train_data, test_data = _image_splits(args, train_config, model_config.num_classes)
-    flow = build_glow(model_config)
-    trainer = Trainer(
-        flow, train_config, train_data, test_data, model_config=config_dict(model_config)
-    )
-    fit_options = {"resume": args.resume}
-    if args.overwrite:
-        fit_options["overwrite"] = True
-    result = trainer.fit(**fit_options)
-    if trainer.process.is_main:
-        _report_training(result, "test bits/dim")
-    return 0
+    from flowkit.data.tables import Standardization, check_same_columns, read_table, split_table
+    from flowkit.presets.standardize import standardized_from_dict
 
-
-def _report_training(result: Any, measure: str) -> None:
-    values = [value for _, value in result.test_bpd]
-    if values:
-        summary = f"{measure} {values[0]:.4f} at the start, {values[-1]:.4f} at the end"
+    inputs = settings.inputs
+    if inputs["test_data"] is None and inputs["test_fraction"] is None:
+        raise UsageError(
+            f"a table run needs a test set: give --test-data TABLE or --test-fraction F "
+            f"(e.g. 0.1) to hold out part of {train_config.data}"
+        )
+    if inputs["test_data"] is not None and inputs["test_fraction"] is not None:
+        raise UsageError("give --test-data or --test-fraction, not both")
+    columns, context_columns = inputs["columns"], inputs["context_columns"]
+    train = read_table(train_config.data, columns=columns, context_columns=context_columns)
+    if inputs["test_data"] is not None:
+        test = read_table(inputs["test_data"], columns=columns, context_columns=context_columns)
+        check_same_columns(train, test)
     else:
-        summary = f"no {measure} evaluated"
-    print(f"trained {result.steps} steps; {summary}; outputs in {result.output}")
+        train, test = split_table(train, inputs["test_fraction"], train_config.seed)
+    model_config = _model_config(
+        settings,
+        entry,
+        features=len(train.columns),
+        context_features=len(train.context_columns) or None,
+    )
+    if args.print_config:
+        _print_config(settings, model_config, train_config)
+        return None
+    statistics = Standardization.fit(train).to_dict()
+    flow = standardized_from_dict(entry.build(model_config), statistics)
+
+    def as_float32(table: Any) -> Any:
+        values = np.asarray(table.values, dtype=np.float32)
+        if table.context is None:
+            return values
+        return values, np.asarray(table.context, dtype=np.float32)
+
+    data_info = {
+        "columns": list(train.columns),
+        "context_columns": list(train.context_columns),
+        "standardization": statistics,
+        "source": _source(train_config.data),
+        "test_source": None if inputs["test_data"] is None else _source(inputs["test_data"]),
+        "test_fraction": inputs["test_fraction"],
+        "split_seed": train_config.seed,
+    }
+    return flow, model_config, as_float32(train), as_float32(test), data_info
 
 
 # --- reading a trained run ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Run:
-    """A trained model and what its checkpoint says about the data."""
+    """A trained model and what its checkpoint says about its data."""
 
     checkpoint: Path
     flow: Any
-    kind: str
-    n_bits: int
-    num_classes: int | None
+    model_name: str | None
+    data: dict[str, Any]
     train_config: dict[str, Any]
+    num_classes: int | None
 
     @property
     def directory(self) -> Path:
         return self.checkpoint.parent
+
+    @property
+    def is_table(self) -> bool:
+        return self.data.get("kind") == "vector"
+
+    @property
+    def n_bits(self) -> int:
+        return int(self.data.get("n_bits", self.train_config.get("n_bits", 8)))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data.get("columns") or [])
+
+    @property
+    def context_columns(self) -> list[str]:
+        return list(self.data.get("context_columns") or [])
 
 
 def _open_run(args: argparse.Namespace) -> _Run:
     from flowkit.train import load_flow
 
     _check_device(args.device)
-    weights = "ema" if args.weights == "averaged" else "raw"
-    flow, state = load_flow(args.checkpoint, weights=weights, map_location=args.device)
-    train_config = dict(state.get("train_config") or {})
+    flow, state = load_flow(args.checkpoint, weights=args.weights, map_location=args.device)
+    data = dict(state.get("data") or {"kind": "image"})
     model_config = state.get("model_config") or {}
+    num_classes = data.get("num_classes", model_config.get("num_classes"))
     return _Run(
         checkpoint=Path(args.checkpoint),
         flow=flow,
-        kind="image",
-        n_bits=int(train_config.get("n_bits", 8)),
-        num_classes=model_config.get("num_classes"),
-        train_config=train_config,
+        model_name=state.get("model_name"),
+        data=data,
+        train_config=dict(state.get("train_config") or {}),
+        num_classes=num_classes,
     )
+
+
+def _require_images(run: _Run, command: str) -> None:
+    if run.is_table:
+        raise UsageError(
+            f"{command} works on image models; {run.checkpoint} holds a table model "
+            f"({run.model_name})"
+        )
 
 
 def _run_images(run: _Run, data: str | None, split: str) -> Any:
@@ -384,11 +543,40 @@ def _run_images(run: _Run, data: str | None, split: str) -> Any:
 
     from flowkit.data import load_dataset
 
-    images = load_dataset(data or run.train_config.get("data"), split=split)
+    if data is None and split == "test" and run.data.get("test_source"):
+        data, split = run.data["test_source"], "train"
+        if not Path(data).is_dir() or _has_split_folders(Path(data)):
+            split = "test"
+    images = load_dataset(data or run.data.get("source") or run.train_config["data"], split=split)
     pad = int(run.train_config.get("pad") or 0)
     if pad:
         images = dataclasses.replace(images, images=F.pad(images.images, (pad,) * 4).contiguous())
     return images
+
+
+def _run_table(run: _Run, data: str | None, split: str) -> Any:
+    """The rows named by ``--data`` (all of them) or the run's own ``split``."""
+    from flowkit.data.tables import read_table, split_table
+
+    def read(path: str) -> Any:
+        return read_table(
+            path, columns=run.columns or None, context_columns=run.context_columns or None
+        )
+
+    if data is not None:
+        return read(data)
+    source, test_source = run.data.get("source"), run.data.get("test_source")
+    if split == "test" and test_source:
+        return read(test_source)
+    if source is None:
+        raise UsageError(
+            f"{run.checkpoint} does not record where its data came from; give it with --data TABLE"
+        )
+    fraction = run.data.get("test_fraction")
+    if fraction is None:
+        return read(source)
+    train, test = split_table(read(source), fraction, int(run.data.get("split_seed") or 0))
+    return test if split == "test" else train
 
 
 def _check_indices(flag: str, indices: Sequence[int], data: Any) -> None:
@@ -409,6 +597,7 @@ def _check_common(args: argparse.Namespace) -> None:
 
 # --- eval ---------------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from flowkit.train.data import as_training_data
@@ -418,51 +607,73 @@ def _eval(args: argparse.Namespace) -> int:
     _check_positive("--batch-size", args.batch_size)
     _check_positive("--num-test", args.num_test)
     run = _open_run(args)
-    images = _run_images(run, args.data, args.split)
-    data = as_training_data(images, run.n_bits, args.num_test)
+    if run.is_table:
+        table = _run_table(run, args.data, args.split)
+        values = np.asarray(table.values, dtype=np.float32)
+        if table.context is not None:
+            values = (values, np.asarray(table.context, dtype=np.float32))
+        data = as_training_data(values, limit=args.num_test)
+        source = table.source
+    else:
+        images = _run_images(run, args.data, args.split)
+        data = as_training_data(images, run.n_bits, args.num_test)
+        source = images.source
     data.check_against(run.flow, args.split)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     flow = run.flow.to(dtype)
     process = Process(device=torch.device(args.device))
     with torch.no_grad():
-        bits_per_dim = data.evaluate(flow, args.batch_size, process, dtype=dtype)
-    dims = math.prod(images.images.shape[1:])
-    nll = bits_per_dim * dims * math.log(2)
-    if not math.isfinite(nll):
+        value = data.evaluate(flow, args.batch_size, process, dtype=dtype)
+    result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "data": str(source)}
+    if run.is_table:
+        result["nll"] = value
+    else:
+        dims = math.prod(images.images.shape[1:])
+        result["nll"] = value * dims * math.log(2)
+        result["bits_per_dim"] = value
+    if not math.isfinite(result["nll"]):
         raise CommandError(
-            f"the model in {run.checkpoint} gives a non-finite log-likelihood ({nll}) on "
-            f"{len(data)} examples of {images.source}; try --weights raw or an earlier checkpoint"
+            f"the model in {run.checkpoint} gives a non-finite log-likelihood ({result['nll']}) "
+            f"on {len(data)} examples of {source}; try --weights raw or an earlier checkpoint"
         )
-    result = {
-        "checkpoint": str(args.checkpoint),
-        "data": str(images.source),
-        "split": args.split,
-        "nll": nll,
-        "bits_per_dim": bits_per_dim,
-        "examples": len(data),
-        "dtype": args.dtype,
-        "weights": args.weights,
-    }
+    result.update(
+        split=args.split if args.data is None or not run.is_table else "all",
+        examples=len(data),
+        dtype=args.dtype,
+        weights=args.weights,
+    )
     if args.json:
         print(json.dumps(result))
+    elif run.is_table:
+        print(f"{result['nll']:.4f} nats per example on {len(data)} rows of {source}")
     else:
         print(
-            f"{bits_per_dim:.4f} bits/dim ({nll:.2f} nats per image) on {len(data)} "
-            f"{args.split} images of {images.source}"
+            f"{value:.4f} bits/dim ({result['nll']:.2f} nats per image) on {len(data)} "
+            f"{args.split} images of {source}"
         )
     return 0
 
 
 # --- sample -------------------------------------------------------------------------------------
 def _sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from flowkit.data import save_image_grid, to_uint8
-
     _check_common(args)
     _check_positive("--num", args.num)
     _check_temperatures(args.temperatures)
     run = _open_run(args)
+    if run.is_table:
+        return _sample_rows(args, run)
+    return _sample_images(args, run)
+
+
+def _sample_images(args: argparse.Namespace, run: _Run) -> int:
+    import torch
+
+    from flowkit.data import save_image_grid, to_uint8
+
+    if args.context:
+        raise UsageError(
+            "--context is for table models; class-conditional image models take --label"
+        )
     if args.label is not None:
         if run.num_classes is None:
             raise UsageError(
@@ -478,7 +689,7 @@ def _sample(args: argparse.Namespace) -> int:
         context = torch.tensor(
             [classes[i % len(classes)] for i in range(args.num)], device=args.device
         )
-    for temperature in args.temperatures or (0.0, 0.5, 0.7, 1.0):
+    for temperature in args.temperatures or IMAGE_TEMPERATURES:
         torch.manual_seed(args.seed)
         with torch.no_grad():
             images = run.flow.sample(
@@ -495,6 +706,88 @@ def _sample(args: argparse.Namespace) -> int:
         path = output / f"samples_t{temperature:.2f}.png"
         save_image_grid(to_uint8(images.masked_fill(bad, 0.0), run.n_bits), path)
         print(path)
+    return 0
+
+
+def _parse_context(items: Sequence[str] | None, run: _Run) -> list[float] | None:
+    """The context values named by ``--context NAME=VALUE ...``, in the model's column order."""
+    names = run.context_columns
+    if not names:
+        if items:
+            raise UsageError(f"--context: the model in {run.checkpoint} has no context columns")
+        return None
+    listed = " ".join(f"{name}=VALUE" for name in names)
+    if not items:
+        raise UsageError(
+            f"the model in {run.checkpoint} is conditional; give every context column once: "
+            f"--context {listed}"
+        )
+    values: dict[str, float] = {}
+    for item in items:
+        name, separator, text = item.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not separator or not math.isfinite(value):
+            raise UsageError(f"--context expects NAME=NUMBER (finite), got {item!r}")
+        if name not in names:
+            raise UsageError(
+                f"--context: {name!r} is not a context column; the columns are {', '.join(names)}"
+            )
+        if name in values:
+            raise UsageError(f"--context names {name!r} twice; give each column once")
+        values[name] = value
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise UsageError(
+            f"--context misses {', '.join(missing)}; give every context column once: "
+            f"--context {listed}"
+        )
+    return [values[name] for name in names]
+
+
+def _sample_rows(args: argparse.Namespace, run: _Run) -> int:
+    import numpy as np
+    import torch
+
+    from flowkit.data.tables import write_table
+
+    if args.label is not None:
+        raise UsageError(
+            "--label is for class-conditional image models; a table model takes --context"
+        )
+    temperatures = args.temperatures or [1.0]
+    if len(temperatures) != 1:
+        raise UsageError(
+            f"--temperatures: a table model samples at one temperature, got {len(temperatures)}"
+        )
+    output = Path(args.output) if args.output else run.directory / "samples" / "samples.csv"
+    if output.suffix != ".csv":
+        raise UsageError(f"--output expects a .csv file for a table model's samples, got {output}")
+    context_values = _parse_context(args.context, run)
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        if context_values is None:
+            rows = run.flow.sample(args.num, temperature=temperatures[0])
+            context = None
+        else:
+            context = torch.tensor([context_values] * args.num, device=args.device)
+            rows = run.flow.sample(None, context=context, temperature=temperatures[0])
+    rows = rows.float().cpu().numpy()
+    bad = int((~np.isfinite(rows)).any(axis=1).sum())
+    if bad:
+        print(
+            f"flowkit: warning: {bad} of {args.num} sampled rows have non-finite values",
+            file=sys.stderr,
+        )
+    columns = run.columns or [f"x{index}" for index in range(rows.shape[1])]
+    if context is not None:
+        rows = np.concatenate([rows, context.float().cpu().numpy()], axis=1)
+        columns = columns + run.context_columns
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_table(output, rows, columns)
+    print(output)
     return 0
 
 
@@ -521,10 +814,11 @@ def _interpolate(args: argparse.Namespace) -> int:
             f"{len(args.first)} and {len(args.second)}"
         )
     run = _open_run(args)
+    _require_images(run, "interpolate")
     data = _run_images(run, args.data, args.split)
     _check_indices("--first", args.first, data)
     _check_indices("--second", args.second, data)
-    if run.num_classes is not None and data.labels is None:
+    if run.flow.context_shape is not None and data.labels is None:
         raise UsageError(f"the model is class-conditional but {data.source} has no labels")
     rows = []
     for a, b in zip(args.first, args.second):
@@ -550,6 +844,7 @@ def _manipulate(args: argparse.Namespace) -> int:
     if not math.isfinite(args.scale):
         raise UsageError(f"--scale expects a finite number, got {args.scale}")
     run = _open_run(args)
+    _require_images(run, "manipulate")
     data = _run_images(run, args.data, args.split)
     if data.labels is None:
         raise UsageError(
@@ -647,13 +942,26 @@ def _add_train_parser(commands: Any) -> None:
     )
     train.add_argument(
         "--test-data",
-        help="test set, when --data has no test split (an image folder or tar: all its images)",
+        help="test set: a table with the columns of --data, or images (a folder or tar without "
+        "split folders counts whole)",
     )
     train.add_argument(
         "--test-fraction",
         type=float,
         help="tables: hold out this fraction of --data (seeded by --seed) when there is no "
         "--test-data",
+    )
+    train.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: the data columns (default: every column not named by --context-columns)",
+    )
+    train.add_argument(
+        "--context-columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: columns the flow is conditioned on (a conditional density of the others)",
     )
     train.add_argument("--output", help="output directory")
     train.add_argument("--epochs", type=int, help="number of epochs")
@@ -730,8 +1038,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser(
         "sample",
-        help="sample image grids at given temperatures",
-        description="Sample image grids from a trained model, one PNG per temperature.",
+        help="sample image grids or table rows",
+        description="Sample from a trained model: image grids, one PNG per temperature, or rows "
+        "of a table (with the column names) as CSV.",
     )
     _add_global_options(sample, top=False)
     _add_checkpoint_options(sample)
@@ -739,15 +1048,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperatures",
         type=float,
         nargs="+",
-        help="standard deviations of the base noise (Glow's eps_std); default 0 0.5 0.7 1",
+        help="standard deviations of the base noise (Glow's eps_std); images: default 0 0.5 "
+        "0.7 1; tables: one value, default 1",
     )
-    sample.add_argument("--num", type=int, default=64, help="images per grid (default 64)")
+    sample.add_argument(
+        "--num", type=int, default=64, help="images per grid or rows of a table (default 64)"
+    )
     sample.add_argument(
         "--label", type=int, help="class-conditional models: sample this class only"
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument(
-        "--output", help="output directory (default: samples/ in the checkpoint's directory)"
+        "--context",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="conditional table models: the value of every context column, each once",
+    )
+    sample.add_argument(
+        "--output",
+        help="images: a directory for the grids; tables: a .csv file (default: samples/ in the "
+        "checkpoint's directory)",
     )
     sample.set_defaults(handler=_sample)
 
@@ -850,11 +1170,30 @@ def _describe(error: BaseException) -> tuple[str, int]:
     )
 
 
-def _library_class(name: str) -> type | None:
-    """An exception class of flowkit's training API by name, where this version defines it."""
-    import flowkit.train
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line each, like the errors (the source line means nothing to a user)."""
+    print(f"flowkit: warning: {_one_line(str(message))}", file=sys.stderr)
 
-    return getattr(flowkit.train, name, None)
+
+def _library_class(name: str) -> type | None:
+    """One of flowkit's exception classes by name, where this version defines it."""
+    import importlib
+
+    for module in ("flowkit.errors", "flowkit.train"):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -869,7 +1208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flowkit.performance import tune_allocator
 
         tune_allocator()
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.handler(args) or 0)
     except (Exception, KeyboardInterrupt) as error:
         if args.debug:
             traceback.print_exc()
