@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flowkit import __version__
+
 __all__ = ["CommandError", "UsageError", "build_parser", "main"]
 
 # Exit statuses: argparse already exits with 2 for its own errors, and shells report a process
@@ -305,11 +307,19 @@ def _check_train_args(args: argparse.Namespace) -> None:
     _check_device(args.device, auto=True)
 
 
+def _tune_allocator() -> None:
+    from flowkit.performance import tune_allocator
+
+    # Large activations stay on the heap instead of being mapped and unmapped every step.
+    tune_allocator()
+
+
 def _train(args: argparse.Namespace) -> int:
     from flowkit.train import Trainer
     from flowkit.train.config import TrainConfig
 
     _check_train_args(args)
+    _tune_allocator()
     settings = _settings(args)
     entry = _model_entry(settings.model_name)
     train_config = _fill(TrainConfig, "train", settings.train)
@@ -515,6 +525,7 @@ def _open_run(args: argparse.Namespace) -> _Run:
     from flowkit.train import load_flow
 
     _check_device(args.device)
+    _tune_allocator()
     flow, state = load_flow(args.checkpoint, weights=args.weights, map_location=args.device)
     data = dict(state.get("data") or {"kind": "image"})
     model_config = state.get("model_config") or {}
@@ -892,6 +903,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         default=False if top else argparse.SUPPRESS,
         help="print the full traceback of an error",
     )
+    if top:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -1205,9 +1218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        from flowkit.performance import tune_allocator
-
-        tune_allocator()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(args.handler(args) or 0)

@@ -1,4 +1,4 @@
-"""Image datasets: readers, Glow's preprocessing, the bundled Fashion-MNIST subset, image grids."""
+"""Data: image readers, table readers, Glow's preprocessing, the bundled Fashion-MNIST subset, grids."""
 
 from flowkit.data.base import DataError, ImageData
 from flowkit.data.bundled import FASHION_MNIST_CLASSES, load_bundled
@@ -9,6 +9,15 @@ from flowkit.data.grid import make_grid, save_image_grid
 from flowkit.data.idx import read_idx, read_idx_array, read_idx_dir
 from flowkit.data.imagenet import read_imagenet_npz
 from flowkit.data.loading import load_dataset
+from flowkit.data.tables import (
+    TABLE_SUFFIXES,
+    Standardization,
+    Table,
+    check_same_columns,
+    read_table,
+    split_table,
+    write_table,
+)
 from flowkit.data.toy import (
     KnownMixture,
     checkerboard,
@@ -24,9 +33,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
     "FASHION_MNIST_CLASSES",
+    "TABLE_SUFFIXES",
     "ImageData",
     "ImageDataset",
     "KnownMixture",
+    "Standardization",
+    "Table",
+    "check_same_columns",
     "checkerboard",
     "eight_gaussians",
     "eight_gaussians_mixture",
@@ -44,8 +57,11 @@ __all__ = [
     "read_idx_dir",
     "read_image_folder",
     "read_imagenet_npz",
+    "read_table",
     "reduce_bits",
     "save_image_grid",
+    "split_table",
     "to_model_input",
     "to_uint8",
+    "write_table",
 ]

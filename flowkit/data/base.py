@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowkit.errors import FlowkitError
+
 __all__ = ["DataError", "ImageData"]
 
 
-class DataError(ValueError):
+class DataError(FlowkitError, ValueError):
     """A dataset file is missing, corrupt, truncated or inconsistent.
 
     The message names the file (and the archive member, where there is one) and says what was

@@ -64,7 +64,7 @@ def load_bundled(split: str = "train") -> ImageData:
     except (OSError, KeyError, ValueError) as error:
         raise DataError(
             f"{source}: the bundled file {_FILE} is missing or damaged ({error}); reinstall "
-            "flowkit or rebuild it with scripts/make_bundled_data.py"
+            "flowkit-torch or rebuild it with scripts/make_bundled_data.py"
         ) from None
     return ImageData(
         torch.from_numpy(images).unsqueeze(1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +16,21 @@ from flowkit.bijectors.base import Bijector
 from flowkit.bijectors.multiscale import latent_shapes
 from flowkit.distributions.base import Distribution, SampleShape, TorchBase, sample_shape_of
 
-__all__ = ["Flow", "FlowDistribution"]
+__all__ = ["AuxiliaryLoss", "Flow", "FlowDistribution"]
+
+
+@dataclass
+class AuxiliaryLoss:
+    """A term that a model adds to its training objective, from :meth:`Flow.auxiliary_loss`.
+
+    Attributes:
+        loss: Scalar added to the objective (already weighted).
+        metrics: Per-example values, shape ``(batch,)``, that the trainer logs as their means
+            (for example Glow's class-prediction loss in bits and its accuracy).
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Flow(nn.Module):
@@ -35,6 +50,15 @@ class Flow(nn.Module):
         bijector: Map from data to latent.
         context_shape: Event shape of the conditioning input (``()`` for class labels, ``(k,)`` for
             a feature vector), or None for an unconditional flow. Defaults to the base's.
+        num_classes: For a class-conditional flow, the number of classes: the context is then an
+            integer label in ``[0, num_classes)`` (``context_shape`` defaults to ``()``).
+
+    Hooks:
+        Presets subclass ``Flow`` to give the trainer what a model needs beyond its
+        log-likelihood, through two methods that every flow has: :meth:`auxiliary_loss` (an extra
+        training term, such as Glow's class-prediction loss) and :meth:`for_inference` (a copy
+        prepared for evaluation and sampling, such as Glow's ActNorm fusion). The defaults add
+        nothing and return the flow itself.
 
     Example:
         >>> from flowkit.bijectors import Affine
@@ -52,6 +76,7 @@ class Flow(nn.Module):
         bijector: Bijector,
         *,
         context_shape: Sequence[int] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(base, TorchDistribution):
@@ -72,9 +97,21 @@ class Flow(nn.Module):
                 f"{len(self.latent_shape)}"
             )
         self.event_shape = torch.Size(bijector.inverse_shape(self.latent_shape))
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise ValueError(
+                    f"Flow expects num_classes as an integer >= 2, got {num_classes!r}"
+                )
+            if context_shape is not None and tuple(context_shape) != ():
+                raise ValueError(
+                    "Flow: a class-conditional flow takes integer labels, context_shape (), got "
+                    f"{tuple(context_shape)}"
+                )
+            context_shape = ()
         if context_shape is None:
             context_shape = base.context_shape
         self.context_shape = None if context_shape is None else tuple(int(s) for s in context_shape)
+        self.num_classes = num_classes
 
     # --- input handling -------------------------------------------------------------------------
     def _batch_shape(self, x: Tensor) -> torch.Size:
@@ -239,6 +276,24 @@ class Flow(nn.Module):
             check_event_shape("Flow.flatten", piece, shape, "piece")
             flat.append(piece.flatten(piece.dim() - len(shape)))
         return torch.cat(flat, dim=-1)
+
+    # --- hooks for training and inference --------------------------------------------------------
+    def auxiliary_loss(self, z: Tensor, context: Tensor | None) -> AuxiliaryLoss | None:
+        """Hook: a term the trainer adds to the objective beyond the negative log-likelihood.
+
+        Called with the latent ``z`` and context of each training batch (after
+        :meth:`latent_and_log_prob`). The default adds nothing; Glow's class-conditional preset
+        returns its classifier's cross-entropy.
+        """
+        return None
+
+    def for_inference(self) -> Flow:
+        """Hook: this flow prepared for evaluation and sampling (no training afterwards).
+
+        The default returns the flow itself; Glow's preset returns a copy with every ActNorm folded
+        into its neighbouring linear map, which computes the same function faster.
+        """
+        return self
 
     # --- torch.distributions view ---------------------------------------------------------------
     def distribution(self, context: Tensor | None = None) -> FlowDistribution:

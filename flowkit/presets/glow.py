@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from flowkit.bijectors import (
@@ -23,12 +25,13 @@ from flowkit.bijectors import (
     Standardize,
     channel_mask,
 )
-from flowkit.distributions import Flow, StandardNormal
+from flowkit.distributions import AuxiliaryLoss, Distribution, Flow, StandardNormal
 from flowkit.nn import GlowConditioner, GlowTopPrior, ZeroConv2d
 
 __all__ = [
     "COUPLINGS",
     "GlowConfig",
+    "GlowFlow",
     "PERMUTATIONS",
     "build_glow",
     "class_logits",
@@ -146,7 +149,8 @@ def glow(
     Returns:
         A :class:`~flowkit.Flow` over images of shape ``input_shape`` with values in
         :math:`[-1/2, 1/2]` (see ``flowkit.data``). Class-conditional models take integer labels as
-        context (``context_shape == ()``) and carry their config as ``flow.config``.
+        context (``context_shape == ()``). The result is a :class:`GlowFlow`, which carries its
+        config as ``flow.config``.
 
     References:
         Kingma & Dhariwal, Glow: Generative Flow with Invertible 1x1 Convolutions (2018);
@@ -190,13 +194,49 @@ def build_glow(config: GlowConfig) -> Flow:
             generator = torch.Generator().manual_seed(config.seed)
             bijector = _level(config, tuple(config.input_shape), 0, generator)
     channels, height, width = config.input_shape
-    flow = Flow(
-        StandardNormal((channels * height * width,)),
-        bijector,
-        context_shape=() if config.num_classes is not None else None,
-    )
-    flow.config = config  # type: ignore[assignment]
-    return flow
+    return GlowFlow(StandardNormal((channels * height * width,)), bijector, config)
+
+
+class GlowFlow(Flow):
+    """The :class:`~flowkit.Flow` that :func:`glow` returns, with Glow's two training-time hooks.
+
+    * :meth:`auxiliary_loss`: a class-conditional model (``config.num_classes``) adds the
+      official code's auxiliary classifier on the top latent, its cross-entropy in bits weighted
+      by ``config.class_weight`` (``--weight_y``), and reports ``class_bits`` and
+      ``class_accuracy`` per example.
+    * :meth:`for_inference`: a copy with every ActNorm folded into its neighbouring linear map
+      (:func:`flowkit.performance.fuse_for_inference`).
+
+    Attributes:
+        config: The :class:`GlowConfig` the model was built from.
+    """
+
+    config: GlowConfig
+
+    def __init__(self, base: Distribution, bijector: Bijector, config: GlowConfig) -> None:
+        super().__init__(base, bijector, num_classes=config.num_classes)
+        self.config = config
+
+    def auxiliary_loss(self, z: Tensor, context: Tensor | None) -> AuxiliaryLoss | None:
+        """The class-prediction loss of a class-conditional Glow (None for an unconditional one)."""
+        if self.config.num_classes is None or context is None:
+            return None
+        logits = class_logits(self, z, context)
+        labels = context.long()
+        class_bits = F.cross_entropy(logits, labels, reduction="none") / math.log(2.0)
+        accuracy = (logits.argmax(-1) == labels).to(class_bits.dtype)
+        return AuxiliaryLoss(
+            self.config.class_weight * class_bits.mean(),
+            {"class_bits": class_bits, "class_accuracy": accuracy},
+        )
+
+    def for_inference(self) -> Flow:
+        """A frozen copy with ActNorm folded into the neighbouring convolutions."""
+        from flowkit.performance import fuse_for_inference
+
+        fused = fuse_for_inference(self)
+        assert isinstance(fused, Flow)
+        return fused
 
 
 def _seed(generator: torch.Generator | None) -> int | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -22,7 +24,7 @@ from flowkit.bijectors import (
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MaskedInput, ResNet, ScaledTanh
 
-__all__ = ["realnvp", "realnvp_levels"]
+__all__ = ["RealNVPConfig", "build_realnvp", "realnvp", "realnvp_levels"]
 
 # The official code caps CIFAR-10/ImageNet 32x32 models at 4 scales.
 MAX_DEFAULT_LEVELS = 4
@@ -201,3 +203,24 @@ def _scale(
     inner = _scale(kept, index + 1, levels, hidden_channels, options)
     parts.append(FactorOut(squeezed, inner, prior=None))
     return Compose(parts)
+
+
+@dataclass(frozen=True)
+class RealNVPConfig:
+    """Arguments of :func:`realnvp` as a frozen config (for the registry and checkpoints)."""
+
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    levels: int | None = None
+    hidden_channels: int = 32
+    blocks: int = 4
+    weight_norm: bool = True
+    batch_norm: bool = False
+    logit_alpha: float | None = REALNVP_LOGIT_ALPHA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", _check_shape(self.input_shape))
+
+
+def build_realnvp(config: RealNVPConfig) -> Flow:
+    """The flow described by ``config``; see :func:`realnvp`."""
+    return realnvp(**dataclasses.asdict(config))

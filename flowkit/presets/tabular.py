@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from flowkit.bijectors import (
     ActNorm,
@@ -15,7 +17,7 @@ from flowkit.bijectors import (
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP, ScaledTanh
 
-__all__ = ["realnvp_tabular"]
+__all__ = ["RealNVPTabularConfig", "build_realnvp_tabular", "realnvp_tabular"]
 
 NORMALIZATIONS = ("batch", "act", None)
 
@@ -94,3 +96,22 @@ def realnvp_tabular(
             parts.append(ActNorm(features, event_rank=1))
     context_shape = None if context_features is None else (context_features,)
     return Flow(StandardNormal((features,)), Compose(parts), context_shape=context_shape)
+
+
+@dataclass(frozen=True)
+class RealNVPTabularConfig:
+    """Arguments of :func:`realnvp_tabular` as a frozen config (for the registry and checkpoints)."""
+
+    features: int
+    context_features: int | None = None
+    transforms: int = 5
+    hidden_features: tuple[int, ...] = (128, 128)
+    normalization: str | None = "batch"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_features", tuple(self.hidden_features))
+
+
+def build_realnvp_tabular(config: RealNVPTabularConfig) -> Flow:
+    """The flow described by ``config``; see :func:`realnvp_tabular`."""
+    return realnvp_tabular(**dataclasses.asdict(config))

@@ -1,20 +1,40 @@
-"""Training: objectives, the Trainer, checkpoints, metrics and distributed helpers."""
+"""Training: objectives, the Trainer and its state, checkpoints, run directories, loading."""
 
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from flowkit.train.config import TrainConfig
-from flowkit.train.loading import load_flow
-from flowkit.train.objectives import BitsPerDim, bits_per_dim
-from flowkit.train.trainer import NonFiniteError, Trainer, TrainResult
+from flowkit.train.config import ConfigError, TrainConfig
+from flowkit.train.loading import load, load_flow
+from flowkit.train.objectives import BitsPerDim, NatsPerExample, bits_per_dim
+from flowkit.train.quick import fit
+from flowkit.train.rundir import RunExistsError, RunLockedError
+from flowkit.train.samples import write_sample_grid
+from flowkit.train.state import TrainState
+from flowkit.train.trainer import (
+    NonFiniteError,
+    ResumeMismatchError,
+    Trainer,
+    TrainingInterrupted,
+    TrainResult,
+)
 
 __all__ = [
     "BitsPerDim",
     "CheckpointError",
+    "ConfigError",
+    "NatsPerExample",
     "NonFiniteError",
+    "ResumeMismatchError",
+    "RunExistsError",
+    "RunLockedError",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "Trainer",
+    "TrainingInterrupted",
     "bits_per_dim",
+    "fit",
+    "load",
     "load_checkpoint",
     "load_flow",
     "save_checkpoint",
+    "write_sample_grid",
 ]

@@ -3,51 +3,88 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPTIMIZERS", "TrainConfig"]
+from flowkit.errors import FlowkitError
+
+__all__ = ["OPTIMIZERS", "RESUMABLE_SETTINGS", "ConfigError", "TrainConfig"]
 
 OPTIMIZERS = ("adamax", "adam")
+
+# Settings a resumed run may change: they steer how long and how visibly the run goes on, not what
+# it computes step by step. Everything else (data, model, batch size, seed, optimizer, schedule)
+# must match the checkpoint, or the resumed run would not be the run it claims to continue.
+RESUMABLE_SETTINGS = frozenset(
+    {
+        "output",
+        "lr",
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "grad_clip",
+        "eval_every",
+        "sample_every",
+        "temperatures",
+        "num_samples",
+        "checkpoint_every",
+        "log_every",
+        "max_nonfinite",
+        "num_test",
+        "test_batch_size",
+        "device",
+        "tensorboard",
+        "progress",
+    }
+)
+
+
+class ConfigError(FlowkitError, ValueError):
+    """A setting has the wrong type or a value outside its allowed range."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train a flow on images. Defaults follow Glow's official ``train.py`` unless noted.
+    """How to train a flow. Defaults follow Glow's official ``train.py`` unless noted.
 
     Attributes:
         data: Dataset: ``"fashion-mnist-small"`` (bundled), or a path understood by
             ``flowkit.data.load_dataset`` (CIFAR batches, idx files, ImageNet npz, image folder/tar).
-        output: Directory for checkpoints, samples, metrics and the bits/dim curve.
+        output: Directory for checkpoints, samples, metrics and the learning curve.
         n_bits: Bits per pixel kept from the data (8; 5 for the paper's qualitative models).
         pad: Zero pixels added on each side of every image (2 turns 28x28 MNIST into 32x32, as
             the official data loader does).
         batch_size: Global minibatch size, split across processes (official 64 per GPU; Table 4
             lists 512 over 8 GPUs for CIFAR-10).
         test_batch_size: Batch size for evaluation (does not change the result).
-        init_batch_size: Images for data-dependent initialisation (official ``n_batch_init`` 256).
+        init_batch_size: Examples for data-dependent initialisation (official ``n_batch_init`` 256).
         epochs: Passes over the training set.
         max_steps: Stop after this many optimizer steps (None: run all epochs).
+        max_minutes: Stop after this many minutes of wall-clock time, counted over resumes, then
+            evaluate and checkpoint as at the end of an epoch (None: no budget).
         optimizer: ``"adamax"`` (official code default) or ``"adam"`` (the paper's text).
         lr: Base learning rate (0.001 in the paper and the official code).
         beta1: First-moment decay (0.9).
         polyak_epochs: The second-moment decay and the weight average's decay are
             ``1 - 1 / (steps_per_epoch * polyak_epochs)``, as the official code sets ``beta2``.
-        warmup_epochs: Linear learning-rate warm-up length in epochs (official 10).
+        warmup_epochs: Linear learning-rate warm-up length in epochs (official 10; 0 for none).
         weight_decay: Decoupled weight decay (official default: off).
         grad_clip: Clip the global gradient norm to this value (None: no clipping, as official).
         ema: Evaluate and sample with the Polyak (exponential moving) average of the weights.
-        eval_every: Evaluate test bits/dim every this many epochs.
+        eval_every: Evaluate on the test set every this many epochs.
         sample_every: Write sample grids every this many epochs.
         temperatures: Temperatures of the sample grids.
         num_samples: Images per sample grid.
         checkpoint_every: Also checkpoint every this many steps (None: at epoch ends only).
         log_every: Log training metrics every this many steps.
         max_nonfinite: Stop after this many consecutive steps with a non-finite loss or gradient.
-        num_train: Use only the first this many training images (None: all).
-        num_test: Use only the first this many test images (None: all).
+        num_train: Use only the first this many training examples (None: all).
+        num_test: Use only the first this many test examples (None: all).
         seed: Seed of data order, dequantisation noise and initialisation batch.
-        device: ``"auto"`` (the process's GPU under torchrun, else the CPU), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (the process's GPU under torchrun, else the CPU), ``"cpu"``, ``"cuda"``
+            or ``"cuda:N"``.
         tensorboard: Also write TensorBoard event files.
         progress: Show tqdm progress bars.
     """
@@ -61,6 +98,7 @@ class TrainConfig:
     init_batch_size: int = 256
     epochs: int = 10
     max_steps: int | None = None
+    max_minutes: float | None = None
     optimizer: str = "adamax"
     lr: float = 1e-3
     beta1: float = 0.9
@@ -84,19 +122,116 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("data", "output", "optimizer", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(
+                    f"TrainConfig expects {name} as a non-empty string, got {value!r}"
+                )
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
+            raise ConfigError(
                 f"TrainConfig expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}"
             )
-        if not 1 <= self.n_bits <= 8:
-            raise ValueError(f"TrainConfig expects 1 <= n_bits <= 8, got {self.n_bits}")
-        for name in ("batch_size", "test_batch_size", "init_batch_size", "epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig expects {name} >= 1, got {getattr(self, name)}")
-        if self.max_nonfinite < 1:
-            raise ValueError(f"TrainConfig expects max_nonfinite >= 1, got {self.max_nonfinite}")
-        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
+            raise ConfigError(
+                f"TrainConfig expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        _check_int("n_bits", self.n_bits, 1, 8)
+        _check_int("pad", self.pad, 0)
+        _check_int("seed", self.seed, 0)
+        for name in (
+            "batch_size",
+            "test_batch_size",
+            "init_batch_size",
+            "epochs",
+            "eval_every",
+            "sample_every",
+            "num_samples",
+            "log_every",
+            "max_nonfinite",
+        ):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("max_steps", "checkpoint_every", "num_train", "num_test"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_float("lr", self.lr, positive=True)
+        _check_float("beta1", self.beta1)
+        if not 0.0 <= self.beta1 < 1.0:
+            raise ConfigError(f"TrainConfig expects 0 <= beta1 < 1, got {self.beta1}")
+        _check_float("polyak_epochs", self.polyak_epochs, positive=True)
+        _check_float("warmup_epochs", self.warmup_epochs)
+        _check_float("weight_decay", self.weight_decay)
+        for name in ("grad_clip", "max_minutes"):
+            if getattr(self, name) is not None:
+                _check_float(name, getattr(self, name), positive=True)
+        for name in ("ema", "tensorboard", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"TrainConfig expects {name} as true or false, got {getattr(self, name)!r}"
+                )
+        object.__setattr__(self, "temperatures", _temperatures(self.temperatures))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-dict view (for checkpoints and metrics)."""
+        """Plain-dict view (for checkpoints, config.json and metrics)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild a config from :meth:`to_dict`'s output, naming unknown or bad entries."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"TrainConfig expects a mapping of settings, got {type(values).__name__}"
+            )
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown train setting(s) {unknown}; known: {sorted(known)}")
+        try:
+            return cls(**values)
+        except TypeError as error:  # a value of the wrong kind deep in a comparison
+            raise ConfigError(f"bad train settings: {error}") from None
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Settings whose values differ from ``other``'s, as ``name: (other's, self's)``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {name: (theirs[name], mine[name]) for name in mine if mine[name] != theirs[name]}
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"TrainConfig expects {name} as an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"TrainConfig expects {name} {allowed}, got {value}")
+
+
+def _check_float(name: str, value: Any, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"TrainConfig expects {name} as a number, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        allowed = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ConfigError(f"TrainConfig expects {name} as {allowed}, got {value}")
+
+
+def _temperatures(values: Any) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(
+            f"TrainConfig expects temperatures as a list of numbers (e.g. [0.7, 1.0]), got {values!r}"
+        )
+    result = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"TrainConfig expects temperatures as numbers, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"TrainConfig expects temperatures to be finite and >= 0, got {value}"
+            )
+        result.append(float(value))
+    if not result:
+        raise ConfigError("TrainConfig expects at least one temperature, got an empty list")
+    return tuple(result)

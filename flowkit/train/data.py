@@ -107,7 +107,7 @@ class ImageTrainingData(TrainingData):
         if self.conditional and self.labels is None:
             raise ValueError(f"the model is class-conditional but the {what} data has no labels")
         if self.conditional:
-            num_classes = getattr(getattr(flow, "config", None), "num_classes", None)
+            num_classes = flow.num_classes
             if num_classes is not None and int(self.labels.max()) >= num_classes:
                 raise ValueError(
                     f"the {what} labels go up to {int(self.labels.max())} but the model has "
@@ -228,7 +228,17 @@ class VectorTrainingData(TrainingData):
 
 
 def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> TrainingData:
-    """Wrap ``ImageData``, a float tensor/array, or a ``(values, context)`` pair for training."""
+    """Wrap the data the Trainer accepts in the view it trains on.
+
+    Accepted: :class:`~flowkit.data.ImageData` (uint8 images and optional labels), a float tensor
+    or array of vectors, a ``(values, context)`` pair (the context of a conditional flow; integer
+    labels with images), or a ``torch.utils.data.Dataset``/``DataLoader`` whose items are
+    examples or ``(example, context)`` pairs. A Dataset is read once into memory, so that every
+    epoch's order, the evaluation noise and a resumed run are exactly reproducible.
+    """
+    if isinstance(data, TrainingData):
+        return data
+    data = _materialise(data)
     if hasattr(data, "images") and hasattr(data, "labels"):
         images, labels = data.images, data.labels
         if limit is not None:
@@ -239,6 +249,15 @@ def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> Tr
     context = None
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data, context = data
+        if isinstance(data, Tensor) and data.dtype == torch.uint8:
+            from flowkit.data import ImageData
+
+            labels = None if context is None else torch.as_tensor(context).long()
+            return as_training_data(ImageData(data, labels, "tensor"), n_bits, limit)
+    if isinstance(data, Tensor) and data.dtype == torch.uint8 and data.dim() == 4:
+        from flowkit.data import ImageData
+
+        return as_training_data(ImageData(data, None, "tensor"), n_bits, limit)
     values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
     if not values.is_floating_point():
         raise TypeError(
@@ -255,6 +274,33 @@ def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> Tr
         values = values[:limit]
         context = None if context is None else context[:limit]
     return VectorTrainingData(values, context)
+
+
+def _materialise(data: Any) -> Any:
+    """A Dataset or DataLoader as stacked tensors ``values`` or ``(values, context)``."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    if not isinstance(data, Dataset):
+        return data
+    try:
+        count = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError("the Trainer needs a Dataset with a length (a map-style Dataset)") from None
+    if count == 0:
+        raise ValueError("the Dataset is empty")
+    items = [data[index] for index in range(count)]
+    if isinstance(items[0], (tuple, list)):
+        if len(items[0]) != 2:
+            raise ValueError(
+                f"Dataset items must be an example or an (example, context) pair, got "
+                f"{len(items[0])} entries"
+            )
+        values = torch.stack([torch.as_tensor(item[0]) for item in items])
+        context = torch.stack([torch.as_tensor(item[1]) for item in items])
+        return values, context
+    return torch.stack([torch.as_tensor(item) for item in items])
 
 
 def load_image_splits(config: Any, num_classes: int | None = None) -> tuple[Any, Any]:

@@ -1,49 +1,114 @@
-"""Rebuild a trained model from a checkpoint."""
+"""Rebuild a trained model from its checkpoint: any registered preset, or a flow you built."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 from flowkit.distributions import Flow
+from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["load_flow"]
+__all__ = ["WEIGHTS", "load", "load_flow"]
+
+# "ema" is the older name of the averaged weights.
+WEIGHTS = ("averaged", "raw", "ema")
 
 
-def load_flow(
-    path: str | os.PathLike, *, weights: str = "ema", map_location: str | torch.device = "cpu"
-) -> tuple[Flow, dict]:
-    """Rebuild the Glow model stored in a training checkpoint and load its weights.
+def load(
+    path: str | os.PathLike,
+    *,
+    weights: str = "averaged",
+    flow: Flow | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Flow:
+    """The flow stored in a training checkpoint, in eval mode.
+
+    A checkpoint of a registered preset (``glow``, ``realnvp``, ``maf``, ``nsf``, ...) records the
+    model family and its config: the flow is rebuilt from them (configs are checked before
+    anything is built) and, for tables, wrapped in the stored standardisation, so it takes and
+    returns data in the data's own units. A checkpoint of a custom flow holds only weights: pass
+    your own module as ``flow`` to receive them.
 
     Args:
         path: A ``checkpoint.pt`` written by the Trainer.
-        weights: ``"ema"`` for the averaged weights (used for evaluation and sampling, falls back to
-            the raw weights when the run kept no average) or ``"raw"`` for the optimised ones.
-        map_location: Where to load tensors.
+        weights: ``"averaged"`` (the Polyak average used for evaluation and sampling; the raw
+            weights when the run kept no average) or ``"raw"`` (the optimised ones).
+        flow: Load the weights into this flow instead of rebuilding one.
+        map_location: Where to put the tensors.
 
-    Returns:
-        The flow in eval mode, and the checkpoint dict (with ``train_config``, ``step``, ...).
+    Raises:
+        CheckpointError: The file is missing or damaged, describes an invalid model, or its weights
+            do not fit ``flow``.
+
+    Example:
+        >>> import flowkit, tempfile
+        >>> flow = flowkit.presets.nsf(2, transforms=1, hidden_features=(8,))
+        >>> trainer = flowkit.train.Trainer(
+        ...     flow,
+        ...     flowkit.train.TrainConfig(output=tempfile.mkdtemp(), epochs=1, batch_size=32,
+        ...                               progress=False, device="cpu"),
+        ...     torch.randn(64, 2), model_name="nsf",
+        ...     model_config=flowkit.presets.NSFConfig(2, transforms=1, hidden_features=(8,)))
+        >>> result = trainer.fit()
+        >>> flowkit.load(trainer.output / "checkpoint.pt").event_shape
+        torch.Size([2])
     """
-    from flowkit.presets.glow import GlowConfig, build_glow
+    return load_flow(path, weights=weights, flow=flow, map_location=map_location)[0]
 
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+
+def load_flow(
+    path: str | os.PathLike,
+    *,
+    weights: str = "averaged",
+    flow: Flow | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[Flow, dict[str, Any]]:
+    """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``, ...)."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be 'averaged' or 'raw', got {weights!r}")
     state = load_checkpoint(path, map_location=map_location)
-    model_config = state.get("model_config")
-    if not model_config or model_config.get("kind") != "glow":
-        raise CheckpointError(
-            f"{path} does not describe a Glow model (no model_config); rebuild the model yourself "
-            "and load state['model']"
-        )
-    kwargs = {k: v for k, v in model_config.items() if k != "kind"}
-    kwargs["input_shape"] = tuple(kwargs["input_shape"])
-    flow = build_glow(GlowConfig(**kwargs))
+    if flow is None:
+        flow = _rebuild(path, state)
+    elif not isinstance(flow, Flow):
+        raise TypeError(f"load expects flow to be a flowkit Flow, got {type(flow).__name__}")
     model_state = state["model"]
-    if weights == "ema" and state.get("ema") is not None:
+    if weights != "raw" and state.get("ema") is not None:
         prefix = "module."
         model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
-    flow.load_state_dict(model_state)
+    try:
+        flow.load_state_dict(model_state)
+    except RuntimeError as error:
+        summary = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model ({summary}); the checkpoint was written "
+            "for a different architecture"
+        ) from None
     flow.to(map_location).eval()
     return flow, state
+
+
+def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow:
+    from flowkit.presets.registry import build_model
+    from flowkit.presets.standardize import standardized_from_dict
+
+    model_config = state.get("model_config")
+    name = state.get("model_name")
+    if model_config is not None and name is None:
+        name = model_config.get("kind") if isinstance(model_config, dict) else None
+    if name is None or model_config is None:
+        raise CheckpointError(
+            f"{path} holds the weights of a custom flow (no registered model name and config); "
+            "build the flow yourself and pass it: flowkit.load(path, flow=my_flow)"
+        )
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"{path} records a model config that is not a mapping")
+    values = {k: v for k, v in model_config.items() if k != "kind"}
+    try:
+        flow = build_model(name, values)
+    except FlowkitError as error:
+        raise CheckpointError(f"{path} describes a model flowkit cannot build: {error}") from None
+    data = state.get("data") or {}
+    return standardized_from_dict(flow, data.get("standardization"))

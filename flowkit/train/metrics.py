@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ class MetricsWriter:
     Args:
         path: The JSONL file.
         tensorboard_dir: Directory for TensorBoard event files, or None. Needs the ``tensorboard``
-            package (``pip install flowkit[tensorboard]``).
+            package (``pip install "flowkit-torch[tensorboard]"``).
     """
 
     def __init__(
@@ -83,38 +82,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 def plot_bpd_curve(
     records: list[dict[str, Any]], path: str | os.PathLike, ylabel: str = "bits / dim"
 ) -> bool:
-    """Plot the train and test objective against the step into a PNG.
+    """Plot ``train_bpd`` and ``test_bpd`` against the step (see :func:`flowkit.train.plots.plot_curve`)."""
+    from flowkit.train.plots import plot_curve
 
-    The records' ``train_bpd`` and ``test_bpd`` hold bits/dim for images and nats for vector data
-    (say which with ``ylabel``). Returns False, with a warning, when matplotlib is missing.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn(
-            "the bits/dim curve needs matplotlib (pip install flowkit[plot]); skipping it",
-            stacklevel=2,
-        )
-        return False
-    train = [(r["step"], r["train_bpd"]) for r in records if _finite(r.get("train_bpd"))]
-    test = [(r["step"], r["test_bpd"]) for r in records if _finite(r.get("test_bpd"))]
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
-    if train:
-        axes.plot(*zip(*train), label="train (running mean)", color="tab:blue", alpha=0.8)
-    if test:
-        axes.plot(*zip(*test), "o-", label="test", color="tab:orange")
-    axes.set_xlabel("step")
-    axes.set_ylabel(ylabel)
-    axes.grid(alpha=0.3)
-    if train or test:  # a run whose every value was non-finite has nothing to label
-        axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return True
+    return plot_curve(records, path, key="bpd", ylabel=ylabel)
 
 
 def _finite(value: Any) -> bool:

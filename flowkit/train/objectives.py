@@ -1,15 +1,14 @@
-"""Training objectives: bits per dimension with the discretisation constant, and Glow's class loss."""
+"""Training objectives named by their unit: bits per dimension (images), nats per example (vectors)."""
 
 from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.distributions import Flow
 
-__all__ = ["BitsPerDim", "bits_per_dim"]
+__all__ = ["BitsPerDim", "NatsPerExample", "Objective", "bits_per_dim"]
 
 
 def bits_per_dim(log_prob: Tensor, num_dims: int, n_bits: int = 8) -> Tensor:
@@ -29,39 +28,65 @@ def bits_per_dim(log_prob: Tensor, num_dims: int, n_bits: int = 8) -> Tensor:
     return (-log_prob + num_dims * n_bits * math.log(2.0)) / (num_dims * math.log(2.0))
 
 
-class BitsPerDim(nn.Module):
-    """The training objective as a module, so DistributedDataParallel can wrap it.
+class Objective(nn.Module):
+    """A training objective as a module, so that DistributedDataParallel can wrap it.
 
-    ``forward(x, labels=None)`` returns a dict with ``loss`` (the scalar to minimise), ``bpd``
-    (per example, bits per dimension of the image), and, for class-conditional Glow models
-    (``flow.config.num_classes``), ``class_bits`` (per example cross-entropy in bits, weighted by
-    ``flow.config.class_weight`` in the loss as the official ``weight_y``) and ``correct``.
+    ``forward(x, context=None)`` returns a dict with ``loss`` (the scalar to minimise), the
+    per-example value under :attr:`key` (``"bpd"`` or ``"nll"``), and whatever per-example metrics
+    the flow's :meth:`~flowkit.Flow.auxiliary_loss` hook adds (Glow's class-prediction loss).
+    Subclasses set :attr:`key`, :attr:`unit` and implement :meth:`per_example`.
+    """
+
+    key = "nll"
+    unit = "nats"
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def per_example(self, log_prob: Tensor) -> Tensor:
+        """The objective of each example from its log-density."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
+        """The loss and the per-example metrics of one batch."""
+        z, log_prob = self.flow.latent_and_log_prob(x, context)
+        value = self.per_example(log_prob)
+        out = {self.key: value, "loss": value.mean()}
+        extra = self.flow.auxiliary_loss(z, context)
+        if extra is not None:
+            out["loss"] = out["loss"] + extra.loss
+            out.update(extra.metrics)
+        return out
+
+
+class BitsPerDim(Objective):
+    """Bits per dimension of images (uniform dequantisation and the discretisation constant).
 
     Args:
-        flow: The model.
+        flow: The model, over images scaled to :math:`[-1/2, 1/2]`.
         n_bits: Bits per dimension of the data.
     """
 
+    key = "bpd"
+    unit = "bits/dim"
+
     def __init__(self, flow: Flow, n_bits: int = 8) -> None:
-        super().__init__()
-        self.flow = flow
+        super().__init__(flow)
         self.n_bits = int(n_bits)
         self.num_dims = math.prod(flow.event_shape)
-        config = getattr(flow, "config", None)
-        self.num_classes = getattr(config, "num_classes", None)
-        self.class_weight = float(getattr(config, "class_weight", 0.0))
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        context = labels if self.num_classes is not None else None
-        z, log_prob = self.flow.latent_and_log_prob(x, context)
-        bpd = bits_per_dim(log_prob, self.num_dims, self.n_bits)
-        out = {"bpd": bpd, "loss": bpd.mean()}
-        if self.num_classes is not None and labels is not None:
-            from flowkit.presets.glow import class_logits
+    def per_example(self, log_prob: Tensor) -> Tensor:
+        """Bits per dimension of each image."""
+        return bits_per_dim(log_prob, self.num_dims, self.n_bits)
 
-            logits = class_logits(self.flow, z, context)
-            class_bits = F.cross_entropy(logits, labels, reduction="none") / math.log(2.0)
-            out["class_bits"] = class_bits
-            out["correct"] = (logits.argmax(-1) == labels).to(bpd.dtype)
-            out["loss"] = out["loss"] + self.class_weight * class_bits.mean()
-        return out
+
+class NatsPerExample(Objective):
+    """Negative log-likelihood in nats per example, for vector data."""
+
+    key = "nll"
+    unit = "nats"
+
+    def per_example(self, log_prob: Tensor) -> Tensor:
+        """Negative log-density of each example."""
+        return -log_prob

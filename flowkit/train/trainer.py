@@ -1,11 +1,16 @@
-"""The Trainer: from images (or vectors) to a trained flow, bits/dim, samples and checkpoints."""
+"""The Trainer: from images or vectors to a trained flow, its metrics, samples and checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +22,52 @@ from tqdm.auto import tqdm
 
 from flowkit.bijectors.cache import clear_caches
 from flowkit.distributions import Flow
+from flowkit.errors import FlowkitError
 from flowkit.initialization import initialize
-from flowkit.performance import tune_allocator
-from flowkit.train.checkpoint import load_checkpoint, save_checkpoint
-from flowkit.train.config import TrainConfig
+from flowkit.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    versions,
+)
+from flowkit.train.config import RESUMABLE_SETTINGS, ConfigError, TrainConfig
 from flowkit.train.data import TrainingData, as_training_data
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
 from flowkit.train.distributed import Process, all_reduce_sum, setup
-from flowkit.train.metrics import MetricsWriter, plot_bpd_curve, read_metrics
-from flowkit.train.objectives import BitsPerDim
+from flowkit.train.metrics import MetricsWriter, read_metrics
+from flowkit.train.objectives import BitsPerDim, NatsPerExample, Objective
+from flowkit.train.plots import plot_curve, plot_density_2d
+from flowkit.train.rundir import RunDirectory
+from flowkit.train.samples import write_sample_grid
+from flowkit.train.state import TrainState
 
-__all__ = ["CHECKPOINT_FORMAT", "NonFiniteError", "TrainResult", "Trainer"]
+__all__ = [
+    "NonFiniteError",
+    "ResumeMismatchError",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
+]
 
-CHECKPOINT_FORMAT = 1
+# The learning curve is redrawn at most this often (seconds), and at the end of the run.
+PLOT_INTERVAL = 60.0
 
 
-class NonFiniteError(RuntimeError):
-    """Training stopped after too many consecutive steps with a non-finite loss or gradient."""
+class NonFiniteError(FlowkitError, RuntimeError):
+    """Training stopped because the model diverged (non-finite losses, gradients or weights)."""
+
+
+class TrainingInterrupted(FlowkitError):
+    """Training was interrupted (Ctrl-C); a checkpoint of the current step was written first."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class ResumeMismatchError(FlowkitError, ValueError):
+    """``resume`` was asked with settings that a resumed run cannot change."""
 
 
 @dataclass
@@ -43,34 +77,57 @@ class TrainResult:
     Attributes:
         steps: Optimizer steps attempted in the whole run (skipped non-finite steps included).
         epochs_completed: Whole epochs done.
-        test_bpd: ``(step, value)`` per evaluation: bits/dim for images, negative log-likelihood in
-            nats per example for vector data; evaluated with the averaged weights when
-            ``config.ema`` is on.
+        test_history: ``(step, value)`` per evaluation, in :attr:`unit`; evaluated with the
+            averaged weights when ``config.ema`` is on.
         train_losses: Loss of every applied step of this call (resumed runs: from the resume on).
         output: The output directory.
+        unit: ``"bits/dim"`` for images, ``"nats"`` (per example) for vectors.
     """
 
     steps: int
     epochs_completed: int
-    test_bpd: list[tuple[int, float]] = field(default_factory=list)
+    test_history: list[tuple[int, float]] = field(default_factory=list)
     train_losses: list[float] = field(default_factory=list)
     output: Path | None = None
+    unit: str = "bits/dim"
+
+    @property
+    def test_bpd(self) -> list[tuple[int, float]]:
+        """Test bits/dim per evaluation (image runs)."""
+        if self.unit != "bits/dim":
+            raise AttributeError("this run measured nats per example; read test_nll instead")
+        return self.test_history
+
+    @property
+    def test_nll(self) -> list[tuple[int, float]]:
+        """Test negative log-likelihood in nats per example per evaluation (vector runs)."""
+        if self.unit != "nats":
+            raise AttributeError("this run measured bits per dimension; read test_bpd instead")
+        return self.test_history
 
     @property
     def final_test_bpd(self) -> float | None:
-        """The last evaluated test bits/dim (or nats for vector data)."""
+        """The last evaluated test bits/dim (image runs)."""
         return self.test_bpd[-1][1] if self.test_bpd else None
+
+    @property
+    def final_test_nll(self) -> float | None:
+        """The last evaluated test negative log-likelihood in nats (vector runs)."""
+        return self.test_nll[-1][1] if self.test_nll else None
 
 
 class Trainer:
-    """Trains a :class:`~flowkit.Flow` by maximum likelihood, reading top to bottom like one loop.
+    """Trains any :class:`~flowkit.Flow` by maximum likelihood.
 
-    For images (uint8 ``flowkit.data.ImageData``) the objective is bits per dimension with uniform
-    dequantisation; for float vectors (tensors or numpy arrays, optionally with a context) it is the
-    negative log-likelihood in nats. Every run writes ``metrics.jsonl``, a bits/dim curve
-    (``bpd.png``), sample grids (images) and an atomically written ``checkpoint.pt`` to
-    ``config.output``; ``fit(resume=True)`` continues exactly where the checkpoint left off (on the
-    CPU the resumed run reproduces the uninterrupted one bit for bit).
+    For images (uint8 :class:`~flowkit.data.ImageData`) the objective is bits per dimension with
+    uniform dequantisation; for float vectors (tensors, numpy arrays, a ``(values, context)``
+    pair, or a ``torch.utils.data.Dataset``/``DataLoader`` of either) it is the negative
+    log-likelihood in nats per example. Every run writes to ``config.output``: ``config.json`` (the
+    effective settings), ``metrics.jsonl``, the learning curve (``bpd.png`` or ``nll.png``),
+    sample grids (images) or a density plot (2-D vectors), and an atomically written
+    ``checkpoint.pt``. A directory that already holds a run is refused unless ``fit`` is asked to
+    ``resume`` it (continuing exactly, bit for bit on the CPU) or to ``overwrite`` it; one process
+    at a time may train into a directory.
 
     Launched with ``torchrun``, each process trains on its shard of every global batch under
     DistributedDataParallel; initialisation runs once and is broadcast; rank 0 writes.
@@ -78,10 +135,15 @@ class Trainer:
     Args:
         flow: The model (moved to the configured device).
         config: Training hyper-parameters.
-        train_data: ``ImageData``, a float tensor/array of vectors, or a ``(values, context)`` pair.
+        train_data: Image data, vectors, a ``(values, context)`` pair, or a Dataset/DataLoader.
         test_data: Same kinds, for evaluation (None: no evaluation).
-        model_config: Plain-dict description stored in checkpoints so the model can be rebuilt
-            (``flowkit.train.load_flow`` understands Glow configs).
+        model_name: The registered model family the flow was built from (``"glow"``, ``"nsf"``,
+            ...; see ``flowkit.presets.registry``), so that :func:`flowkit.load` can rebuild it;
+            None for a custom flow.
+        model_config: The model's config (a preset's config dataclass or a plain dict).
+        data_info: A plain-dict description of the data stored with the checkpoint (column
+            names, standardisation statistics, ...).
+        run_info: Extra entries for ``config.json`` (the command line records the run preset).
     """
 
     def __init__(
@@ -91,10 +153,16 @@ class Trainer:
         train_data: Any,
         test_data: Any = None,
         *,
-        model_config: dict[str, Any] | None = None,
+        model_name: str | None = None,
+        model_config: Any = None,
+        data_info: dict[str, Any] | None = None,
+        run_info: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(flow, Flow):
+            raise TypeError(f"Trainer expects a flowkit Flow, got {type(flow).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
         self.config = config
-        tune_allocator()  # large activations stay on the heap instead of being re-mapped every step
         self.process: Process = setup(config.device)
         self.flow = flow.to(self.process.device)
         self.train_data: TrainingData = as_training_data(
@@ -105,236 +173,409 @@ class Trainer:
             if test_data is None
             else as_training_data(test_data, config.n_bits, config.num_test)
         )
-        self.model_config = model_config
+        self.model_name, self.model_config = _model_description(model_name, model_config)
+        self.data_info = {"kind": "image" if self.train_data.is_image else "vector"}
+        if self.train_data.is_image:
+            self.data_info["n_bits"] = config.n_bits
+        self.data_info.update(data_info or {})
+        self.run_info = dict(run_info or {})
         self.output = Path(config.output)
         self.train_data.check_against(self.flow, "training")
         if self.test_data is not None:
             self.test_data.check_against(self.flow, "test")
         if config.batch_size % self.process.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {config.batch_size} must be divisible by the number of processes "
                 f"({self.process.world_size})"
             )
         self.steps_per_epoch = len(self.train_data) // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"the training set has {len(self.train_data)} examples, fewer than one batch "
-                f"of {config.batch_size}"
+                f"of {config.batch_size}; lower batch_size"
+            )
+        self.objective: Objective = (
+            BitsPerDim(self.flow, config.n_bits)
+            if self.train_data.is_image
+            else NatsPerExample(self.flow)
+        )
+        self._state: TrainState | None = None
+        self._metrics: MetricsWriter | None = None
+        self._result = TrainResult(0, 0, unit=self.objective.unit)
+        self._last_plot = -math.inf
+
+    # --- the run, top to bottom ------------------------------------------------------------------
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs (or until ``max_steps``/``max_minutes``).
+
+        Args:
+            resume: Continue the run in ``config.output`` from its checkpoint (a fresh start if
+                it has none). Settings listed in ``flowkit.train.config.RESUMABLE_SETTINGS`` (the
+                learning rate, epochs, step and time limits, logging, evaluation and sampling
+                cadence, ...) may differ from the checkpoint's and take effect; any other
+                difference raises :class:`ResumeMismatchError` listing them.
+            overwrite: Remove the run that ``config.output`` holds (its checkpoints, metrics,
+                curves and samples) and start afresh.
+
+        Raises:
+            RunExistsError: ``config.output`` holds a run and neither flag is set.
+            RunLockedError: Another process trains into ``config.output``.
+            NonFiniteError: The model diverged; ``checkpoint.pt`` keeps the last finite state.
+            TrainingInterrupted: Ctrl-C; a checkpoint of the current step was written.
+        """
+        run = RunDirectory(self.config.output)
+        ready = True
+        try:
+            if self.process.is_main:
+                run.open(resume=resume, overwrite=overwrite)
+        except BaseException:
+            ready = False
+            raise
+        finally:
+            self._agree(ready)
+        try:
+            return self._fit(run, resume)
+        finally:
+            if self._metrics is not None:
+                self._metrics.close()
+            run.close()
+
+    def _fit(self, run: RunDirectory, resume: bool) -> TrainResult:
+        config, result = self.config, self._result
+        # Start fresh (data-dependent initialisation, broadcast from rank 0) or continue exactly
+        # from the checkpoint, with the resumable settings of this call taking effect.
+        saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
+        state = self._new_state()
+        if saved is None:
+            initialize(
+                self.flow,
+                *self.train_data.init_batch(
+                    config.init_batch_size, config.seed, self.process.device
+                ),
+            )
+        else:
+            self._check_resumable(saved, run.checkpoint)
+            state.load_state_dict(saved)
+            state.set_learning_rate(config.lr)
+        self._state = state
+        result.steps, result.epochs_completed, result.output = state.step, state.epoch, self.output
+        # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
+        # broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
+        model: nn.Module = (
+            DistributedDataParallel(self.objective) if self.process.distributed else self.objective
+        )
+        clear_caches(self.flow)
+        self._open_outputs(run, state, fresh=saved is None)
+        if saved is None:
+            self._end_of_epoch(state, run, "start")
+
+        # The loop: one global batch per step, each process taking its shard. Ctrl-C only sets a
+        # flag, so the step in flight completes and the checkpoint holds a consistent state.
+        session_start, elapsed_before = time.monotonic(), state.elapsed
+        with _InterruptFlag() as interrupt:
+            while state.epoch < config.epochs and not self._limit_reached(state):
+                batches = self.train_data.epoch_batches(state.epoch, config.batch_size, config.seed)
+                progress = tqdm(
+                    total=len(batches),
+                    initial=state.batch_in_epoch,
+                    desc=f"epoch {state.epoch + 1}/{config.epochs}",
+                    disable=not (config.progress and self.process.is_main),
+                    leave=False,
+                )
+                while state.batch_in_epoch < len(batches) and not self._limit_reached(state):
+                    self._train_step(state, model, batches[state.batch_in_epoch], run)
+                    state.elapsed = elapsed_before + time.monotonic() - session_start
+                    progress.update(1)
+                    if interrupt.requested:
+                        progress.close()
+                        self._interrupted(state, run)
+                    if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                        self._save(state, run)
+                progress.close()
+                if state.batch_in_epoch < len(batches):
+                    break  # a step or time limit, mid-epoch
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                    self._end_of_epoch(state, run, "epoch")
+                self._save(state, run)
+
+        # Finish: a run stopped by its step or time limit mid-epoch is evaluated as at an epoch end.
+        if state.batch_in_epoch != 0:
+            self._end_of_epoch(state, run, "end")
+            self._save(state, run)
+        if self._metrics is not None:
+            self._plot(run, final=True)
+        result.steps, result.epochs_completed = state.step, state.epoch
+        return result
+
+    # --- one training step -----------------------------------------------------------------------
+    def _train_step(
+        self, state: TrainState, model: nn.Module, index: Tensor, run: RunDirectory
+    ) -> None:
+        config = self.config
+        inputs = self.train_data.batch(index, state.noise, self.process)
+        out = model(*inputs)
+        loss = out["loss"]
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        limit = config.grad_clip if config.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), limit)
+        # Gradients are already averaged over processes, so every process agrees on this.
+        finite = bool(torch.isfinite(all_reduce_sum(loss.detach(), self.process))) and bool(
+            torch.isfinite(grad_norm)
+        )
+        state.step += 1
+        state.batch_in_epoch += 1
+        if not finite:
+            self._skip_nonfinite(state, inputs, loss, grad_norm, run)
+            return
+        state.nonfinite_streak = 0
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(self.flow)
+        value = float(loss.detach())
+        state.window.append(value)
+        self._result.train_losses.append(value)
+        if state.step % config.log_every == 0:
+            record = {
+                "step": state.step,
+                "epoch": state.epoch + 1,
+                "time": round(state.elapsed, 3),
+                f"train_{self.objective.key}": sum(state.window) / len(state.window),
+                "lr": state.scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+            }
+            for key, values in out.items():
+                if key not in ("loss", self.objective.key):
+                    record[key] = float(values.detach().float().mean())
+            self._write(record)
+            state.window = []
+
+    def _skip_nonfinite(
+        self, state: TrainState, inputs: tuple, loss: Tensor, grad_norm: Tensor, run: RunDirectory
+    ) -> None:
+        """A non-finite step is never applied; too many in a row stop the run (see _diverged)."""
+        state.nonfinite_streak += 1
+        state.optimizer.zero_grad(set_to_none=True)
+        where = self._diagnose(inputs, loss)
+        warnings.warn(
+            f"step {state.step}: non-finite loss ({float(loss.detach()):.4g}) or gradient norm "
+            f"({float(grad_norm):.4g}); step skipped; {where}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._write(
+            {
+                "step": state.step,
+                "epoch": state.epoch + 1,
+                "time": round(state.elapsed, 3),
+                "event": "nonfinite",
+                "detail": where,
+            }
+        )
+        if state.nonfinite_streak >= self.config.max_nonfinite:
+            self._diverged(
+                state,
+                run,
+                f"{state.nonfinite_streak} consecutive steps had a non-finite loss or gradient (last: {where})",
             )
 
-    # ------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train for ``config.epochs`` epochs (or ``config.max_steps`` steps); see the class doc."""
-        config, process, flow = self.config, self.process, self.flow
-        checkpoint_path = self.output / "checkpoint.pt"
-        if process.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
+    # --- end of an epoch: evaluation, samples, curves ---------------------------------------------
+    def _end_of_epoch(self, state: TrainState, run: RunDirectory, event: str) -> None:
+        config = self.config
+        evaluated = state.averaged_flow
+        record: dict[str, Any] = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "time": round(state.elapsed, 3),
+            "event": event,
+        }
+        if self.test_data is not None:
+            value = self.evaluate(evaluated)
+            record[f"test_{self.objective.key}"] = value
+            if not math.isfinite(value) and event != "start":
+                self._write(record)
+                self._diverged(
+                    state, run, f"the test {self.objective.unit} is {value} after step {state.step}"
+                )
+            self._result.test_history.append((state.step, value))
+        if (
+            self.process.is_main
+            and event != "start"
+            and (state.epoch % config.sample_every == 0 or event == "end")
+        ):
+            if self.train_data.is_image:
+                nonfinite = self.write_samples(evaluated, state.epoch)
+                if any(nonfinite.values()):
+                    record["nonfinite_samples"] = nonfinite
+            elif math.prod(self.flow.event_shape) == 2 and not self.train_data.conditional:
+                plot_density_2d(evaluated, self.train_data.values, run.path / "density.png")
+        self._write(record)
+        self._plot(run, final=event == "end" or state.epoch >= config.epochs)
 
+    # --- checkpoints and stopping ------------------------------------------------------------------
+    def _save(self, state: TrainState, run: RunDirectory) -> None:
+        """Write ``checkpoint.pt``, unless the state is not finite: then the last good one stays."""
+        if not self.process.is_main or state.nonfinite_streak or not _finite_parameters(self.flow):
+            return
+        save_checkpoint(self._checkpoint(state), run.checkpoint)
+        state.last_saved_step = state.step
+
+    def _checkpoint(self, state: TrainState) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            **state.state_dict(),
+            "model_name": self.model_name,
+            "model_config": self.model_config,
+            "train_config": self.config.to_dict(),
+            "data": self.data_info,
+            "versions": versions(),
+        }
+
+    def _diverged(self, state: TrainState, run: RunDirectory, reason: str) -> None:
+        if self.process.is_main:
+            save_checkpoint(self._checkpoint(state), run.diverged_checkpoint)
+        if state.last_saved_step is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = f"{run.checkpoint} keeps the last finite state (step {state.last_saved_step})"
+        raise NonFiniteError(
+            f"training stopped at step {state.step}: {reason}; {kept}; the diverged state is in "
+            f"{run.diverged_checkpoint}; lower the learning rate, lengthen the warm-up or set grad_clip"
+        )
+
+    def _interrupted(self, state: TrainState, run: RunDirectory) -> None:
+        self._save(state, run)
+        if self._metrics is not None:
+            self._plot(run, final=True)
+        raise TrainingInterrupted(
+            f"interrupted at step {state.step}; continue with --resume", state.step
+        )
+
+    def _limit_reached(self, state: TrainState) -> bool:
+        config = self.config
+        if config.max_steps is not None and state.step >= config.max_steps:
+            return True
+        return config.max_minutes is not None and state.elapsed >= 60.0 * config.max_minutes
+
+    # --- setting up ---------------------------------------------------------------------------------
+    def _parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.flow.parameters() if p.requires_grad]
+
+    def _new_state(self) -> TrainState:
+        config = self.config
         # Adamax (official) or Adam; beta2 and the weight average's decay follow the official
         # rule 1 - 1 / (steps_per_epoch * polyak_epochs).
         beta2 = 1.0 - 1.0 / max(2.0, self.steps_per_epoch * config.polyak_epochs)
         optimizer_class = torch.optim.Adamax if config.optimizer == "adamax" else torch.optim.Adam
-        parameters = [p for p in flow.parameters() if p.requires_grad]
         optimizer = optimizer_class(
-            parameters, lr=config.lr, betas=(config.beta1, beta2), weight_decay=config.weight_decay
+            self._parameters(),
+            lr=config.lr,
+            betas=(config.beta1, beta2),
+            weight_decay=config.weight_decay,
         )
         warmup_steps = max(1.0, config.warmup_epochs * self.steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
         )
-
-        # Start fresh (data-dependent init, broadcast from rank 0) or continue from the checkpoint.
-        noise = torch.Generator().manual_seed(config.seed + 1)
-        step, epoch, batch_in_epoch = 0, 0, 0
-        state = load_checkpoint(checkpoint_path) if resume and checkpoint_path.exists() else None
-        if state is not None:
-            flow.load_state_dict(state["model"])
-        else:
-            init_batch = self.train_data.init_batch(
-                config.init_batch_size, config.seed, process.device
-            )
-            initialize(flow, *init_batch)
         ema = (
-            AveragedModel(flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False)
+            AveragedModel(self.flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False)
             if config.ema
             else None
         )
-        self._ema = ema
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
-            noise.set_state(state["noise_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        noise = torch.Generator().manual_seed(config.seed + 1)
+        return TrainState(self.flow, optimizer, scheduler, ema, noise)
 
-        # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
-        # broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
-        objective: nn.Module = (
-            BitsPerDim(flow, config.n_bits)
-            if self.train_data.is_image
-            else _NegativeLogLikelihood(flow)
-        )
-        model = DistributedDataParallel(objective) if process.distributed else objective
-        clear_caches(flow)
-
-        metrics = (
-            MetricsWriter(
-                self.output / "metrics.jsonl",
-                self.output / "tensorboard" if config.tensorboard else None,
+    def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
+        """Refuse to resume with settings that would make the continued run a different run."""
+        try:
+            previous = TrainConfig.from_dict(saved.get("train_config") or {})
+        except ConfigError as error:
+            raise CheckpointError(f"{path} records invalid train settings: {error}") from None
+        changed = {
+            name: values
+            for name, values in self.config.differences(previous).items()
+            if name not in RESUMABLE_SETTINGS
+        }
+        if saved.get("model_config") is not None and _jsonable(saved["model_config"]) != _jsonable(
+            self.model_config
+        ):
+            changed["model"] = (saved.get("model_config"), self.model_config)
+        if changed:
+            listed = "; ".join(
+                f"{name}: {old!r} -> {new!r}" for name, (old, new) in sorted(changed.items())
             )
-            if process.is_main
-            else None
-        )
-        if metrics is not None:
-            if state is not None:
-                metrics.truncate_after(step)
-            elif metrics.path.exists():
-                metrics.path.unlink()
-        result = TrainResult(steps=step, epochs_completed=epoch, output=self.output)
-        if metrics is not None and state is not None:
-            result.test_bpd = [
-                (r["step"], r["test_bpd"]) for r in read_metrics(metrics.path) if "test_bpd" in r
+            raise ResumeMismatchError(
+                f"cannot resume {path} with different settings ({listed}); only "
+                f"{', '.join(sorted(RESUMABLE_SETTINGS - {'output'}))} may change on resume; start a "
+                "new run with another output directory or --overwrite"
+            )
+
+    def _open_outputs(self, run: RunDirectory, state: TrainState, fresh: bool) -> None:
+        if not self.process.is_main:
+            return
+        path = run.path / "metrics.jsonl"
+        if fresh:
+            path.unlink(missing_ok=True)
+        tensorboard = run.path / "tensorboard" if self.config.tensorboard else None
+        self._metrics = MetricsWriter(path, tensorboard)
+        if not fresh:
+            self._metrics.truncate_after(state.step)
+            key = f"test_{self.objective.key}"
+            self._result.test_history = [
+                (r["step"], r[key]) for r in read_metrics(path) if key in r
             ]
+        settings = {
+            **self.run_info,
+            "model_name": self.model_name,
+            "model": self.model_config,
+            "train": self.config.to_dict(),
+            "data": self.data_info,
+            "versions": versions(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (run.path / "config.json").write_text(
+            json.dumps(settings, indent=2, default=_json_default) + "\n"
+        )
 
-        def checkpoint() -> None:
-            if process.is_main:
-                save_checkpoint(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "model": flow.state_dict(),
-                        "ema": None if ema is None else ema.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "step": step,
-                        "epoch": epoch,
-                        "batch_in_epoch": batch_in_epoch,
-                        "noise_rng": noise.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "train_config": config.to_dict(),
-                        "model_config": self.model_config,
-                    },
-                    checkpoint_path,
-                )
+    def _agree(self, ready: bool) -> None:
+        """Under several processes, rank 0's directory checks decide for everyone."""
+        if not self.process.distributed:
+            return
+        flag = torch.tensor([1.0 if ready else 0.0], device=self.process.device)
+        if self.process.is_main:
+            flag = flag * self.process.world_size
+        total = all_reduce_sum(flag, self.process)
+        if float(total) < self.process.world_size and ready:
+            raise RuntimeError("rank 0 could not open the output directory; see its error")
 
-        last_plot = [-math.inf]
+    # --- outputs -------------------------------------------------------------------------------------
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._metrics is not None:
+            self._metrics.write(record)
 
-        def evaluate_and_sample(label: str) -> None:
-            evaluated = flow if ema is None else ema.module
-            record: dict[str, Any] = {"step": step, "epoch": epoch, "event": label}
-            if self.test_data is not None:
-                record["test_bpd"] = self.evaluate(evaluated)
-                result.test_bpd.append((step, record["test_bpd"]))
-            if (
-                process.is_main
-                and self.train_data.is_image
-                and label != "start"
-                and (epoch % config.sample_every == 0 or label == "end")
-            ):
-                nonfinite = self.write_samples(evaluated, epoch)
-                if any(nonfinite.values()):
-                    record["nonfinite_samples"] = nonfinite
-            if metrics is not None:
-                metrics.write(record)
-                # Redrawing costs a few tenths of a second: at most once a minute, and at the end.
-                if label == "end" or epoch >= config.epochs or time.monotonic() - last_plot[0] > 60:
-                    self._plot(read_metrics(metrics.path))
-                    last_plot[0] = time.monotonic()
-
-        if state is None:
-            evaluate_and_sample("start")
-
-        # The loop: one global batch per step, each process taking its shard.
-        consecutive_nonfinite = 0
-        running: list[float] = []
-        stop = config.max_steps is not None and step >= config.max_steps
-        while epoch < config.epochs and not stop:
-            batches = self.train_data.epoch_batches(epoch, config.batch_size, config.seed)
-            progress = tqdm(
-                total=len(batches),
-                initial=batch_in_epoch,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=not (config.progress and process.is_main),
-                leave=False,
+    def _plot(self, run: RunDirectory, *, final: bool) -> None:
+        # Redrawing costs a few tenths of a second: at most once a minute, and at the end.
+        if self._metrics is None or not (
+            final or time.monotonic() - self._last_plot > PLOT_INTERVAL
+        ):
+            return
+        if self.train_data.is_image:
+            plot_curve(
+                read_metrics(self._metrics.path),
+                run.path / "bpd.png",
+                key="bpd",
+                ylabel="bits / dim",
             )
-            started = time.perf_counter()
-            while batch_in_epoch < len(batches):
-                inputs = self.train_data.batch(batches[batch_in_epoch], noise, process)
-                out = model(*inputs)
-                loss = out["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    parameters, config.grad_clip if config.grad_clip is not None else math.inf
-                )
-                # Gradients are already averaged over processes, so every process agrees on this.
-                finite = bool(torch.isfinite(all_reduce_sum(loss.detach(), process))) and bool(
-                    torch.isfinite(grad_norm)
-                )
-                step += 1
-                batch_in_epoch += 1
-                progress.update(1)
-                if not finite:
-                    consecutive_nonfinite += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    where = self._diagnose(inputs, loss)
-                    message = f"step {step}: non-finite loss ({float(loss.detach()):.4g}) or gradient norm ({float(grad_norm):.4g}); step skipped; {where}"
-                    warnings.warn(message, RuntimeWarning, stacklevel=2)
-                    if metrics is not None:
-                        metrics.write(
-                            {"step": step, "epoch": epoch, "event": "nonfinite", "detail": where}
-                        )
-                    if consecutive_nonfinite >= config.max_nonfinite:
-                        checkpoint()
-                        raise NonFiniteError(
-                            f"training stopped: {consecutive_nonfinite} consecutive steps had a non-finite "
-                            f"loss or gradient (last: {where}). The last good state is in {checkpoint_path}; "
-                            "lower the learning rate, lengthen the warm-up or set grad_clip"
-                        )
-                    continue
-                consecutive_nonfinite = 0
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(flow)
-                loss_value = float(loss.detach())
-                running.append(loss_value)
-                result.train_losses.append(loss_value)
-                if metrics is not None and step % config.log_every == 0:
-                    elapsed = time.perf_counter() - started
-                    metrics.write(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "train_bpd": sum(running) / len(running),
-                            "lr": scheduler.get_last_lr()[0],
-                            "grad_norm": float(grad_norm),
-                            "examples_per_s": config.batch_size * len(running) / max(elapsed, 1e-9),
-                        }
-                    )
-                    progress.set_postfix(loss=f"{sum(running) / len(running):.3f}")
-                    running, started = [], time.perf_counter()
-                if config.checkpoint_every and step % config.checkpoint_every == 0:
-                    checkpoint()
-                if config.max_steps is not None and step >= config.max_steps:
-                    stop = True
-                    break
-            progress.close()
-            if batch_in_epoch >= len(batches):
-                epoch, batch_in_epoch = epoch + 1, 0
-                if epoch % config.eval_every == 0 or epoch == config.epochs:
-                    evaluate_and_sample("epoch")
-            checkpoint()
-
-        # Finish: final evaluation and samples unless the last epoch just did them.
-        if stop and batch_in_epoch != 0:
-            evaluate_and_sample("end")
-            checkpoint()
-        result.steps, result.epochs_completed = step, epoch
-        if metrics is not None:
-            metrics.close()
-        return result
+        else:
+            plot_curve(
+                read_metrics(self._metrics.path),
+                run.path / "nll.png",
+                key="nll",
+                ylabel="negative log-likelihood (nats per example)",
+            )
+        self._last_plot = time.monotonic()
 
     @property
     def averaged_flow(self) -> Flow:
@@ -342,52 +583,39 @@ class Trainer:
 
         The raw, optimised weights stay in ``trainer.flow``; without ``config.ema`` both are the same.
         """
-        ema = getattr(self, "_ema", None)
-        return self.flow if ema is None else ema.module
+        return self.flow if self._state is None else self._state.averaged_flow
 
-    def _plot(self, records: list[dict[str, Any]]) -> None:
-        label = "bits / dim" if self.train_data.is_image else "negative log-likelihood (nats)"
-        plot_bpd_curve(records, self.output / "bpd.png", ylabel=label)
+    @property
+    def state(self) -> TrainState | None:
+        """The training state of the last :meth:`fit` (None before)."""
+        return self._state
 
-    # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, flow: Flow | None = None, *, dtype: torch.dtype | None = None) -> float:
-        """Mean test bits/dim (nats for vectors), sharded over processes, with fixed noise."""
+        """Mean test bits/dim (nats per example for vectors), sharded over processes, fixed noise."""
         if self.test_data is None:
             raise ValueError("Trainer.evaluate needs test data")
         flow = self.flow if flow is None else flow
         return self.test_data.evaluate(flow, self.config.test_batch_size, self.process, dtype=dtype)
 
-    @torch.no_grad()
     def write_samples(self, flow: Flow, epoch: int) -> dict[str, int]:
         """Write one sample grid per temperature (same noise every epoch, so grids are comparable).
 
-        A young model's inverse can overflow at high temperature; such pixels are drawn mid-grey
-        and counted, never allowed to stop the run. Returns the count of non-finite sample values
-        per temperature.
+        Returns the count of non-finite sample values per temperature (drawn mid-grey).
         """
-        from flowkit.data import save_image_grid, to_uint8
-
-        nonfinite = {}
-        directory = self.output / "samples"
-        directory.mkdir(parents=True, exist_ok=True)
         context = self.train_data.sample_context(self.config.num_samples, self.process.device)
-        for temperature in self.config.temperatures:
-            with torch.random.fork_rng(
-                devices=[self.process.device] if self.process.device.type == "cuda" else []
-            ):
-                torch.manual_seed(self.config.seed)
-                if context is None:
-                    images = flow.sample(self.config.num_samples, temperature=temperature)
-                else:
-                    images = flow.sample(context=context, temperature=temperature)
-            images = images.float().cpu()
-            bad = ~torch.isfinite(images)
-            nonfinite[f"{temperature:.2f}"] = int(bad.sum())
-            images = images.masked_fill(bad, 0.0)
-            path = directory / f"epoch{epoch:04d}_t{temperature:.2f}.png"
-            save_image_grid(to_uint8(images, self.config.n_bits), path)
-        return nonfinite
+        return {
+            f"{temperature:.2f}": write_sample_grid(
+                flow,
+                self.output / "samples" / f"epoch{epoch:04d}_t{temperature:.2f}.png",
+                num=self.config.num_samples,
+                temperature=temperature,
+                n_bits=self.config.n_bits,
+                context=context,
+                seed=self.config.seed,
+            )
+            for temperature in self.config.temperatures
+        }
 
     def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
         if not bool(torch.isfinite(loss)):
@@ -404,13 +632,60 @@ class Trainer:
         return f"first non-finite gradient in {name}" if name else "gradient norm overflowed"
 
 
-class _NegativeLogLikelihood(nn.Module):
-    """Mean negative log-likelihood in nats, for vector data."""
+class _InterruptFlag:
+    """Within the block, the first Ctrl-C sets ``requested``; a second one interrupts at once."""
 
-    def __init__(self, flow: Flow) -> None:
-        super().__init__()
-        self.flow = flow
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
-        nll = -self.flow.log_prob(x, context)
-        return {"loss": nll.mean(), "bpd": nll}
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _model_description(
+    model_name: str | None, model_config: Any
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The model family's name and its config as a plain dict, for checkpoints and config.json."""
+    if model_config is None:
+        return model_name, None
+    if dataclasses.is_dataclass(model_config) and not isinstance(model_config, type):
+        values = dataclasses.asdict(model_config)
+    elif isinstance(model_config, dict):
+        values = dict(model_config)
+    else:
+        raise TypeError(
+            f"Trainer expects model_config as a dataclass or a dict, got {type(model_config).__name__}"
+        )
+    # Format-1 configs carried their family as kind="glow".
+    kind = values.pop("kind", None)
+    return model_name or kind, values
+
+
+def _finite_parameters(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    raise TypeError(f"cannot record {type(value).__name__} in config.json")

@@ -187,7 +187,7 @@ def test_vector_data_trains_with_the_same_trainer(tmp_path):
         device="cpu",
     )
     result = Trainer(flow, config, data.numpy(), data[:256]).fit()
-    assert result.test_bpd[-1][1] < result.test_bpd[0][1] - 0.5
+    assert result.test_nll[-1][1] < result.test_nll[0][1] - 0.5
 
 
 def test_trained_small_preset_reconstructs_test_images_and_samples_at_zero_temperature(tmp_path):

@@ -1,0 +1,143 @@
+"""Standardised vector flows: the data (and context) scaled by stored statistics inside the model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import constraints
+
+from flowkit.bijectors import Affine, Bijector, Compose
+from flowkit.bijectors.base import Shape
+from flowkit.distributions import Flow
+
+__all__ = ["StandardizedContext", "standardized", "standardized_from_dict"]
+
+
+class StandardizedContext(Bijector):
+    r"""Runs ``inner`` with its context standardised: :math:`c \mapsto (c - \mu_c) / \sigma_c`.
+
+    The statistics are buffers, saved with the model. The map of ``x`` is ``inner``'s, so are its
+    shapes, domain and log-determinant.
+
+    Args:
+        inner: The conditional bijector.
+        mean: Per-feature mean of the context, shape ``(K,)``.
+        std: Per-feature standard deviation of the context (positive), shape ``(K,)``.
+    """
+
+    def __init__(self, inner: Bijector, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        mean, std = (
+            torch.as_tensor(mean, dtype=torch.float32),
+            torch.as_tensor(std, dtype=torch.float32),
+        )
+        if mean.shape != std.shape or mean.dim() != 1:
+            raise ValueError(
+                f"StandardizedContext expects mean and std of shape (K,), got {tuple(mean.shape)} "
+                f"and {tuple(std.shape)}"
+            )
+        if not bool((std > 0).all()):
+            raise ValueError(
+                f"StandardizedContext expects positive standard deviations, got {std.tolist()}"
+            )
+        self.inner = inner
+        self.event_rank = inner.event_rank
+        self.register_buffer("context_mean", mean)
+        self.register_buffer("context_std", std)
+
+    @property
+    def latent_rank(self) -> int:
+        """The inner bijector's latent rank."""
+        return self.inner.latent_rank
+
+    @property
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inner bijector's domain."""
+        return self.inner.domain
+
+    @property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        """The inner bijector's codomain."""
+        return self.inner.codomain
+
+    def _context(self, context: Tensor | None) -> Tensor | None:
+        if context is None:
+            return None
+        return (context - self.context_mean.to(context.dtype)) / self.context_std.to(context.dtype)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The inner forward map at the standardised context."""
+        return self.inner.forward(x, self._context(context))
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The inner inverse map at the standardised context."""
+        return self.inner.inverse(z, self._context(context))
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        """The inner bijector's output shape."""
+        return self.inner.forward_shape(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The inner bijector's input shape."""
+        return self.inner.inverse_shape(shape)
+
+
+def standardized(
+    flow: Flow,
+    mean: Sequence[float],
+    std: Sequence[float],
+    context_mean: Sequence[float] | None = None,
+    context_std: Sequence[float] | None = None,
+) -> Flow:
+    r"""``flow`` over data in its own units: :math:`x \mapsto (x - \mu) / \sigma` runs first.
+
+    The standardisation is a fixed :class:`~flowkit.bijectors.Affine` (buffers, saved with the
+    model), so ``log_prob`` includes its log-determinant :math:`-\sum \log \sigma` and is a density
+    of the unscaled data, and samples come out in the data's units. With context statistics the
+    context is standardised before the conditioners see it.
+
+    Args:
+        flow: A flow over standardised vectors, shape ``(D,)``.
+        mean: Per-feature means, ``D`` values.
+        std: Per-feature standard deviations, ``D`` positive values.
+        context_mean: Per-feature means of the context, or None.
+        context_std: Per-feature standard deviations of the context, or None.
+
+    Returns:
+        A new :class:`~flowkit.Flow` sharing ``flow``'s base and bijector.
+    """
+    features = tuple(flow.event_shape)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32)
+    std_t = torch.as_tensor(std, dtype=torch.float32)
+    if len(features) != 1 or tuple(mean_t.shape) != features or tuple(std_t.shape) != features:
+        raise ValueError(
+            f"standardized expects a vector flow and {features} statistics, got event shape "
+            f"{features} and statistics of shapes {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
+        )
+    if not bool((std_t > 0).all()):
+        raise ValueError(f"standardized expects positive standard deviations, got {std_t.tolist()}")
+    scaling = Affine(shape=features, learnable=False, event_rank=1)
+    scaling.log_scale.copy_(-std_t.log())
+    scaling.shift.copy_(-mean_t / std_t)
+    bijector: Bijector = Compose([scaling, flow.bijector])
+    if context_mean is not None and context_std is not None:
+        bijector = StandardizedContext(
+            bijector, torch.as_tensor(context_mean), torch.as_tensor(context_std)
+        )
+    return Flow(flow.base, bijector, context_shape=flow.context_shape)
+
+
+def standardized_from_dict(flow: Flow, statistics: Mapping[str, Any] | None) -> Flow:
+    """:func:`standardized` with the statistics stored in a checkpoint's ``data`` entry."""
+    if not statistics:
+        return flow
+    return standardized(
+        flow,
+        statistics["mean"],
+        statistics["std"],
+        statistics.get("context_mean"),
+        statistics.get("context_std"),
+    )

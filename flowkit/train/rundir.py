@@ -1,0 +1,137 @@
+"""The run directory: what a run writes, the lock that keeps one run per directory, overwriting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from flowkit.errors import FlowkitError
+from flowkit.train.checkpoint import remove_stale_temporaries
+
+__all__ = ["RUN_DIRECTORIES", "RUN_FILES", "RunDirectory", "RunExistsError", "RunLockedError"]
+
+# Everything a run writes; --overwrite removes exactly these, nothing else the user keeps there.
+RUN_FILES = (
+    "checkpoint.pt",
+    "checkpoint.diverged.pt",
+    "metrics.jsonl",
+    "config.json",
+    "bpd.png",
+    "nll.png",
+    "density.png",
+    "samples.csv",
+)
+RUN_DIRECTORIES = ("samples", "tensorboard")
+# The files whose presence means the directory holds a run.
+_RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl", "config.json")
+LOCK_NAME = ".lock"
+
+
+class RunExistsError(FlowkitError, FileExistsError):
+    """The output directory already holds a run, and neither resuming nor overwriting was asked."""
+
+
+class RunLockedError(FlowkitError, RuntimeError):
+    """Another process is training into the same output directory."""
+
+
+class RunDirectory:
+    """One run's output directory, opened for writing by at most one process at a time.
+
+    :meth:`open` takes an advisory lock (``fcntl.flock`` on ``.lock``; the operating system drops
+    it when the process ends, however it ends), removes temporary files that interrupted
+    checkpoint writes left behind, and refuses a directory that holds an earlier run unless the
+    caller resumes it or asks to overwrite it (which removes the earlier run's files and samples,
+    and nothing else). Nothing in the directory is touched before these checks pass.
+
+    Args:
+        path: The directory (created if missing).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        if str(path).strip() == "":
+            raise ValueError("the output directory is empty; give a directory such as runs/my-run")
+        self.path = Path(path)
+        self._lock_file: int | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint.pt``: the last good state."""
+        return self.path / "checkpoint.pt"
+
+    @property
+    def diverged_checkpoint(self) -> Path:
+        """``checkpoint.diverged.pt``: the state at which training diverged, kept for debugging."""
+        return self.path / "checkpoint.diverged.pt"
+
+    def holds_run(self) -> bool:
+        """Whether an earlier run wrote its checkpoint, metrics or config here."""
+        return any((self.path / name).exists() for name in _RUN_MARKERS)
+
+    def open(self, *, resume: bool, overwrite: bool) -> None:
+        """Lock the directory and check it; see the class docstring.
+
+        Raises:
+            RunLockedError: Another process holds the lock (its process id is named).
+            RunExistsError: The directory holds a run and neither ``resume`` nor ``overwrite``.
+        """
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other; choose one")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunExistsError(f"the output {self.path} is a file, not a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            if self.holds_run() and not (resume or overwrite):
+                raise RunExistsError(
+                    f"{self.path} already holds a run; continue it with --resume or replace it "
+                    "with --overwrite (resume=True or overwrite=True in Python)"
+                )
+            remove_stale_temporaries(self.checkpoint)
+            remove_stale_temporaries(self.diverged_checkpoint)
+            if overwrite:
+                self.clear()
+        except BaseException:
+            self.close()
+            raise
+
+    def clear(self) -> None:
+        """Remove every file and folder a run writes (and only those)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for name in RUN_DIRECTORIES:
+            if (self.path / name).is_dir():
+                shutil.rmtree(self.path / name)
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one run per directory is up to the user
+            return
+        path = self.path / LOCK_NAME
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(handle, 64).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise RunLockedError(
+                f"another process (pid {holder}) is training into {self.path}; wait for it to "
+                "finish or choose another --output"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        self._lock_file = handle
+
+    def __enter__(self) -> RunDirectory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,154 @@
+"""flowkit.load rebuilds every registered model from its checkpoint; flowkit.fit in one call."""
+
+import math
+
+import pytest
+import torch
+
+import flowkit
+from flowkit.data import ImageData
+from flowkit.presets.registry import MODELS, build_model, config_from_dict, get_model
+from flowkit.presets.standardize import standardized
+from flowkit.train import CheckpointError, Trainer, TrainConfig, load, load_checkpoint
+
+# A tiny config for every registered model family; vector ones are conditional where they can be.
+TINY = {
+    "glow": {"K": 1, "L": 2, "input_shape": (1, 8, 8), "hidden_channels": 8, "seed": 0},
+    "realnvp": {"input_shape": (1, 8, 8), "levels": 2, "hidden_channels": 4, "blocks": 1},
+    "realnvp-tabular": {
+        "features": 3,
+        "context_features": 2,
+        "transforms": 2,
+        "hidden_features": (8,),
+        "normalization": "act",
+    },
+    "maf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8, 8)},
+    "nsf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8,)},
+}
+
+
+def test_every_registered_model_has_a_tiny_config_here():
+    assert set(TINY) == set(MODELS)
+
+
+def _data(kind, generator):
+    if kind == "image":
+        images = torch.randint(0, 256, (48, 1, 8, 8), generator=generator, dtype=torch.uint8)
+        return ImageData(images, None, "random"), ImageData(images[:16], None, "random")
+    values = torch.randn(64, 3, generator=generator) * torch.tensor([1.0, 5.0, 0.1]) + 3.0
+    context = torch.randn(64, 2, generator=generator)
+    return (values, context), (values[:16], context[:16])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("weights", ["averaged", "raw"])
+def test_train_two_steps_then_load_gives_the_same_log_prob(name, weights, tmp_path):
+    entry = get_model(name)
+    config = config_from_dict(name, TINY[name])
+    torch.manual_seed(0)
+    flow = entry.build(config)
+    generator = torch.Generator().manual_seed(0)
+    train, test = _data(entry.kind, generator)
+    data_info = {}
+    if entry.kind == "vector":
+        values, context = train
+        statistics = {
+            "mean": values.mean(0).tolist(),
+            "std": values.std(0).tolist(),
+            "context_mean": context.mean(0).tolist(),
+            "context_std": context.std(0).tolist(),
+        }
+        flow = standardized(flow, **statistics)
+        data_info = {"standardization": statistics}
+    settings = TrainConfig(
+        output=str(tmp_path),
+        batch_size=16,
+        init_batch_size=32,
+        max_steps=2,
+        epochs=1,
+        progress=False,
+        device="cpu",
+        num_samples=4,
+        temperatures=(0.5,),
+        optimizer="adam",
+        warmup_epochs=0.0,
+    )
+    trainer = Trainer(
+        flow, settings, train, test, model_name=name, model_config=config, data_info=data_info
+    )
+    trainer.fit()
+    loaded = load(tmp_path / "checkpoint.pt", weights=weights)
+    reference = (trainer.averaged_flow if weights == "averaged" else trainer.flow).eval()
+    x = torch.rand(5, 1, 8, 8) - 0.5 if entry.kind == "image" else test[0][:5]
+    context = None if entry.kind == "image" else test[1][:5]
+    with torch.no_grad():
+        expected = reference.log_prob(x, context)
+        got = loaded.log_prob(x, context)
+    assert torch.isfinite(expected).all()
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6)
+    # The raw and averaged weights differ after two steps, so the choice is real.
+    other = load(tmp_path / "checkpoint.pt", weights="raw" if weights == "averaged" else "averaged")
+    with torch.no_grad():
+        assert not torch.equal(other.log_prob(x, context), got)
+
+
+def test_a_checkpoint_of_a_custom_flow_loads_into_the_users_module(tmp_path):
+    def make():
+        torch.manual_seed(1)
+        return flowkit.presets.nsf(2, transforms=1, hidden_features=(8,))
+
+    flow = make()
+    flowkit.fit(flow, torch.randn(128, 2), output=tmp_path, epochs=1)
+    with pytest.raises(CheckpointError, match="custom flow.*flow=my_flow"):
+        load(tmp_path / "checkpoint.pt")
+    loaded = load(tmp_path / "checkpoint.pt", flow=make())
+    x = torch.randn(4, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded.log_prob(x), flow.eval().log_prob(x))
+    with pytest.raises(CheckpointError, match="do not fit the model"):
+        load(tmp_path / "checkpoint.pt", flow=flowkit.presets.nsf(3, transforms=1))
+
+
+def test_fit_lowers_the_test_nll_of_a_vector_flow():
+    generator = torch.Generator().manual_seed(0)
+    angle = torch.rand(2048, generator=generator) * 2 * math.pi
+    ring = torch.stack([angle.cos(), angle.sin()], -1) * 2 + 0.1 * torch.randn(
+        2048, 2, generator=generator
+    )
+    torch.manual_seed(0)
+    flow = flowkit.presets.nsf(2, transforms=3, hidden_features=(32, 32))
+    result = flowkit.fit(flow, ring[:1536], ring[1536:], epochs=5)
+    assert result.unit == "nats"
+    first, last = result.test_nll[0][1], result.test_nll[-1][1]
+    # Standard normal base at the start; a ring of radius 2 is far from it.
+    assert last < first - 0.5
+    with pytest.raises(AttributeError, match="test_nll"):
+        result.test_bpd  # noqa: B018
+
+
+def test_vector_runs_name_their_unit_and_draw_the_density(tmp_path):
+    flow = flowkit.presets.maf(2, transforms=2, hidden_features=(8, 8))
+    flowkit.fit(
+        flow, torch.randn(256, 2), torch.randn(64, 2), output=tmp_path, epochs=2, log_every=1
+    )
+    records = flowkit.train.metrics.read_metrics(tmp_path / "metrics.jsonl")
+    assert any("train_nll" in r for r in records) and any("test_nll" in r for r in records)
+    assert not any("train_bpd" in r or "test_bpd" in r for r in records)
+    assert (tmp_path / "nll.png").is_file() and (tmp_path / "density.png").is_file()
+    assert not (tmp_path / "bpd.png").exists()
+
+
+def test_a_checkpoint_describing_an_impossible_model_is_refused_before_building(tmp_path):
+    flow = build_model("nsf", {"features": 2, "transforms": 1, "hidden_features": (4,)})
+    flowkit.fit(flow, torch.randn(64, 2), output=tmp_path, epochs=1)
+    path = tmp_path / "checkpoint.pt"
+    state = load_checkpoint(path)
+    state["model_name"] = "nsf"
+    state["model_config"] = {"features": 2, "transforms": 0}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="transforms"):
+        load(path)
+    state["model_config"] = {"features": 2, "speed": 3}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="speed"):
+        load(path)

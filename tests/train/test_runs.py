@@ -1,0 +1,267 @@
+"""Runs that cannot be lost: the run directory, the non-finite guard, Ctrl-C, resuming, time limits."""
+
+import json
+import math
+import os
+import signal
+import warnings
+
+import pytest
+import torch
+
+from flowkit.train import (
+    CheckpointError,
+    NonFiniteError,
+    ResumeMismatchError,
+    RunExistsError,
+    RunLockedError,
+    TrainingInterrupted,
+    load,
+    load_checkpoint,
+)
+from flowkit.train.metrics import read_metrics
+from flowkit.train.rundir import RunDirectory
+from tests.train.conftest import make_trainer
+
+
+def _snapshot(directory):
+    return {
+        path.relative_to(directory).as_posix(): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != ".lock"
+    }
+
+
+@pytest.fixture
+def finished(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    output = tmp_path / "run"
+    make_trainer(tiny_model_config, train, test, output, epochs=1).fit()
+    return output
+
+
+def test_a_finished_run_is_never_overwritten_without_being_asked(
+    finished, blobs, tiny_model_config
+):
+    train, test = blobs
+    before = _snapshot(finished)
+    for overrides in ({"lr": 1e-4}, {"max_steps": 1}):
+        with pytest.raises(RunExistsError, match="--resume.*--overwrite"):
+            make_trainer(tiny_model_config, train, test, finished, **overrides).fit()
+    assert _snapshot(finished) == before
+
+
+def test_overwrite_replaces_every_file_of_the_old_run(finished, blobs, tiny_model_config):
+    train, test = blobs
+    stale = finished / "samples" / "epoch0099_t0.00.png"
+    stale.write_bytes(b"old grid")
+    keep = finished / "notes.txt"
+    keep.write_text("the user's own file")
+    make_trainer(tiny_model_config, train, test, finished, max_steps=2).fit(overwrite=True)
+    assert not stale.exists()
+    assert keep.read_text() == "the user's own file"
+    steps = [r["step"] for r in read_metrics(finished / "metrics.jsonl")]
+    assert max(steps) == 2
+    assert load_checkpoint(finished / "checkpoint.pt")["step"] == 2
+
+
+def test_a_second_run_on_the_same_directory_is_refused_naming_the_process(
+    blobs, tiny_model_config, tmp_path
+):
+    train, test = blobs
+    holder = RunDirectory(tmp_path)
+    holder.open(resume=False, overwrite=False)
+    try:
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+            make_trainer(tiny_model_config, train, test, tmp_path).fit()
+    finally:
+        holder.close()
+    # Released: the directory is free again (a crashed holder releases it the same way).
+    make_trainer(tiny_model_config, train, test, tmp_path, max_steps=1).fit()
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_at_the_next_start(
+    finished, blobs, tiny_model_config
+):
+    train, test = blobs
+    leftover = finished / "checkpoint.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    make_trainer(tiny_model_config, train, test, finished, epochs=2).fit(resume=True)
+    assert not leftover.exists()
+
+
+def test_empty_output_is_refused(blobs, tiny_model_config):
+    train, test = blobs
+    with pytest.raises(ValueError, match="output"):
+        make_trainer(tiny_model_config, train, test, "")
+
+
+def _poison_after(trainer, calls_before_nan):
+    from flowkit.bijectors import AffineCoupling
+
+    coupling = next(m for m in trainer.flow.modules() if isinstance(m, AffineCoupling))
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+        if calls["n"] > calls_before_nan:
+            z, log_abs_det = output
+            return z * float("nan"), log_abs_det
+        return output
+
+    return coupling.register_forward_hook(poison)
+
+
+def test_the_nonfinite_guard_keeps_the_last_finite_checkpoint(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    # 6 steps per epoch: epoch 1 is finite and checkpointed, epoch 2 diverges at its 3rd step.
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=3, max_nonfinite=2)
+    handle = _poison_after(trainer, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(NonFiniteError, match=r"last finite state \(step 6\)") as raised:
+            trainer.fit()
+    handle.remove()
+    assert "checkpoint.diverged.pt" in str(raised.value)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
+    assert load_checkpoint(tmp_path / "checkpoint.diverged.pt")["step"] == 10
+    flow = load(tmp_path / "checkpoint.pt")
+    with torch.no_grad():
+        assert torch.isfinite(flow.log_prob(torch.rand(4, 1, 8, 8) - 0.5)).all()
+
+
+def test_a_nonfinite_evaluation_stops_the_run_and_keeps_the_checkpoint(
+    blobs, tiny_model_config, tmp_path, monkeypatch
+):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=3)
+    real = trainer.test_data.evaluate
+    calls = {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1  # start, epoch 1, epoch 2 (infinite)
+        return math.inf if calls["n"] == 3 else real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.test_data, "evaluate", evaluate)
+    with pytest.raises(NonFiniteError, match=r"test bits/dim is inf.*\(step 6\)"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
+
+
+def _interrupt_at(trainer, step):
+    from flowkit.bijectors import AffineCoupling
+
+    coupling = next(m for m in trainer.flow.modules() if isinstance(m, AffineCoupling))
+    calls = {"n": 0}
+
+    def hook(module, inputs, output):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return output
+
+    return coupling.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("interrupt_step", [3, 8])
+def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(
+    blobs, tiny_model_config, tmp_path, interrupt_step
+):
+    train, test = blobs
+    whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2)
+    handle = _interrupt_at(trainer, interrupt_step)
+    with pytest.raises(
+        TrainingInterrupted, match=f"interrupted at step {interrupt_step}; continue with --resume"
+    ):
+        trainer.fit()
+    handle.remove()
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == interrupt_step
+    resumed = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2).fit(
+        resume=True
+    )
+    assert resumed.train_losses == whole.train_losses[interrupt_step:]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    assert all(torch.equal(a["ema"][key], b["ema"][key]) for key in a["ema"])
+
+    def without_time(path):
+        return [{k: v for k, v in r.items() if k not in ("time",)} for r in read_metrics(path)]
+
+    assert without_time(tmp_path / "split" / "metrics.jsonl") == without_time(
+        tmp_path / "whole" / "metrics.jsonl"
+    )
+
+
+def test_resume_applies_a_new_learning_rate_and_records_it(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    make_trainer(tiny_model_config, train, test, tmp_path, epochs=2, max_steps=3).fit()
+    make_trainer(tiny_model_config, train, test, tmp_path, epochs=2, lr=1e-4, max_steps=5).fit(
+        resume=True
+    )
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["train_config"]["lr"] == 1e-4
+    assert state["scheduler"]["base_lrs"] == [1e-4]
+    warmup_steps = 0.5 * 6  # make_trainer's warm-up: half an epoch of 6 steps
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        1e-4 * min(1.0, 6 / warmup_steps)
+    )
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["train"]["lr"] == 1e-4 and recorded["train"]["max_steps"] == 5
+    lrs = [
+        r["lr"]
+        for r in read_metrics(tmp_path / "metrics.jsonl")
+        if r.get("step", 0) > 3 and "lr" in r
+    ]
+    assert lrs and all(lr <= 1e-4 for lr in lrs)
+
+
+def test_resume_refuses_settings_that_cannot_change(finished, blobs, tiny_model_config):
+    train, test = blobs
+    before = _snapshot(finished)
+    with pytest.raises(ResumeMismatchError, match=r"batch_size: 16 -> 32.*seed: 0 -> 3"):
+        make_trainer(tiny_model_config, train, test, finished, batch_size=32, seed=3).fit(
+            resume=True
+        )
+    assert _snapshot(finished) == before
+
+
+def test_max_minutes_stops_cleanly_with_evaluation_and_checkpoint(
+    blobs, tiny_model_config, tmp_path
+):
+    train, test = blobs
+    result = make_trainer(
+        tiny_model_config, train, test, tmp_path, epochs=50, max_minutes=1e-6
+    ).fit()
+    assert result.steps == 1
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert records[-1]["event"] == "end" and "test_bpd" in records[-1]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 1
+    times = [r["time"] for r in records]
+    assert times == sorted(times)
+
+
+def test_a_checkpoint_with_foreign_objects_is_refused_without_advice_to_allow_them(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": 2, "model": {}, "payload": Payload()}, path)
+    with pytest.raises(
+        CheckpointError, match="holds Python objects that flowkit does not load"
+    ) as raised:
+        load_checkpoint(path)
+    assert "safe_globals" not in str(raised.value)
+
+
+def test_resuming_a_checkpoint_with_an_unknown_setting_names_it(finished, blobs, tiny_model_config):
+    train, test = blobs
+    state = load_checkpoint(finished / "checkpoint.pt")
+    state["train_config"]["learning_speed"] = 3
+    torch.save(state, finished / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="learning_speed"):
+        make_trainer(tiny_model_config, train, test, finished, epochs=2).fit(resume=True)
