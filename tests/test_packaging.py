@@ -103,6 +103,9 @@ DEFINED_IN = {
     "StandardNormal": "flowkit.distributions",
     "initialize": "flowkit.initialization",
     "set_validation": "flowkit._utils",
+    "FlowkitError": "flowkit.errors",
+    "fit": "flowkit.train",
+    "load": "flowkit.train",
 }
 
 

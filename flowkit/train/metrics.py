@@ -34,7 +34,7 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
                 raise ImportError(
-                    "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+                    'TensorBoard logging needs the tensorboard package: pip install "flowkit-torch[tensorboard]"'
                 ) from error
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
