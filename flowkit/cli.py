@@ -836,7 +836,8 @@ def _interpolate(args: argparse.Namespace) -> int:
         images = _model_inputs(data.images[[a, b]], run.n_bits, args.device)
         labels = None if run.flow.context_shape is None else data.labels[a].to(args.device)
         rows.append(interpolate(run.flow, images[0], images[1], args.steps, context=labels))
-    path = Path(args.output) if args.output else run.directory / "interpolation.png"
+    path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
     print(path)
     return 0
@@ -880,7 +881,8 @@ def _manipulate(args: argparse.Namespace) -> int:
         image = _model_inputs(data.images[index : index + 1], run.n_bits, args.device)[0]
         label = None if context is None else data.labels[index].to(args.device)
         rows.append(manipulate(run.flow, image, direction, scales, context=label))
-    path = Path(args.output) if args.output else run.directory / "manipulation.png"
+    path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
     print(path)
     return 0
@@ -1079,8 +1081,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument(
         "--output",
-        help="images: a directory for the grids; tables: a .csv file (default: samples/ in the "
-        "checkpoint's directory)",
+        help="images: a directory for the grids (default: samples/ in the run directory); "
+        "tables: a .csv file (default: samples/samples.csv in the run directory)",
     )
     sample.set_defaults(handler=_sample)
 
@@ -1103,7 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=8, help="points per row, ends included (default 8)"
     )
     interp.add_argument(
-        "--output", help="output PNG (default: interpolation.png in the checkpoint's directory)"
+        "--output", help="output PNG (default: samples/interpolation.png in the run directory)"
     )
     interp.set_defaults(handler=_interpolate)
 
@@ -1133,7 +1135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-reference", type=int, default=2000, help="images used to compute the direction"
     )
     manip.add_argument(
-        "--output", help="output PNG (default: manipulation.png in the checkpoint's directory)"
+        "--output", help="output PNG (default: samples/manipulation.png in the run directory)"
     )
     manip.set_defaults(handler=_manipulate)
 
