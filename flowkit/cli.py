@@ -656,7 +656,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     elif run.is_table:
-        print(f"{result['nll']:.4f} nats per example on {len(data)} rows of {source}")
+        rows = "rows" if args.data is not None else f"{args.split} rows"
+        print(f"{result['nll']:.4f} nats per example on {len(data)} {rows} of {source}")
     else:
         print(
             f"{value:.4f} bits/dim ({result['nll']:.2f} nats per image) on {len(data)} "

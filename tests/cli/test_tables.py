@@ -82,7 +82,7 @@ def test_table_round_trip(tmp_path, capsys):
         "--output",
         output,
         "--max-steps",
-        "100",
+        "80",
     )
     assert result.status == 0, result.stderr
     checkpoint = output / "checkpoint.pt"
@@ -165,7 +165,7 @@ def test_conditional_samples_move_with_the_context(tmp_path, capsys):
         "--output",
         output,
         "--max-steps",
-        "150",
+        "80",
     )
     assert result.status == 0, result.stderr
     checkpoint = str(output / "checkpoint.pt")
