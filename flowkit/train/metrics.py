@@ -14,8 +14,8 @@ __all__ = ["MetricsWriter", "plot_bpd_curve", "read_metrics"]
 class MetricsWriter:
     """Appends one JSON object per line to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
-    On resume, lines from beyond the checkpoint's step are dropped (``truncate_after``), so the file
-    describes exactly the run that continues.
+    On resume, the records written after the checkpoint was saved are dropped (``truncate_to``),
+    so the file describes exactly the run that continues.
 
     Args:
         path: The JSONL file.
@@ -29,6 +29,8 @@ class MetricsWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tensorboard = None
+        # Records in the file: checkpoints store it, so a resumed run cuts the file back exactly.
+        self.count = len(read_metrics(self.path)) if self.path.exists() else 0
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -39,18 +41,31 @@ class MetricsWriter:
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
     def truncate_after(self, step: int) -> None:
-        """Drop records whose ``step`` is beyond ``step`` (used when resuming)."""
-        if not self.path.exists():
-            return
-        kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
+        """Drop records whose ``step`` is beyond ``step`` (resuming a checkpoint of that step)."""
+        self._keep([r for r in self._existing() if r.get("step", 0) <= step])
+
+    def truncate_to(self, count: int) -> None:
+        """Keep the first ``count`` records: those written before the checkpoint being resumed.
+
+        Exact where :meth:`truncate_after` is not: records of the checkpoint's own step written
+        after it was saved (an evaluation at the end of the epoch) are dropped too.
+        """
+        self._keep(self._existing()[:count])
+
+    def _existing(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path) if self.path.exists() else []
+
+    def _keep(self, records: list[dict[str, Any]]) -> None:
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in records))
         os.replace(temporary, self.path)
+        self.count = len(records)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` (JSON-serialisable values) and flush."""
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
+        self.count += 1
         if self._tensorboard is not None:
             step = int(record.get("step", 0))
             for key, value in record.items():

@@ -37,6 +37,7 @@ class TrainState:
         window: Losses since the last logged training record (their mean is logged next).
         nonfinite_streak: Consecutive steps whose loss or gradient was not finite.
         last_saved_step: The step of the last checkpoint written (None before the first).
+        metrics_records: Records in metrics.jsonl when the state was saved (None: unknown).
     """
 
     flow: Flow
@@ -51,6 +52,7 @@ class TrainState:
     window: list[float] = field(default_factory=list)
     nonfinite_streak: int = 0
     last_saved_step: int | None = None
+    metrics_records: int | None = None
 
     @property
     def averaged_flow(self) -> Flow:
@@ -69,6 +71,7 @@ class TrainState:
             "batch_in_epoch": self.batch_in_epoch,
             "elapsed": self.elapsed,
             "window": list(self.window),
+            "metrics_records": self.metrics_records,
             "noise_rng": self.noise.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -87,6 +90,7 @@ class TrainState:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.window = [float(value) for value in state.get("window", [])]
         self.last_saved_step = self.step
+        self.metrics_records = state.get("metrics_records")
 
     def set_learning_rate(self, lr: float) -> None:
         """Make ``lr`` the base learning rate from now on (a resumed run may change it)."""

@@ -419,6 +419,8 @@ class Trainer:
         """Write ``checkpoint.pt``, unless the state is not finite: then the last good one stays."""
         if not self.process.is_main or state.nonfinite_streak or not _finite_parameters(self.flow):
             return
+        if self._metrics is not None:
+            state.metrics_records = self._metrics.count
         save_checkpoint(self._checkpoint(state), run.checkpoint)
         state.last_saved_step = state.step
 
@@ -520,7 +522,9 @@ class Trainer:
             path.unlink(missing_ok=True)
         tensorboard = run.path / "tensorboard" if self.config.tensorboard else None
         self._metrics = MetricsWriter(path, tensorboard)
-        if not fresh:
+        if not fresh and state.metrics_records is not None:
+            self._metrics.truncate_to(state.metrics_records)
+        elif not fresh:
             self._metrics.truncate_after(state.step)
             key = f"test_{self.objective.key}"
             self._result.test_history = [

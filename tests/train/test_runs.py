@@ -265,3 +265,17 @@ def test_resuming_a_checkpoint_with_an_unknown_setting_names_it(finished, blobs,
     torch.save(state, finished / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="learning_speed"):
         make_trainer(tiny_model_config, train, test, finished, epochs=2).fit(resume=True)
+
+
+def test_sigkill_and_ctrl_c_at_random_moments_then_resume_match_the_unbroken_run(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "crash_trials.py"
+    spec = importlib.util.spec_from_file_location("crash_trials", script)
+    crash_trials = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crash_trials)
+    # Seed 0's first trial is killed three times (SIGKILL), once in the first second of a resume.
+    assert crash_trials.main(["--trials", "1", "--seed", "0", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "trial 0: same after SIGKILL" in out

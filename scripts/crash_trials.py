@@ -1,0 +1,152 @@
+"""Interrupt training at random moments (Ctrl-C or SIGKILL), resume, and compare with an unbroken run.
+
+Usage:
+    python scripts/crash_trials.py --trials 50 [--seed 0] [--workdir DIR]
+
+Each trial trains a tiny Glow on synthetic images in a child process, sends it SIGINT or SIGKILL
+after a random delay, resumes it with ``resume=True`` until it finishes (further interruptions
+included), and checks that the final weights, the averaged weights, the optimizer state and
+metrics.jsonl (without its wall-clock column) equal those of one uninterrupted run, bit for bit.
+The child computes with one thread, so results do not depend on the machine's load. Prints one
+line per trial and exits 1 if any trial differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def train(output: str, resume: bool) -> None:
+    """The child: a tiny run that checkpoints every other step (so kills land in writes too)."""
+    import torch
+
+    from flowkit.data import ImageData
+    from flowkit.presets import GlowConfig, build_glow
+    from flowkit.train import Trainer, TrainConfig, TrainingInterrupted
+
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (160, 1, 8, 8), generator=generator, dtype=torch.uint8)
+    train_data = ImageData(images[:128], None, "synthetic")
+    test_data = ImageData(images[128:], None, "synthetic")
+    model = GlowConfig(K=2, L=2, input_shape=(1, 8, 8), hidden_channels=16, seed=0)
+    config = TrainConfig(
+        output=output,
+        batch_size=16,
+        test_batch_size=32,
+        init_batch_size=32,
+        epochs=3,
+        lr=3e-3,
+        warmup_epochs=0.5,
+        checkpoint_every=2,
+        log_every=1,
+        num_samples=4,
+        temperatures=(0.7,),
+        progress=False,
+        device="cpu",
+    )
+    trainer = Trainer(
+        build_glow(model), config, train_data, test_data, model_name="glow", model_config=model
+    )
+    try:
+        trainer.fit(resume=resume)
+    except TrainingInterrupted:
+        sys.exit(130)
+
+
+def _run_child(output: Path, resume: bool, delay: float | None, how: int) -> int:
+    command = [sys.executable, __file__, "--child", str(output)] + (["--resume"] if resume else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if delay is not None:
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(how)
+    _, stderr = process.communicate()
+    if process.returncode not in (0, 130, -signal.SIGKILL, -signal.SIGINT):
+        raise RuntimeError(f"training failed ({process.returncode}): {stderr.decode()[-2000:]}")
+    return process.returncode
+
+
+def _fingerprint(output: Path) -> tuple[dict, list]:
+    import torch
+
+    state = torch.load(output / "checkpoint.pt", weights_only=True)
+    tensors = {
+        "model": state["model"],
+        "ema": state["ema"],
+        "optimizer": state["optimizer"]["state"],
+    }
+    metrics = [
+        {key: value for key, value in json.loads(line).items() if key != "time"}
+        for line in (output / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    return tensors, metrics
+
+
+def _equal(a: object, b: object) -> bool:
+    import torch
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+    return a == b
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trials; return 0 if every one matched the unbroken run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="number of interrupted runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the delays and signals")
+    parser.add_argument("--workdir", help="where runs go (default: a temporary directory)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        train(args.child, args.resume)
+        return 0
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="flowkit-crash-"))
+    started = time.monotonic()
+    _run_child(workdir / "reference", resume=False, delay=None, how=0)
+    duration = time.monotonic() - started
+    expected = _fingerprint(workdir / "reference")
+    chooser = random.Random(args.seed)
+    failures = 0
+    for trial in range(args.trials):
+        output = workdir / f"trial{trial:03d}"
+        interruptions, resume = [], False
+        while True:
+            how = chooser.choice([signal.SIGINT, signal.SIGKILL])
+            delay = chooser.uniform(0.2, duration) if len(interruptions) < 3 else None
+            code = _run_child(output, resume=resume, delay=delay, how=how)
+            if code == 0:
+                break
+            interruptions.append(f"{signal.Signals(how).name}@{delay:.2f}s")
+            resume = True
+        same = _equal(_fingerprint(output), expected)
+        failures += not same
+        print(
+            f"trial {trial}: {'same' if same else 'DIFFERENT'} after {', '.join(interruptions) or 'no interruption'}"
+        )
+    print(f"{args.trials - failures} of {args.trials} trials matched the uninterrupted run")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
