@@ -172,20 +172,25 @@ def test_an_image_folder_without_a_test_split_asks_for_one(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_outside_training_is_one_line_and_130(monkeypatch, capsys):
-    def interrupted(args):
-        raise KeyboardInterrupt
+class _Raising(dict):
+    """A preset table whose listing raises ``error``."""
 
-    monkeypatch.setattr(cli, "_presets", interrupted)
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def items(self):
+        raise self.error
+
+
+def test_ctrl_c_outside_training_is_one_line_and_130(monkeypatch, capsys):
+    monkeypatch.setattr("flowkit.presets.runs.RUN_PRESETS", _Raising(KeyboardInterrupt()))
     assert cli.main(["presets"]) == 130
     assert capsys.readouterr().err == "flowkit: interrupted\n"
 
 
 def test_an_unexpected_exception_is_one_line_naming_its_type(monkeypatch, capsys):
-    def broken(args):
-        raise KeyError("weights")
-
-    monkeypatch.setattr(cli, "_presets", broken)
+    monkeypatch.setattr("flowkit.presets.runs.RUN_PRESETS", _Raising(KeyError("weights")))
     status, line = run_main(capsys, "presets")
     assert status == 1 and "KeyError" in line and "--debug" in line
 
