@@ -15,7 +15,7 @@ import torch
 
 from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
 from flowkit.latent import attribute_direction, manipulate
-from flowkit.train import load_flow
+from flowkit import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
 from flowkit.latent import interpolate
-from flowkit.train import load_flow
+from flowkit import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from flowkit.data import save_image_grid, to_uint8
-from flowkit.train import load_flow
+from flowkit import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:

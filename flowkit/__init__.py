@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     )
     from flowkit.errors import FlowkitError
     from flowkit.initialization import initialize
-    from flowkit.train import fit, load
+    from flowkit.loading import load, load_flow
+    from flowkit.train import fit
 
 __all__ = [
     "Bijector",
@@ -50,6 +51,7 @@ __all__ = [
     "from_transform",
     "initialize",
     "load",
+    "load_flow",
     "nn",
     "presets",
     "set_validation",
@@ -71,7 +73,8 @@ _OBJECTS = {
     "initialize": "flowkit.initialization",
     "FlowkitError": "flowkit.errors",
     "fit": "flowkit.train",
-    "load": "flowkit.train",
+    "load": "flowkit.loading",
+    "load_flow": "flowkit.loading",
     "set_validation": "flowkit._utils",
 }
 
@@ -85,6 +88,7 @@ _SUBMODULES = frozenset(
         "errors",
         "initialization",
         "latent",
+        "loading",
         "nn",
         "performance",
         "presets",

@@ -105,7 +105,8 @@ DEFINED_IN = {
     "set_validation": "flowkit._utils",
     "FlowkitError": "flowkit.errors",
     "fit": "flowkit.train",
-    "load": "flowkit.train",
+    "load": "flowkit.loading",
+    "load_flow": "flowkit.loading",
 }
 
 

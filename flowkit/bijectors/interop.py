@@ -12,6 +12,7 @@ from torch.distributions.transforms import (
     _InverseTransform,
 )
 
+from flowkit._utils import check_dtype, check_event_shape, check_support
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["BijectorTransform", "TransformBijector", "from_transform"]
@@ -154,11 +155,41 @@ class TransformBijector(Bijector):
         """Sign of the transform's derivative (elementwise transforms only)."""
         return self.transform.sign
 
+    def _owner(self) -> str:
+        return f"from_transform({type(self.transform).__name__})"
+
+    def _check(self, value: Tensor, inverse: bool) -> None:
+        """Shape (always) and domain or codomain (while validation is on) of ``value``."""
+        owner, what = self._owner(), "latent" if inverse else "input"
+        check_dtype(owner, value, what)
+        event = getattr(self.transform, "out_shape" if inverse else "in_shape", None)
+        if event is not None:
+            # ReshapeTransform knows its event shapes: name them rather than torch's view error.
+            check_event_shape(owner, value, tuple(event), what)
+        rank = self.latent_rank if inverse else self.event_rank
+        if value.dim() < rank:
+            raise ValueError(
+                f"{owner} expects {what} with at least {rank} dims (its event rank), got shape "
+                f"{tuple(value.shape)}"
+            )
+        try:
+            if inverse:
+                self.transform.inverse_shape(value.shape)
+            else:
+                self.transform.forward_shape(value.shape)
+        except ValueError as error:
+            raise ValueError(
+                f"{owner} cannot take {what} of shape {tuple(value.shape)}: {error}"
+            ) from None
+        check_support(owner, value, self.codomain if inverse else self.domain, what)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(x, inverse=False)
         y = self.transform(x)
         return y, self._log_abs_det(x, y, self.event_rank)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check(z, inverse=True)
         x = self.transform.inv(z)
         return x, -self._log_abs_det(x, z, self.event_rank)
 

@@ -56,7 +56,7 @@ class Run:
 
 
 def open_run(args: argparse.Namespace) -> Run:
-    from flowkit.train import load_flow
+    from flowkit.loading import load_flow
 
     check_device(args.device)
     prepare_allocator()

@@ -1,4 +1,4 @@
-"""Data: image readers, table readers, Glow's preprocessing, the bundled Fashion-MNIST subset, grids."""
+"""Data: image and table readers, Glow's preprocessing, the bundled Fashion-MNIST subset, grids."""
 
 from flowkit.data.base import DataError, ImageData
 from flowkit.data.bundled import FASHION_MNIST_CLASSES, load_bundled

@@ -54,7 +54,7 @@ def load_bundled(split: str = "train") -> ImageData:
         (torch.Size([1000, 1, 28, 28]), 'Ankle boot')
     """
     check_split("load_bundled", split)
-    resource = resources.files("flowkit.data").joinpath("bundled", _FILE)
+    resource = resources.files("flowkit.data").joinpath("bundled").joinpath(_FILE)
     source = f"fashion-mnist-small:{split}"
     try:
         with resource.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:

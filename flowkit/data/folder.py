@@ -254,11 +254,13 @@ def _assemble(records: list[_Record], source: str) -> ImageData:
     height, width = first.shape[:2]
     channels = first.shape[2] if first.ndim == 3 else 1
     pixels = np.empty((len(records), channels, height, width), np.uint8)
-    for start in range(0, len(records), _CHUNK):
-        stop = min(start + _CHUNK, len(records))
-        chunk = np.stack([records[position][2] for position in range(start, stop)])
-        pixels[start:stop] = chunk.reshape(-1, height, width, channels).transpose(0, 3, 1, 2)
-        records[start:stop] = [None] * (stop - start)  # type: ignore[list-item]
+    # From the last chunk back, so that each chunk's records can be dropped from the list's end.
+    for start in reversed(range(0, len(records), _CHUNK)):
+        chunk = np.stack([array for _, _, array in records[start:]])
+        pixels[start : start + len(chunk)] = chunk.reshape(-1, height, width, channels).transpose(
+            0, 3, 1, 2
+        )
+        del records[start:]
     images = torch.from_numpy(pixels)
     return ImageData(images, labels, source, None if classes is None else tuple(classes))
 

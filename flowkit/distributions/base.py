@@ -9,22 +9,21 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution as TorchDistribution
 
-from flowkit._utils import check_event_shape
+from flowkit._utils import check_event_shape, check_sample_shape, check_temperature
 
 __all__ = ["Distribution", "SampleShape", "TorchBase", "sample_shape_of"]
 
 SampleShape = Union[int, Sequence[int], torch.Size, None]
 
 
-def sample_shape_of(n: SampleShape) -> torch.Size:
-    """``None`` -> ``()``, an int ``n`` -> ``(n,)``, a sequence -> itself."""
-    if n is None:
-        return torch.Size()
-    if isinstance(n, int):
-        if n < 0:
-            raise ValueError(f"expected a non-negative number of samples, got {n}")
-        return torch.Size((n,))
-    return torch.Size(n)
+def sample_shape_of(n: SampleShape, owner: str = "sample") -> torch.Size:
+    """``None`` -> ``()``, an int ``n >= 0`` -> ``(n,)``, a sequence of ints ``>= 0`` -> itself.
+
+    Raises:
+        TypeError: ``n`` is of another type (``2.5``, ``True``, ``"3"``).
+        ValueError: A negative count.
+    """
+    return check_sample_shape(owner, n)
 
 
 class Distribution(nn.Module):
@@ -93,12 +92,12 @@ class TorchBase(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
-        if temperature != 1.0:
+        if check_temperature("TorchBase.sample", temperature) != 1.0:
             raise ValueError(
                 f"TorchBase({type(self.distribution).__name__}) samples only at temperature 1, "
                 f"got {temperature}"
             )
-        shape = sample_shape_of(n)
+        shape = sample_shape_of(n, "TorchBase.sample")
         if self.distribution.has_rsample:
             return self.distribution.rsample(shape)
         return self.distribution.sample(shape)

@@ -11,10 +11,19 @@ from torch import Tensor, nn
 from torch.distributions import Distribution as TorchDistribution
 from torch.distributions import constraints
 
-from flowkit._utils import check_dtype, check_event_shape, check_finite, reduce_to_batch
+from flowkit._utils import (
+    check_dtype,
+    check_event_shape,
+    check_finite,
+    check_matches_module,
+    check_sample_shape,
+    check_temperature,
+    module_dtype_device,
+    reduce_to_batch,
+)
 from flowkit.bijectors.base import Bijector
 from flowkit.bijectors.multiscale import latent_shapes
-from flowkit.distributions.base import Distribution, SampleShape, TorchBase, sample_shape_of
+from flowkit.distributions.base import Distribution, SampleShape, TorchBase
 
 __all__ = ["AuxiliaryLoss", "Flow", "FlowDistribution"]
 
@@ -59,6 +68,11 @@ class Flow(nn.Module):
         training term, such as Glow's class-prediction loss) and :meth:`for_inference` (a copy
         prepared for evaluation and sampling, such as Glow's ActNorm fusion). The defaults add
         nothing and return the flow itself.
+
+    Inputs are checked at every public method: a tensor of the flow's floating dtype (that of its
+    parameters; a flow without parameters takes any) on its device, with the event shape; a context
+    exactly when the flow is conditional (an unconditional flow raises on one rather than ignore
+    it). A batch with no examples gives empty results without running the bijector.
 
     Example:
         >>> from flowkit.bijectors import Affine
@@ -114,26 +128,44 @@ class Flow(nn.Module):
         self.num_classes = num_classes
 
     # --- input handling -------------------------------------------------------------------------
-    def _batch_shape(self, x: Tensor) -> torch.Size:
-        check_dtype("Flow", x)
-        check_event_shape("Flow", x, tuple(self.event_shape))
-        return x.shape[: x.dim() - len(self.event_shape)]
+    def _check_tensor(
+        self, owner: str, x: Tensor, event_shape: torch.Size, what: str
+    ) -> torch.Size:
+        """Check type, dtype, device and event shape of ``x``; return its batch shape."""
+        check_dtype(owner, x, what)
+        dtype, device = module_dtype_device(self)
+        check_matches_module(owner, x, dtype, device, what, "flow")
+        check_event_shape(owner, x, tuple(event_shape), what)
+        return x.shape[: x.dim() - len(event_shape)]
 
     def _context_batch(self, context: Tensor | None) -> torch.Size:
         if context is None or self.context_shape is None:
             return torch.Size()
         return context.shape[: context.dim() - len(self.context_shape)]
 
-    def _prepare_context(self, context: Tensor | None, batch_shape: torch.Size) -> Tensor | None:
+    def _prepare_context(
+        self, owner: str, context: Tensor | None, batch_shape: torch.Size
+    ) -> Tensor | None:
         """Check the context and broadcast it to ``batch_shape``, flattened to one batch dim."""
         if self.context_shape is None:
-            return context
+            if context is not None:
+                raise ValueError(
+                    f"{owner}: the flow is unconditional (context_shape None) but got a context of "
+                    f"shape {_shape_of(context)}; build the Flow with context_shape to condition it"
+                )
+            return None
         if context is None:
             raise ValueError(
                 f"Flow is conditional and expects a context of event shape {self.context_shape}, "
                 "got None"
             )
-        check_event_shape("Flow", context, self.context_shape, "context")
+        if not isinstance(context, Tensor):
+            raise TypeError(
+                f"{owner} expects the context as a torch.Tensor, got {type(context).__name__}"
+            )
+        dtype, device = module_dtype_device(self)
+        check_matches_module(owner, context, dtype, device, "context", "flow")
+        check_event_shape(owner, context, self.context_shape, "context")
         target = batch_shape + torch.Size(self.context_shape)
         try:
             context = context.expand(target)
@@ -144,33 +176,39 @@ class Flow(nn.Module):
             ) from None
         return context.reshape((-1,) + tuple(self.context_shape))
 
-    def _flat(
-        self,
-        value: Tensor,
-        batch_shape: torch.Size,
-        event_shape: torch.Size,
-        context: Tensor | None,
+    def _empty(
+        self, batch_shape: torch.Size, event_shape: torch.Size, like: Tensor | None
     ) -> Tensor:
-        if self.context_shape is None and context is not None:
-            # Without a declared context shape the context cannot be flattened alongside the data,
-            # so both go to the bijector as they came.
-            return value
-        return value.reshape((-1,) + tuple(event_shape))
+        """An empty result for a batch with no examples (the bijector never sees it)."""
+        if like is not None:
+            return like.new_empty(batch_shape + event_shape)
+        dtype, device = module_dtype_device(self)
+        return torch.empty(
+            batch_shape + event_shape,
+            dtype=dtype or torch.get_default_dtype(),
+            device=device,
+        )
 
     # --- density --------------------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x`` (shape ``(*batch, *event_shape)``), shape ``batch``."""
+        """Log-density of ``x`` (shape ``(*batch, *event_shape)``), shape ``batch``.
+
+        A batch with no examples gives an empty result.
+        """
         return self.latent_and_log_prob(x, context)[1]
 
     def latent_and_log_prob(
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """The latent ``z = f(x)`` and ``log_prob(x)`` from one pass (shapes as encode/log_prob)."""
-        batch_shape = self._batch_shape(x)
+        batch_shape = self._check_tensor("Flow.log_prob", x, self.event_shape, "input")
         check_finite("Flow.log_prob", x)
-        flat_context = self._prepare_context(context, batch_shape)
-        flat_x = self._flat(x, batch_shape, self.event_shape, context)
-        z, log_abs_det = self.bijector(flat_x, flat_context)
+        flat_context = self._prepare_context("Flow.log_prob", context, batch_shape)
+        if not batch_shape.numel():
+            return self._empty(batch_shape, self.latent_shape, x), self._empty(
+                batch_shape, torch.Size(), x
+            )
+        z, log_abs_det = self.bijector(x.reshape((-1,) + self.event_shape), flat_context)
         log_prob = self.base.log_prob(z, flat_context) + _to_batch(
             log_abs_det, z, self.latent_shape
         )
@@ -182,32 +220,38 @@ class Flow(nn.Module):
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The latent ``z = f(x)`` of data ``x`` (shape ``(*batch, *latent_shape)``)."""
-        batch_shape = self._batch_shape(x)
-        flat_context = self._prepare_context(context, batch_shape)
-        z, _ = self.bijector(self._flat(x, batch_shape, self.event_shape, context), flat_context)
+        batch_shape = self._check_tensor("Flow.encode", x, self.event_shape, "input")
+        flat_context = self._prepare_context("Flow.encode", context, batch_shape)
+        if not batch_shape.numel():
+            return self._empty(batch_shape, self.latent_shape, x)
+        z, _ = self.bijector(x.reshape((-1,) + self.event_shape), flat_context)
         return z.reshape(batch_shape + self.latent_shape)
 
     def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """The data ``x = f^{-1}(z)`` of latents ``z`` (shape ``(*batch, *latent_shape)``)."""
-        check_dtype("Flow.decode", z, "latent")
-        check_event_shape("Flow.decode", z, tuple(self.latent_shape), "latent")
-        batch_shape = z.shape[: z.dim() - len(self.latent_shape)]
-        flat_context = self._prepare_context(context, batch_shape)
-        flat_z = self._flat(z, batch_shape, self.latent_shape, context)
-        x, _ = self.bijector.inverse(flat_z, flat_context)
+        batch_shape = self._check_tensor("Flow.decode", z, self.latent_shape, "latent")
+        flat_context = self._prepare_context("Flow.decode", context, batch_shape)
+        if not batch_shape.numel():
+            return self._empty(batch_shape, self.event_shape, z)
+        x, _ = self.bijector.inverse(z.reshape((-1,) + self.latent_shape), flat_context)
         return x.reshape(batch_shape + self.event_shape)
 
     # --- sampling -------------------------------------------------------------------------------
     def _draw(
-        self, n: SampleShape, context: Tensor | None, temperature: float
-    ) -> tuple[Tensor, Tensor | None, torch.Size]:
-        batch_shape = sample_shape_of(n) + self._context_batch(context)
-        flat_context = self._prepare_context(context, batch_shape)
+        self, owner: str, n: SampleShape, context: Tensor | None, temperature: float
+    ) -> tuple[Tensor | None, Tensor | None, torch.Size]:
+        """Base noise flattened to one batch dim (None for an empty batch), context, batch shape."""
+        sample_shape = check_sample_shape(owner, n)
+        temperature = check_temperature(owner, temperature)
+        batch_shape = sample_shape + self._context_batch(context)
+        flat_context = self._prepare_context(owner, context, batch_shape)
+        if not batch_shape.numel():
+            return None, flat_context, batch_shape
         if self.base.context_shape is None:
             z = self.base.sample(batch_shape, temperature=temperature)
         else:
-            z = self.base.sample(n, context, temperature=temperature)
-        return self._flat(z, batch_shape, self.latent_shape, context), flat_context, batch_shape
+            z = self.base.sample(sample_shape, context, temperature=temperature)
+        return z.reshape((-1,) + self.latent_shape), flat_context, batch_shape
 
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
@@ -219,12 +263,18 @@ class Flow(nn.Module):
         base noise from :math:`N(0, T^2 I)`, Glow's ``eps_std``.
 
         Args:
-            n: Number of samples (int), a sample shape, or None for one sample per context row
-                (a single sample for an unconditional flow).
+            n: Number of samples (an int >= 0), a sample shape (a tuple of ints >= 0), or None for
+                one sample per context row (a single sample for an unconditional flow).
             context: Conditioning input of shape ``(*context_batch, *context_shape)``.
-            temperature: Scale of the base noise.
+            temperature: Scale of the base noise, a finite number >= 0.
+
+        Raises:
+            TypeError: ``n`` is not an int, a tuple of ints or None (e.g. ``2.5``).
+            ValueError: A negative count or temperature, or a NaN or infinite temperature.
         """
-        z, flat_context, batch_shape = self._draw(n, context, temperature)
+        z, flat_context, batch_shape = self._draw("Flow.sample", n, context, temperature)
+        if z is None:
+            return self._empty(batch_shape, self.event_shape, None)
         x, _ = self.bijector.inverse(z, flat_context)
         return x.reshape(batch_shape + self.event_shape)
 
@@ -238,8 +288,14 @@ class Flow(nn.Module):
         """Samples and their log-density under the model (at temperature 1), in one pass.
 
         The log-density costs no extra network evaluation: it comes from the inverse pass.
+        Arguments as :meth:`sample`.
         """
-        z, flat_context, batch_shape = self._draw(n, context, temperature)
+        z, flat_context, batch_shape = self._draw(
+            "Flow.sample_and_log_prob", n, context, temperature
+        )
+        if z is None:
+            x = self._empty(batch_shape, self.event_shape, None)
+            return x, self._empty(batch_shape, torch.Size(), x)
         x, log_abs_det = self.bijector.inverse(z, flat_context)
         log_prob = self.base.log_prob(z, flat_context) - _to_batch(
             log_abs_det, z, self.latent_shape
@@ -299,6 +355,10 @@ class Flow(nn.Module):
     def distribution(self, context: Tensor | None = None) -> FlowDistribution:
         """This flow (at a fixed context) as a ``torch.distributions.Distribution``."""
         return FlowDistribution(self, context)
+
+
+def _shape_of(value: object) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
 
 
 def _to_batch(log_abs_det: Tensor, z: Tensor, latent_shape: torch.Size) -> Tensor:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import sum_rightmost
+from flowkit._utils import check_int, check_shape, check_temperature, sum_rightmost
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["MixtureOfGaussians"]
@@ -69,10 +69,11 @@ class MixtureOfGaussians(Distribution):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if components < 1:
-            raise ValueError(f"MixtureOfGaussians expects components >= 1, got {components}")
-        self.event_shape = torch.Size(event_shape)
-        self.components = int(components)
+        self.components = check_int("MixtureOfGaussians", "components", components, 1)
+        self.event_shape = torch.Size(
+            check_shape("MixtureOfGaussians", "event_shape", event_shape, minimum=0)
+        )
+        check_int("MixtureOfGaussians", "seed", seed, optional=True)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         shape = (self.components,) + tuple(self.event_shape)
         values = {
@@ -107,9 +108,10 @@ class MixtureOfGaussians(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
-        if not temperature > 0:
+        temperature = check_temperature("MixtureOfGaussians.sample", temperature)
+        if temperature == 0.0:
             raise ValueError(f"MixtureOfGaussians expects temperature > 0, got {temperature}")
-        shape = sample_shape_of(n)
+        shape = sample_shape_of(n, "MixtureOfGaussians.sample")
         count = math.prod(shape)
         with torch.no_grad():
             weights = torch.softmax(self.logits, dim=-1)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape, sum_rightmost
+from flowkit._utils import check_event_shape, check_temperature, sum_rightmost
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["ConditionalDiagonalNormal", "DiagonalNormal", "StandardNormal"]
@@ -50,7 +50,8 @@ class StandardNormal(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
-        shape = sample_shape_of(n) + self.event_shape
+        temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
+        shape = sample_shape_of(n, f"{type(self).__name__}.sample") + self.event_shape
         eps = torch.randn(shape, dtype=self._reference.dtype, device=self._reference.device)
         return eps * temperature if temperature != 1.0 else eps
 
@@ -83,7 +84,8 @@ class DiagonalNormal(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
-        shape = sample_shape_of(n) + self.event_shape
+        temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
+        shape = sample_shape_of(n, f"{type(self).__name__}.sample") + self.event_shape
         eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + self.log_scale.exp() * (eps * temperature)
 
@@ -146,8 +148,9 @@ class ConditionalDiagonalNormal(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
         mean, log_scale = self._params(context)
-        shape = sample_shape_of(n) + mean.shape
+        shape = sample_shape_of(n, f"{type(self).__name__}.sample") + mean.shape
         eps = torch.randn(shape, dtype=mean.dtype, device=mean.device)
         return mean + log_scale.exp() * (eps * temperature)
 

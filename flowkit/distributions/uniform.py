@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from flowkit._utils import sum_rightmost
+from flowkit._utils import check_temperature, sum_rightmost
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["UniformBox"]
@@ -89,12 +89,13 @@ class UniformBox(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        temperature = check_temperature("UniformBox.sample", temperature)
         if not 0.0 < temperature <= 1.0:
             raise ValueError(
                 f"UniformBox samples at temperatures in (0, 1] (which shrink the box about its "
                 f"centre), got {temperature}"
             )
-        shape = sample_shape_of(n) + self.event_shape
+        shape = sample_shape_of(n, "UniformBox.sample") + self.event_shape
         u = torch.rand(shape, dtype=self.low.dtype, device=self.low.device)
         z = self.low + (self.high - self.low) * u
         if temperature != 1.0:

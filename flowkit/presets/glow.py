@@ -11,6 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowkit._utils import (
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    MAX_LEVELS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WIDTH,
+    MIN_SEED,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_parameter_count,
+    check_shape,
+)
 from flowkit.bijectors import (
     ActNorm,
     AdditiveCoupling,
@@ -91,29 +106,64 @@ class GlowConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.K < 1 or self.L < 1:
-            raise ValueError(f"Glow expects K >= 1 and L >= 1, got K={self.K}, L={self.L}")
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"Glow expects coupling in {COUPLINGS}, got {self.coupling!r}")
-        if self.permutation not in PERMUTATIONS:
-            raise ValueError(
-                f"Glow expects permutation in {PERMUTATIONS}, got {self.permutation!r}"
-            )
-        if len(self.input_shape) != 3:
-            raise ValueError(f"Glow expects input_shape (C, H, W), got {tuple(self.input_shape)}")
-        channels, height, width = self.input_shape
+        owner = "GlowConfig"
+        check_int(owner, "K", self.K, 1, MAX_STEPS)
+        check_int(owner, "L", self.L, 1, MAX_LEVELS)
+        check_choice(owner, "coupling", self.coupling, COUPLINGS)
+        shape = check_shape(
+            owner,
+            "input_shape",
+            self.input_shape,
+            rank=3,
+            maximum=MAX_IMAGE_SIZE,
+            labels="(C, H, W)",
+        )
+        # A tuple whatever sequence came (a list from a JSON checkpoint), so that configs compare.
+        object.__setattr__(self, "input_shape", shape)
+        check_int(owner, "hidden_channels", self.hidden_channels, 1, MAX_WIDTH)
+        check_choice(owner, "permutation", self.permutation, PERMUTATIONS)
+        for name in ("learn_top", "edge_bias", "channels_last", "memory_saving"):
+            check_bool(owner, name, getattr(self, name))
+        check_int(owner, "num_classes", self.num_classes, 2, MAX_CLASSES, optional=True)
+        check_float(owner, "class_weight", self.class_weight, 0.0)
+        check_choice(
+            owner, "conditioner_dtype", self.conditioner_dtype, (None, "bfloat16", "float16")
+        )
+        check_int(owner, "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
+        _, height, width = shape
         factor = 2**self.L
         if height % factor or width % factor:
             raise ValueError(
                 f"Glow with L={self.L} levels halves the image size {self.L} times, so height and "
                 f"width must be divisible by {factor}; got {height}x{width}"
             )
-        if self.conditioner_dtype not in (None, "bfloat16", "float16"):
-            raise ValueError(
-                f"Glow expects conditioner_dtype None, 'bfloat16' or 'float16', got {self.conditioner_dtype!r}"
-            )
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(f"Glow expects num_classes >= 2 or None, got {self.num_classes}")
+        check_parameter_count(
+            owner,
+            _parameter_count(self),
+            f"K={self.K}, L={self.L}, hidden_channels={self.hidden_channels}, "
+            f"input_shape={shape}, num_classes={self.num_classes}",
+        )
+
+
+def _parameter_count(config: GlowConfig) -> int:
+    """Estimate (within a factor of two) of the parameters of the model ``config`` describes."""
+    channels, height, width = config.input_shape
+    hidden = config.hidden_channels
+    count = 0
+    for level in range(config.L):
+        channels, height, width = channels * 4, height // 2, width // 2
+        kept = channels // 2
+        out = (2 if config.coupling == "affine" else 1) * (channels - kept)
+        # ActNorm, 1x1 convolution, conditioner (3x3, 1x1 with ActNorms, zero-initialised 3x3).
+        step = 2 * channels + channels**2 + 9 * (kept + 1) * hidden + hidden**2 + 4 * hidden
+        count += config.K * (step + 9 * (hidden + 1) * out + 2 * out)
+        if level < config.L - 1:
+            count += 9 * (kept + 1) * 2 * (channels - kept)
+            channels = kept
+    # The top prior's mean and scale maps, and the class-conditional prior and classifier.
+    count += 9 * (channels + 1) * 2 * channels + 2 * channels * height * width
+    count += 3 * (config.num_classes or 0) * channels
+    return count
 
 
 def glow(
@@ -165,7 +215,7 @@ def glow(
         K=K,
         L=L,
         coupling=coupling,
-        input_shape=tuple(int(s) for s in input_shape),  # type: ignore[arg-type]
+        input_shape=input_shape,  # type: ignore[arg-type]
         hidden_channels=hidden_channels,
         permutation=permutation,
         learn_top=learn_top,

@@ -8,6 +8,17 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from flowkit._utils import (
+    MAX_IMAGE_SIZE,
+    MAX_LEVELS,
+    MAX_STEPS,
+    MAX_WIDTH,
+    check_bool,
+    check_float,
+    check_int,
+    check_parameter_count,
+    check_shape,
+)
 from flowkit.bijectors import (
     Affine,
     AffineCoupling,
@@ -52,10 +63,29 @@ def realnvp_levels(input_shape: Sequence[int]) -> int:
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"realnvp expects input_shape (C, H, W), got {tuple(input_shape)}")
-    return shape  # type: ignore[return-value]
+    return check_shape(  # type: ignore[return-value]
+        "realnvp", "input_shape", input_shape, rank=3, maximum=MAX_IMAGE_SIZE, labels="(C, H, W)"
+    )
+
+
+def _parameter_count(
+    shape: tuple[int, int, int], levels: int, hidden_channels: int, blocks: int
+) -> int:
+    """Estimate (within a factor of two) of the parameters of the model these values describe."""
+    channels = shape[0]
+    count = 0
+    for scale in range(levels):
+        width = hidden_channels * 2**scale
+        # Each coupling's ResNet: 3x3 convolutions in and out, two 3x3 convolutions per block.
+        checkerboard = 9 * width * (channels + 1 + 2 * channels) + 18 * blocks * width**2
+        if scale == levels - 1:
+            count += 4 * checkerboard
+            break
+        wide = 2 * width
+        channel = 9 * wide * (2 * channels + 4 * channels) + 18 * blocks * wide**2
+        count += 3 * checkerboard + 3 * channel
+        channels *= 2
+    return count
 
 
 def realnvp(
@@ -123,10 +153,24 @@ def realnvp(
         torch.Size([2])
     """
     channels, height, width = _check_shape(input_shape)
+    levels = check_int("realnvp", "levels", levels, 1, MAX_LEVELS, optional=True)
     if levels is None:
         levels = realnvp_levels(input_shape)
-    if levels < 1:
-        raise ValueError(f"realnvp expects levels >= 1, got {levels}")
+    hidden_channels = check_int("realnvp", "hidden_channels", hidden_channels, 1, MAX_WIDTH)
+    blocks = check_int("realnvp", "blocks", blocks, 0, MAX_STEPS)
+    check_bool("realnvp", "weight_norm", weight_norm)
+    check_bool("realnvp", "batch_norm", batch_norm)
+    # alpha in (0, 1/2): the logit's input alpha + (1 - 2 alpha) u stays inside (0, 1).
+    logit_alpha = check_float(
+        "realnvp",
+        "logit_alpha",
+        logit_alpha,
+        0.0,
+        0.5,
+        exclusive_minimum=True,
+        exclusive_maximum=True,
+        optional=True,
+    )
     factor = 2 ** (levels - 1)
     if height % factor or width % factor:
         raise ValueError(
@@ -138,11 +182,13 @@ def realnvp(
             f"realnvp with {levels} levels leaves a 1x1 image at the last scale, where a "
             "checkerboard mask has no second pixel; use fewer levels"
         )
-    if hidden_channels < 1 or blocks < 0:
-        raise ValueError(
-            f"realnvp expects hidden_channels >= 1 and blocks >= 0, got {hidden_channels} and "
-            f"{blocks}"
-        )
+    assert hidden_channels is not None and blocks is not None
+    check_parameter_count(
+        "realnvp",
+        _parameter_count((channels, height, width), levels, hidden_channels, blocks),
+        f"input_shape={(channels, height, width)}, levels={levels}, "
+        f"hidden_channels={hidden_channels}, blocks={blocks}",
+    )
     options = {"blocks": blocks, "weight_norm": weight_norm, "batch_norm": batch_norm}
     body = _scale((channels, height, width), 0, levels, hidden_channels, options)
     parts: list[Bijector] = []

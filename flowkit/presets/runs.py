@@ -72,7 +72,10 @@ RUN_PRESETS: dict[str, RunPreset] = {
             "Paper Table 4: CIFAR-10 32x32, L=3, K=32, affine, LU 1x1 convolutions, width 512",
             model=dict(K=32, L=3, input_shape=(3, 32, 32), hidden_channels=512, coupling="affine"),
             train=dict(output="runs/glow-cifar10", batch_size=512, epochs=1000, lr=1e-3),
-            source="paper Table 4 (batch 512 over 8 GPUs); Adamax, warm-up and learn_top from the official code",
+            source=(
+                "paper Table 4 (batch 512 over 8 GPUs); Adamax, warm-up and learn_top from the "
+                "official code"
+            ),
         ),
         RunPreset(
             "glow-imagenet32",
@@ -102,7 +105,9 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 K=32, L=6, input_shape=(3, 256, 256), hidden_channels=512, coupling="additive"
             ),
             train=dict(output="runs/glow-celeba256", n_bits=5, batch_size=40, epochs=100, lr=1e-3),
-            source="paper Table 5 and the official README's CelebA-HQ command (n_bits_x 5, learntop)",
+            source=(
+                "paper Table 5 and the official README's CelebA-HQ command (n_bits_x 5, learntop)"
+            ),
         ),
         RunPreset(
             "realnvp-small",

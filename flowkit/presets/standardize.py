@@ -1,4 +1,4 @@
-"""Standardised vector flows: the data (and context) scaled by stored statistics inside the model."""
+"""Standardised vector flows: data (and context) scaled by stored statistics inside the model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints
 
 from flowkit.bijectors import Affine, Bijector, Compose
 from flowkit.bijectors.base import Shape
@@ -28,6 +27,9 @@ class StandardizedContext(Bijector):
         std: Per-feature standard deviation of the context (positive), shape ``(K,)``.
     """
 
+    context_mean: Tensor
+    context_std: Tensor
+
     def __init__(self, inner: Bijector, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         mean, std = (
@@ -45,6 +47,8 @@ class StandardizedContext(Bijector):
             )
         self.inner = inner
         self.event_rank = inner.event_rank
+        self.domain = inner.domain
+        self.codomain = inner.codomain
         self.register_buffer("context_mean", mean)
         self.register_buffer("context_std", std)
 
@@ -52,16 +56,6 @@ class StandardizedContext(Bijector):
     def latent_rank(self) -> int:
         """The inner bijector's latent rank."""
         return self.inner.latent_rank
-
-    @property
-    def domain(self) -> constraints.Constraint:  # type: ignore[override]
-        """The inner bijector's domain."""
-        return self.inner.domain
-
-    @property
-    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
-        """The inner bijector's codomain."""
-        return self.inner.codomain
 
     def _context(self, context: Tensor | None) -> Tensor | None:
         if context is None:
@@ -123,7 +117,8 @@ def standardized(
     scaling.log_scale.copy_(-std_t.log())
     scaling.shift.copy_(-mean_t / std_t)
     bijector: Bijector = Compose([scaling, flow.bijector])
-    if context_mean is not None and context_std is not None:
+    # No context statistics (None, or the empty lists of a table without context columns).
+    if context_mean is not None and context_std is not None and len(context_mean) > 0:
         bijector = StandardizedContext(
             bijector, torch.as_tensor(context_mean), torch.as_tensor(context_std)
         )

@@ -6,6 +6,16 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flowkit._utils import (
+    MAX_FEATURES,
+    MAX_STEPS,
+    MAX_WIDTH,
+    check_choice,
+    check_int,
+    check_parameter_count,
+    check_shape,
+    mlp_parameter_count,
+)
 from flowkit.bijectors import (
     ActNorm,
     AffineCoupling,
@@ -69,20 +79,26 @@ def realnvp_tabular(
         >>> flow.log_prob(torch.randn(8, 2)).shape
         torch.Size([8])
     """
-    if features < 2:
-        raise ValueError(
-            f"realnvp_tabular expects features >= 2 (a coupling splits them), got {features}"
-        )
-    if transforms < 1:
-        raise ValueError(f"realnvp_tabular expects transforms >= 1, got {transforms}")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"realnvp_tabular expects normalization in {NORMALIZATIONS}, got {normalization!r}"
-        )
-    if context_features is not None and context_features < 1:
-        raise ValueError(
-            f"realnvp_tabular expects context_features >= 1 or None, got {context_features}"
-        )
+    features = check_int("realnvp_tabular", "features", features, 2, MAX_FEATURES)
+    context_features = check_int(
+        "realnvp_tabular", "context_features", context_features, 1, MAX_FEATURES, optional=True
+    )
+    transforms = check_int("realnvp_tabular", "transforms", transforms, 1, MAX_STEPS)
+    hidden_features = check_shape(
+        "realnvp_tabular", "hidden_features", hidden_features, maximum=MAX_WIDTH
+    )
+    check_choice("realnvp_tabular", "normalization", normalization, NORMALIZATIONS)
+    assert features is not None and transforms is not None
+    # Each coupling's MLP reads half the features (and the context) and returns two per other half.
+    check_parameter_count(
+        "realnvp_tabular",
+        transforms
+        * mlp_parameter_count(
+            features // 2 + (context_features or 0), hidden_features, 2 * features
+        ),
+        f"features={features}, context_features={context_features}, transforms={transforms}, "
+        f"hidden_features={hidden_features}",
+    )
     parts: list[Bijector] = []
     for index in range(transforms):
         mask = channel_mask(features, event_rank=1, flip=index % 2 == 1)

@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from flowkit._utils import (
+    MAX_BINS,
+    MAX_FEATURES,
+    MAX_STEPS,
+    MAX_WIDTH,
+    check_bool,
+    check_float,
+    check_int,
+    check_parameter_count,
+    check_shape,
+    mlp_parameter_count,
+)
 from flowkit.bijectors import (
     ActNorm,
     Bijector,
@@ -16,6 +28,7 @@ from flowkit.bijectors import (
     channel_mask,
 )
 from flowkit.bijectors._rq_spline import spline_params_per_element
+from flowkit.bijectors.coupling import resolve_scale_fn
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP
 
@@ -24,21 +37,36 @@ __all__ = ["MAFConfig", "NSFConfig", "build_maf", "build_nsf", "maf", "nsf"]
 
 def _check_common(
     owner: str,
-    features: int,
-    context_features: int | None,
-    transforms: int,
-    hidden_features: tuple[int, ...],
-) -> None:
-    if features < 1:
-        raise ValueError(f"{owner} expects features >= 1, got {features}")
-    if context_features is not None and context_features < 1:
-        raise ValueError(f"{owner} expects context_features >= 1 or None, got {context_features}")
-    if transforms < 1:
-        raise ValueError(f"{owner} expects transforms >= 1, got {transforms}")
-    if not hidden_features or min(hidden_features) < 1:
-        raise ValueError(
-            f"{owner} expects at least one hidden layer of width >= 1, got {hidden_features}"
-        )
+    features: object,
+    context_features: object,
+    transforms: object,
+    hidden_features: object,
+    outputs_per_feature: int,
+) -> tuple[int, ...]:
+    """Check the fields MAF and NSF share and the parameter count; return the hidden widths.
+
+    ``outputs_per_feature`` is what each step's network returns per transformed feature (2 for an
+    affine step, the spline parameters for a spline step); it sets the size of the output layer.
+    """
+    features = check_int(owner, "features", features, 1, MAX_FEATURES)
+    context_features = check_int(
+        owner, "context_features", context_features, 1, MAX_FEATURES, optional=True
+    )
+    transforms = check_int(owner, "transforms", transforms, 1, MAX_STEPS)
+    widths = check_shape(owner, "hidden_features", hidden_features, maximum=MAX_WIDTH)
+    if not widths:
+        raise ValueError(f"{owner} expects at least one hidden layer in hidden_features, got ()")
+    assert features is not None and transforms is not None
+    check_parameter_count(
+        owner,
+        transforms
+        * mlp_parameter_count(
+            features + (context_features or 0), widths, features * outputs_per_feature
+        ),
+        f"features={features}, context_features={context_features}, transforms={transforms}, "
+        f"hidden_features={widths}",
+    )
+    return widths
 
 
 @dataclass(frozen=True)
@@ -55,10 +83,18 @@ class MAFConfig:
     identity_init: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_features", tuple(int(h) for h in self.hidden_features))
-        _check_common(
-            "MAFConfig", self.features, self.context_features, self.transforms, self.hidden_features
+        widths = _check_common(
+            "MAFConfig",
+            self.features,
+            self.context_features,
+            self.transforms,
+            self.hidden_features,
+            outputs_per_feature=2,
         )
+        object.__setattr__(self, "hidden_features", widths)
+        for name in ("residual", "actnorm", "identity_init"):
+            check_bool("MAFConfig", name, getattr(self, name))
+        resolve_scale_fn(self.scale_fn, "MAFConfig")
 
 
 @dataclass(frozen=True)
@@ -76,10 +112,20 @@ class NSFConfig:
     actnorm: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_features", tuple(int(h) for h in self.hidden_features))
-        _check_common(
-            "NSFConfig", self.features, self.context_features, self.transforms, self.hidden_features
+        # A rational-quadratic spline needs two bins to bend.
+        check_int("NSFConfig", "bins", self.bins, 2, MAX_BINS)
+        check_float("NSFConfig", "tail_bound", self.tail_bound, 0.0, exclusive_minimum=True)
+        for name in ("autoregressive", "residual", "actnorm"):
+            check_bool("NSFConfig", name, getattr(self, name))
+        widths = _check_common(
+            "NSFConfig",
+            self.features,
+            self.context_features,
+            self.transforms,
+            self.hidden_features,
+            outputs_per_feature=spline_params_per_element(self.bins),
         )
+        object.__setattr__(self, "hidden_features", widths)
         if not self.autoregressive and self.features < 2:
             raise ValueError(
                 f"NSFConfig: a coupling flow needs features >= 2 to split, got {self.features}; "
@@ -211,7 +257,7 @@ def maf(
             features,
             context_features,
             transforms=transforms,
-            hidden_features=tuple(hidden_features),
+            hidden_features=hidden_features,  # type: ignore[arg-type]
             residual=residual,
             scale_fn=scale_fn,
             actnorm=actnorm,
@@ -272,7 +318,7 @@ def nsf(
             transforms=transforms,
             bins=bins,
             tail_bound=tail_bound,
-            hidden_features=tuple(hidden_features),
+            hidden_features=hidden_features,  # type: ignore[arg-type]
             autoregressive=autoregressive,
             residual=residual,
             actnorm=actnorm,

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributions import constraints, transform_to
+from torch.distributions import Transform, constraints, transform_to
 
+from flowkit._utils import check_shape
 from flowkit.bijectors.base import Bijector, InverseNotAvailable
 from flowkit.initialization import DataDependentInit, initialize
 
@@ -138,7 +139,8 @@ def check_bijector(
     4. the log-determinant equals ``slogdet`` of the brute-force autograd Jacobian of each batch
        element (events of at most ``jacobian_max_size`` elements), and the Jacobian between
        different batch elements is zero;
-    5. batch elements are independent: changing one input changes no other output or log-det;
+    5. batch elements are independent: changing one input, or one element's context, changes no
+       other output or log-det;
     6. gradients of the outputs and log-determinant reach the parameters and are finite;
     7. conditional bijectors: the checks run with a context, and (``requires_context``) calling
        without one raises ValueError or TypeError;
@@ -165,11 +167,14 @@ def check_bijector(
 
     Raises:
         AssertionError: Naming the property that failed, by how much, and on which input.
+        TypeError: ``bijector`` is not a flowkit Bijector (wrap torch transforms with
+            :func:`flowkit.from_transform`), or a shape is not a tuple of ints.
 
     Example:
         >>> from flowkit.bijectors import ActNorm
         >>> check_bijector(ActNorm(4), event_shape=(4, 3, 3))
     """
+    _check_arguments(bijector, event_shape, context_shape, batch_shape)
     name = type(bijector).__name__
     tolerance = tolerance or default_tolerance(dtype)
     generator = torch.Generator().manual_seed(seed)
@@ -200,6 +205,9 @@ def check_bijector(
             checker, subject, x, context, batch_rank, generator, input_scale
         )
         _check_batch_independence(checker, subject, x, context, batch_rank, generator)
+        _check_context_independence(
+            checker, subject, x, context, context_shape, batch_rank, generator
+        )
     if math.prod(event_shape) <= jacobian_max_size:
         _check_jacobian(checker, subject, x, context, batch_rank)
     if check_gradients:
@@ -216,6 +224,27 @@ def check_bijector(
     if check_transform:
         with torch.no_grad():
             _check_transform(checker, subject, x, context, batch_rank)
+
+
+def _check_arguments(
+    bijector: object,
+    event_shape: object,
+    context_shape: object,
+    batch_shape: object,
+) -> None:
+    if not isinstance(bijector, Bijector):
+        hint = (
+            "; wrap a torch.distributions Transform with flowkit.from_transform"
+            if isinstance(bijector, Transform)
+            else "; a torch Transform can be wrapped with flowkit.from_transform"
+        )
+        raise TypeError(
+            f"check_bijector expects a flowkit Bijector, got {type(bijector).__name__}{hint}"
+        )
+    check_shape("check_bijector", "event_shape", event_shape, minimum=1)
+    if context_shape is not None:
+        check_shape("check_bijector", "context_shape", context_shape, minimum=1)
+    check_shape("check_bijector", "batch_shape", batch_shape, minimum=1)
 
 
 def _check_shapes_and_round_trip(
@@ -316,6 +345,66 @@ def _check_batch_independence(
                 f"batch elements are not independent: changing input {first} changed another "
                 f"element's {what} by {float(difference):.3g}"
             )
+
+
+def _check_context_independence(
+    checker: _Checker,
+    subject: Bijector,
+    x: Tensor,
+    context: Tensor | None,
+    context_shape: Sequence[int] | None,
+    batch_rank: int,
+    generator: torch.Generator,
+) -> None:
+    """Changing the context of one batch element must change no other element's outputs.
+
+    A bijector could mix rows through its context (a batch mean of the context, say) and pass every
+    check of the input alone, so the context is varied on its own here.
+    """
+    batch_shape = x.shape[:batch_rank]
+    if context is None or math.prod(batch_shape) < 2:
+        return
+    if context_shape is not None:
+        # One context row per element, even when the context came broadcast over the batch.
+        context = context.expand(batch_shape + torch.Size(context_shape))
+    elif context.shape[:batch_rank] != batch_shape:
+        return  # a shared context whose event shape is unknown: nothing to vary per row
+    first = (0,) * batch_rank
+    changed = _other_context(context, first, generator)
+    if changed is None:
+        return
+    z, log_abs_det = subject(x, context)
+    z_changed, log_abs_det_changed = subject(x, changed)
+    keep = torch.ones(batch_shape, dtype=torch.bool, device=x.device)
+    keep[first] = False
+    for what, before, after in (
+        ("z", z, z_changed),
+        ("log_abs_det", log_abs_det, log_abs_det_changed),
+    ):
+        difference = (before[keep] - after[keep]).abs().max()
+        if float(difference) > checker.tolerance.atol:
+            checker.fail(
+                f"batch elements are not independent: changing the context of element {first} "
+                f"changed another element's {what} by {float(difference):.3g}"
+            )
+
+
+def _other_context(
+    context: Tensor, first: tuple[int, ...], generator: torch.Generator
+) -> Tensor | None:
+    """``context`` with the row ``first`` replaced by a different value (None if none exists)."""
+    changed = context.clone()
+    if context.is_floating_point():
+        noise = torch.randn(changed[first].shape, generator=generator, dtype=torch.float64)
+        changed[first] = changed[first] + noise.to(context.dtype).to(context.device)
+        return changed
+    # Integer contexts (class labels) take another row's value, which is valid by construction.
+    rows = context.reshape((-1,) + context.shape[len(first) :])
+    for row in rows[1:]:
+        if not torch.equal(row, context[first]):
+            changed[first] = row
+            return changed
+    return None
 
 
 def _check_jacobian(

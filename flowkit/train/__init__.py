@@ -1,8 +1,7 @@
-"""Training: objectives, the Trainer and its state, checkpoints, run directories, loading."""
+"""Training: objectives, the Trainer and its state, checkpoints and run directories."""
 
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from flowkit.train.config import ConfigError, TrainConfig
-from flowkit.train.loading import load, load_flow
 from flowkit.train.objectives import BitsPerDim, NatsPerExample, bits_per_dim
 from flowkit.train.quick import fit
 from flowkit.train.rundir import RunExistsError, RunLockedError
@@ -32,9 +31,7 @@ __all__ = [
     "TrainingInterrupted",
     "bits_per_dim",
     "fit",
-    "load",
     "load_checkpoint",
-    "load_flow",
     "save_checkpoint",
     "write_sample_grid",
 ]

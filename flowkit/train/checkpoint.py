@@ -1,4 +1,4 @@
-"""Checkpoints written atomically (temporary file, fsync, rename) and read back with clear errors."""
+"""Checkpoints written atomically (temporary file, fsync, rename), read back with clear errors."""
 
 from __future__ import annotations
 

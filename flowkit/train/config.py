@@ -51,7 +51,8 @@ class TrainConfig:
 
     Attributes:
         data: Dataset: ``"fashion-mnist-small"`` (bundled), or a path understood by
-            ``flowkit.data.load_dataset`` (CIFAR batches, idx files, ImageNet npz, image folder/tar).
+            ``flowkit.data.load_dataset`` (CIFAR batches, idx files, ImageNet npz, image
+            folder/tar).
         output: Directory for checkpoints, samples, metrics and the learning curve.
         n_bits: Bits per pixel kept from the data (8; 5 for the paper's qualitative models).
         pad: Zero pixels added on each side of every image (2 turns 28x28 MNIST into 32x32, as
@@ -221,7 +222,8 @@ def _check_float(name: str, value: Any, *, positive: bool = False) -> None:
 def _temperatures(values: Any) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ConfigError(
-            f"TrainConfig expects temperatures as a list of numbers (e.g. [0.7, 1.0]), got {values!r}"
+            "TrainConfig expects temperatures as a list of numbers (e.g. [0.7, 1.0]), got "
+            f"{values!r}"
         )
     result = []
     for value in values:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,11 @@ class TrainingData:
         return [(start, min(start + batch_size, len(self))) for start in starts]
 
     def epoch_batches(self, epoch: int, batch_size: int, seed: int) -> Tensor:
-        """Global batches of indices for ``epoch``: a seeded permutation, last partial batch dropped."""
+        """Global batches of indices for ``epoch``.
+
+        A seeded permutation of the set, cut into rows of ``batch_size``; the last partial batch
+        is dropped.
+        """
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(self), generator=generator)
         count = len(self) // batch_size
@@ -97,6 +102,7 @@ class ImageTrainingData(TrainingData):
         return self.images.shape[0]
 
     def check_against(self, flow: Flow, what: str) -> None:
+        """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
         shape = tuple(self.images.shape[1:])
         if shape != tuple(flow.event_shape):
             raise ValueError(
@@ -104,32 +110,44 @@ class ImageTrainingData(TrainingData):
                 f"{tuple(flow.event_shape)}; choose a preset or input_shape that matches the data"
             )
         self.conditional = flow.context_shape is not None
-        if self.conditional and self.labels is None:
+        if not self.conditional:
+            return
+        if self.labels is None:
             raise ValueError(f"the model is class-conditional but the {what} data has no labels")
-        if self.conditional:
-            num_classes = flow.num_classes
-            if num_classes is not None and int(self.labels.max()) >= num_classes:
-                raise ValueError(
-                    f"the {what} labels go up to {int(self.labels.max())} but the model has "
-                    f"{num_classes} classes"
-                )
+        num_classes = flow.num_classes
+        if num_classes is not None and int(self.labels.max()) >= num_classes:
+            raise ValueError(
+                f"the {what} labels go up to {int(self.labels.max())} but the model has "
+                f"{num_classes} classes"
+            )
 
     def _inputs(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         from flowkit.data import to_model_input
 
         x = to_model_input(self.images[index], self.n_bits, dequantize=True, generator=generator)
-        labels = self.labels[index] if self.conditional else None
-        return x, labels
+        return x, self._labels(index)
+
+    def _labels(self, index: Tensor | slice) -> Tensor | None:
+        """The labels at ``index`` when the model is class-conditional, else None."""
+        # check_against has made sure that a class-conditional set has labels.
+        if not self.conditional or self.labels is None:
+            return None
+        return self.labels[index]
 
     def init_batch(
         self, size: int, seed: int, device: torch.device
     ) -> tuple[Tensor, Tensor | None]:
+        """A random batch of dequantised images (and labels) for data-dependent initialisation."""
         index, generator = self._init_index(size, seed)
         x, labels = self._inputs(index, generator)
         return x.to(device), None if labels is None else labels.to(device)
 
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
-        """This process's shard of the global batch ``index``; noise is drawn for the whole batch."""
+        """This process's shard of the global batch ``index``.
+
+        The dequantisation noise is drawn for the whole batch, so it does not depend on the number
+        of processes.
+        """
         x, labels = self._inputs(index, generator)
         x = self._shard(x, process).to(process.device, non_blocking=True)
         if labels is None:
@@ -138,7 +156,7 @@ class ImageTrainingData(TrainingData):
 
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
         """Labels for a class-conditional sample grid: classes in turn, row by row."""
-        if not self.conditional:
+        if not self.conditional or self.labels is None:
             return None
         num_classes = int(self.labels.max()) + 1
         return (torch.arange(count) % num_classes).to(device)
@@ -169,7 +187,9 @@ class ImageTrainingData(TrainingData):
             x = self._eval_inputs(start, stop).to(process.device)
             if dtype is not None:
                 x = x.to(dtype)
-            labels = self.labels[start:stop].to(process.device) if self.conditional else None
+            labels = self._labels(slice(start, stop))
+            if labels is not None:
+                labels = labels.to(process.device)
             bpd = bits_per_dim(flow.log_prob(x, labels), num_dims, self.n_bits)
             total += bpd.double().sum()
         return float(all_reduce_sum(total, process)) / len(self)
@@ -186,31 +206,36 @@ class VectorTrainingData(TrainingData):
         return self.values.shape[0]
 
     def check_against(self, flow: Flow, what: str) -> None:
+        """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         if tuple(self.values.shape[1:]) != tuple(flow.event_shape):
             raise ValueError(
-                f"the {what} examples have event shape {tuple(self.values.shape[1:])} but the model "
-                f"expects {tuple(flow.event_shape)}"
+                f"the {what} examples have event shape {tuple(self.values.shape[1:])} but the "
+                f"model expects {tuple(flow.event_shape)}"
             )
         self.conditional = flow.context_shape is not None
         if self.conditional and self.context is None:
             raise ValueError(f"the model is conditional but the {what} data has no context")
 
     def _inputs(self, index: Tensor) -> tuple:
-        if self.conditional:
+        # check_against has made sure that a conditional set has a context.
+        if self.conditional and self.context is not None:
             return self.values[index], self.context[index]
         return (self.values[index],)
 
     def init_batch(
         self, size: int, seed: int, device: torch.device
     ) -> tuple[Tensor, Tensor | None]:
+        """A random batch of examples (and context) for data-dependent initialisation."""
         index, _ = self._init_index(size, seed)
         x, *context = self._inputs(index)
         return x.to(device), context[0].to(device) if context else None
 
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
+        """This process's shard of the global batch ``index``: the examples and any context."""
         return tuple(self._shard(t, process).to(process.device) for t in self._inputs(index))
 
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
+        """None: vector data has no sample grids, so none needs a context."""
         return None
 
     def evaluate(
@@ -284,10 +309,9 @@ def _materialise(data: Any) -> Any:
         data = data.dataset
     if not isinstance(data, Dataset):
         return data
-    try:
-        count = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError("the Trainer needs a Dataset with a length (a map-style Dataset)") from None
+    if not isinstance(data, Sized):
+        raise TypeError("the Trainer needs a Dataset with a length (a map-style Dataset)")
+    count = len(data)
     if count == 0:
         raise ValueError("the Dataset is empty")
     items = [data[index] for index in range(count)]

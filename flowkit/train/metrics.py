@@ -36,7 +36,8 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
                 raise ImportError(
-                    'TensorBoard logging needs the tensorboard package: pip install "flowkit-torch[tensorboard]"'
+                    "TensorBoard logging needs the tensorboard package: "
+                    'pip install "flowkit-torch[tensorboard]"'
                 ) from error
             self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
@@ -97,7 +98,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 def plot_bpd_curve(
     records: list[dict[str, Any]], path: str | os.PathLike, ylabel: str = "bits / dim"
 ) -> bool:
-    """Plot ``train_bpd`` and ``test_bpd`` against the step (see :func:`flowkit.train.plots.plot_curve`)."""
+    """Plot ``train_bpd`` and ``test_bpd`` against the step.
+
+    See :func:`flowkit.train.plots.plot_curve`.
+    """
     from flowkit.train.plots import plot_curve
 
     return plot_curve(records, path, key="bpd", ylabel=ylabel)

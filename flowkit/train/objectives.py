@@ -1,4 +1,4 @@
-"""Training objectives named by their unit: bits per dimension (images), nats per example (vectors)."""
+"""Training objectives named by their unit: bits per dimension (images), nats per example."""
 
 from __future__ import annotations
 

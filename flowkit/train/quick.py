@@ -52,8 +52,8 @@ def fit(
         >>> import torch, flowkit
         >>> flow = flowkit.presets.nsf(2, transforms=2, hidden_features=(16,))
         >>> result = flowkit.fit(flow, torch.randn(512, 2), epochs=2)
-        >>> result.steps
-        4
+        >>> result.steps  # batches of 512 // 4 = 128: four steps an epoch
+        8
     """
     from flowkit.train.data import as_training_data
 

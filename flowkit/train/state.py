@@ -57,7 +57,11 @@ class TrainState:
     @property
     def averaged_flow(self) -> Flow:
         """The flow with the averaged weights (the raw one when no average is kept)."""
-        return self.flow if self.ema is None else self.ema.module  # type: ignore[return-value]
+        if self.ema is None:
+            return self.flow
+        averaged = self.ema.module
+        assert isinstance(averaged, Flow), "AveragedModel copies the flow it was given"
+        return averaged
 
     def state_dict(self) -> dict[str, Any]:
         """The resumable state, as plain containers of tensors and numbers."""

@@ -32,7 +32,7 @@ from flowkit.train.checkpoint import (
     versions,
 )
 from flowkit.train.config import RESUMABLE_SETTINGS, ConfigError, TrainConfig
-from flowkit.train.data import TrainingData, as_training_data
+from flowkit.train.data import TrainingData, VectorTrainingData, as_training_data
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
 from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.metrics import MetricsWriter, read_metrics
@@ -174,7 +174,7 @@ class Trainer:
             else as_training_data(test_data, config.n_bits, config.num_test)
         )
         self.model_name, self.model_config = _model_description(model_name, model_config)
-        self.data_info = {"kind": "image" if self.train_data.is_image else "vector"}
+        self.data_info: dict[str, Any] = {"kind": "image" if self.train_data.is_image else "vector"}
         if self.train_data.is_image:
             self.data_info["n_bits"] = config.n_bits
         self.data_info.update(data_info or {})
@@ -378,7 +378,8 @@ class Trainer:
             self._diverged(
                 state,
                 run,
-                f"{state.nonfinite_streak} consecutive steps had a non-finite loss or gradient (last: {where})",
+                f"{state.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
+                f"(last: {where})",
             )
 
     # --- end of an epoch: evaluation, samples, curves ---------------------------------------------
@@ -409,12 +410,16 @@ class Trainer:
                 nonfinite = self.write_samples(evaluated, state.epoch)
                 if any(nonfinite.values()):
                     record["nonfinite_samples"] = nonfinite
-            elif math.prod(self.flow.event_shape) == 2 and not self.train_data.conditional:
+            elif (
+                isinstance(self.train_data, VectorTrainingData)
+                and math.prod(self.flow.event_shape) == 2
+                and not self.train_data.conditional
+            ):
                 plot_density_2d(evaluated, self.train_data.values, run.path / "density.png")
         self._write(record)
         self._plot(run, final=event == "end" or state.epoch >= config.epochs)
 
-    # --- checkpoints and stopping ------------------------------------------------------------------
+    # --- checkpoints and stopping -----------------------------------------------------------------
     def _save(self, state: TrainState, run: RunDirectory) -> None:
         """Write ``checkpoint.pt``, unless the state is not finite: then the last good one stays."""
         if not self.process.is_main or state.nonfinite_streak or not _finite_parameters(self.flow):
@@ -444,7 +449,8 @@ class Trainer:
             kept = f"{run.checkpoint} keeps the last finite state (step {state.last_saved_step})"
         raise NonFiniteError(
             f"training stopped at step {state.step}: {reason}; {kept}; the diverged state is in "
-            f"{run.diverged_checkpoint}; lower the learning rate, lengthen the warm-up or set grad_clip"
+            f"{run.diverged_checkpoint}; lower the learning rate, lengthen the warm-up or set "
+            "grad_clip"
         )
 
     def _interrupted(self, state: TrainState, run: RunDirectory) -> None:
@@ -461,7 +467,7 @@ class Trainer:
             return True
         return config.max_minutes is not None and state.elapsed >= 60.0 * config.max_minutes
 
-    # --- setting up ---------------------------------------------------------------------------------
+    # --- setting up -------------------------------------------------------------------------------
     def _parameters(self) -> list[nn.Parameter]:
         return [p for p in self.flow.parameters() if p.requires_grad]
 
@@ -510,8 +516,8 @@ class Trainer:
             )
             raise ResumeMismatchError(
                 f"cannot resume {path} with different settings ({listed}); only "
-                f"{', '.join(sorted(RESUMABLE_SETTINGS - {'output'}))} may change on resume; start a "
-                "new run with another output directory or --overwrite"
+                f"{', '.join(sorted(RESUMABLE_SETTINGS - {'output'}))} may change on resume; "
+                "start a new run with another output directory or --overwrite"
             )
 
     def _open_outputs(self, run: RunDirectory, state: TrainState, fresh: bool) -> None:
@@ -554,7 +560,7 @@ class Trainer:
         if float(total) < self.process.world_size and ready:
             raise RuntimeError("rank 0 could not open the output directory; see its error")
 
-    # --- outputs -------------------------------------------------------------------------------------
+    # --- outputs ----------------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
         if self._metrics is not None:
             self._metrics.write(record)
@@ -585,7 +591,8 @@ class Trainer:
     def averaged_flow(self) -> Flow:
         """The flow with the Polyak-averaged weights (what evaluation and sampling use).
 
-        The raw, optimised weights stay in ``trainer.flow``; without ``config.ema`` both are the same.
+        The raw, optimised weights stay in ``trainer.flow``; without ``config.ema`` both are the
+        same.
         """
         return self.flow if self._state is None else self._state.averaged_flow
 
@@ -596,7 +603,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, flow: Flow | None = None, *, dtype: torch.dtype | None = None) -> float:
-        """Mean test bits/dim (nats per example for vectors), sharded over processes, fixed noise."""
+        """Mean test bits/dim (nats per example for vectors) over the test set.
+
+        The set is sharded over processes; images are dequantised with fixed noise.
+        """
         if self.test_data is None:
             raise ValueError("Trainer.evaluate needs test data")
         flow = self.flow if flow is None else flow
@@ -670,7 +680,8 @@ def _model_description(
         values = dict(model_config)
     else:
         raise TypeError(
-            f"Trainer expects model_config as a dataclass or a dict, got {type(model_config).__name__}"
+            "Trainer expects model_config as a dataclass or a dict, got "
+            f"{type(model_config).__name__}"
         )
     # Format-1 configs carried their family as kind="glow".
     kind = values.pop("kind", None)

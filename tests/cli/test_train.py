@@ -177,3 +177,13 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_continue(tmp_path):
     assert lines[0].startswith("flowkit: interrupted at step ")
     assert lines[0].endswith("; continue with --resume")
     assert Path(output / "checkpoint.pt").is_file()
+
+
+def test_settings_the_data_rules_out_are_usage_errors(tmp_path, capsys):
+    args = ["train", *TINY_GLOW, "--set", "train.batch_size=512", "--output", tmp_path / "run"]
+    status, _, err = run_main(capsys, *args, "--print-config")
+    assert status == 0, err
+    status, _, err = run_main(capsys, *args)
+    assert status == 2 and not (tmp_path / "run" / "checkpoint.pt").exists()
+    [line] = error_lines(err)
+    assert "512" in line and "128" in line

@@ -167,4 +167,4 @@ def test_latent_structure_errors() -> None:
 
 
 def test_negative_sample_count() -> None:
-    raises_with(ValueError, lambda: sample_shape_of(-2), "non-negative", "-2")
+    raises_with(ValueError, lambda: sample_shape_of(-2), "an int >= 0", "-2")

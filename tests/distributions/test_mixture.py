@@ -105,7 +105,7 @@ def test_fixed_mixture_has_no_parameters():
 
 @pytest.mark.parametrize("kwargs", [{"components": 0}])
 def test_invalid_arguments(kwargs):
-    with pytest.raises(ValueError, match="components >= 1"):
+    with pytest.raises(ValueError, match="components as an int >= 1, got 0"):
         MixtureOfGaussians((2,), **kwargs)
 
 

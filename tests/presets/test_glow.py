@@ -107,7 +107,7 @@ def test_options_change_the_layers():
         (dict(input_shape=(3, 30, 32), L=2), "divisible by 4"),
         (dict(coupling="spline"), "coupling"),
         (dict(permutation="random"), "permutation"),
-        (dict(K=0), "K >= 1"),
+        (dict(K=0), r"K as an int in \[1, 4096\], got 0"),
         (dict(num_classes=1), "num_classes"),
     ],
 )

@@ -139,8 +139,11 @@ def test_batch_norm_variant_round_trips_in_eval_mode():
         ({"input_shape": (1, 28, 28), "levels": 4}, "divisible by 8"),
         ({"input_shape": (1, 2, 2), "levels": 2}, "1x1 image"),
         ({"input_shape": (3, 32), "levels": 2}, r"\(C, H, W\)"),
-        ({"input_shape": (1, 4, 4), "levels": 0}, "levels >= 1"),
-        ({"input_shape": (1, 4, 4), "hidden_channels": 0}, "hidden_channels >= 1"),
+        ({"input_shape": (1, 4, 4), "levels": 0}, r"levels as an int in \[1, 16\] or None, got 0"),
+        (
+            {"input_shape": (1, 4, 4), "hidden_channels": 0},
+            r"hidden_channels as an int in \[1, 65536\], got 0",
+        ),
     ],
 )
 def test_invalid_configurations_raise(kwargs, match):

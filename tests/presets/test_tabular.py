@@ -92,10 +92,10 @@ def test_training_on_two_moons_improves_held_out_likelihood():
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        ((1,), {}, "features >= 2"),
-        ((2,), {"transforms": 0}, "transforms >= 1"),
+        ((1,), {}, r"features as an int in \[2, 16777216\], got 1"),
+        ((2,), {"transforms": 0}, r"transforms as an int in \[1, 4096\], got 0"),
         ((2,), {"normalization": "layer"}, "normalization in"),
-        ((2, 0), {}, "context_features >= 1"),
+        ((2, 0), {}, r"context_features as an int in \[1, 16777216\] or None, got 0"),
     ],
 )
 def test_invalid_arguments(args, kwargs, match):

@@ -197,13 +197,13 @@ def test_build_from_config_matches_the_function():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: maf(0), "features >= 1, got 0"),
-        (lambda: maf(2, transforms=0), "transforms >= 1, got 0"),
-        (lambda: maf(2, 0), "context_features >= 1 or None, got 0"),
+        (lambda: maf(0), r"features as an int in \[1, 16777216\], got 0"),
+        (lambda: maf(2, transforms=0), r"transforms as an int in \[1, 4096\], got 0"),
+        (lambda: maf(2, 0), r"context_features as an int in \[1, 16777216\] or None, got 0"),
         (lambda: nsf(1), "features >= 2 to split, got 1"),
         (lambda: nsf(2, hidden_features=()), "at least one hidden layer"),
         (lambda: nsf(3, residual=True), "residual blocks exist only"),
-        (lambda: nsf(3, bins=1), "bins >= 2"),
+        (lambda: nsf(3, bins=1), r"bins as an int in \[2, 4096\], got 1"),
     ],
 )
 def test_bad_options_are_named(call, message):

@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from flowkit.train import NonFiniteError, load_checkpoint, load_flow
+from flowkit import load_flow
+from flowkit.train import NonFiniteError, load_checkpoint
 from flowkit.train.metrics import read_metrics
 from tests.train.conftest import make_trainer
 

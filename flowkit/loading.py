@@ -1,4 +1,8 @@
-"""Rebuild a trained model from its checkpoint: any registered preset, or a flow you built."""
+"""Rebuild a trained model from its checkpoint: any registered preset, or a flow you built.
+
+This sits above ``flowkit.train`` and ``flowkit.presets``: a checkpoint names its model family,
+the presets' registry rebuilds it, and the training package never imports the presets.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from flowkit.distributions import Flow
 from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["WEIGHTS", "load", "load_flow"]
+__all__ = ["load", "load_flow"]
 
 # "ema" is the older name of the averaged weights.
 WEIGHTS = ("averaged", "raw", "ema")
@@ -66,7 +70,7 @@ def load_flow(
     flow: Flow | None = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[Flow, dict[str, Any]]:
-    """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``, ...)."""
+    """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``)."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be 'averaged' or 'raw', got {weights!r}")
     state = load_checkpoint(path, map_location=map_location)
