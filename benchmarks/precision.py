@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for seed, float32, bfloat16 in rows:
         lines.append(
-            f"| {seed} | {float32['steps']} | {float32['test_bpd']:.4f} | {bfloat16['test_bpd']:.4f} "
+            f"| {seed} | {float32['steps']} | {float32['test_bpd']:.4f} "
+            f"| {bfloat16['test_bpd']:.4f} "
             f"| {bfloat16['test_bpd'] - float32['test_bpd']:+.4f} |"
         )
     text = "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
 The direction is the mean latent of images with the attribute minus that of the others. Without
 attribute labels, class labels serve: "has the attribute" means "belongs to class k".
 
-    python examples/attribute_manipulation.py runs/glow-small/checkpoint.pt --attribute 5 --indices 0 1
+    python examples/attribute_manipulation.py runs/glow-small/checkpoint.pt --attribute 5 \\
+        --indices 0 1
     python examples/attribute_manipulation.py --quick
 """
 
@@ -13,9 +14,9 @@ import argparse
 
 import torch
 
+from flowkit import load_flow
 from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
 from flowkit.latent import attribute_direction, manipulate
-from flowkit import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,9 @@ import argparse
 
 import torch
 
+from flowkit import load_flow
 from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
 from flowkit.latent import interpolate
-from flowkit import load_flow
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from flowkit.data import save_image_grid, to_uint8
 from flowkit import load_flow
+from flowkit.data import save_image_grid, to_uint8
 
 
 def main(argv: list[str] | None = None) -> None:

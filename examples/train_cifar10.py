@@ -2,7 +2,7 @@
 
     python examples/train_cifar10.py --data cifar-10-python.tar.gz --output runs/cifar10
     python examples/train_cifar10.py --data cifar10-jpeg.tar.gz --small   # a CPU-sized model
-    python examples/train_cifar10.py --quick                               # smoke run, no data needed
+    python examples/train_cifar10.py --quick       # smoke run, no data needed
 
 The full model is the paper's (K=32, L=3, width 512, affine, LU); ``--small`` shrinks it for a CPU.
 Multi-GPU: ``torchrun --nproc_per_node 8 examples/train_cifar10.py --data ...``.
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     result = trainer.fit(resume=True)
     if trainer.process.is_main:
         print(
-            f"test bits/dim: {result.test_bpd[0][1]:.3f} -> {result.final_test_bpd:.3f}; see {args.output}"
+            f"test bits/dim: {result.test_bpd[0][1]:.3f} -> {result.final_test_bpd:.3f}; "
+            f"see {args.output}"
         )
 
 

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from flowkit._utils import set_validation
     from flowkit.bijectors import Bijector, Compose, Inverse, InverseNotAvailable, from_transform
     from flowkit.distributions import (
-        AuxiliaryLoss,
         ConditionalDiagonalNormal,
         DiagonalNormal,
         Flow,

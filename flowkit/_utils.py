@@ -6,10 +6,14 @@ import inspect
 import math
 import numbers
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, overload
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard
 
 __all__ = [
     "MAX_BINS",
@@ -231,7 +235,7 @@ MAX_BINS = 4096
 MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     # bool is an int to Python but never a size or a count here.
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -244,6 +248,30 @@ def _range_str(minimum: float | None, maximum: float | None) -> str:
     if maximum is not None:
         return f"<= {maximum}"
     return "of any value"
+
+
+@overload
+def check_int(
+    owner: str,
+    name: str,
+    value: object,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: Literal[False] = False,
+) -> int: ...
+
+
+@overload
+def check_int(
+    owner: str,
+    name: str,
+    value: object,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    optional: bool,
+) -> int | None: ...
 
 
 def check_int(
@@ -269,10 +297,38 @@ def check_int(
         raise TypeError(
             f"{owner} expects {name} as {allowed}, got {value!r} ({type(value).__name__})"
         )
-    number = int(value)  # type: ignore[arg-type]
+    number = int(value)
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise ValueError(f"{owner} expects {name} as {allowed}, got {number}")
     return number
+
+
+@overload
+def check_float(
+    owner: str,
+    name: str,
+    value: object,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+    optional: Literal[False] = False,
+) -> float: ...
+
+
+@overload
+def check_float(
+    owner: str,
+    name: str,
+    value: object,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+    optional: bool,
+) -> float | None: ...
 
 
 def check_float(
@@ -402,9 +458,9 @@ def check_sample_shape(owner: str, n: object) -> torch.Size:
     if n is None:
         return torch.Size()
     if _is_int(n):
-        if int(n) < 0:  # type: ignore[call-overload]
+        if int(n) < 0:
             raise ValueError(f"{owner} expects a number of samples as {allowed}, got {n}")
-        return torch.Size((int(n),))  # type: ignore[call-overload]
+        return torch.Size((int(n),))
     if isinstance(n, (Sequence, torch.Size)) and not isinstance(n, (str, bytes)):
         entries = tuple(n)
         if not all(_is_int(e) for e in entries):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -15,10 +17,15 @@ class DataDependentInit(nn.Module):
 
     The state lives in a boolean buffer ``initialized`` that is saved in the state dict, so a loaded
     checkpoint is never initialised again. Initialisation happens only inside
-    :func:`initialize`, never on the hot path: ``forward`` tests a plain Python flag that
-    :func:`initialize` raises for one pass.
+    :func:`initialize`, never on the hot path: ``forward`` tests plain Python flags that
+    :func:`initialize` and ``load_state_dict`` keep in step with the buffer.
 
-    Subclasses call ``_init_from(x)`` at the start of ``forward`` and implement
+    A module used in training mode before it was initialised warns once (a ``UserWarning``) that
+    :func:`initialize` was not called: it would train from its identity start instead of from
+    standardised activations.
+
+    Subclasses call ``_init_from(x)`` at the start of ``forward`` (or ``_check_initialized()``
+    where they use their parameters without going through ``forward``) and implement
     ``_initialize_from(x)``, which sets the parameters from ``x`` (called under ``no_grad``).
     """
 
@@ -28,6 +35,14 @@ class DataDependentInit(nn.Module):
         super().__init__()
         self.register_buffer("initialized", torch.tensor(False))
         self._initializing = False
+        # Python mirrors of the buffer, so the hot path never reads a tensor.
+        self._known_initialized = False
+        self._warned = False
+
+    @property
+    def initializing(self) -> bool:
+        """Whether :func:`initialize` is running its pass, so the next input sets the parameters."""
+        return self._initializing
 
     def _init_from(self, x: Tensor) -> None:
         if self._initializing:
@@ -35,6 +50,28 @@ class DataDependentInit(nn.Module):
                 self._initialize_from(x)
             self.initialized.fill_(True)
             self._initializing = False
+            self._known_initialized = True
+        else:
+            self._check_initialized()
+
+    def _check_initialized(self) -> None:
+        if self.training and not self._known_initialized and not self._warned:
+            # Read once (the buffer may have been set by a broadcast or by hand), then remembered.
+            if bool(self.initialized):
+                self._known_initialized = True
+                return
+            self._warned = True
+            warnings.warn(
+                f"{type(self).__name__} is used in training mode but was never initialised from "
+                "data; call flowkit.initialize(flow, batch) with a batch of training data before "
+                "training (or load a checkpoint of an initialised model)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._known_initialized = bool(self.initialized)
 
     def _initialize_from(self, x: Tensor) -> None:
         raise NotImplementedError

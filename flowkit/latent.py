@@ -95,15 +95,19 @@ def attribute_direction(
             f"attribute_direction needs examples with and without the attribute, got {positives} "
             f"with and {negatives} without"
         )
-    sums = [None, None]
+    sums: list[Tensor | None] = [None, None]
     for start in range(0, x.shape[0], batch_size):
         chunk = slice(start, start + batch_size)
         z = flow.encode(x[chunk], None if context is None else context[chunk]).double()
         flags = has_attribute[chunk].to(z.device)
         for index, mask in enumerate((flags, ~flags)):
             part = z[mask].sum(0)
-            sums[index] = part if sums[index] is None else sums[index] + part
-    direction = sums[0] / positives - sums[1] / negatives
+            previous = sums[index]
+            sums[index] = part if previous is None else previous + part
+    positive_sum, negative_sum = sums
+    # Both are set: x has at least one example, and every chunk adds to both sums.
+    assert positive_sum is not None and negative_sum is not None
+    direction = positive_sum / positives - negative_sum / negatives
     return direction.to(torch.get_default_dtype())
 
 

@@ -84,11 +84,10 @@ def load_flow(
         model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     try:
         flow.load_state_dict(model_state)
-    except RuntimeError as error:
-        summary = str(error).splitlines()[0]
+    except RuntimeError:
         raise CheckpointError(
-            f"the weights in {path} do not fit the model ({summary}); the checkpoint was written "
-            "for a different architecture"
+            f"the weights in {path} do not fit the model ({_mismatch(flow, model_state)}); the "
+            "checkpoint was written for a different architecture"
         ) from None
     flow.to(map_location).eval()
     return flow, state
@@ -116,3 +115,21 @@ def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow:
         raise CheckpointError(f"{path} describes a model flowkit cannot build: {error}") from None
     data = state.get("data") or {}
     return standardized_from_dict(flow, data.get("standardization"))
+
+
+def _mismatch(flow: Flow, state: dict[str, Any]) -> str:
+    """What differs between a model's state dict and a checkpoint's, in a few words."""
+    expected = flow.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    resized = sorted(
+        key
+        for key in set(expected) & set(state)
+        if tuple(expected[key].shape) != tuple(state[key].shape)
+    )
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", resized)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts) or "the state dict does not load"

@@ -13,6 +13,7 @@ from torch import nn
 
 from flowkit.bijectors import ActNorm, Compose, InvertibleConv1x1
 from flowkit.bijectors.linear import AffineConv1x1
+from flowkit.nn.actnorm import ActNormBase
 from flowkit.nn.conv import EdgeConv2d
 from flowkit.nn.glow import GlowConditioner
 
@@ -95,19 +96,17 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     return fused
 
 
-def _fold_conv_actnorm(conv: EdgeConv2d, norm: ActNorm) -> None:
-    scale = torch.exp(norm.log_scale * norm.log_scale_factor).flatten()
-    bias = norm.bias.flatten()
-    conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(bias)
+def _fold_conv_actnorm(conv: EdgeConv2d, norm: ActNormBase) -> None:
+    scale, shift = norm.folded_scale_and_shift()
     conv.weight.mul_(scale.view(-1, 1, 1, 1))
     if conv.edge_weight is not None:
         conv.edge_weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((conv_bias + bias) * scale)
+    conv.bias = nn.Parameter(shift if conv.bias is None else conv.bias * scale + shift)
 
 
 def _fold_actnorm_conv1x1(norm: ActNorm, conv: InvertibleConv1x1) -> AffineConv1x1:
     weight, _ = conv.weight_and_log_det()
-    scale = torch.exp(norm.log_scale * norm.log_scale_factor).flatten().double()
+    scale = torch.exp(norm.applied_log_scale().double()).flatten()
     bias = norm.bias.flatten().double()
     weight = weight.double()
     return AffineConv1x1(weight * scale, weight @ (scale * bias)).to(norm.bias.dtype)

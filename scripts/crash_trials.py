@@ -1,4 +1,4 @@
-"""Interrupt training at random moments (Ctrl-C or SIGKILL), resume, and compare with an unbroken run.
+"""Interrupt training at random moments (Ctrl-C, SIGKILL), resume, compare with an unbroken run.
 
 Usage:
     python scripts/crash_trials.py --trials 50 [--seed 0] [--workdir DIR]
@@ -33,7 +33,7 @@ def train(output: str, resume: bool) -> None:
 
     from flowkit.data import ImageData
     from flowkit.presets import GlowConfig, build_glow
-    from flowkit.train import Trainer, TrainConfig, TrainingInterrupted
+    from flowkit.train import TrainConfig, Trainer, TrainingInterrupted
 
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             resume = True
         same = _equal(_fingerprint(output), expected)
         failures += not same
-        print(
-            f"trial {trial}: {'same' if same else 'DIFFERENT'} after {', '.join(interruptions) or 'no interruption'}"
-        )
+        history = ", ".join(interruptions) or "no interruption"
+        print(f"trial {trial}: {'same' if same else 'DIFFERENT'} after {history}")
     print(f"{args.trials - failures} of {args.trials} trials matched the uninterrupted run")
     return 1 if failures else 0
 

@@ -59,8 +59,8 @@ def eval_bpd(checkpoint, capsys, *extra):
 
 
 def test_eval_agrees_across_batch_sizes_precision_and_direct_log_prob(trained, capsys):
-    from flowkit.data import load_dataset, to_model_input
     from flowkit import load_flow
+    from flowkit.data import load_dataset, to_model_input
     from flowkit.train import bits_per_dim
     from flowkit.train.data import EVAL_SEED
 

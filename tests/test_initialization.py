@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import Tensor
@@ -10,6 +12,7 @@ import flowkit
 from flowkit import Flow
 from flowkit.bijectors import ActNorm, Bijector, Compose
 from flowkit.distributions import StandardNormal
+from flowkit.initialization import DataDependentInit
 from flowkit.nn import GlowConditioner
 from tests.registry import glow_like, realnvp_vector
 
@@ -95,7 +98,8 @@ def _assert_standardised(
 
 def test_initialize_standardises_every_actnorm() -> None:
     flow, x = _glow_flow(), _data()
-    before = _actnorm_outputs(flow, x)
+    before = _actnorm_outputs(flow.eval(), x)
+    flow.train()
     assert float(_per_channel(before["bijector.bijectors.1"], 3)[0].abs().max()) > 1.0
     assert flowkit.initialize(flow, x) is flow
     # Two bijector ActNorms and two in each of the two coupling networks.
@@ -119,7 +123,7 @@ def test_initialize_with_context_and_a_target_scale() -> None:
 def test_initialized_flag_is_in_the_state_dict() -> None:
     flow = _glow_flow()
     flags = {k: v for k, v in flow.state_dict().items() if k.endswith("initialized")}
-    norms = [n for n, m in flow.named_modules() if isinstance(m, ActNorm)]
+    norms = [n for n, m in flow.named_modules() if isinstance(m, DataDependentInit)]
     assert sorted(flags) == sorted(f"{n}.initialized" for n in norms)
     assert not any(bool(v) for v in flags.values())
     flowkit.initialize(flow, _data())
@@ -148,7 +152,7 @@ def test_force_initialises_again() -> None:
 
 
 def test_no_initialisation_on_the_hot_path() -> None:
-    norm = ActNorm(2, event_rank=1)
+    norm = ActNorm(2, event_rank=1).eval()
     x = torch.randn(8, 2) * 3 + 1
     z, log_abs_det = norm(x)
     norm(x * 2)
@@ -181,7 +185,8 @@ def test_layer_without_data_raises() -> None:
     # The pass is over: later calls initialise nothing.
     spare = flow.bijector[0].spare
     assert not spare._initializing and not bool(spare.initialized)
-    flow.bijector[0].spare(x)
+    with pytest.warns(UserWarning, match="never initialised"):
+        flow.bijector[0].spare(x)
     assert not bool(spare.initialized) and torch.equal(spare.bias, torch.zeros(2))
 
 
@@ -213,3 +218,56 @@ def test_initialize_broadcasts_rank_zero(tmp_path) -> None:
         assert torch.equal(second["state"][name], value), name
     # Layers that cache weights derived from the parameters must see the broadcast ones.
     assert torch.equal(second["log_prob"], first["log_prob"])
+
+
+def _caught_warnings(call) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in caught]
+
+
+def test_training_an_uninitialised_model_warns_once() -> None:
+    flow, x = _glow_flow(), _data()
+    messages = _caught_warnings(lambda: flow.log_prob(x))
+    # Each of the six ActNorms (two bijectors, four folded into coupling networks) warns once.
+    assert len(messages) == 6, messages
+    assert all("flowkit.initialize(flow, batch)" in m for m in messages)
+    assert _caught_warnings(lambda: flow.log_prob(x)) == []
+    # Evaluation and initialised models are silent.
+    assert _caught_warnings(lambda: _glow_flow().eval().log_prob(x)) == []
+    assert _caught_warnings(lambda: flowkit.initialize(_glow_flow(), x).log_prob(x)) == []
+
+
+def test_the_initialised_state_survives_a_state_dict_round_trip() -> None:
+    trained = flowkit.initialize(_glow_flow(), _data())
+    fresh = _glow_flow()
+    fresh.load_state_dict(trained.state_dict())
+    assert _caught_warnings(lambda: fresh.log_prob(_data())) == []
+    # Loading the state of an uninitialised model brings the warning back.
+    fresh.load_state_dict(_glow_flow().state_dict())
+    assert len(_caught_warnings(lambda: fresh.log_prob(_data()))) == 6
+
+
+def test_a_constant_channel_fails_initialisation_with_its_index_and_spread() -> None:
+    x = torch.randn(32, 4, dtype=torch.float64)
+    x[:, 1] = 5.0
+    x[:, 3] = 2.0 + 1e-9 * torch.randn(32, dtype=torch.float64)
+    norm = ActNorm(4, event_rank=1).double()
+    with pytest.raises(
+        ValueError, match=r"channel\(s\) 1 \(std 0, needs > 1e-05\), 3 \(std [0-9.e-]+, needs"
+    ) as caught:
+        flowkit.initialize(norm, x)
+    assert "(32, 4)" in str(caught.value)
+    assert not bool(norm.initialized) and torch.equal(norm.log_scale, torch.zeros(4))
+    # Constant float32 data far from zero varies by rounding only; it is constant too.
+    far = torch.full((64, 2, 3, 3), 3.0e4) + torch.rand(64, 2, 3, 3) * 1e-3
+    with pytest.raises(ValueError, match=r"channel\(s\) 0 \(std .*\), 1 \(std"):
+        flowkit.initialize(ActNorm(2), far)
+    # A small but real spread is accepted and standardised.
+    small = torch.randn(64, 2, dtype=torch.float64) * 1e-3 + 7.0
+    norm = flowkit.initialize(ActNorm(2, event_rank=1).double(), small)
+    with torch.no_grad():
+        z, _ = norm(small)
+    # std / (std + INIT_STD_EPS) = 1 - 1e-3 at std = 1e-3.
+    assert float((z.std(0, unbiased=False) - 1).abs().max()) < 2e-3

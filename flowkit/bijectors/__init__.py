@@ -33,12 +33,21 @@ from flowkit.bijectors.linear_vector import (
     SVDLinear,
     householder_product,
 )
+from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, SplineMap
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
+from flowkit.bijectors.splits import ChannelSplit, MaskSplit, Split
 
 __all__ = [
+    "Split",
+    "MaskSplit",
+    "ChannelSplit",
+    "SplineMap",
+    "ElementwiseMap",
+    "AffineMap",
+    "AdditiveMap",
     "ActNorm",
     "AdditiveCoupling",
     "Affine",

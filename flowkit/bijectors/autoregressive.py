@@ -1,4 +1,4 @@
-"""Autoregressive bijectors on vectors: the MADE-based base class, MAF and IAF."""
+"""Autoregressive bijectors: an autoregressive conditioner and an elementwise map."""
 
 from __future__ import annotations
 
@@ -7,127 +7,192 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_dtype, check_event_shape
+from flowkit._utils import accepts_context, call_network, check_dtype, check_event_shape
+from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Inverse, Shape
-from flowkit.bijectors.coupling import ScaleFunction, resolve_scale_fn
+from flowkit.bijectors.maps import AffineMap, ElementwiseMap, Params
+from flowkit.bijectors.scale import ScaleFunction
 from flowkit.nn.made import MADE, Order
 
 __all__ = ["Autoregressive", "InverseAutoregressive", "MaskedAffineAutoregressive"]
 
 
 class Autoregressive(Bijector):
-    r"""Base of autoregressive bijectors: :math:`z_i = g(x_i; \theta_i(x_{<i}, c))` with a MADE.
+    r"""Autoregressive bijector: :math:`z_i = g(x_i; \theta_i(x_{<i}, c))`, :math:`g` elementwise.
 
-    Feature :math:`i` is mapped by an invertible scalar map :math:`g` whose parameters
-    :math:`\theta_i` depend only on the features before it in the order :math:`\pi` (``order``) and
-    on the context :math:`c`. The Jacobian is triangular in that order, so
+    The conditioner maps :math:`x` (and the context :math:`c`) to the raw parameters of every
+    element, with the autoregressive property: the parameters of an element depend only on the
+    elements before it in an order. The Jacobian is then triangular in that order, so
     :math:`\log|\det J| = \sum_i \log g'(x_i; \theta_i)`.
 
-    ``forward`` (data to latent, the density direction) costs one network pass. ``inverse`` is
-    sequential: pass :math:`k` computes :math:`\theta` from the features already recovered (the
-    others held at zero, so no stray value can overflow) and recovers the :math:`k`-th feature in
-    the order; after :math:`D` passes every :math:`\theta_i` is exact and so is :math:`x`.
+    The order is the conditioner's ``order`` attribute when it has one (:class:`~flowkit.nn.MADE`
+    does): an integer tensor that broadcasts against the event shape, each element's parameters
+    depending only on elements of smaller order. Without one it is the position along the first
+    event axis, which suits sequences of shape ``(T, d)``: position :math:`t`'s parameters depend
+    on positions before :math:`t` (a causal transformer, say), the ``d`` entries of a position are
+    transformed together.
 
-    Subclasses implement ``_transform(x, theta)`` and ``_untransform(z, theta)`` on
-    ``theta`` of shape ``(*batch, D, P)`` (the network's interleaved output, feature by feature),
-    each returning the output and the elementwise log-derivative of the map it applies.
+    ``forward`` (data to latent, the density direction) costs one conditioner pass. ``inverse`` is
+    sequential: pass :math:`k` computes :math:`\theta` from the elements already recovered (the
+    others held at zero, so no stray value can overflow) and recovers those of order :math:`k`;
+    after as many passes as there are orders (``D`` for a MADE, ``T`` for a sequence) every
+    :math:`\theta_i` is exact and so is :math:`x`.
+
+    The conditioner's output has the event shape except for the last axis, which holds the ``P``
+    parameters of each of its elements next to each other (``P * d`` entries; entry ``j * P + p``
+    is parameter ``p`` of element ``j``). It receives the context as a second argument if its
+    ``forward`` has a parameter named ``context``.
 
     Args:
-        features: Number of features ``D`` of the vector event.
-        params_per_feature: Number ``P`` of parameters of :math:`g` per feature.
-        context_features: Features of the context, or None for an unconditional bijector.
-        hidden_features: Widths of the MADE's hidden layers.
-        residual: Use residual blocks in the MADE.
-        order: Autoregressive order; see :func:`flowkit.nn.made.autoregressive_order`.
-        activation: Module class for the MADE's hidden activations.
-        identity_init: Start the MADE's output layer at zero (``zero_init``), so that a subclass
-            whose map is the identity at zero parameters starts as the identity; with False the
-            output layer keeps PyTorch's default random initialisation.
+        conditioner: Network with the autoregressive property, as above.
+        transform: The elementwise map :math:`g`, e.g. :class:`~flowkit.bijectors.AffineMap`.
+        event_shape: ``(D,)`` for vectors or ``(T, d)`` for sequences.
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``context``: ``(*batch, context_features)``; ``z`` like ``x``;
-        ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, *event_shape)``; ``context`` as the conditioner takes it; ``z`` like
+        ``x``; ``log_abs_det``: ``(*batch,)``.
+
+    References:
+        Germain, Gregor, Murray & Larochelle, MADE (2015); Papamakarios, Pavlakou & Murray,
+        Masked Autoregressive Flow for Density Estimation (2017).
+
+    Example:
+        >>> from flowkit.bijectors import SplineMap
+        >>> from flowkit.nn import MADE
+        >>> flow = Autoregressive(MADE(3, 11, (16,)), SplineMap(bins=4), (3,))
+        >>> z, log_abs_det = flow(torch.randn(8, 3))
+        >>> bool(torch.allclose(flow.inverse(z)[0], z))  # identity at initialisation
+        True
     """
 
-    event_rank = 1
+    sequence_order: Tensor
 
     def __init__(
-        self,
-        features: int,
-        params_per_feature: int,
-        *,
-        context_features: int | None = None,
-        hidden_features: Sequence[int] = (64, 64),
-        residual: bool = False,
-        order: Order = "natural",
-        activation: type[nn.Module] = nn.ReLU,
-        identity_init: bool = True,
+        self, conditioner: nn.Module, transform: ElementwiseMap, event_shape: Sequence[int]
     ) -> None:
         super().__init__()
-        self.features = int(features)
-        self.context_features = context_features
-        self.conditioner = MADE(
-            features,
-            params_per_feature,
-            hidden_features,
-            context_features=context_features,
-            residual=residual,
-            order=order,
-            activation=activation,
-            zero_init=identity_init,
-        )
+        owner = type(self).__name__
+        if not isinstance(conditioner, nn.Module):
+            raise TypeError(
+                f"{owner} expects an nn.Module conditioner, got {type(conditioner).__name__}"
+            )
+        if not isinstance(transform, ElementwiseMap):
+            raise TypeError(
+                f"{owner} expects an ElementwiseMap transform, got {type(transform).__name__}"
+            )
+        event_shape = tuple(int(s) for s in event_shape)
+        if len(event_shape) not in (1, 2) or min(event_shape) < 1:
+            raise ValueError(
+                f"{owner} expects an event shape (D,) or (T, d) of positive sizes, "
+                f"got {event_shape}"
+            )
+        # Registration order fixes the parameters' order, which optimizer checkpoints rely on.
+        self.conditioner = conditioner
+        self.transform = transform
+        self.event_shape = event_shape
+        self.event_rank = len(event_shape)
+        self.pass_context = accepts_context(conditioner)
+        positions = torch.arange(event_shape[0]).reshape((-1,) + (1,) * (self.event_rank - 1))
+        # Not state: derived from the event shape (the conditioner's own order is saved with it).
+        self.register_buffer("sequence_order", positions, persistent=False)
+        order = self._order()
+        try:
+            torch.broadcast_shapes(order.shape, event_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{owner} expects the conditioner's order to broadcast against the event shape "
+                f"{event_shape}, got shape {tuple(order.shape)}"
+            ) from None
+        self.passes = int(order.max()) + 1
+        flatten_state_of(self, ("transform",))
 
-    def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.conditioner(x, context).unflatten(-1, (self.features, -1))
+    def _order(self) -> Tensor:
+        order = getattr(self.conditioner, "order", None)
+        return self.sequence_order if order is None else order
+
+    def _params(self, x: Tensor, context: Tensor | None) -> Params:
+        raw = call_network(self.conditioner, x, self.event_rank, context, self.pass_context)
+        count = self.transform.params_per_element
+        expected = x.shape[:-1] + (count * x.shape[-1],)
+        if raw.shape != expected:
+            raise ValueError(
+                f"{type(self).__name__}: the conditioner must return shape {tuple(expected)} "
+                f"({count} parameters per element), got {tuple(raw.shape)}"
+            )
+        return self.transform.unpack(raw.unflatten(-1, (-1, count)), raw.dim())
 
     def _check(self, value: Tensor, what: str) -> None:
         check_dtype(type(self).__name__, value, what)
-        check_event_shape(type(self).__name__, value, (self.features,), what)
+        check_event_shape(type(self).__name__, value, self.event_shape, what)
+
+    def _log_abs_det(self, log_derivative: Tensor | None, x: Tensor) -> Tensor:
+        batch_rank = x.dim() - self.event_rank
+        if log_derivative is None:
+            return x.new_zeros(x.shape[:batch_rank])
+        return log_derivative.sum(dim=tuple(range(batch_rank, x.dim())))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x, "input")
-        z, log_derivative = self._transform(x, self._params(x, context))
-        return z, log_derivative.sum(-1)
+        z, log_derivative = self.transform(x, self._params(x, context))
+        return z, self._log_abs_det(log_derivative, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z, "latent")
-        order = self.conditioner.order
+        order = self._order()
         x = torch.zeros_like(z)
-        for position in range(self.features):
-            x, log_derivative = self._untransform(z, self._params(x, context))
-            if position < self.features - 1:
-                x = x.masked_fill(order > position, 0.0)
-        return x, log_derivative.sum(-1)
+        for step in range(self.passes):
+            x, log_derivative = self.transform.inverse(z, self._params(x, context))
+            if step < self.passes - 1:
+                x = x.masked_fill(order > step, 0.0)
+        return x, self._log_abs_det(log_derivative, z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
-        check_event_shape(type(self).__name__, shape, (self.features,))
+        check_event_shape(type(self).__name__, shape, self.event_shape)
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:
-        check_event_shape(type(self).__name__, shape, (self.features,), "latent")
+        check_event_shape(type(self).__name__, shape, self.event_shape, "latent")
         return torch.Size(shape)
 
-    def _transform(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
-    def _untransform(self, z: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
     def extra_repr(self) -> str:
-        return f"features={self.features}, context_features={self.context_features}"
+        return f"event_shape={self.event_shape}"
+
+
+def _made_conditioner(
+    features: int,
+    params_per_feature: int,
+    *,
+    context_features: int | None,
+    hidden_features: Sequence[int],
+    residual: bool,
+    order: Order,
+    activation: type[nn.Module],
+    identity_init: bool,
+) -> MADE:
+    """The MADE of the constructors that take MADE options (MAF, IAF, spline autoregressive)."""
+    return MADE(
+        features,
+        params_per_feature,
+        hidden_features,
+        context_features=context_features,
+        residual=residual,
+        order=order,
+        activation=activation,
+        zero_init=identity_init,
+    )
 
 
 class MaskedAffineAutoregressive(Autoregressive):
     r"""Masked autoregressive flow step (MAF): :math:`z_i = x_i \, s_i(x_{<i}, c) + t_i(x_{<i}, c)`.
 
     This is Papamakarios et al.'s :math:`z_i = (x_i - \mu_i) e^{-\alpha_i}` with
-    :math:`s_i = e^{-\alpha_i}` and :math:`t_i = -\mu_i e^{-\alpha_i}`; the raw scale :math:`h_i`
-    becomes :math:`\log s_i` through ``scale_fn`` (as in
-    :class:`~flowkit.bijectors.AffineCoupling`): ``"softplus"`` (the default, :math:`s = 1` at
-    :math:`h = 0` and linear growth), ``"exp"``, ``"sigmoid"`` (Glow's :math:`\sigma(h + 2)`) or a
-    callable :math:`h \mapsto \log s`. The MADE outputs :math:`(t_i, h_i)` interleaved
-    (``theta[..., 0::2]`` shifts, ``theta[..., 1::2]`` raw scales) and starts at zero, so the
-    step starts as the identity for ``"softplus"`` and ``"exp"``.
+    :math:`s_i = e^{-\alpha_i}` and :math:`t_i = -\mu_i e^{-\alpha_i}`: an :class:`Autoregressive`
+    with a :class:`~flowkit.nn.MADE` conditioner and an :class:`~flowkit.bijectors.AffineMap`. The
+    raw scale :math:`h_i` becomes :math:`\log s_i` through ``scale_fn``: ``"softplus"`` (the
+    default, :math:`s = 1` at :math:`h = 0` and linear growth), ``"exp"``, ``"sigmoid"`` (Glow's
+    :math:`\sigma(h + 2)`) or a callable :math:`h \mapsto \log s`. The MADE outputs
+    :math:`(t_i, h_i)` interleaved (``theta[..., 0::2]`` shifts, ``theta[..., 1::2]`` raw scales)
+    and starts at zero, so the step starts as the identity for ``"softplus"`` and ``"exp"``.
 
     :math:`\log|\det J| = \sum_i \log s_i`. ``forward`` (density) is one pass; ``inverse``
     (sampling), :math:`x_i = (z_i - t_i) / s_i`, takes ``D`` passes. For fast sampling use
@@ -157,6 +222,8 @@ class MaskedAffineAutoregressive(Autoregressive):
         (torch.Size([8, 3]), torch.Size([8]))
     """
 
+    transform: AffineMap
+
     def __init__(
         self,
         features: int,
@@ -169,7 +236,7 @@ class MaskedAffineAutoregressive(Autoregressive):
         activation: type[nn.Module] = nn.ReLU,
         identity_init: bool = True,
     ) -> None:
-        super().__init__(
+        made = _made_conditioner(
             features,
             2,
             context_features=context_features,
@@ -179,20 +246,15 @@ class MaskedAffineAutoregressive(Autoregressive):
             activation=activation,
             identity_init=identity_init,
         )
-        self.scale_fn_name, self.log_scale_fn = resolve_scale_fn(
-            scale_fn, "MaskedAffineAutoregressive"
-        )
-
-    def _transform(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale = self.log_scale_fn(theta[..., 1])
-        return x * log_scale.exp() + theta[..., 0], log_scale
-
-    def _untransform(self, z: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale = self.log_scale_fn(theta[..., 1])
-        return (z - theta[..., 0]) * torch.exp(-log_scale), -log_scale
+        super().__init__(made, AffineMap(scale_fn), (features,))
+        self.features = int(features)
+        self.context_features = context_features
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, scale_fn={self.scale_fn_name!r}"
+        return (
+            f"features={self.features}, context_features={self.context_features}, "
+            f"scale_fn={self.transform.scale_fn_name!r}"
+        )
 
 
 class InverseAutoregressive(Inverse):

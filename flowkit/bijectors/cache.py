@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from flowkit._utils import is_compiling
 
-__all__ = ["ParameterCache", "clear_caches"]
+__all__ = ["DerivedWeights", "ParameterCache", "clear_caches"]
 
 
 class ParameterCache:
@@ -84,6 +84,42 @@ class ParameterCache:
         if value is None:
             value = self._values[name] = compute().detach()
         return value
+
+
+class DerivedWeights(nn.Module):
+    r"""Mixin of linear bijectors: a weight :math:`W`, its inverse and :math:`\log|\det W|` derived
+    from the parameters and cached outside autograd by a :class:`ParameterCache`.
+
+    Subclasses implement ``_compute_weight``, ``_compute_inverse`` (in float64, returned in the
+    working dtype) and ``_compute_log_det``; ``_derived(name)`` returns the current value of
+    ``"weight"``, ``"inverse"`` or ``"log_det"``. Shared by the image (1x1 convolution) and the
+    vector linear maps.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = ParameterCache()
+
+    def _compute_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def _compute_inverse(self) -> Tensor:
+        raise NotImplementedError
+
+    def _compute_log_det(self) -> Tensor:
+        raise NotImplementedError
+
+    def _derived(self, name: str) -> Tensor:
+        compute = {
+            "weight": self._compute_weight,
+            "inverse": self._compute_inverse,
+            "log_det": self._compute_log_det,
+        }[name]
+        return self._cache.get(self, name, compute)
+
+    def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
+        r"""The current :math:`W` and :math:`\log|\det W|` (cached outside autograd)."""
+        return self._derived("weight"), self._derived("log_det")
 
 
 def clear_caches(model: nn.Module) -> None:

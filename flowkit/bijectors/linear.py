@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
-from flowkit.bijectors.cache import ParameterCache
+from flowkit.bijectors.cache import DerivedWeights
 
 __all__ = ["AffineConv1x1", "InvertibleConv1x1", "Permute"]
 
 
-class InvertibleConv1x1(Bijector):
+class InvertibleConv1x1(DerivedWeights, Bijector):
     r"""Invertible 1x1 convolution: the same learned :math:`C \times C` matrix at every pixel.
 
     :math:`z_{:,i,j} = W x_{:,i,j}`, :math:`\log|\det J| = H W \log|\det W|`.
@@ -29,7 +28,8 @@ class InvertibleConv1x1(Bijector):
 
     The weight, its inverse (computed in float64) and the log-determinant depend only on the
     parameters. Without autograd (evaluation, sampling) they are computed once per parameter change
-    and cached by a :class:`~flowkit.bijectors.cache.ParameterCache`, so an optimizer step,
+    and cached by a :class:`~flowkit.bijectors.cache.ParameterCache` (through
+    :class:`~flowkit.bijectors.cache.DerivedWeights`, as for the vector maps), so an optimizer step,
     ``load_state_dict`` or ``.to()`` invalidates the cache; with autograd they are built fresh on
     each call so gradients reach the parameters. Writes that bypass the version counter (through
     ``.data``, or a collective writing into a parameter) go unseen: write to the parameter itself
@@ -67,8 +67,8 @@ class InvertibleConv1x1(Bijector):
             torch.randn(channels, channels, generator=generator, dtype=torch.float64)
         )[0]
         if self.lu:
-            p, lower, upper = scipy.linalg.lu(rotation.numpy())
-            p, lower, upper = (torch.from_numpy(a) for a in (p, lower, upper))
+            # rotation = p @ lower @ upper (partial pivoting, as LAPACK's getrf).
+            p, lower, upper = torch.linalg.lu(rotation)
             diagonal = torch.diagonal(upper)
             self.register_buffer("permutation", p.float())
             self.register_buffer("sign_s", torch.sign(diagonal).float())
@@ -78,7 +78,6 @@ class InvertibleConv1x1(Bijector):
             self.log_s = nn.Parameter(diagonal.abs().log().float())
         else:
             self.weight = nn.Parameter(rotation.float())
-        self._cache = ParameterCache()
 
     # The weight, inverse and log-determinant as functions of the parameters.
     def _compute_weight(self) -> Tensor:
@@ -107,18 +106,6 @@ class InvertibleConv1x1(Bijector):
         lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         upper_inv = torch.linalg.solve_triangular(upper, eye, upper=True)
         return (upper_inv @ lower_inv @ self.permutation.double().T).to(self.lower.dtype)
-
-    def _derived(self, name: str) -> Tensor:
-        compute = {
-            "weight": self._compute_weight,
-            "inverse": self._compute_inverse,
-            "log_det": self._compute_log_det,
-        }[name]
-        return self._cache.get(self, name, compute)
-
-    def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
-        """The current :math:`W` and :math:`\\log|\\det W|` (cached outside autograd)."""
-        return self._derived("weight"), self._derived("log_det")
 
     def _apply_matrix(self, x: Tensor, matrix: Tensor) -> Tensor:
         batch_shape = x.shape[:-3]
@@ -220,7 +207,7 @@ class Permute(Bijector):
         return f"{self.channels}, event_rank={self.event_rank}"
 
 
-class AffineConv1x1(Bijector):
+class AffineConv1x1(DerivedWeights, Bijector):
     r"""A fixed invertible affine 1x1 convolution :math:`z_{:,i,j} = W x_{:,i,j} + c`.
 
     The weight and offset are buffers (no learning): this is what
@@ -257,17 +244,15 @@ class AffineConv1x1(Bijector):
             )
         self.register_buffer("weight", weight.clone())
         self.register_buffer("bias", bias.clone().to(weight.dtype))
-        self._cache = ParameterCache()
 
-    def _derived(self) -> tuple[Tensor, Tensor]:
-        dtype = self.weight.dtype
-        inverse = self._cache.get(
-            self, "inverse", lambda: torch.linalg.inv(self.weight.double()).to(dtype)
-        )
-        log_det = self._cache.get(
-            self, "log_det", lambda: torch.linalg.slogdet(self.weight.double())[1].to(dtype)
-        )
-        return inverse, log_det
+    def _compute_weight(self) -> Tensor:
+        return self.weight
+
+    def _compute_inverse(self) -> Tensor:
+        return torch.linalg.inv(self.weight.double()).to(self.weight.dtype)
+
+    def _compute_log_det(self) -> Tensor:
+        return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
 
     def _conv(self, x: Tensor, matrix: Tensor) -> Tensor:
         flat = x.reshape((-1,) + x.shape[-3:])
@@ -275,13 +260,13 @@ class AffineConv1x1(Bijector):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape("AffineConv1x1", x, (self.channels, None, None))
-        _, log_det = self._derived()
+        log_det = self._derived("log_det")
         z = self._conv(x, self.weight) + self.bias.view(-1, 1, 1)
         return z, (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape("AffineConv1x1", z, (self.channels, None, None), "latent")
-        inverse, log_det = self._derived()
+        inverse, log_det = self._derived("inverse"), self._derived("log_det")
         x = self._conv(z - self.bias.view(-1, 1, 1), inverse)
         return x, -(log_det * (z.shape[-1] * z.shape[-2])).expand(z.shape[:-3])
 

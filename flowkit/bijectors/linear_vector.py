@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
-from flowkit.bijectors.cache import ParameterCache
+from flowkit.bijectors.cache import DerivedWeights
 
 __all__ = [
     "HouseholderLinear",
@@ -62,12 +62,12 @@ def _random_vectors(count: int, features: int, seed: int | None) -> Tensor:
     return torch.randn(count, features, generator=generator)
 
 
-class _DenseLinear(Bijector):
+class _DenseLinear(DerivedWeights, Bijector):
     r"""Shared machinery of dense linear maps :math:`z = W x + b` of vectors.
 
     Subclasses build :math:`W`, :math:`W^{-1}` and :math:`\log|\det W|` from their parameters in
     ``_compute_weight``, ``_compute_inverse`` and ``_compute_log_det``; these are cached outside
-    autograd by a :class:`~flowkit.bijectors.cache.ParameterCache`, as for
+    autograd by :class:`~flowkit.bijectors.cache.DerivedWeights`, as for
     :class:`~flowkit.bijectors.InvertibleConv1x1`.
     """
 
@@ -80,28 +80,6 @@ class _DenseLinear(Bijector):
         self.features = int(features)
         self.bias: nn.Parameter | None
         self.register_parameter("bias", nn.Parameter(torch.zeros(self.features)) if bias else None)
-        self._cache = ParameterCache()
-
-    def _compute_weight(self) -> Tensor:
-        raise NotImplementedError
-
-    def _compute_inverse(self) -> Tensor:
-        raise NotImplementedError
-
-    def _compute_log_det(self) -> Tensor:
-        raise NotImplementedError
-
-    def _derived(self, name: str) -> Tensor:
-        compute = {
-            "weight": self._compute_weight,
-            "inverse": self._compute_inverse,
-            "log_det": self._compute_log_det,
-        }[name]
-        return self._cache.get(self, name, compute)
-
-    def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
-        r"""The current :math:`W` and :math:`\log|\det W|` (cached outside autograd)."""
-        return self._derived("weight"), self._derived("log_det")
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, x, (self.features,))
@@ -137,6 +115,41 @@ def _triangular(entries: Tensor, indices: Tensor, diagonal: Tensor) -> Tensor:
     """A triangular matrix with ``entries`` at ``indices`` and ``diagonal`` on the diagonal."""
     matrix = torch.diag(diagonal)
     return matrix.index_put((indices[0], indices[1]), entries)
+
+
+def _reflection_count(owner: str, features: int, reflections: int | None) -> int:
+    count = features if reflections is None else int(reflections)
+    if count < 1:
+        raise ValueError(f"{owner} expects reflections >= 1, got {reflections}")
+    return count
+
+
+class _ReflectionLinear(_DenseLinear):
+    """Dense linear maps whose orthogonal factors are products of Householder reflections.
+
+    One constructor for the QR and SVD forms: it validates ``reflections`` (``D`` by default),
+    draws ``factors * reflections`` random vectors and hands them to ``_init_factors``.
+    """
+
+    factors: int = 1
+
+    def __init__(
+        self,
+        features: int,
+        reflections: int | None = None,
+        *,
+        bias: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(features, bias=bias)
+        self.reflections = _reflection_count(type(self).__name__, self.features, reflections)
+        self._init_factors(_random_vectors(self.factors * self.reflections, self.features, seed))
+
+    def _init_factors(self, vectors: Tensor) -> None:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, reflections={self.reflections}"
 
 
 class LULinear(_DenseLinear):
@@ -256,9 +269,7 @@ class HouseholderLinear(_DenseLinear):
         self, features: int, reflections: int | None = None, *, seed: int | None = None
     ) -> None:
         super().__init__(features, bias=False)
-        self.reflections = self.features if reflections is None else int(reflections)
-        if self.reflections < 1:
-            raise ValueError(f"HouseholderLinear expects reflections >= 1, got {reflections}")
+        self.reflections = _reflection_count("HouseholderLinear", self.features, reflections)
         self.vectors = nn.Parameter(_random_vectors(self.reflections, self.features, seed))
 
     def _compute_weight(self) -> Tensor:
@@ -274,7 +285,7 @@ class HouseholderLinear(_DenseLinear):
         return f"{self.features}, reflections={self.reflections}"
 
 
-class QRLinear(_DenseLinear):
+class QRLinear(_ReflectionLinear):
     r"""Dense linear map :math:`z = Q R x + b`, orthogonal :math:`Q` times triangular :math:`R`.
 
     :math:`Q` is a product of ``reflections`` Householder reflections (see
@@ -303,19 +314,8 @@ class QRLinear(_DenseLinear):
         torch.Size([5])
     """
 
-    def __init__(
-        self,
-        features: int,
-        reflections: int | None = None,
-        *,
-        bias: bool = True,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(features, bias=bias)
-        self.reflections = self.features if reflections is None else int(reflections)
-        if self.reflections < 1:
-            raise ValueError(f"QRLinear expects reflections >= 1, got {reflections}")
-        self.vectors = nn.Parameter(_random_vectors(self.reflections, self.features, seed))
+    def _init_factors(self, vectors: Tensor) -> None:
+        self.vectors = nn.Parameter(vectors)
         self.register_buffer("upper_indices", _triangle_indices(self.features, upper=True))
         self.upper_entries = nn.Parameter(torch.zeros(self.upper_indices.shape[1]))
         self.log_diagonal = nn.Parameter(torch.zeros(self.features))
@@ -337,11 +337,8 @@ class QRLinear(_DenseLinear):
     def _compute_log_det(self) -> Tensor:
         return self.log_diagonal.sum()
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, reflections={self.reflections}"
 
-
-class SVDLinear(_DenseLinear):
+class SVDLinear(_ReflectionLinear):
     r"""Dense linear map :math:`z = U \mathrm{diag}(e^{s}) V^T x + b` in singular value form.
 
     :math:`U` and :math:`V` are products of ``reflections`` Householder reflections each (see
@@ -373,19 +370,9 @@ class SVDLinear(_DenseLinear):
         torch.Size([5])
     """
 
-    def __init__(
-        self,
-        features: int,
-        reflections: int | None = None,
-        *,
-        bias: bool = True,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(features, bias=bias)
-        self.reflections = self.features if reflections is None else int(reflections)
-        if self.reflections < 1:
-            raise ValueError(f"SVDLinear expects reflections >= 1, got {reflections}")
-        vectors = _random_vectors(2 * self.reflections, self.features, seed)
+    factors = 2
+
+    def _init_factors(self, vectors: Tensor) -> None:
         self.left_vectors = nn.Parameter(vectors[: self.reflections].clone())
         self.right_vectors = nn.Parameter(vectors[self.reflections :].clone())
         self.log_singular_values = nn.Parameter(torch.zeros(self.features))
@@ -403,6 +390,3 @@ class SVDLinear(_DenseLinear):
 
     def _compute_log_det(self) -> Tensor:
         return self.log_singular_values.sum()
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, reflections={self.reflections}"

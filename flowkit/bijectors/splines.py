@@ -14,30 +14,14 @@ from flowkit.bijectors._rq_spline import (
     spline_knots,
     spline_params_per_element,
 )
-from flowkit.bijectors.autoregressive import Autoregressive
+from flowkit.bijectors.autoregressive import Autoregressive, _made_conditioner
 from flowkit.bijectors.coupling import Coupling
 from flowkit.bijectors.elementwise import Elementwise
+from flowkit.bijectors.maps import SplineMap, check_spline_options
+from flowkit.bijectors.splits import Split
 from flowkit.nn.made import Order
 
 __all__ = ["RationalQuadraticSpline", "SplineAutoregressive", "SplineCoupling"]
-
-
-def _check_spline_options(owner: str, bins: int, tail_bound: float) -> None:
-    # A single bin with unit end derivatives is the identity whatever its parameters.
-    if not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"{owner} expects an integer bins >= 2, got {bins!r}")
-    if not tail_bound > 0:
-        raise ValueError(f"{owner} expects tail_bound > 0, got {tail_bound}")
-
-
-def _knots_from(theta: Tensor, bins: int, tail_bound: float) -> SplineKnots:
-    """Knots from raw parameters on the last axis: ``K`` widths, ``K`` heights, ``K - 1`` slopes."""
-    return spline_knots(
-        theta[..., :bins],
-        theta[..., bins : 2 * bins],
-        theta[..., 2 * bins :],
-        tail_bound=tail_bound,
-    )
 
 
 class RationalQuadraticSpline(Elementwise):
@@ -94,7 +78,7 @@ class RationalQuadraticSpline(Elementwise):
         event_rank: int = 0,
     ) -> None:
         super().__init__(event_rank=event_rank)
-        _check_spline_options("RationalQuadraticSpline", bins, tail_bound)
+        check_spline_options("RationalQuadraticSpline", bins, tail_bound)
         self.bins = bins
         self.tail_bound = float(tail_bound)
         shape = tuple(int(s) for s in shape)
@@ -125,7 +109,8 @@ class SplineCoupling(Coupling):
     :math:`g` is the monotone rational-quadratic spline of :class:`RationalQuadraticSpline` on
     :math:`[-B, B]` (equations there), the identity outside.
 
-    The conditioner returns :math:`P = 3K - 1` raw parameters per transformed element, interleaved
+    A :class:`~flowkit.bijectors.Coupling` with a :class:`~flowkit.bijectors.SplineMap`. The
+    conditioner returns :math:`P = 3K - 1` raw parameters per transformed element, interleaved
     along the channel axis as in every coupling: channel ``j * P + p`` holds parameter ``p`` of
     element ``j``, and parameters ``0..K-1`` are the raw widths, ``K..2K-1`` the raw heights and
     ``2K..3K-2`` the raw inner derivatives. A zero-initialised conditioner (such as
@@ -135,8 +120,9 @@ class SplineCoupling(Coupling):
 
     Args:
         conditioner: Network mapping ``x_a`` (and context, if its forward takes one) to
-            ``(3K - 1) * C_b`` channels (split mode) or ``(3K - 1) * C`` (mask mode).
-        mask: Bool tensor, True for the kept part; its number of dimensions is the event rank.
+            ``(3K - 1) * C_b`` channels (channel split) or ``(3K - 1) * C`` (mask split).
+        mask: Bool tensor, True for the kept part; its number of dimensions is the event rank. A
+            :class:`~flowkit.bijectors.Split` is accepted too.
         bins: Number of bins :math:`K`.
         tail_bound: :math:`B`.
 
@@ -156,35 +142,18 @@ class SplineCoupling(Coupling):
         torch.Size([5])
     """
 
+    transform: SplineMap
+
     def __init__(
         self,
         conditioner: nn.Module,
-        mask: Tensor,
+        mask: Tensor | Split,
         *,
         bins: int = 8,
         tail_bound: float = 3.0,
     ) -> None:
-        _check_spline_options("SplineCoupling", bins, tail_bound)
-        super().__init__(conditioner, mask)
-        self.bins = bins
-        self.tail_bound = float(tail_bound)
-        self.params_per_element = spline_params_per_element(bins)
-
-    def _unpack(self, theta: Tensor, dim: int) -> tuple[Tensor, ...]:
-        # (..., P * C_b, *spatial) -> (..., C_b, *spatial, P): each element's parameters last.
-        grouped = theta.unflatten(dim, (-1, self.params_per_element))
-        return (grouped.movedim(dim + 1, -1),)
-
-    def _transform(self, x_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-        knots = _knots_from(theta[0], self.bins, self.tail_bound)
-        return rq_spline_forward(x_b, knots, self.tail_bound)
-
-    def _untransform(self, z_b: Tensor, theta: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-        knots = _knots_from(theta[0], self.bins, self.tail_bound)
-        return rq_spline_inverse(z_b, knots, self.tail_bound)
-
-    def extra_repr(self) -> str:
-        return f"bins={self.bins}, tail_bound={self.tail_bound}"
+        check_spline_options("SplineCoupling", bins, tail_bound)
+        super().__init__(conditioner, mask, SplineMap(bins=bins, tail_bound=tail_bound))
 
 
 class SplineAutoregressive(Autoregressive):
@@ -223,6 +192,8 @@ class SplineAutoregressive(Autoregressive):
         True
     """
 
+    transform: SplineMap
+
     def __init__(
         self,
         features: int,
@@ -235,8 +206,8 @@ class SplineAutoregressive(Autoregressive):
         order: Order = "natural",
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
-        _check_spline_options("SplineAutoregressive", bins, tail_bound)
-        super().__init__(
+        check_spline_options("SplineAutoregressive", bins, tail_bound)
+        made = _made_conditioner(
             features,
             spline_params_per_element(bins),
             context_features=context_features,
@@ -244,15 +215,14 @@ class SplineAutoregressive(Autoregressive):
             residual=residual,
             order=order,
             activation=activation,
+            identity_init=True,
         )
-        self.bins = bins
-        self.tail_bound = float(tail_bound)
-
-    def _transform(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        return rq_spline_forward(x, _knots_from(theta, self.bins, self.tail_bound), self.tail_bound)
-
-    def _untransform(self, z: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        return rq_spline_inverse(z, _knots_from(theta, self.bins, self.tail_bound), self.tail_bound)
+        super().__init__(made, SplineMap(bins=bins, tail_bound=tail_bound), (features,))
+        self.features = int(features)
+        self.context_features = context_features
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, bins={self.bins}, tail_bound={self.tail_bound}"
+        return (
+            f"features={self.features}, context_features={self.context_features}, "
+            f"bins={self.transform.bins}, tail_bound={self.transform.tail_bound}"
+        )

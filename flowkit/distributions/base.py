@@ -1,4 +1,4 @@
-"""Base class of flowkit distributions, and a wrapper that lets any torch distribution serve as one."""
+"""Base class of flowkit distributions, and a wrapper making any torch distribution one."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def sample_shape_of(n: SampleShape, owner: str = "sample") -> torch.Size:
 
 
 class Distribution(nn.Module):
-    """A (possibly conditional) distribution over events of shape ``event_shape``, as an ``nn.Module``.
+    """A (possibly conditional) distribution over events of shape ``event_shape``; an ``nn.Module``.
 
     Subclass contract: ``log_prob(z, context=None)`` returns the batch-shaped log-density (summed
     over the event); ``sample(n=None, context=None, temperature=1.0)`` returns tensors of shape
@@ -63,8 +63,8 @@ class TorchBase(Distribution):
     """A ``torch.distributions.Distribution`` used as a flowkit base distribution.
 
     The distribution's own batch shape must be empty (all its dimensions belong to the event); wrap
-    it in ``torch.distributions.Independent`` to reinterpret batch dimensions. Temperature other than
-    1 is not defined for a general family and raises.
+    it in ``torch.distributions.Independent`` to reinterpret batch dimensions. Temperature other
+    than 1 is not defined for a general family and raises.
 
     Args:
         distribution: The torch distribution.
@@ -86,12 +86,14 @@ class TorchBase(Distribution):
         self.event_shape = distribution.event_shape
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``z`` under the wrapped distribution; ``context`` is unused."""
         self._check_event(z)
         return self.distribution.log_prob(z)
 
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        """Draw ``n`` samples (reparameterised where the family allows) at temperature 1."""
         if check_temperature("TorchBase.sample", temperature) != 1.0:
             raise ValueError(
                 f"TorchBase({type(self.distribution).__name__}) samples only at temperature 1, "

@@ -49,9 +49,9 @@ class Flow(nn.Module):
     Sampling draws :math:`z` from the base (optionally at a temperature) and returns
     :math:`f^{-1}(z)`.
 
-    Every public method takes any number of batch dimensions; the bijector sees them flattened into
-    one, so convolutional conditioners work unchanged. The whole model is shape-checked when the flow
-    is built: ``event_shape`` is the data shape implied by the base's event shape.
+    Every public method takes any number of batch dimensions; the bijector sees them flattened
+    into one, so convolutional conditioners work unchanged. The whole model is shape-checked when
+    the flow is built: ``event_shape`` is the data shape implied by the base's event shape.
 
     Args:
         base: The latent distribution: a flowkit :class:`~flowkit.distributions.Distribution`, or
@@ -106,8 +106,8 @@ class Flow(nn.Module):
         self.latent_shape = torch.Size(base.event_shape)
         if bijector.latent_rank > len(self.latent_shape):
             raise ValueError(
-                f"Flow: the bijector's latent events have rank {bijector.latent_rank}, but the base "
-                f"distribution's event shape {tuple(self.latent_shape)} has rank "
+                f"Flow: the bijector's latent events have rank {bijector.latent_rank}, but the "
+                f"base distribution's event shape {tuple(self.latent_shape)} has rank "
                 f"{len(self.latent_shape)}"
             )
         self.event_shape = torch.Size(bijector.inverse_shape(self.latent_shape))
@@ -171,8 +171,8 @@ class Flow(nn.Module):
             context = context.expand(target)
         except RuntimeError:
             raise ValueError(
-                f"Flow: context of shape {tuple(context.shape)} does not broadcast to the batch shape "
-                f"{tuple(batch_shape)} of the data (expected {tuple(target)})"
+                f"Flow: context of shape {tuple(context.shape)} does not broadcast to the batch "
+                f"shape {tuple(batch_shape)} of the data (expected {tuple(target)})"
             ) from None
         return context.reshape((-1,) + tuple(self.context_shape))
 
@@ -393,17 +393,21 @@ class FlowDistribution(TorchDistribution):
         )
 
     @property
-    def support(self) -> constraints.Constraint:  # type: ignore[override]
+    def support(self) -> constraints.Constraint:
+        """The bijector's domain, extended to the flow's whole event."""
         domain = self.flow.bijector.domain
         missing = len(self.event_shape) - domain.event_dim
         return constraints.independent(domain, missing) if missing > 0 else domain
 
-    def rsample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: torch.Size | Sequence[int] = ()) -> Tensor:
+        """Draw samples of shape ``sample_shape + batch_shape + event_shape``, differentiably."""
         return self.flow.sample(torch.Size(sample_shape), self.context)
 
-    def sample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | Sequence[int] = ()) -> Tensor:
+        """Draw samples as :meth:`rsample` does, without recording autograd history."""
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Log-density of ``value`` under the flow at this distribution's context."""
         return self.flow.log_prob(value, self.context)

@@ -60,6 +60,10 @@ class MixtureOfGaussians(Distribution):
         torch.Size([5, 2])
     """
 
+    logits: Tensor
+    means: Tensor
+    log_scales: Tensor
+
     def __init__(
         self,
         event_shape: Sequence[int],
@@ -103,11 +107,13 @@ class MixtureOfGaussians(Distribution):
         return torch.log_softmax(self.logits, dim=-1)
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``z`` under the mixture; ``context`` is unused."""
         return torch.logsumexp(self.component_log_prob(z) + self.log_weights(), dim=-1)
 
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        """Draw ``n`` samples: a component by weight, then its Gaussian at ``temperature``."""
         temperature = check_temperature("MixtureOfGaussians.sample", temperature)
         if temperature == 0.0:
             raise ValueError(f"MixtureOfGaussians expects temperature > 0, got {temperature}")
@@ -125,4 +131,5 @@ class MixtureOfGaussians(Distribution):
         return z.reshape(shape + self.event_shape)
 
     def extra_repr(self) -> str:
+        """Describe the event shape and the number of components in the module's repr."""
         return f"event_shape={tuple(self.event_shape)}, components={self.components}"

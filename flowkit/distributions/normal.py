@@ -37,6 +37,8 @@ class StandardNormal(Distribution):
         tensor([-1.8379, -1.8379, -1.8379])
     """
 
+    _reference: Tensor
+
     def __init__(self, event_shape: Sequence[int]) -> None:
         super().__init__()
         self.event_shape = torch.Size(event_shape)
@@ -44,28 +46,34 @@ class StandardNormal(Distribution):
         self.register_buffer("_reference", torch.zeros(()), persistent=False)
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``z`` under :math:`N(0, I)`; ``context`` is unused."""
         self._check_event(z)
         return _normal_log_prob(z, None, None, len(self.event_shape))
 
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        """Draw ``n`` samples from :math:`N(0, T^2 I)`; ``context`` is unused."""
         temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
         shape = sample_shape_of(n, f"{type(self).__name__}.sample") + self.event_shape
         eps = torch.randn(shape, dtype=self._reference.dtype, device=self._reference.device)
         return eps * temperature if temperature != 1.0 else eps
 
     def extra_repr(self) -> str:
+        """Describe the event shape in the module's repr."""
         return f"event_shape={tuple(self.event_shape)}"
 
 
 class DiagonalNormal(Distribution):
-    r"""Diagonal Gaussian :math:`N(\mu, \mathrm{diag}(\sigma^2))` with learned :math:`\mu, \log\sigma`.
+    r"""Diagonal Gaussian :math:`N(\mu, \mathrm{diag}(\sigma^2))`, learned :math:`\mu, \log\sigma`.
 
     Args:
         event_shape: Shape of one event.
         learnable: Whether :math:`\mu` and :math:`\log\sigma` are parameters.
     """
+
+    mean: Tensor
+    log_scale: Tensor
 
     def __init__(self, event_shape: Sequence[int], *, learnable: bool = True) -> None:
         super().__init__()
@@ -78,18 +86,21 @@ class DiagonalNormal(Distribution):
             self.register_buffer("log_scale", log_scale)
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``z``, summed over the event; ``context`` is unused."""
         self._check_event(z)
         return _normal_log_prob(z, self.mean, self.log_scale, len(self.event_shape))
 
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        r"""Draw ``n`` reparameterised samples :math:`\mu + T \sigma \epsilon`."""
         temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
         shape = sample_shape_of(n, f"{type(self).__name__}.sample") + self.event_shape
         eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + self.log_scale.exp() * (eps * temperature)
 
     def extra_repr(self) -> str:
+        """Describe the event shape in the module's repr."""
         return f"event_shape={tuple(self.event_shape)}"
 
 
@@ -111,6 +122,8 @@ class ConditionalDiagonalNormal(Distribution):
         >>> base.sample(5, context=torch.randn(7, 3)).shape
         torch.Size([5, 7, 2])
     """
+
+    context_shape: tuple[int, ...]
 
     def __init__(
         self, event_shape: Sequence[int], conditioner: nn.Module, *, context_shape: Sequence[int]
@@ -141,6 +154,7 @@ class ConditionalDiagonalNormal(Distribution):
         return mean, log_scale
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``z`` under the Gaussian that ``context`` parameterises."""
         self._check_event(z)
         mean, log_scale = self._params(context)
         return _normal_log_prob(z, mean, log_scale, len(self.event_shape))
@@ -148,6 +162,7 @@ class ConditionalDiagonalNormal(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        """Draw ``n`` reparameterised samples per context, shape ``n + batch + event_shape``."""
         temperature = check_temperature(f"{type(self).__name__}.sample", temperature)
         mean, log_scale = self._params(context)
         shape = sample_shape_of(n, f"{type(self).__name__}.sample") + mean.shape
@@ -155,4 +170,5 @@ class ConditionalDiagonalNormal(Distribution):
         return mean + log_scale.exp() * (eps * temperature)
 
     def extra_repr(self) -> str:
+        """Describe the event and context shapes in the module's repr."""
         return f"event_shape={tuple(self.event_shape)}, context_shape={self.context_shape}"

@@ -42,6 +42,9 @@ class UniformBox(Distribution):
         tensor([-3.5835,    -inf])
     """
 
+    low: Tensor
+    high: Tensor
+
     def __init__(
         self, low: float | Tensor, high: float | Tensor, event_shape: Sequence[int]
     ) -> None:
@@ -79,6 +82,7 @@ class UniformBox(Distribution):
         return sum_rightmost(torch.log(self.high - self.low), len(self.event_shape))
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Minus the log-volume inside the box, ``-inf`` outside; ``context`` is unused."""
         self._check_event(z)
         rank = len(self.event_shape)
         inside = (z >= self.low) & (z <= self.high)
@@ -89,6 +93,7 @@ class UniformBox(Distribution):
     def sample(
         self, n: SampleShape = None, context: Tensor | None = None, temperature: float = 1.0
     ) -> Tensor:
+        """Draw ``n`` samples, uniform on the box shrunk by ``temperature`` about its centre."""
         temperature = check_temperature("UniformBox.sample", temperature)
         if not 0.0 < temperature <= 1.0:
             raise ValueError(
@@ -104,4 +109,5 @@ class UniformBox(Distribution):
         return z
 
     def extra_repr(self) -> str:
+        """Describe the event shape in the module's repr."""
         return f"event_shape={tuple(self.event_shape)}"

@@ -1,5 +1,6 @@
 """Networks used inside bijectors: conditioners, prior networks, zero-initialised layers."""
 
+from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
@@ -9,6 +10,7 @@ from flowkit.nn.resnet import ResidualBlock, ResNet
 from flowkit.nn.scale import ScaledTanh
 
 __all__ = [
+    "ActNorm",
     "EdgeConv2d",
     "GlowConditioner",
     "GlowTopPrior",

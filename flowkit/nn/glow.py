@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import validation_enabled
-from flowkit.bijectors.normalization import ActNorm
+from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 
 __all__ = ["GlowConditioner", "GlowTopPrior"]
@@ -38,8 +38,10 @@ class GlowConditioner(nn.Module):
             the same network on the same input.
 
     Example:
-        >>> net = GlowConditioner(6, 12, hidden_channels=32)
-        >>> net(torch.randn(2, 6, 8, 8)).shape
+        >>> import flowkit
+        >>> x = torch.randn(2, 6, 8, 8)
+        >>> net = flowkit.initialize(GlowConditioner(6, 12, hidden_channels=32), x)
+        >>> net(x).shape
         torch.Size([2, 12, 8, 8])
     """
 
@@ -87,10 +89,10 @@ def _conv_actnorm(conv: EdgeConv2d, norm: ActNorm | None, x: Tensor) -> Tensor:
     """
     if norm is None:
         return conv(x)
-    if norm._initializing:  # data-dependent initialisation needs the convolution's raw output
-        return norm.normalize(conv(x))
-    scale = torch.exp(norm.log_scale * norm.log_scale_factor).flatten()
-    return conv(x, scale=scale, shift=norm.bias.flatten() * scale)
+    if norm.initializing:  # data-dependent initialisation needs the convolution's raw output
+        return norm(conv(x))
+    scale, shift = norm.folded_scale_and_shift()
+    return conv(x, scale=scale, shift=shift)
 
 
 class GlowTopPrior(nn.Module):

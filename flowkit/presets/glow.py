@@ -1,4 +1,4 @@
-"""Glow (Kingma & Dhariwal 2018), assembled from flowkit's bijectors as the official code builds it."""
+"""Glow (Kingma & Dhariwal 2018), built from flowkit's bijectors as the official code builds it."""
 
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ class GlowConfig:
             ``"conv1x1"`` (dense, the official code's default), ``"reverse"`` or ``"shuffle"``.
         learn_top: Learn the top prior's mean and scale (``--learntop``, used in the official
             CIFAR-10 command).
-        num_classes: Classes for a class-conditional model (``--ycond``): a class-dependent top prior
-            and a classifier head on the top latent. None for an unconditional model.
+        num_classes: Classes for a class-conditional model (``--ycond``): a class-dependent top
+            prior and a classifier head on the top latent. None for an unconditional model.
         class_weight: Weight of the classifier's cross-entropy (in bits) in the objective
             (``--weight_y``; 0.01 for the paper's class-conditional samples).
         edge_bias: Glow's edge channel in the 3x3 convolutions (official default on).
@@ -191,8 +191,8 @@ def glow(
     convolution of the kept half (``split2d``), followed by the next level's squeeze; on top, a
     learned (optionally class-conditional) Gaussian as :class:`Standardize` with
     :class:`GlowTopPrior`. The base is :math:`N(0, I)` on the flat latent. Couplings shift before
-    scaling with scale :math:`\sigma(h + 2)`, and parameters are interleaved, exactly as the official
-    ``revnet2d_step``.
+    scaling with scale :math:`\sigma(h + 2)`, and parameters are interleaved, exactly as the
+    official ``revnet2d_step``.
 
     Args are the fields of :class:`GlowConfig`, where each default and its source is documented.
 
@@ -365,9 +365,9 @@ def _level(
     return Compose([Squeeze(), chain, FactorOut((channels, height, width), inner, split_prior)])
 
 
-def _top_standardize(flow: Flow) -> Standardize:
+def _top_standardize(flow: Flow) -> tuple[Standardize, GlowTopPrior]:
     tops = [
-        module
+        (module, module.prior)
         for module in flow.bijector.modules()
         if isinstance(module, Standardize) and isinstance(module.prior, GlowTopPrior)
     ]
@@ -381,16 +381,16 @@ def top_latent(flow: Flow, z: Tensor, context: Tensor | None = None) -> Tensor:
 
     This is the official code's ``z`` at the top, which the classifier head reads.
     """
-    top = _top_standardize(flow)
+    top, _ = _top_standardize(flow)
     eps_top = flow.unflatten(z)[-1]
     z_top, _ = top.inverse(eps_top, context)
     return z_top
 
 
 def class_logits(flow: Flow, z: Tensor, context: Tensor | None = None) -> Tensor:
-    """Logits of Glow's auxiliary classifier (mean-pooled top latent, zero-initialised linear map)."""
-    top = _top_standardize(flow)
-    return top.prior.class_logits(top_latent(flow, z, context))
+    """Logits of Glow's auxiliary classifier (mean-pooled top latent, zero-initialised map)."""
+    _, prior = _top_standardize(flow)
+    return prior.class_logits(top_latent(flow, z, context))
 
 
 def config_dict(config: GlowConfig) -> dict:

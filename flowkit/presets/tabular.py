@@ -116,7 +116,7 @@ def realnvp_tabular(
 
 @dataclass(frozen=True)
 class RealNVPTabularConfig:
-    """Arguments of :func:`realnvp_tabular` as a frozen config (for the registry and checkpoints)."""
+    """Arguments of :func:`realnvp_tabular` as a frozen config (for registry and checkpoints)."""
 
     features: int
     context_features: int | None = None

@@ -28,7 +28,7 @@ from flowkit.bijectors import (
     channel_mask,
 )
 from flowkit.bijectors._rq_spline import spline_params_per_element
-from flowkit.bijectors.coupling import resolve_scale_fn
+from flowkit.bijectors.scale import resolve_scale_fn
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP
 

@@ -61,9 +61,9 @@ class _Checker:
             sample = inputs[batch_index] if batch_rank else inputs
             self.fail(
                 f"{what} is off by {float(error.flatten()[worst]):.3g} (tolerance "
-                f"{float(allowed.flatten()[worst]):.3g}): got {float(actual[index]):.10g}, expected "
-                f"{float(expected[index]):.10g} at index {index}; the input at batch index "
-                f"{batch_index} starts {_preview(sample)}"
+                f"{float(allowed.flatten()[worst]):.3g}): got {float(actual[index]):.10g}, "
+                f"expected {float(expected[index]):.10g} at index {index}; the input at batch "
+                f"index {batch_index} starts {_preview(sample)}"
             )
 
     def finite(self, what: str, value: Tensor) -> None:
@@ -285,7 +285,8 @@ def _check_shapes_and_round_trip(
     for what, value in (("z", z), ("log_abs_det", log_abs_det)):
         if value.dtype != x.dtype or value.device != x.device:
             checker.fail(
-                f"{what} has dtype {value.dtype} on {value.device}, expected {x.dtype} on {x.device}"
+                f"{what} has dtype {value.dtype} on {value.device}, expected {x.dtype} on "
+                f"{x.device}"
             )
         checker.finite(f"forward's {what}", value)
 
@@ -459,7 +460,7 @@ def _check_gradients(
     inputs = x.clone().requires_grad_(True)
     z, log_abs_det = subject(inputs, context)
     objective = log_abs_det.sum() + 0.5 * z.square().sum()
-    gradients = torch.autograd.grad(objective, [inputs] + parameters, allow_unused=True)
+    gradients = torch.autograd.grad(objective, [inputs, *parameters], allow_unused=True)
     names = {id(p): n for n, p in subject.named_parameters()}
     checker.finite("the gradient with respect to the input", gradients[0])
     for parameter, gradient in zip(parameters, gradients[1:]):

@@ -63,6 +63,19 @@ class TrainingData:
         """The test objective over the whole set, summed over processes in float64."""
         raise NotImplementedError
 
+    def fingerprint(self) -> str:
+        """A digest of the examples (and labels or context), to tell a resumed run's data apart."""
+        import hashlib
+
+        digest = hashlib.sha1()
+        for tensor in self._tensors():
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _tensors(self) -> list[Tensor]:
+        raise NotImplementedError
+
     def _init_index(self, size: int, seed: int) -> tuple[Tensor, torch.Generator]:
         # The generator goes on to draw the batch's dequantisation noise, where there is any.
         generator = torch.Generator().manual_seed(seed + 2)
@@ -100,6 +113,9 @@ class ImageTrainingData(TrainingData):
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def _tensors(self) -> list[Tensor]:
+        return [self.images] + ([] if self.labels is None else [self.labels])
 
     def check_against(self, flow: Flow, what: str) -> None:
         """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
@@ -205,6 +221,9 @@ class VectorTrainingData(TrainingData):
     def __len__(self) -> int:
         return self.values.shape[0]
 
+    def _tensors(self) -> list[Tensor]:
+        return [self.values] + ([] if self.context is None else [self.context])
+
     def check_against(self, flow: Flow, what: str) -> None:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         if tuple(self.values.shape[1:]) != tuple(flow.event_shape):
@@ -215,6 +234,18 @@ class VectorTrainingData(TrainingData):
         self.conditional = flow.context_shape is not None
         if self.conditional and self.context is None:
             raise ValueError(f"the model is conditional but the {what} data has no context")
+        if not self.conditional and self.context is not None:
+            raise ValueError(
+                f"the {what} data has a context but the model is unconditional; build the flow "
+                "with context features, or pass the values alone"
+            )
+        # Tables and numpy arrays come as float64; the examples take the flow's precision, as
+        # images do when they are scaled.
+        dtype = next((p.dtype for p in flow.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            self.values = self.values.to(dtype)
+            if self.context is not None and self.context.is_floating_point():
+                self.context = self.context.to(dtype)
 
     def _inputs(self, index: Tensor) -> tuple:
         # check_against has made sure that a conditional set has a context.

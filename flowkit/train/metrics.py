@@ -57,7 +57,7 @@ class MetricsWriter:
         return read_metrics(self.path) if self.path.exists() else []
 
     def _keep(self, records: list[dict[str, Any]]) -> None:
-        temporary = self.path.with_suffix(".tmp")
+        temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text("".join(json.dumps(record) + "\n" for record in records))
         os.replace(temporary, self.path)
         self.count = len(records)

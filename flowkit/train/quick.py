@@ -58,7 +58,7 @@ def fit(
     from flowkit.train.data import as_training_data
 
     view = as_training_data(data)
-    defaults: dict[str, Any] = {"progress": False, "device": "cpu"}
+    defaults: dict[str, Any] = {"progress": False}
     if not view.is_image:
         defaults.update(VECTOR_DEFAULTS)
         defaults["batch_size"] = min(VECTOR_DEFAULTS["batch_size"], max(1, len(view) // 4))

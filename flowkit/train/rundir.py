@@ -16,6 +16,7 @@ RUN_FILES = (
     "checkpoint.pt",
     "checkpoint.diverged.pt",
     "metrics.jsonl",
+    "metrics.jsonl.tmp",
     "config.json",
     "bpd.png",
     "nll.png",
@@ -90,6 +91,7 @@ class RunDirectory:
                 )
             remove_stale_temporaries(self.checkpoint)
             remove_stale_temporaries(self.diverged_checkpoint)
+            (self.path / "metrics.jsonl.tmp").unlink(missing_ok=True)
             if overwrite:
                 self.clear()
         except BaseException:

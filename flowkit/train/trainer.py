@@ -178,6 +178,7 @@ class Trainer:
         if self.train_data.is_image:
             self.data_info["n_bits"] = config.n_bits
         self.data_info.update(data_info or {})
+        self.data_info["fingerprint"] = self.train_data.fingerprint()
         self.run_info = dict(run_info or {})
         self.output = Path(config.output)
         self.train_data.check_against(self.flow, "training")
@@ -202,7 +203,8 @@ class Trainer:
         self._state: TrainState | None = None
         self._metrics: MetricsWriter | None = None
         self._result = TrainResult(0, 0, unit=self.objective.unit)
-        self._last_plot = -math.inf
+        self._last_plot = time.monotonic()
+        self._plotted_records = 0
 
     # --- the run, top to bottom ------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -298,11 +300,14 @@ class Trainer:
                 if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
                     self._end_of_epoch(state, run, "epoch")
                 self._save(state, run)
+                if interrupt.requested:
+                    self._interrupted(state, run)
 
-        # Finish: a run stopped by its step or time limit mid-epoch is evaluated as at an epoch end.
-        if state.batch_in_epoch != 0:
-            self._end_of_epoch(state, run, "end")
-            self._save(state, run)
+            # Finish: a run stopped by its step or time limit mid-epoch is evaluated as at an
+            # epoch end (still under the flag: a Ctrl-C here lets the checkpoint be written).
+            if state.batch_in_epoch != 0:
+                self._end_of_epoch(state, run, "end")
+                self._save(state, run)
         if self._metrics is not None:
             self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
@@ -510,6 +515,9 @@ class Trainer:
             self.model_config
         ):
             changed["model"] = (saved.get("model_config"), self.model_config)
+        saved_data = saved.get("data") or {}
+        if saved_data.get("fingerprint") not in (None, self.data_info["fingerprint"]):
+            changed["training data"] = ("the checkpoint's", "other examples")
         if changed:
             listed = "; ".join(
                 f"{name}: {old!r} -> {new!r}" for name, (old, new) in sorted(changed.items())
@@ -566,10 +574,11 @@ class Trainer:
             self._metrics.write(record)
 
     def _plot(self, run: RunDirectory, *, final: bool) -> None:
-        # Redrawing costs a few tenths of a second: at most once a minute, and at the end.
-        if self._metrics is None or not (
-            final or time.monotonic() - self._last_plot > PLOT_INTERVAL
-        ):
+        # Redrawing costs a few tenths of a second: at most once a minute, and at the end, and
+        # never twice for the same records.
+        if self._metrics is None or self._metrics.count == self._plotted_records:
+            return
+        if not (final or time.monotonic() - self._last_plot > PLOT_INTERVAL):
             return
         if self.train_data.is_image:
             plot_curve(
@@ -586,6 +595,7 @@ class Trainer:
                 ylabel="negative log-likelihood (nats per example)",
             )
         self._last_plot = time.monotonic()
+        self._plotted_records = self._metrics.count
 
     @property
     def averaged_flow(self) -> Flow:

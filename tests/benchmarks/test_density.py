@@ -90,8 +90,9 @@ def test_matched_width_finds_the_width_with_the_closest_count():
 # --- one measurement, in this process ------------------------------------------------------------
 def test_an_untrained_identity_flow_scores_the_standardising_gaussian():
     # flowkit's NSF preset starts as the identity (its MAF preset starts random), and a zero
-    # learning rate keeps it there, so the model is N(0, I) on standardised data: in original units, the Gaussian with the training
-    # set's mean and standard deviation. This checks the data and the log-determinant correction.
+    # learning rate keeps it there, so the model is N(0, I) on standardised data: in original
+    # units, the Gaussian with the training set's mean and standard deviation. This checks the
+    # data and the log-determinant correction.
     spec = flowkit_spec("mixture-10d", "nsf", learning_rate=0.0)
     result = measure(spec)["result"]
     train, test, _ = load_dataset(spec)

@@ -244,3 +244,28 @@ def test_permute_shuffle_is_seeded_and_saved() -> None:
     x = torch.randn(3, 8)
     assert torch.equal(restored(x)[0], first(x)[0])
     assert torch.equal(restored.inverse(first(x)[0])[0], x)
+
+
+@pytest.mark.parametrize("channels", [2, 5, 8])
+def test_lu_initialisation_factors_the_random_rotation_as_p_l_u(channels: int) -> None:
+    # The rotation drawn from the seed, as the constructor draws it.
+    generator = torch.Generator().manual_seed(7)
+    gaussian = torch.randn(channels, channels, generator=generator, dtype=torch.float64)
+    rotation = torch.linalg.qr(gaussian)[0]
+    p, lower, upper = torch.linalg.lu(rotation)
+    # W = P L U (not P^T L U): with a non-symmetric permutation the other convention fails.
+    torch.testing.assert_close(p @ lower @ upper, rotation, rtol=0, atol=1e-14)
+    conv = InvertibleConv1x1(channels, seed=7)
+    assert torch.equal(conv.permutation, p.float())
+    assert torch.equal(conv.sign_s, torch.sign(torch.diagonal(upper)).float())
+    assert torch.equal(conv.lower, torch.tril(lower, -1).float())
+    assert torch.equal(conv.upper, torch.triu(upper, 1).float())
+    assert torch.equal(conv.log_s, torch.diagonal(upper).abs().log().float())
+    # In float64 the weight built from the stored factors is P L U of those factors exactly, and
+    # the rotation up to the float32 rounding of the stored factors.
+    conv = conv.double()
+    eye = torch.eye(channels, dtype=torch.float64)
+    stored_upper = conv.upper + torch.diag(conv.sign_s * conv.log_s.exp())
+    expected = conv.permutation @ (conv.lower + eye) @ stored_upper
+    assert torch.equal(conv.weight_and_log_det()[0], expected)
+    torch.testing.assert_close(conv.weight_and_log_det()[0], rotation, rtol=0, atol=1e-6)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
 import flowkit
-from flowkit.bijectors import ActNorm
-from flowkit.nn import GlowConditioner, GlowTopPrior
+from flowkit.nn import ActNorm, GlowConditioner, GlowTopPrior
 
 
 def test_conditioner_starts_at_zero_and_is_initialised_by_initialize() -> None:
     net = GlowConditioner(2, 6, hidden_channels=8)
     x = torch.randn(4, 2, 5, 5) * 3 + 1
-    out = net(x)
+    with pytest.warns(UserWarning, match=r"call flowkit.initialize\(flow, batch\)"):
+        out = net(x)
     assert out.shape == (4, 6, 5, 5) and torch.equal(out, torch.zeros_like(out))
     norms = [m for m in net.modules() if isinstance(m, ActNorm)]
     assert len(norms) == 2 and not any(bool(m.initialized) for m in norms)
@@ -77,3 +80,34 @@ def test_top_prior_labels_and_classifier() -> None:
         GlowTopPrior(2, (2, 2)).class_logits(z_top)
     with pytest.raises(ValueError, match="nothing to learn"):
         GlowTopPrior(2, (2, 2), learn_top=False)
+
+
+def test_actnorm_layer_and_bijector_share_parameters_and_formula() -> None:
+    layer, bijector = ActNorm(3), flowkit.bijectors.ActNorm(3)
+    assert [n for n, _ in layer.named_parameters()] == ["bias", "log_scale"]
+    assert list(layer.state_dict()) == list(bijector.state_dict())
+    with torch.no_grad():
+        for module in (layer, bijector):
+            module.bias.copy_(torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1))
+            module.log_scale.copy_(torch.tensor([0.1, -0.2, 0.3]).view(3, 1, 1))
+    x = torch.randn(2, 3, 4, 4)
+    expected = (x + layer.bias) * torch.exp(3.0 * layer.log_scale)
+    assert_close(layer.eval()(x), expected)
+    assert_close(bijector.eval()(x)[0], expected)
+    scale, shift = layer.folded_scale_and_shift()
+    assert_close(scale.view(3, 1, 1) * x + shift.view(3, 1, 1), expected)
+
+
+def test_networks_import_nothing_from_the_bijectors() -> None:
+    # nn/ sits below bijectors/ (which builds on it): no module of flowkit.nn may import upwards.
+    upward = []
+    for path in sorted(Path(flowkit.nn.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            upward += [f"{path.name}: {n}" for n in names if n.startswith("flowkit.bijectors")]
+            upward += [f"{path.name}: {n}" for n in names if n == "flowkit"]
+    assert upward == [], upward

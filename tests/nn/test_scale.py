@@ -33,5 +33,5 @@ def test_affine_coupling_with_scaled_tanh_passes_the_contract(features, batch, s
         mask,
         scale_fn=ScaledTanh(features - kept, event_rank=1),
     )
-    assert any(p is coupling.log_scale_fn.scale for p in coupling.parameters())
+    assert any(p is coupling.transform.log_scale_fn.scale for p in coupling.parameters())
     check_bijector(coupling, (features,), batch_shape=batch, seed=seed, perturb=0.5)

@@ -131,8 +131,13 @@ def test_glow_bijector_passes_the_harness(seed, coupling, permutation):
         hidden_channels=4,
         seed=seed,
     )
-    # Four examples: the top ActNorm initialises from batch x 1 x 1 values per channel.
-    check_bijector(flow.bijector, (2, 4, 4), seed=seed, batch_shape=(4,))
+    # Four examples: the top ActNorm initialises from batch x 1 x 1 values per channel. The
+    # perturbation is the registry's bound for multi-level composites: at the default 0.1 the
+    # perturbed zero-initialised output layers make the inverse expand without bound (seed 2263:
+    # the coupling's sigmoid scale reaches 0.002, then the split prior's log-scale, linear in
+    # activations of size ~600, reaches ~100, so |x| ~ 1e95 from |z| <= 3), and no float64
+    # round trip survives that conditioning.
+    check_bijector(flow.bijector, (2, 4, 4), seed=seed, batch_shape=(4,), perturb=0.05)
 
 
 def test_class_conditional_glow_passes_the_harness_with_labels():

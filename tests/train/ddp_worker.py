@@ -1,4 +1,4 @@
-"""A training process for the two-process test (importable, so torch.multiprocessing can spawn it)."""
+"""A training process for the two-process test (importable: torch.multiprocessing spawns it)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Runs that cannot be lost: the run directory, the non-finite guard, Ctrl-C, resuming, time limits."""
+"""Runs that cannot be lost: run directories, the non-finite guard, Ctrl-C, resume, time limits."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from flowkit import load
 from flowkit.train import (
     CheckpointError,
     NonFiniteError,
@@ -16,7 +17,6 @@ from flowkit.train import (
     RunExistsError,
     RunLockedError,
     TrainingInterrupted,
-    load,
     load_checkpoint,
 )
 from flowkit.train.metrics import read_metrics
@@ -279,3 +279,18 @@ def test_sigkill_and_ctrl_c_at_random_moments_then_resume_match_the_unbroken_run
     assert crash_trials.main(["--trials", "1", "--seed", "0", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "trial 0: same after SIGKILL" in out
+
+
+def test_resume_refuses_other_training_examples(finished, blobs, tiny_model_config):
+    from tests.train.conftest import blob_images
+
+    _, test = blobs
+    other = blob_images(96, seed=7)
+    with pytest.raises(ResumeMismatchError, match="training data"):
+        make_trainer(tiny_model_config, other, test, finished, epochs=2).fit(resume=True)
+
+
+def test_checkpoints_get_the_permissions_of_other_new_files(finished):
+    assert (finished / "checkpoint.pt").stat().st_mode & 0o777 == (
+        finished / "config.json"
+    ).stat().st_mode & 0o777

@@ -73,7 +73,9 @@ def dying_save(obj, stream, *args, **kwargs):
 
 checkpoint.torch.save = dying_save
 config = GlowConfig(K=2, L=2, input_shape=(1, 8, 8), hidden_channels=16, seed=0)
-make_trainer(config, blob_images(96, 0), blob_images(32, 1), {output!r}, epochs=2, checkpoint_every=2).fit()
+make_trainer(
+    config, blob_images(96, 0), blob_images(32, 1), {output!r}, epochs=2, checkpoint_every=2
+).fit()
 """
 
 
