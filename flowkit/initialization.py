@@ -56,6 +56,8 @@ class DataDependentInit(nn.Module):
 
     def _check_initialized(self) -> None:
         if self.training and not self._known_initialized and not self._warned:
+            if self.initialized.is_meta:  # shape inference on the meta device has no values
+                return
             # Read once (the buffer may have been set by a broadcast or by hand), then remembered.
             if bool(self.initialized):
                 self._known_initialized = True

@@ -3,12 +3,13 @@
 Usage:
     python scripts/crash_trials.py --trials 50 [--seed 0] [--workdir DIR]
 
-Each trial trains a tiny Glow on synthetic images in a child process, sends it SIGINT or SIGKILL
-after a random delay, resumes it with ``resume=True`` until it finishes (further interruptions
-included), and checks that the final weights, the averaged weights, the optimizer state and
-metrics.jsonl (without its wall-clock column) equal those of one uninterrupted run, bit for bit.
-The child computes with one thread, so results do not depend on the machine's load. Prints one
-line per trial and exits 1 if any trial differs.
+Each trial trains a tiny Glow on synthetic images in a child process and interrupts it at a
+random moment: SIGINT (Ctrl-C) or SIGKILL after a random training step, or in the middle of a
+random checkpoint write. The child signals itself at that moment, so a trial is the same on every
+machine and under any load. The run is resumed with ``resume=True`` until it finishes (further
+interruptions included), and the final weights, the averaged weights, the optimizer state and
+metrics.jsonl (without its wall-clock column) must equal those of one uninterrupted run, bit for
+bit. The child computes with one thread. Prints one line per trial and exits 1 if any differs.
 """
 
 from __future__ import annotations
@@ -21,14 +22,61 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def train(output: str, resume: bool) -> None:
+# The tiny run: 8 steps per epoch, 3 epochs; a checkpoint every other step and at epoch ends.
+TOTAL_STEPS = 24
+CHECKPOINT_WRITES = 15
+
+
+def _interrupt(moment: str) -> None:
+    """Arrange for the child to signal itself at ``moment``: ``step:N:SIG`` or ``save:N:SIG``."""
+    import flowkit.train.checkpoint as checkpoint
+    import flowkit.train.objectives as objectives
+
+    kind, count, name = moment.split(":")
+    target, signum = int(count), getattr(signal, name)
+    calls = {"n": 0}
+    if kind == "step":
+        original = objectives.Objective.__call__
+
+        def counted(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            if torch_grad_enabled():
+                calls["n"] += 1
+                if calls["n"] == target:
+                    os.kill(os.getpid(), signum)
+            return out
+
+        objectives.Objective.__call__ = counted
+    else:
+        real_save = checkpoint.torch.save
+
+        def dying_save(state, stream, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == target:
+                stream.write(b"half a checkpoint")
+                stream.flush()
+                os.kill(os.getpid(), signum)
+            return real_save(state, stream, *args, **kwargs)
+
+        checkpoint.torch.save = dying_save
+
+
+def torch_grad_enabled() -> bool:
+    """Whether autograd records (training passes do; evaluation does not)."""
+    import torch
+
+    return torch.is_grad_enabled()
+
+
+def train(output: str, resume: bool, moment: str | None = None) -> None:
     """The child: a tiny run that checkpoints every other step (so kills land in writes too)."""
+    if moment:
+        _interrupt(moment)
     import torch
 
     from flowkit.data import ImageData
@@ -65,15 +113,11 @@ def train(output: str, resume: bool) -> None:
         sys.exit(130)
 
 
-def _run_child(output: Path, resume: bool, delay: float | None, how: int) -> int:
-    command = [sys.executable, __file__, "--child", str(output)] + (["--resume"] if resume else [])
+def _run_child(output: Path, resume: bool, moment: str | None) -> int:
+    command = [sys.executable, __file__, "--child", str(output)]
+    command += (["--resume"] if resume else []) + (["--at", moment] if moment else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if delay is not None:
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(how)
     _, stderr = process.communicate()
     if process.returncode not in (0, 130, -signal.SIGKILL, -signal.SIGINT):
         raise RuntimeError(f"training failed ({process.returncode}): {stderr.decode()[-2000:]}")
@@ -117,28 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="where runs go (default: a temporary directory)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--at", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        train(args.child, args.resume)
+        train(args.child, args.resume, args.at)
         return 0
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="flowkit-crash-"))
-    started = time.monotonic()
-    _run_child(workdir / "reference", resume=False, delay=None, how=0)
-    duration = time.monotonic() - started
+    _run_child(workdir / "reference", resume=False, moment=None)
     expected = _fingerprint(workdir / "reference")
     chooser = random.Random(args.seed)
     failures = 0
     for trial in range(args.trials):
         output = workdir / f"trial{trial:03d}"
-        interruptions, resume = [], False
+        interruptions: list[str] = []
         while True:
-            how = chooser.choice([signal.SIGINT, signal.SIGKILL])
-            delay = chooser.uniform(0.2, duration) if len(interruptions) < 3 else None
-            code = _run_child(output, resume=resume, delay=delay, how=how)
+            moment = None
+            if len(interruptions) < 3:
+                kind = chooser.choice(["step", "save"])
+                count = chooser.randint(1, TOTAL_STEPS if kind == "step" else CHECKPOINT_WRITES)
+                moment = f"{kind}:{count}:{chooser.choice(['SIGINT', 'SIGKILL'])}"
+            code = _run_child(output, resume=bool(interruptions), moment=moment)
             if code == 0:
                 break
-            interruptions.append(f"{signal.Signals(how).name}@{delay:.2f}s")
-            resume = True
+            interruptions.append(str(moment))
         same = _equal(_fingerprint(output), expected)
         failures += not same
         history = ", ".join(interruptions) or "no interruption"

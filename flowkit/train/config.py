@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowkit._utils import check_float, check_int
 from flowkit.errors import FlowkitError
 
 __all__ = ["OPTIMIZERS", "RESUMABLE_SETTINGS", "ConfigError", "TrainConfig"]
@@ -123,23 +123,26 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+
+    def _check(self) -> None:
+        owner = "TrainConfig"
         for name in ("data", "output", "optimizer", "device"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise ConfigError(
-                    f"TrainConfig expects {name} as a non-empty string, got {value!r}"
-                )
+                raise ConfigError(f"{owner} expects {name} as a non-empty string, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"TrainConfig expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}"
-            )
+            raise ConfigError(f"{owner} expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}")
         if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
             raise ConfigError(
-                f"TrainConfig expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+                f"{owner} expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        _check_int("n_bits", self.n_bits, 1, 8)
-        _check_int("pad", self.pad, 0)
-        _check_int("seed", self.seed, 0)
+        check_int(owner, "n_bits", self.n_bits, 1, 8)
+        check_int(owner, "pad", self.pad, 0)
+        check_int(owner, "seed", self.seed, 0)
         for name in (
             "batch_size",
             "test_batch_size",
@@ -151,24 +154,22 @@ class TrainConfig:
             "log_every",
             "max_nonfinite",
         ):
-            _check_int(name, getattr(self, name), 1)
+            check_int(owner, name, getattr(self, name), 1)
         for name in ("max_steps", "checkpoint_every", "num_train", "num_test"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_float("lr", self.lr, positive=True)
-        _check_float("beta1", self.beta1)
-        if not 0.0 <= self.beta1 < 1.0:
-            raise ConfigError(f"TrainConfig expects 0 <= beta1 < 1, got {self.beta1}")
-        _check_float("polyak_epochs", self.polyak_epochs, positive=True)
-        _check_float("warmup_epochs", self.warmup_epochs)
-        _check_float("weight_decay", self.weight_decay)
+            check_int(owner, name, getattr(self, name), 1, optional=True)
+        check_float(owner, "lr", self.lr, 0.0, exclusive_minimum=True)
+        check_float(owner, "beta1", self.beta1, 0.0, 1.0, exclusive_maximum=True)
+        check_float(owner, "polyak_epochs", self.polyak_epochs, 0.0, exclusive_minimum=True)
+        check_float(owner, "warmup_epochs", self.warmup_epochs, 0.0)
+        check_float(owner, "weight_decay", self.weight_decay, 0.0)
         for name in ("grad_clip", "max_minutes"):
-            if getattr(self, name) is not None:
-                _check_float(name, getattr(self, name), positive=True)
+            check_float(
+                owner, name, getattr(self, name), 0.0, exclusive_minimum=True, optional=True
+            )
         for name in ("ema", "tensorboard", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
-                    f"TrainConfig expects {name} as true or false, got {getattr(self, name)!r}"
+                    f"{owner} expects {name} as true or false, got {getattr(self, name)!r}"
                 )
         object.__setattr__(self, "temperatures", _temperatures(self.temperatures))
 
@@ -203,22 +204,6 @@ def _is_cuda_index(device: str) -> bool:
     return prefix == "cuda" and index.isdigit()
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"TrainConfig expects {name} as an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"TrainConfig expects {name} {allowed}, got {value}")
-
-
-def _check_float(name: str, value: Any, *, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"TrainConfig expects {name} as a number, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        allowed = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ConfigError(f"TrainConfig expects {name} as {allowed}, got {value}")
-
-
 def _temperatures(values: Any) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ConfigError(
@@ -227,13 +212,7 @@ def _temperatures(values: Any) -> tuple[float, ...]:
         )
     result = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"TrainConfig expects temperatures as numbers, got {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(
-                f"TrainConfig expects temperatures to be finite and >= 0, got {value}"
-            )
-        result.append(float(value))
+        result.append(check_float("TrainConfig", "each temperature", value, 0.0))
     if not result:
         raise ConfigError("TrainConfig expects at least one temperature, got an empty list")
     return tuple(result)

@@ -96,21 +96,27 @@ def test_empty_output_is_refused(blobs, tiny_model_config):
         make_trainer(tiny_model_config, train, test, "")
 
 
-def _poison_after(trainer, calls_before_nan):
+def _on_training_passes(trainer, action):
+    """Call ``action(n, output)`` on the n-th training pass through the first affine coupling."""
     from flowkit.bijectors import AffineCoupling
 
     coupling = next(m for m in trainer.flow.modules() if isinstance(m, AffineCoupling))
     calls = {"n": 0}
 
-    def poison(module, inputs, output):
+    def hook(module, inputs, output):
         if torch.is_grad_enabled():
             calls["n"] += 1
-        if calls["n"] > calls_before_nan:
-            z, log_abs_det = output
-            return z * float("nan"), log_abs_det
-        return output
+        return action(calls["n"], output)
 
-    return coupling.register_forward_hook(poison)
+    return coupling.register_forward_hook(hook)
+
+
+def _poison_after(trainer, calls_before_nan):
+    def poison(calls, output):
+        z, log_abs_det = output
+        return (z * float("nan"), log_abs_det) if calls > calls_before_nan else output
+
+    return _on_training_passes(trainer, poison)
 
 
 def test_the_nonfinite_guard_keeps_the_last_finite_checkpoint(blobs, tiny_model_config, tmp_path):
@@ -150,19 +156,15 @@ def test_a_nonfinite_evaluation_stops_the_run_and_keeps_the_checkpoint(
 
 
 def _interrupt_at(trainer, step):
-    from flowkit.bijectors import AffineCoupling
+    interrupted = {"done": False}
 
-    coupling = next(m for m in trainer.flow.modules() if isinstance(m, AffineCoupling))
-    calls = {"n": 0}
-
-    def hook(module, inputs, output):
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == step:
-                os.kill(os.getpid(), signal.SIGINT)
+    def interrupt(calls, output):
+        if calls == step and not interrupted["done"]:
+            interrupted["done"] = True
+            os.kill(os.getpid(), signal.SIGINT)
         return output
 
-    return coupling.register_forward_hook(hook)
+    return _on_training_passes(trainer, interrupt)
 
 
 @pytest.mark.parametrize("interrupt_step", [3, 8])
@@ -267,7 +269,9 @@ def test_resuming_a_checkpoint_with_an_unknown_setting_names_it(finished, blobs,
         make_trainer(tiny_model_config, train, test, finished, epochs=2).fit(resume=True)
 
 
-def test_sigkill_and_ctrl_c_at_random_moments_then_resume_match_the_unbroken_run(tmp_path, capsys):
+def test_a_sigkill_in_the_middle_of_a_checkpoint_write_then_resume_matches_the_unbroken_run(
+    tmp_path, capsys
+):
     import importlib.util
     from pathlib import Path
 
@@ -275,22 +279,6 @@ def test_sigkill_and_ctrl_c_at_random_moments_then_resume_match_the_unbroken_run
     spec = importlib.util.spec_from_file_location("crash_trials", script)
     crash_trials = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(crash_trials)
-    # Seed 0's first trial is killed three times (SIGKILL), once in the first second of a resume.
+    # Seed 0's first trial kills the run halfway through its 13th checkpoint write.
     assert crash_trials.main(["--trials", "1", "--seed", "0", "--workdir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "trial 0: same after SIGKILL" in out
-
-
-def test_resume_refuses_other_training_examples(finished, blobs, tiny_model_config):
-    from tests.train.conftest import blob_images
-
-    _, test = blobs
-    other = blob_images(96, seed=7)
-    with pytest.raises(ResumeMismatchError, match="training data"):
-        make_trainer(tiny_model_config, other, test, finished, epochs=2).fit(resume=True)
-
-
-def test_checkpoints_get_the_permissions_of_other_new_files(finished):
-    assert (finished / "checkpoint.pt").stat().st_mode & 0o777 == (
-        finished / "config.json"
-    ).stat().st_mode & 0o777
+    assert "trial 0: same after save:13:SIGKILL" in capsys.readouterr().out
