@@ -74,9 +74,6 @@ def _imported_modules(importtime_log: str) -> set[str]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="main() imports flowkit.performance, and so torch, before parsing"
-)
 @pytest.mark.parametrize("option", ["--version", "--help"])
 def test_version_and_help_do_not_import_torch(option):
     completed = _checked(_python("-X", "importtime", "-m", "flowkit", option))

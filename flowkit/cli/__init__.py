@@ -1,0 +1,84 @@
+"""The ``flowkit`` command: train, eval, sample, interpolate, manipulate, presets."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from flowkit.cli._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandError,
+    UsageError,
+    one_line,
+)
+from flowkit.cli._parser import build_parser
+from flowkit.cli._settings import resolve_configs
+
+__all__ = ["CommandError", "UsageError", "build_parser", "main", "resolve_configs"]
+
+
+def _describe(error: BaseException) -> tuple[str, int]:
+    """The one-line message and exit status for an exception that ended a command."""
+    from flowkit.errors import FlowkitError
+    from flowkit.presets.registry import PresetError
+    from flowkit.train import ConfigError, TrainingInterrupted
+
+    if isinstance(error, TrainingInterrupted):
+        return one_line(error), EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(error, CommandError):
+        return one_line(error), error.status
+    # Settings the library rejects once it sees the data (a batch larger than the training set).
+    if isinstance(error, (ConfigError, PresetError)):
+        return one_line(error), EXIT_USAGE
+    if isinstance(error, FlowkitError):
+        return one_line(error), EXIT_FAILURE
+    if isinstance(error, OSError):
+        if error.strerror and error.filename is not None:
+            return f"{error.strerror}: {error.filename}", EXIT_FAILURE
+        return one_line(error), EXIT_FAILURE
+    if isinstance(error, (ValueError, TypeError)):
+        return one_line(error), EXIT_FAILURE
+    return (
+        f"{type(error).__name__}: {one_line(error)} (rerun with --debug for the traceback)",
+        EXIT_FAILURE,
+    )
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line each, like the errors (the source line means nothing to a user)."""
+    print(f"flowkit: warning: {one_line(str(message))}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flowkit`` command.
+
+    Every error ends the command with one line on stderr, ``flowkit: error: ...`` (a traceback
+    only with ``--debug``) and a status: 2 for a value the command line does not allow (argparse's
+    own errors included), 1 for a failure while running, 130 for Ctrl-C.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.handler(args) or 0)
+    except (Exception, KeyboardInterrupt) as error:
+        if args.debug:
+            traceback.print_exc()
+        message, status = _describe(error)
+        prefix = "flowkit: " if status == EXIT_INTERRUPTED else "flowkit: error: "
+        print(prefix + message, file=sys.stderr)
+        return status

@@ -1,0 +1,117 @@
+"""What every command shares: its errors, the checks of command-line values, the allocator."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__: list[str] = []
+
+
+# Exit statuses: argparse already exits with 2 for its own errors, and shells report a process
+# stopped by Ctrl-C (SIGINT, signal 2) as 128 + 2.
+EXIT_FAILURE = 1
+
+
+EXIT_USAGE = 2
+
+
+EXIT_INTERRUPTED = 130
+
+
+# Image folders and tars split into these sub-folders hold a test split (flowkit.data.load_dataset).
+_SPLIT_FOLDERS = ("train", "test", "val")
+
+
+class CommandError(Exception):
+    """A failure the command found while running (exit status 1); the message is one line."""
+
+    status = EXIT_FAILURE
+
+
+class UsageError(CommandError):
+    """A command-line value that is not allowed (exit status 2); the message names the value."""
+
+    status = EXIT_USAGE
+
+
+def one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def check_positive(flag: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{flag} expects a positive integer, got {value}")
+
+
+def check_positive_float(flag: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} expects a finite number > 0, got {value}")
+
+
+def check_fraction(flag: str, value: float | None) -> None:
+    if value is not None and not 0 < value < 1:
+        raise UsageError(f"{flag} expects a fraction between 0 and 1 (exclusive), got {value}")
+
+
+def check_path(flag: str, value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise UsageError(f"{flag} expects a path, got an empty string")
+
+
+def check_temperatures(values: Sequence[float] | None) -> None:
+    for value in values or ():
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--temperatures expects finite numbers >= 0, got {value}")
+
+
+def _available_devices() -> list[str]:
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(value: str | None, *, auto: bool = False) -> None:
+    """A UsageError unless ``value`` names a device this machine has."""
+    import torch
+
+    if value is None or value == "cpu" or (auto and value == "auto"):
+        return
+    allowed = (["auto"] if auto else []) + _available_devices()
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise UsageError(f"--device expects one of {', '.join(allowed)}, got {value!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {value}: CUDA is not available on this machine; available: "
+                f"{', '.join(allowed)}"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {value}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                f"available: {', '.join(allowed)}"
+            )
+    elif device.type == "mps" and "mps" not in allowed:
+        raise UsageError(f"--device {value}: MPS is not available; available: {', '.join(allowed)}")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device expects one of {', '.join(allowed)}, got {value!r}")
+
+
+def has_split_folders(path: Path) -> bool:
+    return any((path / name).is_dir() for name in _SPLIT_FOLDERS)
+
+
+def prepare_allocator() -> None:
+    from flowkit.performance import tune_allocator
+
+    # Large activations stay on the heap instead of being mapped and unmapped every step.
+    tune_allocator()

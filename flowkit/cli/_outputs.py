@@ -1,0 +1,252 @@
+"""``flowkit sample``, ``interpolate``, ``manipulate`` and ``presets``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowkit.cli._common import UsageError, check_positive, check_temperatures
+from flowkit.cli._runs import Run, check_common, check_indices, open_run, require_images, run_images
+
+__all__: list[str] = []
+
+
+# Temperatures of the image grids 'flowkit sample' draws by default.
+IMAGE_TEMPERATURES = (0.0, 0.5, 0.7, 1.0)
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    """Sample image grids (one per temperature) or table rows (a CSV file)."""
+    check_common(args)
+    check_positive("--num", args.num)
+    check_temperatures(args.temperatures)
+    run = open_run(args)
+    if run.is_table:
+        return _sample_rows(args, run)
+    return _sample_images(args, run)
+
+
+def _sample_images(args: argparse.Namespace, run: Run) -> int:
+    import torch
+
+    from flowkit.data import save_image_grid, to_uint8
+
+    if args.context:
+        raise UsageError(
+            "--context is for table models; class-conditional image models take --label"
+        )
+    if args.label is not None:
+        if run.num_classes is None:
+            raise UsageError(
+                f"--label {args.label}: the model in {run.checkpoint} is not class-conditional"
+            )
+        if not 0 <= args.label < run.num_classes:
+            raise UsageError(f"--label expects a class in [0, {run.num_classes}), got {args.label}")
+    output = Path(args.output) if args.output else run.directory / "samples"
+    output.mkdir(parents=True, exist_ok=True)
+    context = None
+    if run.num_classes is not None:
+        classes = [args.label] if args.label is not None else list(range(run.num_classes))
+        context = torch.tensor(
+            [classes[i % len(classes)] for i in range(args.num)], device=args.device
+        )
+    for temperature in args.temperatures or IMAGE_TEMPERATURES:
+        torch.manual_seed(args.seed)
+        with torch.no_grad():
+            images = run.flow.sample(
+                args.num if context is None else None, context=context, temperature=temperature
+            )
+        images = images.float().cpu()
+        bad = ~torch.isfinite(images)
+        if bool(bad.any()):
+            print(
+                f"flowkit: warning: {int(bad.sum())} non-finite sample values at temperature "
+                f"{temperature} (the inverse overflowed); drawn mid-grey",
+                file=sys.stderr,
+            )
+        path = output / f"samples_t{temperature:.2f}.png"
+        save_image_grid(to_uint8(images.masked_fill(bad, 0.0), run.n_bits), path)
+        print(path)
+    return 0
+
+
+def _parse_context(items: Sequence[str] | None, run: Run) -> list[float] | None:
+    """The context values named by ``--context NAME=VALUE ...``, in the model's column order."""
+    names = run.context_columns
+    if not names:
+        if items:
+            raise UsageError(f"--context: the model in {run.checkpoint} has no context columns")
+        return None
+    listed = " ".join(f"{name}=VALUE" for name in names)
+    if not items:
+        raise UsageError(
+            f"the model in {run.checkpoint} is conditional; give every context column once: "
+            f"--context {listed}"
+        )
+    values: dict[str, float] = {}
+    for item in items:
+        name, separator, text = item.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not separator or not math.isfinite(value):
+            raise UsageError(f"--context expects NAME=NUMBER (finite), got {item!r}")
+        if name not in names:
+            raise UsageError(
+                f"--context: {name!r} is not a context column; the columns are {', '.join(names)}"
+            )
+        if name in values:
+            raise UsageError(f"--context names {name!r} twice; give each column once")
+        values[name] = value
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise UsageError(
+            f"--context misses {', '.join(missing)}; give every context column once: "
+            f"--context {listed}"
+        )
+    return [values[name] for name in names]
+
+
+def _sample_rows(args: argparse.Namespace, run: Run) -> int:
+    import numpy as np
+    import torch
+
+    from flowkit.data.tables import write_table
+
+    if args.label is not None:
+        raise UsageError(
+            "--label is for class-conditional image models; a table model takes --context"
+        )
+    temperatures = args.temperatures or [1.0]
+    if len(temperatures) != 1:
+        raise UsageError(
+            f"--temperatures: a table model samples at one temperature, got {len(temperatures)}"
+        )
+    output = Path(args.output) if args.output else run.directory / "samples" / "samples.csv"
+    if output.suffix != ".csv":
+        raise UsageError(f"--output expects a .csv file for a table model's samples, got {output}")
+    context_values = _parse_context(args.context, run)
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        if context_values is None:
+            rows = run.flow.sample(args.num, temperature=temperatures[0])
+            context = None
+        else:
+            context = torch.tensor([context_values] * args.num, device=args.device)
+            rows = run.flow.sample(None, context=context, temperature=temperatures[0])
+    rows = rows.float().cpu().numpy()
+    bad = int((~np.isfinite(rows)).any(axis=1).sum())
+    if bad:
+        print(
+            f"flowkit: warning: {bad} of {args.num} sampled rows have non-finite values",
+            file=sys.stderr,
+        )
+    columns = run.columns or [f"x{index}" for index in range(rows.shape[1])]
+    if context is not None:
+        rows = np.concatenate([rows, context.float().cpu().numpy()], axis=1)
+        columns = columns + run.context_columns
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_table(output, rows, columns)
+    print(output)
+    return 0
+
+
+def _model_inputs(images: Any, n_bits: int, device: str) -> Any:
+    from flowkit.data import to_model_input
+
+    # The centre of each pixel's bin: the same encoding every time, no dequantisation noise.
+    return to_model_input(images, n_bits, dequantize=False).to(device) + 0.5 / 2**n_bits
+
+
+def interpolate_command(args: argparse.Namespace) -> int:
+    """Decode the line between the latents of two images, one row per pair."""
+    import torch
+
+    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.latent import interpolate
+
+    check_common(args)
+    if args.steps < 2:
+        raise UsageError(f"--steps expects an integer >= 2 (both ends are drawn), got {args.steps}")
+    if len(args.first) != len(args.second):
+        raise UsageError(
+            f"--first and --second expect the same number of indices (one row per pair), got "
+            f"{len(args.first)} and {len(args.second)}"
+        )
+    run = open_run(args)
+    require_images(run, "interpolate")
+    data = run_images(run, args.data, args.split)
+    check_indices("--first", args.first, data)
+    check_indices("--second", args.second, data)
+    if run.flow.context_shape is not None and data.labels is None:
+        raise UsageError(f"the model is class-conditional but {data.source} has no labels")
+    rows = []
+    for a, b in zip(args.first, args.second):
+        images = _model_inputs(data.images[[a, b]], run.n_bits, args.device)
+        labels = None if run.flow.context_shape is None else data.labels[a].to(args.device)
+        rows.append(interpolate(run.flow, images[0], images[1], args.steps, context=labels))
+    path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
+    print(path)
+    return 0
+
+
+def manipulate_command(args: argparse.Namespace) -> int:
+    """Move images along the direction between the mean latents with and without a label."""
+    import torch
+
+    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.latent import attribute_direction, manipulate
+
+    check_common(args)
+    if args.steps < 2:
+        raise UsageError(f"--steps expects an integer >= 2, got {args.steps}")
+    check_positive("--num-reference", args.num_reference)
+    if not math.isfinite(args.scale):
+        raise UsageError(f"--scale expects a finite number, got {args.scale}")
+    run = open_run(args)
+    require_images(run, "manipulate")
+    data = run_images(run, args.data, args.split)
+    if data.labels is None:
+        raise UsageError(
+            f"manipulate needs labelled data (class labels serve as attributes); {data.source} "
+            "has no labels"
+        )
+    check_indices("--indices", args.indices, data)
+    count = min(args.num_reference, data.images.shape[0])
+    labels = data.labels[:count]
+    present = sorted(int(label) for label in torch.unique(labels))
+    if args.attribute not in present:
+        raise UsageError(
+            f"--attribute {args.attribute} is not among the labels of the first {count} "
+            f"images of {data.source}: {present}"
+        )
+    images = _model_inputs(data.images[:count], run.n_bits, args.device)
+    context = None if run.flow.context_shape is None else labels.to(args.device)
+    direction = attribute_direction(run.flow, images, labels == args.attribute, context=context)
+    scales = torch.linspace(-args.scale, args.scale, args.steps).tolist()
+    rows = []
+    for index in args.indices:
+        image = _model_inputs(data.images[index : index + 1], run.n_bits, args.device)[0]
+        label = None if context is None else data.labels[index].to(args.device)
+        rows.append(manipulate(run.flow, image, direction, scales, context=label))
+    path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
+    print(path)
+    return 0
+
+
+def presets_command(args: argparse.Namespace) -> int:
+    """List the named run presets and their sources."""
+    from flowkit.presets.runs import RUN_PRESETS
+
+    for name, preset in sorted(RUN_PRESETS.items()):
+        print(f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}")
+    return 0

@@ -1,0 +1,278 @@
+"""The argument parser of the ``flowkit`` command."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from flowkit import __version__
+from flowkit.cli._outputs import (
+    interpolate_command,
+    manipulate_command,
+    presets_command,
+    sample_command,
+)
+from flowkit.cli._runs import eval_command
+from flowkit.cli._train import train_command
+
+__all__: list[str] = []
+
+
+SET_HELP = (
+    "override one setting, as section.name=value with section 'model' (the preset's model "
+    "config) or 'train' (TrainConfig); the value is read as JSON when it parses (numbers, "
+    "true/false, null, lists), else as a string; a single number is accepted where a list is "
+    "expected. Repeatable. Example: --set model.K=8 --set train.lr=0.0005"
+)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options accepted before and after the command name (the command's copy never resets them)."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="print the full traceback of an error",
+    )
+    if top:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint.pt written by 'flowkit train'")
+    parser.add_argument(
+        "--weights",
+        choices=("averaged", "raw"),
+        default="averaged",
+        help="the Polyak-averaged weights (default; the raw ones if the run kept no average) or "
+        "the raw optimised ones",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="device to run on: cpu (default), cuda or cuda:N"
+    )
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", help="dataset to read (default: the one the model was trained on)"
+    )
+    parser.add_argument(
+        "--split", choices=("train", "test"), default="test", help="which split (default: test)"
+    )
+
+
+def _add_train_parser(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model. Settings come from --preset, then --config, then the options "
+        "below, then --set overrides. Run under torchrun for several processes (DDP). Writes "
+        "config.json, checkpoint.pt, metrics.jsonl, a learning curve and samples to the output "
+        "directory.",
+    )
+    _add_global_options(train, top=False)
+    train.add_argument(
+        "--preset", help="named run (see 'flowkit presets'), e.g. glow-small or glow-cifar10"
+    )
+    train.add_argument(
+        "--config",
+        help="JSON (or TOML on Python 3.11+) file with 'preset', 'model' and 'train' sections, "
+        "e.g. a run's own config.json",
+    )
+    train.add_argument(
+        "--data",
+        help="dataset: fashion-mnist-small (bundled) or a path (CIFAR batches, idx files, "
+        "ImageNet npz, image folder or tar)",
+    )
+    train.add_argument(
+        "--test-data",
+        help="test set: a table with the columns of --data, or images (a folder or tar without "
+        "split folders counts whole)",
+    )
+    train.add_argument(
+        "--test-fraction",
+        type=float,
+        help="tables: hold out this fraction of --data (seeded by --seed) when there is no "
+        "--test-data",
+    )
+    train.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: the data columns (default: every column not named by --context-columns)",
+    )
+    train.add_argument(
+        "--context-columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: columns the flow is conditioned on (a conditional density of the others)",
+    )
+    train.add_argument("--output", help="output directory")
+    train.add_argument("--epochs", type=int, help="number of epochs")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this many minutes of wall-clock time (a checkpoint is written)",
+    )
+    train.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
+    train.add_argument("--lr", type=float, help="base learning rate")
+    train.add_argument("--n-bits", type=int, help="bits per pixel kept from the data (e.g. 5)")
+    train.add_argument(
+        "--num-classes", type=int, help="train a class-conditional model with this many classes"
+    )
+    train.add_argument(
+        "--memory-saving",
+        action="store_true",
+        help="invertible backpropagation: memory flat in depth K",
+    )
+    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    train.add_argument("--seed", type=int, help="seed of data order, noise and initialisation")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly from OUTPUT/checkpoint.pt if it exists",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in the output directory and start afresh",
+    )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings as JSON and exit without training",
+    )
+    train.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard logs (needs tensorboard)"
+    )
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--set", action="append", metavar="SECTION.NAME=VALUE", help=SET_HELP)
+    train.set_defaults(handler=train_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``flowkit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="flowkit",
+        description="Train normalizing flows (Glow and the other presets) and use trained ones.",
+    )
+    _add_global_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(commands)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="negative log-likelihood (and bits/dim) of a trained model on a dataset",
+        description="Evaluate the mean negative log-likelihood, and bits per dimension for "
+        "images, with fixed dequantisation noise; the result does not depend on the batch size.",
+    )
+    _add_global_options(evaluate, top=False)
+    _add_checkpoint_options(evaluate)
+    _add_data_options(evaluate)
+    evaluate.add_argument(
+        "--batch-size", type=int, default=256, help="evaluation batch size (default 256)"
+    )
+    evaluate.add_argument("--num-test", type=int, help="evaluate only the first N examples")
+    evaluate.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="arithmetic precision"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    evaluate.set_defaults(handler=eval_command)
+
+    sample = commands.add_parser(
+        "sample",
+        help="sample image grids or table rows",
+        description="Sample from a trained model: image grids, one PNG per temperature, or rows "
+        "of a table (with the column names) as CSV.",
+    )
+    _add_global_options(sample, top=False)
+    _add_checkpoint_options(sample)
+    sample.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        help="standard deviations of the base noise (Glow's eps_std); images: default 0 0.5 "
+        "0.7 1; tables: one value, default 1",
+    )
+    sample.add_argument(
+        "--num", type=int, default=64, help="images per grid or rows of a table (default 64)"
+    )
+    sample.add_argument(
+        "--label", type=int, help="class-conditional models: sample this class only"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument(
+        "--context",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="conditional table models: the value of every context column, each once",
+    )
+    sample.add_argument(
+        "--output",
+        help="images: a directory for the grids (default: samples/ in the run directory); "
+        "tables: a .csv file (default: samples/samples.csv in the run directory)",
+    )
+    sample.set_defaults(handler=sample_command)
+
+    interp = commands.add_parser(
+        "interpolate",
+        help="walk between two images in latent space",
+        description="Decode points on the line between the latents of two dataset images; one "
+        "row per pair.",
+    )
+    _add_global_options(interp, top=False)
+    _add_checkpoint_options(interp)
+    _add_data_options(interp)
+    interp.add_argument(
+        "--first", type=int, nargs="+", default=[0], help="indices of the first images"
+    )
+    interp.add_argument(
+        "--second", type=int, nargs="+", default=[1], help="indices of the second images"
+    )
+    interp.add_argument(
+        "--steps", type=int, default=8, help="points per row, ends included (default 8)"
+    )
+    interp.add_argument(
+        "--output", help="output PNG (default: samples/interpolation.png in the run directory)"
+    )
+    interp.set_defaults(handler=interpolate_command)
+
+    manip = commands.add_parser(
+        "manipulate",
+        help="move images along an attribute direction",
+        description="Compute the attribute direction as the mean latent of images with the label "
+        "minus the mean latent of the others (Glow section 6; class labels serve as attributes) "
+        "and move images along it.",
+    )
+    _add_global_options(manip, top=False)
+    _add_checkpoint_options(manip)
+    _add_data_options(manip)
+    manip.add_argument(
+        "--attribute", type=int, required=True, help="label value that marks the attribute"
+    )
+    manip.add_argument(
+        "--indices", type=int, nargs="+", default=[0], help="images to move (one row each)"
+    )
+    manip.add_argument(
+        "--scale", type=float, default=1.0, help="largest step along the direction (default 1)"
+    )
+    manip.add_argument(
+        "--steps", type=int, default=5, help="points per row from -scale to +scale (default 5)"
+    )
+    manip.add_argument(
+        "--num-reference", type=int, default=2000, help="images used to compute the direction"
+    )
+    manip.add_argument(
+        "--output", help="output PNG (default: samples/manipulation.png in the run directory)"
+    )
+    manip.set_defaults(handler=manipulate_command)
+
+    presets = commands.add_parser(
+        "presets",
+        help="list the named presets",
+        description="List the named training presets and where their settings come from.",
+    )
+    _add_global_options(presets, top=False)
+    presets.set_defaults(handler=presets_command)
+    return parser

@@ -1,0 +1,200 @@
+"""Reading a trained run back (any preset), and ``flowkit eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowkit.cli._common import (
+    CommandError,
+    UsageError,
+    check_device,
+    check_path,
+    check_positive,
+    has_split_folders,
+    prepare_allocator,
+)
+
+__all__: list[str] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A trained model and what its checkpoint says about its data."""
+
+    checkpoint: Path
+    flow: Any
+    model_name: str | None
+    data: dict[str, Any]
+    train_config: dict[str, Any]
+    num_classes: int | None
+
+    @property
+    def directory(self) -> Path:
+        return self.checkpoint.parent
+
+    @property
+    def is_table(self) -> bool:
+        return self.data.get("kind") == "vector"
+
+    @property
+    def n_bits(self) -> int:
+        return int(self.data.get("n_bits", self.train_config.get("n_bits", 8)))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data.get("columns") or [])
+
+    @property
+    def context_columns(self) -> list[str]:
+        return list(self.data.get("context_columns") or [])
+
+
+def open_run(args: argparse.Namespace) -> Run:
+    from flowkit.loading import load_flow
+
+    check_device(args.device)
+    prepare_allocator()
+    flow, state = load_flow(args.checkpoint, weights=args.weights, map_location=args.device)
+    data = dict(state.get("data") or {"kind": "image"})
+    model_config = state.get("model_config") or {}
+    num_classes = data.get("num_classes", model_config.get("num_classes"))
+    return Run(
+        checkpoint=Path(args.checkpoint),
+        flow=flow,
+        model_name=state.get("model_name"),
+        data=data,
+        train_config=dict(state.get("train_config") or {}),
+        num_classes=num_classes,
+    )
+
+
+def require_images(run: Run, command: str) -> None:
+    if run.is_table:
+        raise UsageError(
+            f"{command} works on image models; {run.checkpoint} holds a table model "
+            f"({run.model_name})"
+        )
+
+
+def run_images(run: Run, data: str | None, split: str) -> Any:
+    """The image split named by ``--data``/``--split`` (default: the run's own data), padded."""
+    import torch.nn.functional as F
+
+    from flowkit.data import load_dataset
+
+    if data is None and split == "test" and run.data.get("test_source"):
+        data, split = run.data["test_source"], "train"
+        if not Path(data).is_dir() or has_split_folders(Path(data)):
+            split = "test"
+    images = load_dataset(data or run.data.get("source") or run.train_config["data"], split=split)
+    pad = int(run.train_config.get("pad") or 0)
+    if pad:
+        images = dataclasses.replace(images, images=F.pad(images.images, (pad,) * 4).contiguous())
+    return images
+
+
+def _run_table(run: Run, data: str | None, split: str) -> Any:
+    """The rows named by ``--data`` (all of them) or the run's own ``split``."""
+    from flowkit.data.tables import read_table, split_table
+
+    def read(path: str) -> Any:
+        return read_table(
+            path, columns=run.columns or None, context_columns=run.context_columns or None
+        )
+
+    if data is not None:
+        return read(data)
+    source, test_source = run.data.get("source"), run.data.get("test_source")
+    if split == "test" and test_source:
+        return read(test_source)
+    if source is None:
+        raise UsageError(
+            f"{run.checkpoint} does not record where its data came from; give it with --data TABLE"
+        )
+    fraction = run.data.get("test_fraction")
+    if fraction is None:
+        return read(source)
+    train, test = split_table(read(source), fraction, int(run.data.get("split_seed") or 0))
+    return test if split == "test" else train
+
+
+def check_indices(flag: str, indices: Sequence[int], data: Any) -> None:
+    count = data.images.shape[0]
+    for index in indices:
+        if not 0 <= index < count:
+            raise UsageError(
+                f"{flag} expects indices in [0, {count}) ({data.source} has {count} images), "
+                f"got {index}"
+            )
+
+
+def check_common(args: argparse.Namespace) -> None:
+    check_path("checkpoint", args.checkpoint)
+    for flag in ("--data", "--output"):
+        check_path(flag, getattr(args, flag[2:], None))
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint: mean negative log-likelihood, and bits/dim for images."""
+    import numpy as np
+    import torch
+
+    from flowkit.train.data import as_training_data
+    from flowkit.train.distributed import Process
+
+    check_common(args)
+    check_positive("--batch-size", args.batch_size)
+    check_positive("--num-test", args.num_test)
+    run = open_run(args)
+    if run.is_table:
+        table = _run_table(run, args.data, args.split)
+        values = np.asarray(table.values, dtype=np.float32)
+        if table.context is not None:
+            values = (values, np.asarray(table.context, dtype=np.float32))
+        data = as_training_data(values, limit=args.num_test)
+        source = table.source
+    else:
+        images = run_images(run, args.data, args.split)
+        data = as_training_data(images, run.n_bits, args.num_test)
+        source = images.source
+    data.check_against(run.flow, args.split)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    flow = run.flow.to(dtype)
+    process = Process(device=torch.device(args.device))
+    with torch.no_grad():
+        value = data.evaluate(flow, args.batch_size, process, dtype=dtype)
+    result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "data": str(source)}
+    if run.is_table:
+        result["nll"] = value
+    else:
+        dims = math.prod(images.images.shape[1:])
+        result["nll"] = value * dims * math.log(2)
+        result["bits_per_dim"] = value
+    if not math.isfinite(result["nll"]):
+        raise CommandError(
+            f"the model in {run.checkpoint} gives a non-finite log-likelihood ({result['nll']}) "
+            f"on {len(data)} examples of {source}; try --weights raw or an earlier checkpoint"
+        )
+    result.update(
+        split=args.split if args.data is None or not run.is_table else "all",
+        examples=len(data),
+        dtype=args.dtype,
+        weights=args.weights,
+    )
+    if args.json:
+        print(json.dumps(result))
+    elif run.is_table:
+        rows = "rows" if args.data is not None else f"{args.split} rows"
+        print(f"{result['nll']:.4f} nats per example on {len(data)} {rows} of {source}")
+    else:
+        print(
+            f"{value:.4f} bits/dim ({result['nll']:.2f} nats per image) on {len(data)} "
+            f"{args.split} images of {source}"
+        )
+    return 0

@@ -1,0 +1,229 @@
+"""``flowkit train``: images or a table into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from flowkit.cli._common import (
+    UsageError,
+    check_device,
+    check_fraction,
+    check_path,
+    check_positive,
+    check_positive_float,
+    has_split_folders,
+    prepare_allocator,
+)
+from flowkit.cli._settings import (
+    Settings,
+    fill,
+    model_config_of,
+    model_entry,
+    read_settings,
+)
+
+__all__: list[str] = []
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--max-steps", args.max_steps),
+        ("--batch-size", args.batch_size),
+        ("--n-bits", args.n_bits),
+    ):
+        check_positive(flag, value)
+    check_positive_float("--lr", args.lr)
+    check_positive_float("--max-minutes", args.max_minutes)
+    check_fraction("--test-fraction", args.test_fraction)
+    for flag in ("--data", "--test-data", "--output", "--config"):
+        check_path(flag, getattr(args, flag[2:].replace("-", "_")))
+    for flag in ("--columns", "--context-columns"):
+        for name in getattr(args, flag[2:].replace("-", "_")) or ():
+            if not name.strip():
+                raise UsageError(f"{flag} expects column names, got an empty one")
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "--resume continues the run in the output directory and --overwrite replaces it; "
+            "give one of them"
+        )
+    check_device(args.device, auto=True)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Train a model from the merged settings; 0 when done or when only printing them."""
+    from flowkit.train import Trainer
+    from flowkit.train.config import TrainConfig
+
+    _check_train_args(args)
+    prepare_allocator()
+    settings = read_settings(args)
+    entry = model_entry(settings.model_name)
+    train_config = fill(TrainConfig, "train", settings.train)
+    if entry.kind == "vector":
+        prepared = _prepare_tables(args, settings, entry, train_config)
+    else:
+        prepared = _prepare_images(args, settings, entry, train_config)
+    if prepared is None:
+        return 0
+    flow, model_config, train_data, test_data, data_info = prepared
+    inputs = {key: value for key, value in settings.inputs.items() if value is not None}
+    trainer = Trainer(
+        flow,
+        train_config,
+        train_data,
+        test_data,
+        model_name=entry.name,
+        model_config=model_config,
+        data_info=data_info,
+        run_info={"preset": settings.preset, **inputs},
+    )
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
+    if trainer.process.is_main:
+        values = [value for _, value in result.test_history]
+        measure = "bits/dim" if result.unit == "bits/dim" else "NLL (nats per example)"
+        if values:
+            summary = f"test {measure} {values[0]:.4f} at the start, {values[-1]:.4f} at the end"
+        else:
+            summary = "no test evaluation"
+        print(f"trained {result.steps} steps; {summary}; outputs in {result.output}")
+    return 0
+
+
+def _print_config(settings: Settings, model_config: Any, train_config: Any) -> None:
+    inputs = {key: value for key, value in settings.inputs.items() if value is not None}
+    effective = {
+        "preset": settings.preset,
+        "model_name": settings.model_name,
+        "model": dataclasses.asdict(model_config),
+        "train": dataclasses.asdict(train_config),
+        **inputs,
+    }
+    print(json.dumps(effective, indent=2))
+
+
+def _source(path: str) -> str:
+    """A path as an absolute one (so eval finds it from anywhere); a dataset name as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def _prepare_images(
+    args: argparse.Namespace, settings: Settings, entry: Any, train_config: Any
+) -> tuple | None:
+    for flag, key in (("--columns", "columns"), ("--context-columns", "context_columns")):
+        if settings.inputs[key] is not None:
+            raise UsageError(f"{flag} is for tables; the {entry.name} model trains on images")
+    if settings.inputs["test_fraction"] is not None:
+        raise UsageError(
+            "--test-fraction is for tables; give an image run's test images with --test-data"
+        )
+    model_config = model_config_of(settings, entry)
+    if args.print_config:
+        _print_config(settings, model_config, train_config)
+        return None
+    num_classes = getattr(model_config, "num_classes", None)
+    test_path = settings.inputs["test_data"]
+    train_data, test_data = _image_splits(train_config, test_path, num_classes)
+    data_info = {
+        "source": _source(train_config.data),
+        "test_source": None if test_path is None else _source(test_path),
+        "num_classes": num_classes,
+    }
+    return entry.build(model_config), model_config, train_data, test_data, data_info
+
+
+def _image_splits(config: Any, test_path: str | None, num_classes: int | None) -> tuple:
+    """The training and test images, padded by ``config.pad``."""
+    import torch.nn.functional as F
+
+    from flowkit.data import DataError, load_dataset
+
+    data_path = Path(config.data)
+    if test_path is None and data_path.is_dir() and not has_split_folders(data_path):
+        raise UsageError(
+            f"{config.data} has no test split (no train/ and test/ folders); a run needs test "
+            "images: give them with --test-data PATH or put them in a test/ folder"
+        )
+    train = load_dataset(config.data, split="train")
+    if test_path is None:
+        test = load_dataset(config.data, split="test")
+    elif Path(test_path).is_dir() and not has_split_folders(Path(test_path)):
+        # An unsplit folder holds one split, which load_dataset calls 'train': all its images.
+        test = load_dataset(test_path, split="train")
+    else:
+        try:
+            test = load_dataset(test_path, split="test")
+        except DataError:
+            if not Path(test_path).is_file():
+                raise
+            # A tar of images without split folders: all its images.
+            test = load_dataset(test_path, split="train")
+    splits = []
+    for data, split in ((train, "training"), (test, "test")):
+        if config.pad:
+            padded = F.pad(data.images, (config.pad,) * 4)
+            data = dataclasses.replace(data, images=padded.contiguous())
+        if num_classes is not None and data.labels is None:
+            raise UsageError(
+                f"a class-conditional model needs labels, but the {split} images "
+                f"({data.source}) have none"
+            )
+        splits.append(data)
+    return splits[0], splits[1]
+
+
+def _prepare_tables(
+    args: argparse.Namespace, settings: Settings, entry: Any, train_config: Any
+) -> tuple | None:
+    import numpy as np
+
+    from flowkit.data.tables import Standardization, check_same_columns, read_table, split_table
+    from flowkit.presets.standardize import standardized_from_dict
+
+    inputs = settings.inputs
+    if inputs["test_data"] is None and inputs["test_fraction"] is None:
+        raise UsageError(
+            f"a table run needs a test set: give --test-data TABLE or --test-fraction F "
+            f"(e.g. 0.1) to hold out part of {train_config.data}"
+        )
+    if inputs["test_data"] is not None and inputs["test_fraction"] is not None:
+        raise UsageError("give --test-data or --test-fraction, not both")
+    columns, context_columns = inputs["columns"], inputs["context_columns"]
+    train = read_table(train_config.data, columns=columns, context_columns=context_columns)
+    if inputs["test_data"] is not None:
+        test = read_table(inputs["test_data"], columns=columns, context_columns=context_columns)
+        check_same_columns(train, test)
+    else:
+        train, test = split_table(train, inputs["test_fraction"], train_config.seed)
+    model_config = model_config_of(
+        settings,
+        entry,
+        features=len(train.columns),
+        context_features=len(train.context_columns) or None,
+    )
+    if args.print_config:
+        _print_config(settings, model_config, train_config)
+        return None
+    statistics = Standardization.fit(train).to_dict()
+    flow = standardized_from_dict(entry.build(model_config), statistics)
+
+    def as_float32(table: Any) -> Any:
+        values = np.asarray(table.values, dtype=np.float32)
+        if table.context is None:
+            return values
+        return values, np.asarray(table.context, dtype=np.float32)
+
+    data_info = {
+        "columns": list(train.columns),
+        "context_columns": list(train.context_columns),
+        "standardization": statistics,
+        "source": _source(train_config.data),
+        "test_source": None if inputs["test_data"] is None else _source(inputs["test_data"]),
+        "test_fraction": inputs["test_fraction"],
+        "split_seed": train_config.seed,
+    }
+    return flow, model_config, as_float32(train), as_float32(test), data_info

@@ -1,0 +1,191 @@
+"""``flowkit train``: settings, test sets, and runs that must not be lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowkit import cli
+from tests.cli.conftest import ROOT, TINY_GLOW
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("flowkit: error:")]
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    status = cli.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return status, captured.out, captured.err
+
+
+def test_print_config_shows_the_effective_settings_and_touches_nothing(tmp_path, capsys):
+    output = tmp_path / "run"
+    status, out, err = run_main(
+        capsys,
+        "train",
+        *TINY_GLOW,
+        "--output",
+        output,
+        "--max-minutes",
+        "1.5",
+        "--set",
+        "train.temperatures=0.5",
+        "--print-config",
+    )
+    assert status == 0, err
+    settings = json.loads(out)
+    assert settings["preset"] == "glow-small" and settings["model_name"] == "glow"
+    assert settings["model"]["K"] == 1 and settings["model"]["hidden_channels"] == 8
+    assert settings["train"]["max_minutes"] == 1.5 and settings["train"]["max_steps"] == 2
+    # A single number where a list is expected is a one-element list.
+    assert settings["train"]["temperatures"] == [0.5]
+    assert not output.exists()
+
+
+def test_a_finished_run_is_kept_unless_resumed_or_overwritten(glow_run, capsys):
+    checkpoint = (glow_run / "checkpoint.pt").read_bytes()
+    status, _, err = run_main(capsys, "train", *TINY_GLOW, "--output", glow_run)
+    assert status == 1
+    [line] = error_lines(err)
+    assert str(glow_run) in line and "--resume" in line and "--overwrite" in line
+    assert (glow_run / "checkpoint.pt").read_bytes() == checkpoint
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run directories are locked with fcntl")
+def test_a_run_directory_takes_one_process_at_a_time(glow_run, capsys):
+    import fcntl
+
+    handle = os.open(glow_run / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
+        status, _, err = run_main(capsys, "train", *TINY_GLOW, "--output", glow_run, "--resume")
+    finally:
+        os.close(handle)
+    assert status == 1
+    [line] = error_lines(err)
+    assert str(os.getpid()) in line
+
+
+def test_overwrite_replaces_a_run(tmp_path, capsys):
+    output = tmp_path / "run"
+    for flags in ([], ["--overwrite"]):
+        status, out, err = run_main(capsys, "train", *TINY_GLOW, "--output", output, *flags)
+        assert status == 0, err
+        assert "trained 2 steps" in out
+    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert max(record["step"] for record in metrics) == 2
+
+
+def test_a_diverging_run_stops_with_one_error_line(tmp_path, capsys):
+    status, _, err = run_main(
+        capsys,
+        "train",
+        *TINY_GLOW,
+        "--output",
+        tmp_path / "run",
+        "--lr",
+        "1e30",
+        "--set",
+        "train.max_nonfinite=1",
+        "--set",
+        "train.warmup_epochs=0",
+    )
+    assert status == 1
+    [line] = error_lines(err)
+    assert "non-finite" in line
+    assert all(line.startswith("flowkit: ") for line in err.splitlines() if line.strip())
+
+
+def test_image_folders_without_a_test_split_take_test_data(tmp_path, capsys):
+    from PIL import Image
+
+    for name, count in (("train", 64), ("test", 16)):
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            Image.new("L", (28, 28), color=(7 * index) % 256).save(tmp_path / name / f"{index}.png")
+    status, _, err = run_main(
+        capsys,
+        "train",
+        *TINY_GLOW,
+        "--data",
+        tmp_path / "train",
+        "--output",
+        tmp_path / "run",
+        "--set",
+        "train.num_train=64",
+        "--set",
+        "model.input_shape=[3, 28, 28]",
+        "--max-steps",
+        "1",
+    )
+    assert status == 2 and "--test-data" in err
+    status, out, err = run_main(
+        capsys,
+        "train",
+        *TINY_GLOW,
+        "--data",
+        tmp_path / "train",
+        "--test-data",
+        tmp_path / "test",
+        "--output",
+        tmp_path / "run",
+        "--set",
+        "train.num_train=64",
+        "--set",
+        "model.input_shape=[3, 28, 28]",
+        "--max-steps",
+        "1",
+    )
+    assert status == 0, err
+    status, out, err = run_main(capsys, "eval", tmp_path / "run" / "checkpoint.pt", "--json")
+    assert status == 0, err
+    assert json.loads(out)["examples"] == 16
+
+
+def test_ctrl_c_writes_a_checkpoint_and_says_how_to_continue(tmp_path):
+    output = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "flowkit", "train", *TINY_GLOW, "--output", str(output)]
+    # Many epochs and a small learning rate: the run is still going when the signal comes.
+    command += ["--max-steps", "100000", "--epochs", "100000", "--lr", "1e-5"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (output / "checkpoint.pt").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = err.decode()
+    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("flowkit: warning: ")]
+    assert process.returncode == 130, text
+    assert len(lines) == 1 and "Traceback" not in text
+    assert lines[0].startswith("flowkit: interrupted at step ")
+    assert lines[0].endswith("; continue with --resume")
+    assert Path(output / "checkpoint.pt").is_file()
+
+
+def test_settings_the_data_rules_out_are_usage_errors(tmp_path, capsys):
+    args = ["train", *TINY_GLOW, "--set", "train.batch_size=512", "--output", tmp_path / "run"]
+    status, _, err = run_main(capsys, *args, "--print-config")
+    assert status == 0, err
+    status, _, err = run_main(capsys, *args)
+    assert status == 2 and not (tmp_path / "run" / "checkpoint.pt").exists()
+    [line] = error_lines(err)
+    assert "512" in line and "128" in line
