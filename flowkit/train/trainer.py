@@ -247,7 +247,7 @@ class Trainer:
         # Start fresh (data-dependent initialisation, broadcast from rank 0) or continue exactly
         # from the checkpoint, with the resumable settings of this call taking effect.
         saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
-        state = self._new_state()
+        # The weight average starts as a copy of the flow, so it is made after initialisation.
         if saved is None:
             initialize(
                 self.flow,
@@ -255,8 +255,10 @@ class Trainer:
                     config.init_batch_size, config.seed, self.process.device
                 ),
             )
+            state = self._new_state()
         else:
             self._check_resumable(saved, run.checkpoint)
+            state = self._new_state()
             state.load_state_dict(saved)
             state.set_learning_rate(config.lr)
         self._state = state

@@ -282,3 +282,17 @@ def test_a_sigkill_in_the_middle_of_a_checkpoint_write_then_resume_matches_the_u
     # Seed 0's first trial kills the run halfway through its 13th checkpoint write.
     assert crash_trials.main(["--trials", "1", "--seed", "0", "--workdir", str(tmp_path)]) == 0
     assert "trial 0: same after save:13:SIGKILL" in capsys.readouterr().out
+
+
+def test_the_weight_average_starts_from_the_initialised_model(blobs, tiny_model_config, tmp_path):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, max_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "never initialised" warning
+        trainer.fit()
+    raw, averaged = trainer.flow.state_dict(), trainer.averaged_flow.state_dict()
+    # After one step the average is within one step of the raw weights everywhere, including
+    # ActNorm's data-dependent scales (an average of the untrained copy would sit at zero).
+    for key in raw:
+        if key.endswith("log_scale") and "norm" in key:
+            assert torch.allclose(raw[key], averaged[key], atol=0.05), key
