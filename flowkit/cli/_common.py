@@ -36,7 +36,8 @@ class UsageError(CommandError):
     status = EXIT_USAGE
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
+    """``text`` (a message or an exception) as one line: its lines joined by semicolons."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowkit",
         description="Train normalizing flows (Glow and the other presets) and use trained ones.",
+        epilog="At start-up every command keeps large tensors on the C heap instead of mapping "
+        "and unmapping them at each step (flowkit.performance.tune_allocator(); glibc only; "
+        "MALLOC_MMAP_MAX_ and MALLOC_TRIM_THRESHOLD_ set in the environment take precedence).",
     )
     _add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

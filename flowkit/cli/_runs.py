@@ -155,9 +155,10 @@ def eval_command(args: argparse.Namespace) -> int:
     if run.is_table:
         table = _run_table(run, args.data, args.split)
         values = np.asarray(table.values, dtype=np.float32)
+        examples: Any = values
         if table.context is not None:
-            values = (values, np.asarray(table.context, dtype=np.float32))
-        data = as_training_data(values, limit=args.num_test)
+            examples = (values, np.asarray(table.context, dtype=np.float32))
+        data = as_training_data(examples, limit=args.num_test)
         source = table.source
     else:
         images = run_images(run, args.data, args.split)

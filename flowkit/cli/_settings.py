@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ def _read_config_file(path: str) -> dict[str, Any]:
         raise CommandError(f"no config file at {file}")
     text = file.read_text()
     if file.suffix == ".toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python < 3.11
-            raise UsageError("TOML config files need Python 3.11+; use JSON") from None
-        content = tomllib.loads(text)
+
+            content = tomllib.loads(text)
+        else:
+            raise UsageError("TOML config files need Python 3.11+; use JSON")
     else:
         try:
             content = json.loads(text)

@@ -1,19 +1,29 @@
-"""Ready-made models assembled from flowkit's parts, each a typed config and a builder, by name."""
+"""Ready-made models assembled from flowkit's parts, each a typed config and a builder, by name.
 
-from flowkit.presets.glow import GlowConfig, GlowFlow, build_glow, glow
-from flowkit.presets.realnvp import RealNVPConfig, build_realnvp, realnvp, realnvp_levels
-from flowkit.presets.registry import (
-    MODELS,
-    ModelEntry,
-    PresetError,
-    build_model,
-    config_from_dict,
-    get_model,
-    register_model,
-)
-from flowkit.presets.standardize import StandardizedContext, standardized
-from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
-from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
+Names resolve on first use, so that listing the run presets (``flowkit presets``) and the registry
+of model families does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowkit.presets.glow import GlowConfig, GlowFlow, build_glow, glow
+    from flowkit.presets.realnvp import RealNVPConfig, build_realnvp, realnvp, realnvp_levels
+    from flowkit.presets.registry import (
+        MODELS,
+        ModelEntry,
+        PresetError,
+        build_model,
+        config_from_dict,
+        get_model,
+        register_model,
+    )
+    from flowkit.presets.standardize import StandardizedContext, standardized
+    from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
+    from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
 
 __all__ = [
     "GlowConfig",
@@ -43,3 +53,45 @@ __all__ = [
     "register_model",
     "standardized",
 ]
+
+# Where each name is defined.
+_HOMES = {
+    "GlowConfig": "flowkit.presets.glow",
+    "GlowFlow": "flowkit.presets.glow",
+    "build_glow": "flowkit.presets.glow",
+    "glow": "flowkit.presets.glow",
+    "RealNVPConfig": "flowkit.presets.realnvp",
+    "build_realnvp": "flowkit.presets.realnvp",
+    "realnvp": "flowkit.presets.realnvp",
+    "realnvp_levels": "flowkit.presets.realnvp",
+    "MODELS": "flowkit.presets.registry",
+    "ModelEntry": "flowkit.presets.registry",
+    "PresetError": "flowkit.presets.registry",
+    "build_model": "flowkit.presets.registry",
+    "config_from_dict": "flowkit.presets.registry",
+    "get_model": "flowkit.presets.registry",
+    "register_model": "flowkit.presets.registry",
+    "StandardizedContext": "flowkit.presets.standardize",
+    "standardized": "flowkit.presets.standardize",
+    "RealNVPTabularConfig": "flowkit.presets.tabular",
+    "build_realnvp_tabular": "flowkit.presets.tabular",
+    "realnvp_tabular": "flowkit.presets.tabular",
+    "MAFConfig": "flowkit.presets.vector",
+    "NSFConfig": "flowkit.presets.vector",
+    "build_maf": "flowkit.presets.vector",
+    "build_nsf": "flowkit.presets.vector",
+    "maf": "flowkit.presets.vector",
+    "nsf": "flowkit.presets.vector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
