@@ -7,6 +7,8 @@ of model families does not import torch.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -95,3 +97,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _PresetsModule(types.ModuleType):
+    """The package, whose functions ``glow`` and ``realnvp`` share their modules' names.
+
+    Importing a submodule binds it as an attribute of the package; the function of the same name
+    (what ``flowkit.presets.glow`` meant when the package imported it eagerly) wins on lookup.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == value.__name__:
+            return getattr(value, name)
+        return value
+
+
+sys.modules[__name__].__class__ = _PresetsModule
