@@ -156,6 +156,10 @@ def library_version(library: str) -> str | None:
     """The installed version of ``library``, or None when it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
+    if library == "flowkit":  # the distribution is flowkit-torch; the module knows its version
+        import flowkit
+
+        return flowkit.__version__
     try:
         return version(library)
     except PackageNotFoundError:
