@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from flowkit._utils import accepts_context, call_network, check_dtype, check_event_shape
 from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Inverse, Shape
-from flowkit.bijectors.maps import AffineMap, ElementwiseMap, Params
+from flowkit.bijectors.maps import AffineMap, ElementwiseMap, Params, check_conditioner_and_map
 from flowkit.bijectors.scale import ScaleFunction
 from flowkit.nn.made import MADE, Order
 
@@ -72,14 +72,7 @@ class Autoregressive(Bijector):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if not isinstance(conditioner, nn.Module):
-            raise TypeError(
-                f"{owner} expects an nn.Module conditioner, got {type(conditioner).__name__}"
-            )
-        if not isinstance(transform, ElementwiseMap):
-            raise TypeError(
-                f"{owner} expects an ElementwiseMap transform, got {type(transform).__name__}"
-            )
+        check_conditioner_and_map(owner, conditioner, transform)
         event_shape = tuple(int(s) for s in event_shape)
         if len(event_shape) not in (1, 2) or min(event_shape) < 1:
             raise ValueError(

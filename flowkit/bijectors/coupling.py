@@ -8,7 +8,13 @@ from torch import Tensor, nn
 from flowkit._utils import accepts_context, call_network, check_event_shape
 from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Rebuilt, Shape
-from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, Params
+from flowkit.bijectors.maps import (
+    AdditiveMap,
+    AffineMap,
+    ElementwiseMap,
+    Params,
+    check_conditioner_and_map,
+)
 from flowkit.bijectors.scale import ScaleFunction
 from flowkit.bijectors.splits import ChannelSplit, Split, split_for
 
@@ -95,14 +101,7 @@ class Coupling(Bijector):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if not isinstance(conditioner, nn.Module):
-            raise TypeError(
-                f"{owner} expects an nn.Module conditioner, got {type(conditioner).__name__}"
-            )
-        if not isinstance(transform, ElementwiseMap):
-            raise TypeError(
-                f"{owner} expects an ElementwiseMap transform, got {type(transform).__name__}"
-            )
+        check_conditioner_and_map(owner, conditioner, transform)
         # Registration order fixes the parameters' order, which optimizer checkpoints rely on.
         self.conditioner = conditioner
         self.transform = transform

@@ -127,6 +127,18 @@ class AdditiveMap(ElementwiseMap):
         return y - params[0], None
 
 
+def check_conditioner_and_map(owner: str, conditioner: object, transform: object) -> None:
+    """Raise a TypeError unless ``conditioner`` is a module and ``transform`` an elementwise map."""
+    if not isinstance(conditioner, nn.Module):
+        raise TypeError(
+            f"{owner} expects an nn.Module conditioner, got {type(conditioner).__name__}"
+        )
+    if not isinstance(transform, ElementwiseMap):
+        raise TypeError(
+            f"{owner} expects an ElementwiseMap transform, got {type(transform).__name__}"
+        )
+
+
 def check_spline_options(owner: str, bins: int, tail_bound: float) -> None:
     """Raise a ValueError naming ``owner`` unless ``bins`` is an int >= 2 and ``tail_bound > 0``."""
     # A single bin with unit end derivatives is the identity whatever its parameters.
