@@ -33,7 +33,7 @@ def sample_command(args: argparse.Namespace) -> int:
 def _sample_images(args: argparse.Namespace, run: Run) -> int:
     import torch
 
-    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.train.samples import write_sample_grid
 
     if args.context:
         raise UsageError(
@@ -55,21 +55,22 @@ def _sample_images(args: argparse.Namespace, run: Run) -> int:
             [classes[i % len(classes)] for i in range(args.num)], device=args.device
         )
     for temperature in args.temperatures or IMAGE_TEMPERATURES:
-        torch.manual_seed(args.seed)
-        with torch.no_grad():
-            images = run.flow.sample(
-                args.num if context is None else None, context=context, temperature=temperature
-            )
-        images = images.float().cpu()
-        bad = ~torch.isfinite(images)
-        if bool(bad.any()):
+        path = output / f"samples_t{temperature:.2f}.png"
+        nonfinite = write_sample_grid(
+            run.flow,
+            path,
+            num=args.num,
+            temperature=temperature,
+            n_bits=run.n_bits,
+            context=context,
+            seed=args.seed,
+        )
+        if nonfinite:
             print(
-                f"flowkit: warning: {int(bad.sum())} non-finite sample values at temperature "
+                f"flowkit: warning: {nonfinite} non-finite sample values at temperature "
                 f"{temperature} (the inverse overflowed); drawn mid-grey",
                 file=sys.stderr,
             )
-        path = output / f"samples_t{temperature:.2f}.png"
-        save_image_grid(to_uint8(images.masked_fill(bad, 0.0), run.n_bits), path)
         print(path)
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,3 @@ def plot_bpd_curve(
     from flowkit.train.plots import plot_curve
 
     return plot_curve(records, path, key="bpd", ylabel=ylabel)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
