@@ -50,6 +50,12 @@ def setup(device: str = "auto") -> Process:
     else:
         target = torch.device("cpu")
     if target.type == "cuda":
+        if not torch.cuda.is_available():
+            from flowkit.train.config import ConfigError
+
+            raise ConfigError(
+                f"device {device!r} asks for CUDA, which is not available here; use 'cpu' or 'auto'"
+            )
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")

@@ -296,3 +296,15 @@ def test_the_weight_average_starts_from_the_initialised_model(blobs, tiny_model_
     for key in raw:
         if key.endswith("log_scale") and "norm" in key:
             assert torch.allclose(raw[key], averaged[key], atol=0.05), key
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_a_cuda_device_without_cuda_is_a_clear_error(
+    blobs, tiny_model_config, tmp_path, monkeypatch, device
+):
+    from flowkit.train import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    train, test = blobs
+    with pytest.raises(ConfigError, match="CUDA, which is not available here"):
+        make_trainer(tiny_model_config, train, test, tmp_path, device=device)
