@@ -11,32 +11,23 @@ from flowkit import from_transform
 from flowkit.bijectors import Bijector
 from flowkit.testing import check_bijector
 from tests.helpers import raises_with
+from tests.testing import test_harness_catches as catches
 
-FEATURES = 3
+FEATURES = catches.FEATURES
 CONTEXT_FEATURES = 2
 
 
-class ContextShift(Bijector):
-    """A correct conditional map: z = x + context @ M, each row shifted by its own context."""
+class ContextShift(catches.ContextShift):
+    """A correct conditional map: z = x + context @ M, each row shifted by its own context.
 
-    event_rank = 1
+    The correct map of ``test_harness_catches``, with a different value in every entry of M, so
+    that each context feature moves each output feature differently.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
-        self.mix = nn.Parameter(
-            torch.linspace(-1.0, 1.0, CONTEXT_FEATURES * FEATURES).reshape(2, 3)
-        )
-
-    def shift(self, context: Tensor | None) -> Tensor:
-        if context is None:
-            raise ValueError("ContextShift expects a context, got None")
-        return context @ self.mix
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x + self.shift(context), x.new_zeros(x.shape[:-1])
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return z - self.shift(context), z.new_zeros(z.shape[:-1])
+        super().__init__(CONTEXT_FEATURES)
+        with torch.no_grad():
+            self.mix.copy_(torch.linspace(-1.0, 1.0, CONTEXT_FEATURES * FEATURES).reshape(2, 3))
 
 
 class ContextMixesRows(ContextShift):
