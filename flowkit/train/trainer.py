@@ -310,8 +310,7 @@ class Trainer:
             if state.batch_in_epoch != 0:
                 self._end_of_epoch(state, run, "end")
                 self._save(state, run)
-        if self._metrics is not None:
-            self._plot(run, final=True)
+        self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
         return result
 
@@ -462,8 +461,7 @@ class Trainer:
 
     def _interrupted(self, state: TrainState, run: RunDirectory) -> None:
         self._save(state, run)
-        if self._metrics is not None:
-            self._plot(run, final=True)
+        self._plot(run, final=True)
         raise TrainingInterrupted(
             f"interrupted at step {state.step}; continue with --resume", state.step
         )
