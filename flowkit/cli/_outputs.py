@@ -246,8 +246,11 @@ def manipulate_command(args: argparse.Namespace) -> int:
 
 def presets_command(args: argparse.Namespace) -> int:
     """List the named run presets and their sources."""
-    from flowkit.presets.runs import RUN_PRESETS
+    from flowkit.presets.runs import RUN_PRESETS, augmentation_of
 
     for name, preset in sorted(RUN_PRESETS.items()):
-        print(f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}")
+        print(
+            f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}\n"
+            f"{'':18s} augmentation: {augmentation_of(preset)}"
+        )
     return 0

@@ -34,9 +34,18 @@ class TrainingData:
 
     is_image = False
     conditional = False
+    # Gaussian noise added to training batches only (TarFlow's training noise); see TrainConfig.
+    noise_std = 0.0
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def _perturb(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """``x`` plus the training noise, drawn for the whole global batch from ``generator``."""
+        if self.noise_std <= 0:
+            return x
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x + self.noise_std * noise.to(x.device)
 
     def check_against(self, flow: Flow, what: str) -> None:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
@@ -114,6 +123,9 @@ class ImageTrainingData(TrainingData):
     """uint8 images ``(N, C, H, W)`` with optional labels, reduced to ``n_bits`` and dequantised."""
 
     is_image = True
+    # Training-time augmentation (see TrainConfig.augment_shift / augment_flip); never evaluation.
+    augment_shift = 0.0
+    augment_flip = False
 
     def __init__(self, images: Tensor, labels: Tensor | None, n_bits: int) -> None:
         self.images = images
@@ -146,10 +158,20 @@ class ImageTrainingData(TrainingData):
                 f"{num_classes} classes"
             )
 
-    def _inputs(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    def _inputs(
+        self, index: Tensor, generator: torch.Generator, *, augment: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         from flowkit.data import to_model_input
+        from flowkit.data.augment import augment_images
 
-        x = to_model_input(self.images[index], self.n_bits, dequantize=True, generator=generator)
+        images = self.images[index]
+        if augment:
+            images = augment_images(
+                images, shift=self.augment_shift, flip=self.augment_flip, generator=generator
+            )
+        x = to_model_input(images, self.n_bits, dequantize=True, generator=generator)
+        if augment:
+            x = self._perturb(x, generator)
         return x, self._labels(index)
 
     def _labels(self, index: Tensor | slice) -> Tensor | None:
@@ -170,10 +192,10 @@ class ImageTrainingData(TrainingData):
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
         """This process's shard of the global batch ``index``.
 
-        The dequantisation noise is drawn for the whole batch, so it does not depend on the number
-        of processes.
+        Augmentation, dequantisation noise and training noise are drawn for the whole batch, so
+        they do not depend on the number of processes.
         """
-        x, labels = self._inputs(index, generator)
+        x, labels = self._inputs(index, generator, augment=True)
         x = self._shard(x, process).to(process.device, non_blocking=True)
         if labels is None:
             return (x,)
@@ -272,7 +294,9 @@ class VectorTrainingData(TrainingData):
 
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
         """This process's shard of the global batch ``index``: the examples and any context."""
-        return tuple(self._shard(t, process).to(process.device) for t in self._inputs(index))
+        x, *context = self._inputs(index)
+        inputs = (self._perturb(x, generator), *context)
+        return tuple(self._shard(t, process).to(process.device) for t in inputs)
 
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
         """None: vector data has no sample grids, so none needs a context."""

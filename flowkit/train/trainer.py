@@ -32,7 +32,12 @@ from flowkit.train.checkpoint import (
     versions,
 )
 from flowkit.train.config import RESUMABLE_SETTINGS, ConfigError, TrainConfig
-from flowkit.train.data import TrainingData, VectorTrainingData, as_training_data
+from flowkit.train.data import (
+    ImageTrainingData,
+    TrainingData,
+    VectorTrainingData,
+    as_training_data,
+)
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
 from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.metrics import MetricsWriter, read_metrics
@@ -173,6 +178,7 @@ class Trainer:
             if test_data is None
             else as_training_data(test_data, config.n_bits, config.num_test)
         )
+        self._configure_perturbations()
         self.model_name, self.model_config = _model_description(model_name, model_config)
         self.data_info: dict[str, Any] = {"kind": "image" if self.train_data.is_image else "vector"}
         if self.train_data.is_image:
@@ -473,6 +479,18 @@ class Trainer:
         return config.max_minutes is not None and state.elapsed >= 60.0 * config.max_minutes
 
     # --- setting up -------------------------------------------------------------------------------
+    def _configure_perturbations(self) -> None:
+        """Hand the augmentation and training-noise settings to the training data (never test)."""
+        config = self.config
+        if not self.train_data.is_image and (config.augment_shift > 0 or config.augment_flip):
+            raise ConfigError(
+                "augment_shift and augment_flip apply to images; the training data are vectors"
+            )
+        if isinstance(self.train_data, ImageTrainingData):
+            self.train_data.augment_shift = config.augment_shift
+            self.train_data.augment_flip = config.augment_flip
+        self.train_data.noise_std = config.noise_std
+
     def _parameters(self) -> list[nn.Parameter]:
         return [p for p in self.flow.parameters() if p.requires_grad]
 
@@ -492,8 +510,9 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
         )
+        average = _warmed_up_average(beta2) if config.ema_warmup else get_ema_multi_avg_fn(beta2)
         ema = (
-            AveragedModel(self.flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False)
+            AveragedModel(self.flow, multi_avg_fn=average, use_buffers=False)
             if config.ema
             else None
         )
@@ -676,6 +695,27 @@ class _InterruptFlag:
     def __exit__(self, *exc_info: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def _warmed_up_average(decay: float) -> Any:
+    """A weight-average update whose decay warms up as ``min(decay, (1 + n) / (10 + n))``.
+
+    ``n`` is the number of updates the average has had (torch's ``AveragedModel.n_averaged``,
+    saved with it, so a resumed run continues the schedule). Early on the average follows the
+    weights closely; after about ``10 / (1 - decay)`` updates it is the constant-decay average.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], count: Tensor) -> None:
+        n = float(count)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        if averaged and torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:
+            for mean, value in zip(averaged, current):
+                mean.copy_(mean * (1 - weight) + value * weight)
+
+    return update
 
 
 def _model_description(
