@@ -27,7 +27,7 @@ from flowkit.distributions import (
     VariationalDequantizer,
     uniform_noise,
 )
-from flowkit.train.objectives import BitsPerDim
+from flowkit.train.objectives import BitsPerDim, bits_per_dim
 
 EVENT = (1, 2, 2)
 N_BITS = 2
@@ -114,10 +114,13 @@ def test_uniform_dequantization_matches_to_model_input_and_bits_per_dim(n_bits: 
     # Bits per dimension equal the trainer's objective on to_model_input's output.
     with torch.no_grad():
         _, log_prob = model.latent_and_log_prob(reduced, noise=noise)
-        expected = BitsPerDim(flow, n_bits)(reference)["bpd"]
+        expected = bits_per_dim(flow.log_prob(reference), model.num_dims, n_bits)
         assert torch.equal(-log_prob / (model.num_dims * math.log(2.0)), expected)
         bits = model.bits_per_dim(reduced, generator=torch.Generator().manual_seed(3))
         assert torch.equal(bits, expected)
+        # ... and the trainer's objective, which takes the integers and their noise.
+        objective = BitsPerDim(flow, n_bits)(reduced, noise)["bpd"]
+        assert torch.equal(objective, expected)
 
 
 @pytest.mark.parametrize("n_bits", [1, 8, 12, 16])

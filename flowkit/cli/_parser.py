@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--num-test", type=int, help="evaluate only the first N examples")
     evaluate.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="images: the importance-weighted bound over K dequantisation draws (tighter as K "
+        "grows; default 1, the training objective)",
+    )
+    evaluate.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="arithmetic precision"
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")

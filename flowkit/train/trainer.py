@@ -21,9 +21,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from flowkit.bijectors.cache import clear_caches
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 from flowkit.errors import FlowkitError
-from flowkit.initialization import initialize
 from flowkit.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -153,7 +152,7 @@ class Trainer:
 
     def __init__(
         self,
-        flow: Flow,
+        flow: Flow | Dequantized,
         config: TrainConfig,
         train_data: Any,
         test_data: Any = None,
@@ -163,8 +162,10 @@ class Trainer:
         data_info: dict[str, Any] | None = None,
         run_info: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(flow, Flow):
-            raise TypeError(f"Trainer expects a flowkit Flow, got {type(flow).__name__}")
+        if not isinstance(flow, (Flow, Dequantized)):
+            raise TypeError(
+                f"Trainer expects a flowkit Flow or Dequantized model, got {type(flow).__name__}"
+            )
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
         self.config = config
@@ -201,11 +202,16 @@ class Trainer:
                 f"the training set has {len(self.train_data)} examples, fewer than one batch "
                 f"of {config.batch_size}; lower batch_size"
             )
-        self.objective: Objective = (
-            BitsPerDim(self.flow, config.n_bits)
-            if self.train_data.is_image
-            else NatsPerExample(self.flow)
-        )
+        if isinstance(self.train_data, ImageTrainingData):
+            self.objective: Objective = BitsPerDim(self.flow, config.n_bits)
+            # The model trained and initialised: the flow itself or its uniform dequantisation.
+            self.model: nn.Module = self.objective.model
+            self.train_data.centered_noise = self.objective.model.dequantizer is not None
+        elif isinstance(self.flow, Dequantized):
+            raise TypeError("a Dequantized model needs integer images, got vector data")
+        else:
+            self.objective = NatsPerExample(self.flow)
+            self.model = self.flow
         self._state: TrainState | None = None
         self._metrics: MetricsWriter | None = None
         self._result = TrainResult(0, 0, unit=self.objective.unit)
@@ -255,11 +261,8 @@ class Trainer:
         saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
         # The weight average starts as a copy of the flow, so it is made after initialisation.
         if saved is None:
-            initialize(
-                self.flow,
-                *self.train_data.init_batch(
-                    config.init_batch_size, config.seed, self.process.device
-                ),
+            self.train_data.initialize(
+                self.model, config.init_batch_size, config.seed, self.process.device
             )
             state = self._new_state()
         else:
@@ -424,6 +427,7 @@ class Trainer:
                     record["nonfinite_samples"] = nonfinite
             elif (
                 isinstance(self.train_data, VectorTrainingData)
+                and isinstance(evaluated, Flow)
                 and math.prod(self.flow.event_shape) == 2
                 and not self.train_data.conditional
             ):
@@ -617,7 +621,7 @@ class Trainer:
         self._plotted_records = self._metrics.count
 
     @property
-    def averaged_flow(self) -> Flow:
+    def averaged_flow(self) -> Flow | Dequantized:
         """The flow with the Polyak-averaged weights (what evaluation and sampling use).
 
         The raw, optimised weights stay in ``trainer.flow``; without ``config.ema`` both are the
@@ -631,7 +635,9 @@ class Trainer:
         return self._state
 
     @torch.no_grad()
-    def evaluate(self, flow: Flow | None = None, *, dtype: torch.dtype | None = None) -> float:
+    def evaluate(
+        self, flow: Flow | Dequantized | None = None, *, dtype: torch.dtype | None = None
+    ) -> float:
         """Mean test bits/dim (nats per example for vectors) over the test set.
 
         The set is sharded over processes; images are dequantised with fixed noise.
@@ -641,7 +647,7 @@ class Trainer:
         flow = self.flow if flow is None else flow
         return self.test_data.evaluate(flow, self.config.test_batch_size, self.process, dtype=dtype)
 
-    def write_samples(self, flow: Flow, epoch: int) -> dict[str, int]:
+    def write_samples(self, flow: Flow | Dequantized, epoch: int) -> dict[str, int]:
         """Write one sample grid per temperature (same noise every epoch, so grids are comparable).
 
         Returns the count of non-finite sample values per temperature (drawn mid-grey).
@@ -662,10 +668,7 @@ class Trainer:
 
     def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
         if not bool(torch.isfinite(loss)):
-            context = inputs[1] if len(inputs) > 1 else None
-            name = locate_nonfinite(
-                self.flow, inputs[0], context if self.train_data.conditional else None
-            )
+            name = locate_nonfinite(self.objective, *inputs)
             return (
                 f"first non-finite output at {name}"
                 if name
