@@ -44,12 +44,13 @@ from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
-from flowkit.bijectors.splits import ChannelSplit, MaskSplit, Split
+from flowkit.bijectors.splits import ChannelSplit, CheckerboardSplit, MaskSplit, Split
 
 __all__ = [
     "Split",
     "MaskSplit",
     "ChannelSplit",
+    "CheckerboardSplit",
     "SplineMap",
     "ElementwiseMap",
     "AffineMap",

@@ -2,6 +2,7 @@
 
 from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
+from flowkit.nn.convattn import ConvAttn, ConvAttnBlock
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
@@ -11,6 +12,8 @@ from flowkit.nn.scale import ScaledTanh
 
 __all__ = [
     "ActNorm",
+    "ConvAttn",
+    "ConvAttnBlock",
     "EdgeConv2d",
     "GlowConditioner",
     "GlowTopPrior",

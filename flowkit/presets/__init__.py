@@ -12,6 +12,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from flowkit.presets.flowpp import FlowPPConfig, build_flowpp, flowpp
     from flowkit.presets.glow import GlowConfig, GlowFlow, build_glow, glow
     from flowkit.presets.realnvp import RealNVPConfig, build_realnvp, realnvp, realnvp_levels
     from flowkit.presets.registry import (
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
 
 __all__ = [
+    "FlowPPConfig",
     "GlowConfig",
     "GlowFlow",
     "MAFConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "RealNVPConfig",
     "RealNVPTabularConfig",
     "StandardizedContext",
+    "build_flowpp",
     "build_glow",
     "build_maf",
     "build_model",
@@ -46,6 +49,7 @@ __all__ = [
     "build_realnvp_tabular",
     "config_from_dict",
     "get_model",
+    "flowpp",
     "glow",
     "maf",
     "nsf",
@@ -58,6 +62,9 @@ __all__ = [
 
 # Where each name is defined.
 _HOMES = {
+    "FlowPPConfig": "flowkit.presets.flowpp",
+    "build_flowpp": "flowkit.presets.flowpp",
+    "flowpp": "flowkit.presets.flowpp",
     "GlowConfig": "flowkit.presets.glow",
     "GlowFlow": "flowkit.presets.glow",
     "build_glow": "flowkit.presets.glow",
@@ -100,7 +107,7 @@ def __dir__() -> list[str]:
 
 
 class _PresetsModule(types.ModuleType):
-    """The package, whose functions ``glow`` and ``realnvp`` share their modules' names.
+    """The package, whose functions ``glow``, ``realnvp`` and ``flowpp`` share their modules' names.
 
     Importing a submodule binds it as an attribute of the package; the function of the same name
     (what ``flowkit.presets.glow`` meant when the package imported it eagerly) wins on lookup.

@@ -100,6 +100,15 @@ for _entry in (
         "RealNVP's multi-scale image flow (Dinh et al. 2017)",
     ),
     ModelEntry(
+        "flowpp",
+        "image",
+        "flowkit.presets.flowpp",
+        "FlowPPConfig",
+        "build_flowpp",
+        "Flow++: logistic-mixture couplings, conv-attn networks, learned dequantization "
+        "(Ho et al. 2019)",
+    ),
+    ModelEntry(
         "realnvp-tabular",
         "vector",
         "flowkit.presets.tabular",

@@ -16,6 +16,20 @@ from flowkit.train import CheckpointError, TrainConfig, Trainer, load_checkpoint
 TINY = {
     "glow": {"K": 1, "L": 2, "input_shape": (1, 8, 8), "hidden_channels": 8, "seed": 0},
     "realnvp": {"input_shape": (1, 8, 8), "levels": 2, "hidden_channels": 4, "blocks": 1},
+    "flowpp": {
+        "input_shape": (1, 8, 8),
+        "filters": 4,
+        "components": 2,
+        "blocks": 1,
+        "heads": 2,
+        "couplings": (1, 1, 1),
+        "dequantizer_couplings": 1,
+        "dequantizer_filters": 4,
+        "dequantizer_blocks": 1,
+        "feature_channels": 2,
+        "feature_blocks": 1,
+        "seed": 0,
+    },
     "realnvp-tabular": {
         "features": 3,
         "context_features": 2,

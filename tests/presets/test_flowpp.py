@@ -1,0 +1,157 @@
+"""Flow++ preset: contract of its flows, the discrete likelihood, sampling, config, size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import flowkit
+from flowkit.bijectors import Compose
+from flowkit.presets import FlowPPConfig, flowpp
+from flowkit.presets.flowpp import flowpp_parameter_count
+from flowkit.testing import check_bijector
+
+# The official CIFAR-10 model's parameter count (flows/run_cifar.py's docstring).
+OFFICIAL_CIFAR10_PARAMETERS = 31_443_440
+
+TINY = dict(
+    input_shape=(1, 4, 4),
+    filters=4,
+    components=2,
+    blocks=1,
+    heads=2,
+    dropout=0.0,
+    couplings=(1, 1, 1),
+    dequantizer_couplings=2,
+    dequantizer_filters=4,
+    dequantizer_blocks=1,
+    feature_channels=2,
+    feature_blocks=1,
+    seed=0,
+)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def test_main_flow_honours_the_bijector_contract() -> None:
+    model = flowpp(**TINY)
+    # After the fixed logit preprocessing (checked with Logit), on the whole real line.
+    parts = list(model.flow.bijector.bijectors)
+    assert [type(part).__name__ for part in parts[:2]] == ["Affine", "Logit"]
+    check_bijector(Compose(parts[2:]), (1, 4, 4), check_transform=False)
+
+
+def test_dequantizer_flow_honours_the_bijector_contract() -> None:
+    model = flowpp(**TINY)
+    assert model.dequantizer is not None
+    # The features of a 1x4x4 image: 2 channels at half width.
+    check_bijector(model.dequantizer.bijector, (1, 4, 4), (2, 4, 2), check_transform=False)
+
+
+def _perturbed(model: torch.nn.Module, scale: float = 0.1) -> None:
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+def test_log_prob_is_finite_and_trains_the_dequantizer() -> None:
+    model = flowpp(**TINY)
+    # Away from the zero start, so that every layer passes gradient on.
+    _perturbed(model)
+    images = torch.randint(0, 256, (5, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    flowkit.initialize(model, images)
+    log_prob = model.log_prob(images, generator=torch.Generator().manual_seed(1))
+    assert log_prob.shape == (5,) and bool(torch.isfinite(log_prob).all())
+    # A lower bound on log P(x) of a probability mass function: below 0.
+    assert bool((log_prob < 0).all())
+    log_prob.sum().backward()
+    assert model.dequantizer is not None
+    for name, part in (
+        ("features", model.dequantizer.features),
+        ("couplings", model.dequantizer.bijector),
+        ("flow", model.flow),
+    ):
+        assert part is not None
+        norm = sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None)
+        assert math.isfinite(norm) and norm > 0, f"no gradient reaches the {name}"
+
+
+def test_samples_are_integer_images() -> None:
+    model = flowpp(**TINY).eval()
+    torch.manual_seed(0)
+    samples = model.sample(6)
+    assert samples.dtype == torch.int64 and samples.shape == (6, 1, 4, 4)
+    assert int(samples.min()) >= 0 and int(samples.max()) < 256
+
+
+def test_without_dequantizer_couplings_dequantization_is_uniform() -> None:
+    model = flowpp(**{**TINY, "dequantizer_couplings": 0, "n_bits": 5})
+    assert model.dequantizer is None and model.n_bits == 5
+    images = torch.randint(0, 32, (4, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    flowkit.initialize(model, images)
+    assert bool(torch.isfinite(model.log_prob(images)).all())
+
+
+def test_the_same_seed_gives_the_same_model() -> None:
+    first, second = flowpp(**TINY), flowpp(**TINY)
+    other = flowpp(**{**TINY, "seed": 1})
+    pairs = list(zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values())
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY,
+        {**TINY, "input_shape": (3, 8, 12), "couplings": (2, 0, 1), "heads": 1},
+        {**TINY, "dequantizer_couplings": 0},
+    ],
+    ids=["tiny", "rgb", "uniform"],
+)
+def test_parameter_count_formula_is_exact(config: dict) -> None:
+    assert flowpp_parameter_count(FlowPPConfig(**config)) == _count(flowpp(**config))
+
+
+def test_cifar10_model_has_the_papers_size() -> None:
+    from flowkit.presets.runs import get_run_preset
+
+    config = FlowPPConfig(**get_run_preset("flowpp-cifar10").model)
+    assert config == FlowPPConfig(seed=0)  # the preset is the config's defaults
+    count = _count(flowpp(**{**get_run_preset("flowpp-cifar10").model, "seed": None}))
+    assert count == flowpp_parameter_count(config)
+    assert abs(count - OFFICIAL_CIFAR10_PARAMETERS) < 0.15 * OFFICIAL_CIFAR10_PARAMETERS
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"input_shape": (1, 4, 6)}, ValueError, "width divisible by 4, got 4x6"),
+        ({"input_shape": (1, 3, 4)}, ValueError, "height divisible by 2"),
+        ({"input_shape": (1, 4)}, ValueError, "input_shape as"),
+        ({"filters": 5}, ValueError, "heads to divide filters"),
+        ({"feature_channels": 3}, ValueError, "heads to divide feature_channels"),
+        ({"components": 0}, ValueError, "components as an int"),
+        ({"blocks": 1.5}, TypeError, "blocks as an int"),
+        ({"dropout": 1.0}, ValueError, "dropout as a finite number"),
+        ({"couplings": (0, 0, 0)}, ValueError, "at least one coupling"),
+        ({"couplings": (1, 1)}, ValueError, "couplings as"),
+        ({"n_bits": 0}, ValueError, "n_bits as an int"),
+        ({"seed": "0"}, TypeError, "seed as an int"),
+    ],
+)
+def test_config_rejects_bad_values(change: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        FlowPPConfig(**{**TINY, **change})
+
+
+def test_config_takes_lists_from_json() -> None:
+    config = FlowPPConfig(**{**TINY, "input_shape": [1, 4, 4], "couplings": [1, 1, 1]})
+    assert config == FlowPPConfig(**TINY)
