@@ -25,6 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.common import ROOT  # noqa: E402
+from benchmarks.plan import allocator_env  # noqa: E402
 from benchmarks.reproduce import ablation, samples, time_to_quality  # noqa: E402
 from benchmarks.reproduce.common import (  # noqa: E402
     DATASETS,
@@ -36,7 +37,6 @@ from benchmarks.reproduce.common import (  # noqa: E402
     run_workers,
     worker_env,
 )
-from benchmarks.plan import allocator_env  # noqa: E402
 
 __all__ = ["main"]
 

@@ -1,4 +1,4 @@
-"""Glow's Figure 3: channel permutation (reverse, shuffle, 1x1 convolution) x coupling (additive, affine).
+"""Glow's Figure 3: permutation (reverse, shuffle, 1x1 convolution) x coupling (additive, affine).
 
 Six variants of one architecture, each trained for the same number of steps from several seeds on
 Fashion-MNIST and CIFAR-10; the test bits/dim along the way gives learning curves (mean and the

@@ -161,7 +161,7 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a JSON-lines file (none when it does not exist); a torn last line is skipped."""
+    """Every record of a JSON-lines file (none when it is missing); torn lines are skipped."""
     if not path.exists():
         return []
     records = []

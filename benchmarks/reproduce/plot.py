@@ -24,6 +24,8 @@ COLORS = (
 )
 # Opacity of a series' band (min to max over seeds) behind its line.
 BAND_ALPHA = 60
+# Length in pixels of a dash (and of the gap after it) of a dashed series.
+DASH = 8
 PANEL_SIZE = (520, 380)
 MARGIN = {"left": 70, "right": 16, "top": 34, "bottom": 48}
 
@@ -137,8 +139,18 @@ def _draw_panel(image: Image.Image, origin: tuple[int, int], panel: Panel) -> No
         points = [at(x, y) for x, y in zip(series.x, series.y) if math.isfinite(y)]
         if len(points) > 1:
             if series.dashed:
-                for a, b in zip(points[::2], points[1::2]):
-                    draw.line([a, b], fill=color, width=2)
+                for a, b in zip(points, points[1:]):
+                    length = math.hypot(b[0] - a[0], b[1] - a[1])
+                    for start in range(0, int(length), 2 * DASH):
+                        t0, t1 = start / length, min(start + DASH, length) / length
+                        draw.line(
+                            [
+                                (a[0] + t0 * (b[0] - a[0]), a[1] + t0 * (b[1] - a[1])),
+                                (a[0] + t1 * (b[0] - a[0]), a[1] + t1 * (b[1] - a[1])),
+                            ],
+                            fill=color,
+                            width=2,
+                        )
             else:
                 draw.line(points, fill=color, width=2, joint="curve")
         for px, py in points:

@@ -1,4 +1,4 @@
-"""Time to quality: flowkit's Glow against normflows' Glow on Fashion-MNIST at equal wall-clock budgets.
+"""Time to quality: flowkit's Glow against normflows' on Fashion-MNIST, equal wall-clock budgets.
 
 Both libraries build the same architecture (``benchmarks/models.py``: the ``glow-small`` run
 preset's model) and train, one after the other, for ``--minutes`` of training time each, at their
