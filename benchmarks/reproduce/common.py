@@ -300,6 +300,7 @@ def run_workers(
                 file=sys.stderr,
                 flush=True,
             )
+        print(f"{len(specs)} runs in {time.perf_counter() - began:.0f} s", file=sys.stderr)
         return statuses
 
     def one(index_spec: tuple[int, dict[str, Any]]) -> int:
