@@ -1,0 +1,233 @@
+"""Rerun Glow's experiments at CPU scale.
+
+Usage::
+
+    python -m benchmarks.reproduce all [--quick]          # everything
+    python -m benchmarks.reproduce ablation --jobs 2      # Figure 3: permutation x coupling
+    python -m benchmarks.reproduce samples                # temperatures, classes, latent space
+    python -m benchmarks.reproduce time-to-quality --minutes 20
+
+Records (JSON lines), run directories and Markdown tables go to ``--output`` (default
+``runs/reproduce``, ``runs/reproduce-quick`` with ``--quick``); figures go to ``--figures``
+(default ``docs/images/reproduce`` for full runs, ``<output>/figures`` for quick ones). Every
+experiment resumes: finished runs are skipped, an interrupted one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from benchmarks.common import ROOT  # noqa: E402
+from benchmarks.plan import allocator_env  # noqa: E402
+from benchmarks.reproduce import ablation, samples, time_to_quality  # noqa: E402
+from benchmarks.reproduce.common import (  # noqa: E402
+    DATASETS,
+    FIGURES,
+    dataset_path,
+    parse_options,
+    prepare_dataset,
+    read_records,
+    run_workers,
+    worker_env,
+)
+
+__all__ = ["main"]
+
+EXPERIMENTS = ("ablation", "samples", "time-to-quality")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in (*EXPERIMENTS, "all"):
+        sub = commands.add_parser(name, help=f"run {'every experiment' if name == 'all' else name}")
+        sub.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+        sub.add_argument("--output", help="records, runs and tables (default runs/reproduce)")
+        sub.add_argument("--figures", help="figures (default docs/images/reproduce)")
+        sub.add_argument(
+            "--fashion-mnist",
+            help="folder of Fashion-MNIST's idx.gz files ('synthetic' with --quick)",
+        )
+        sub.add_argument("--cifar10", help="the CIFAR-10 JPEG archive ('synthetic' with --quick)")
+        sub.add_argument(
+            "--train-option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="a TrainConfig field for every flowkit run (value read as JSON); repeatable",
+        )
+        sub.add_argument(
+            "--model-option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="a GlowConfig field for every flowkit model; repeatable",
+        )
+        sub.add_argument("--python", default=sys.executable, help="interpreter of the workers")
+        if name in ("ablation", "all"):
+            sub.add_argument("--jobs", type=int, default=1, help="ablation runs in parallel")
+            sub.add_argument("--seeds", default="0,1,2", help="ablation seeds (comma-separated)")
+            sub.add_argument("--steps", type=int, help="ablation: optimizer steps per run")
+        if name in ("ablation", "samples", "all"):
+            sub.add_argument("--datasets", default=",".join(DATASETS), help="fashion-mnist,cifar10")
+        if name in ("time-to-quality", "all"):
+            sub.add_argument("--minutes", type=float, help="training budget per library (20)")
+            sub.add_argument(
+                "--threads", type=int, help="time-to-quality: torch threads (default: torch's)"
+            )
+            sub.add_argument("--seed", type=int, default=0, help="time-to-quality: seed")
+    return parser
+
+
+def _datasets(args: argparse.Namespace, names: list[str], cache_dir: Path) -> dict[str, Path]:
+    given = {"fashion-mnist": args.fashion_mnist, "cifar10": args.cifar10}
+    caches = {}
+    for name in names:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; expected some of {list(DATASETS)}")
+        source = dataset_path(name, given[name], args.quick)
+        caches[name], described = prepare_dataset(name, source, cache_dir, quick=args.quick)
+        print(f"{name}: {described}", file=sys.stderr)
+    return caches
+
+
+def _options(args: argparse.Namespace) -> tuple[dict, dict]:
+    return (
+        parse_options(args.train_option, "--train-option"),
+        parse_options(args.model_option, "--model-option"),
+    )
+
+
+def run_ablation(args: argparse.Namespace, output: Path, figures: Path) -> int:
+    """Train every missing (dataset, variant, seed), then write the table and the figures."""
+    import dataclasses
+
+    sizes = ablation.QUICK if args.quick else ablation.FULL
+    if args.steps is not None:
+        sizes = dataclasses.replace(sizes, steps=args.steps)
+    where = output / "ablation"
+    caches = _datasets(args, args.datasets.split(","), output / "data")
+    train_options, model_options = _options(args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        seeds = seeds[:2]
+    plan = ablation.build_plan(
+        datasets=caches,
+        seeds=seeds,
+        sizes=sizes,
+        output=where,
+        threads=1,
+        train_options=train_options,
+        model_options=model_options,
+    )
+    statuses = run_workers(
+        plan,
+        jobs=args.jobs,
+        in_process=args.jobs <= 1,
+        python=args.python,
+        env=worker_env(1),
+        label=lambda s: f"ablation {s['dataset']} {s['variant']} seed {s['seed']}",
+    )
+    records = [r for r in read_records(where / "records.jsonl") if r["dataset"] in caches]
+    summaries = ablation.summarize(records, sizes.steps)
+    table = ablation.render_table(summaries, sizes.steps)
+    (where / "ablation.md").write_text(table)
+    for path in ablation.write_figures(summaries, figures):
+        print(f"wrote {path}", file=sys.stderr)
+    print(table)
+    return int(any(statuses))
+
+
+def run_samples(args: argparse.Namespace, output: Path, figures: Path) -> int:
+    """Train (or resume) the models per dataset, then write grids, the table and the figures."""
+    from benchmarks.reproduce.common import append_record
+
+    sizes = samples.QUICK if args.quick else samples.FULL
+    where = output / "samples"
+    caches = _datasets(args, args.datasets.split(","), output / "data")
+    train_options, model_options = _options(args)
+    options = {"train": train_options, "model": model_options}
+    records = []
+    for dataset, cache in caches.items():
+        records += samples.run_dataset(dataset, cache, sizes, where, figures, options)
+        samples.write_figure(records, dataset, figures / f"temperature-{dataset}.png")
+    path = where / "records.jsonl"
+    path.unlink(missing_ok=True)
+    for record in records:
+        append_record(path, record)
+    table = samples.render_table(records, sizes.n_bits)
+    (where / "samples.md").write_text(table)
+    print(table)
+    return 0
+
+
+def run_time_to_quality(args: argparse.Namespace, output: Path, figures: Path) -> int:
+    """Train normflows, then flowkit, for the budget each; then the table, figure and ratio."""
+    import dataclasses
+
+    sizes = time_to_quality.QUICK if args.quick else time_to_quality.FULL
+    if args.minutes is not None:
+        sizes = dataclasses.replace(sizes, minutes=args.minutes)
+    where = output / "time-to-quality"
+    caches = _datasets(args, ["fashion-mnist"], output / "data")
+    train_options, model_options = _options(args)
+    plan = time_to_quality.build_plan(
+        cache=caches["fashion-mnist"],
+        sizes=sizes,
+        output=where,
+        threads=args.threads,
+        seed=args.seed,
+        train_options=train_options,
+        model_options=model_options,
+    )
+    env = worker_env(args.threads)
+    env.update(allocator_env("tuned", env))
+    statuses = run_workers(
+        plan,
+        jobs=1,
+        # Full runs: each library in a fresh process under the tuned allocator.
+        in_process=args.quick,
+        python=args.python,
+        env=env,
+        label=lambda s: f"time-to-quality {s['library']}",
+    )
+    summary = time_to_quality.summarize(read_records(where / "records.jsonl"))
+    table = time_to_quality.render_table(summary)
+    (where / "time-to-quality.md").write_text(table)
+    (where / "summary.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=1) + "\n"
+    )
+    time_to_quality.write_figure(summary, figures / "time-to-quality.png")
+    print(table)
+    return int(any(statuses))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen experiment (or all of them); 0 when every run succeeded."""
+    args = _parser().parse_args(argv)
+    default = "runs/reproduce-quick" if args.quick else "runs/reproduce"
+    output = Path(args.output or os.path.join(ROOT, default)).resolve()
+    if args.figures:
+        figures = Path(args.figures).resolve()
+    else:
+        figures = output / "figures" if args.quick else FIGURES
+    runners = {
+        "ablation": run_ablation,
+        "samples": run_samples,
+        "time-to-quality": run_time_to_quality,
+    }
+    chosen = EXPERIMENTS if args.command == "all" else (args.command,)
+    status = 0
+    for name in chosen:
+        print(f"== {name}", file=sys.stderr)
+        status |= runners[name](args, output, figures)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
