@@ -36,7 +36,7 @@ from flowkit.bijectors.linear_vector import (
 from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, SplineMap
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
-from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
+from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 from flowkit.bijectors.splits import ChannelSplit, MaskSplit, Split
 
@@ -73,6 +73,7 @@ __all__ = [
     "Logit",
     "MaskedAffineAutoregressive",
     "ParameterCache",
+    "Patchify",
     "Permute",
     "QRLinear",
     "RationalQuadraticSpline",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from flowkit.presets.standardize import StandardizedContext, standardized
     from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
+    from flowkit.presets.tarflow import TarFlowConfig, TarFlowFlow, build_tarflow, denoise, tarflow
     from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
 
 __all__ = [
@@ -38,13 +39,17 @@ __all__ = [
     "RealNVPConfig",
     "RealNVPTabularConfig",
     "StandardizedContext",
+    "TarFlowConfig",
+    "TarFlowFlow",
     "build_glow",
     "build_maf",
     "build_model",
     "build_nsf",
     "build_realnvp",
     "build_realnvp_tabular",
+    "build_tarflow",
     "config_from_dict",
+    "denoise",
     "get_model",
     "glow",
     "maf",
@@ -54,6 +59,7 @@ __all__ = [
     "realnvp_tabular",
     "register_model",
     "standardized",
+    "tarflow",
 ]
 
 # Where each name is defined.
@@ -78,6 +84,11 @@ _HOMES = {
     "RealNVPTabularConfig": "flowkit.presets.tabular",
     "build_realnvp_tabular": "flowkit.presets.tabular",
     "realnvp_tabular": "flowkit.presets.tabular",
+    "TarFlowConfig": "flowkit.presets.tarflow",
+    "TarFlowFlow": "flowkit.presets.tarflow",
+    "build_tarflow": "flowkit.presets.tarflow",
+    "denoise": "flowkit.presets.tarflow",
+    "tarflow": "flowkit.presets.tarflow",
     "MAFConfig": "flowkit.presets.vector",
     "NSFConfig": "flowkit.presets.vector",
     "build_maf": "flowkit.presets.vector",
@@ -100,7 +111,7 @@ def __dir__() -> list[str]:
 
 
 class _PresetsModule(types.ModuleType):
-    """The package, whose functions ``glow`` and ``realnvp`` share their modules' names.
+    """The package, whose functions ``glow``, ``realnvp`` and ``tarflow`` share their modules' names.
 
     Importing a submodule binds it as an attribute of the package; the function of the same name
     (what ``flowkit.presets.glow`` meant when the package imported it eagerly) wins on lookup.

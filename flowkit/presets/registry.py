@@ -99,6 +99,14 @@ for _entry in (
         "RealNVP's multi-scale image flow (Dinh et al. 2017)",
     ),
     ModelEntry(
+        "tarflow",
+        "image",
+        "flowkit.presets.tarflow",
+        "TarFlowConfig",
+        "build_tarflow",
+        "TarFlow: causal transformer flows on image patches (Zhai et al. 2025)",
+    ),
+    ModelEntry(
         "realnvp-tabular",
         "vector",
         "flowkit.presets.tabular",
