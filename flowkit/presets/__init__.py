@@ -111,7 +111,7 @@ def __dir__() -> list[str]:
 
 
 class _PresetsModule(types.ModuleType):
-    """The package, whose functions ``glow``, ``realnvp`` and ``tarflow`` share their modules' names.
+    """The package, whose functions glow, realnvp and tarflow share their modules' names.
 
     Importing a submodule binds it as an attribute of the package; the function of the same name
     (what ``flowkit.presets.glow`` meant when the package imported it eagerly) wins on lookup.
