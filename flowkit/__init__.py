@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from flowkit.bijectors import Bijector, Compose, Inverse, InverseNotAvailable, from_transform
     from flowkit.distributions import (
         ConditionalDiagonalNormal,
+        Dequantized,
         DiagonalNormal,
         Flow,
         FlowDistribution,
         StandardNormal,
+        VariationalDequantizer,
     )
     from flowkit.errors import FlowkitError
     from flowkit.initialization import initialize
@@ -36,6 +38,7 @@ __all__ = [
     "Bijector",
     "Compose",
     "ConditionalDiagonalNormal",
+    "Dequantized",
     "DiagonalNormal",
     "Flow",
     "FlowDistribution",
@@ -43,6 +46,7 @@ __all__ = [
     "Inverse",
     "InverseNotAvailable",
     "StandardNormal",
+    "VariationalDequantizer",
     "bijectors",
     "data",
     "distributions",
@@ -65,10 +69,12 @@ _OBJECTS = {
     "InverseNotAvailable": "flowkit.bijectors",
     "from_transform": "flowkit.bijectors",
     "ConditionalDiagonalNormal": "flowkit.distributions",
+    "Dequantized": "flowkit.distributions",
     "DiagonalNormal": "flowkit.distributions",
     "Flow": "flowkit.distributions",
     "FlowDistribution": "flowkit.distributions",
     "StandardNormal": "flowkit.distributions",
+    "VariationalDequantizer": "flowkit.distributions",
     "initialize": "flowkit.initialization",
     "FlowkitError": "flowkit.errors",
     "fit": "flowkit.train",

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -25,16 +25,18 @@ def load(
     path: str | os.PathLike,
     *,
     weights: str = "averaged",
-    flow: Flow | None = None,
+    flow: Flow | Dequantized | None = None,
     map_location: str | torch.device = "cpu",
-) -> Flow:
-    """The flow stored in a training checkpoint, in eval mode.
+) -> Flow | Dequantized:
+    """The model stored in a training checkpoint, in eval mode.
 
     A checkpoint of a registered preset (``glow``, ``realnvp``, ``maf``, ``nsf``, ...) records the
     model family and its config: the flow is rebuilt from them (configs are checked before
     anything is built) and, for tables, wrapped in the stored standardisation, so it takes and
-    returns data in the data's own units. A checkpoint of a custom flow holds only weights: pass
-    your own module as ``flow`` to receive them.
+    returns data in the data's own units. Image families whose model is a distribution over
+    integer images (Flow++) come back as a :class:`~flowkit.distributions.Dequantized`. A
+    checkpoint of a custom flow holds only weights: pass your own module as ``flow`` to receive
+    them.
 
     Args:
         path: A ``checkpoint.pt`` written by the Trainer.
@@ -67,17 +69,20 @@ def load_flow(
     path: str | os.PathLike,
     *,
     weights: str = "averaged",
-    flow: Flow | None = None,
+    flow: Flow | Dequantized | None = None,
     map_location: str | torch.device = "cpu",
-) -> tuple[Flow, dict[str, Any]]:
+) -> tuple[Flow | Dequantized, dict[str, Any]]:
     """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``)."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be 'averaged' or 'raw', got {weights!r}")
     state = load_checkpoint(path, map_location=map_location)
     if flow is None:
         flow = _rebuild(path, state)
-    elif not isinstance(flow, Flow):
-        raise TypeError(f"load expects flow to be a flowkit Flow, got {type(flow).__name__}")
+    elif not isinstance(flow, (Flow, Dequantized)):
+        raise TypeError(
+            f"load expects flow to be a flowkit Flow or Dequantized model, got "
+            f"{type(flow).__name__}"
+        )
     model_state = state["model"]
     if weights != "raw" and state.get("ema") is not None:
         prefix = "module."
@@ -93,7 +98,7 @@ def load_flow(
     return flow, state
 
 
-def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow:
+def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow | Dequantized:
     from flowkit.presets.registry import build_model
     from flowkit.presets.standardize import standardized_from_dict
 
@@ -114,10 +119,12 @@ def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow:
     except FlowkitError as error:
         raise CheckpointError(f"{path} describes a model flowkit cannot build: {error}") from None
     data = state.get("data") or {}
+    if isinstance(flow, Dequantized):
+        return flow  # an image model: no standardisation
     return standardized_from_dict(flow, data.get("standardization"))
 
 
-def _mismatch(flow: Flow, state: dict[str, Any]) -> str:
+def _mismatch(flow: Flow | Dequantized, state: dict[str, Any]) -> str:
     """What differs between a model's state dict and a checkpoint's, in a few words."""
     expected = flow.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -33,7 +33,13 @@ from flowkit.bijectors.linear_vector import (
     SVDLinear,
     householder_product,
 )
-from flowkit.bijectors.maps import AdditiveMap, AffineMap, ElementwiseMap, SplineMap
+from flowkit.bijectors.maps import (
+    AdditiveMap,
+    AffineMap,
+    ElementwiseMap,
+    LogisticMixtureCDF,
+    SplineMap,
+)
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
@@ -70,6 +76,7 @@ __all__ = [
     "InvertibleConv1x1",
     "LULinear",
     "LeakyReLU",
+    "LogisticMixtureCDF",
     "Logit",
     "MaskedAffineAutoregressive",
     "ParameterCache",

@@ -1,4 +1,4 @@
-"""Elementwise maps with external parameters: affine, additive and rational-quadratic spline.
+"""Elementwise maps with external parameters: affine, additive, spline and logistic-mixture CDF.
 
 Couplings and autoregressive bijectors compose one of these with a conditioner network: the network
 computes the parameters, the map applies them element by element. Each map is written once here.
@@ -6,9 +6,13 @@ computes the parameters, the map applies them element by element. Each map is wr
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowkit._utils import check_float, check_int
 from flowkit.bijectors._rq_spline import (
     rq_spline_forward,
     rq_spline_inverse,
@@ -17,7 +21,15 @@ from flowkit.bijectors._rq_spline import (
 )
 from flowkit.bijectors.scale import ScaleFunction, resolve_scale_fn
 
-__all__ = ["AdditiveMap", "AffineMap", "ElementwiseMap", "Params", "SplineMap"]
+__all__ = [
+    "MIN_MIXTURE_LOG_SCALE",
+    "AdditiveMap",
+    "AffineMap",
+    "ElementwiseMap",
+    "LogisticMixtureCDF",
+    "Params",
+    "SplineMap",
+]
 
 Params = tuple[Tensor, ...]
 """The parameters of a map, as its ``unpack`` makes them from the conditioner's output."""
@@ -201,3 +213,160 @@ class SplineMap(ElementwiseMap):
     def extra_repr(self) -> str:
         """Bins and tail bound, for ``repr``."""
         return f"bins={self.bins}, tail_bound={self.tail_bound}"
+
+
+# Flow++ clamps the mixture's log-scales from below: a narrower component makes the CDF a near
+# step, whose derivative overflows and whose inverse cannot be resolved in float32.
+MIN_MIXTURE_LOG_SCALE = -7.0
+
+
+class LogisticMixtureCDF(ElementwiseMap):
+    r"""Flow++'s map: a logistic mixture's CDF, then the logit, then an affine map.
+
+    .. math::
+
+        y = \sigma^{-1}\big(F(x)\big)\, e^{a} + b, \qquad
+        F(x) = \sum_{k=1}^{K} \pi_k\, \sigma\Big(\frac{x - \mu_k}{s_k}\Big),
+
+    with :math:`\sigma` the logistic sigmoid, :math:`\pi = \mathrm{softmax}(\ell)` and
+    :math:`\log s_k` clamped below at ``MIN_MIXTURE_LOG_SCALE`` (-7, as Flow++). The
+    log-derivative is :math:`\log f(x) - \log F(x) - \log(1 - F(x)) + a`, where
+    :math:`f = F'`; every term is a ``logsumexp`` of log-sigmoids, so it stays finite far in the
+    tails where :math:`F` rounds to 0 or 1.
+
+    Each element has :math:`P = 3K + 2` raw parameters, in this order: the ``K`` logits
+    :math:`\ell`, the ``K`` means :math:`\mu`, the ``K`` log-scales :math:`\log s`, then
+    :math:`a` and :math:`b`. All zero is exactly the identity (one standard logistic, whose logit
+    CDF is :math:`x`).
+
+    The inverse undoes the affine map, :math:`w = (y - b) e^{-a}`, and solves
+    :math:`\sigma^{-1}(F(x)) = w` by bisection. Component :math:`k` alone reaches
+    :math:`\sigma(w)` at :math:`\mu_k + s_k w`, so the root lies between the smallest and the
+    largest of these points; the bracket is halved until it is narrower than ``tolerance`` (at
+    most ``max_iterations`` times, a count set once per call from the widest bracket), so the
+    returned :math:`x` is within ``tolerance`` of the root, plus what rounding :math:`y` in the
+    dtype moves it by (a few units in the last place of :math:`y` over :math:`g'(x)`, which
+    dominates on flat stretches of the map and, in float32, mostly). The inverse's
+    log-derivative is minus the forward one at the returned :math:`x`. Gradients flow through
+    the inverse by the implicit function theorem,
+    :math:`\partial x / \partial \theta = -(\partial y / \partial \theta) / g'(x)`.
+
+    Args:
+        components: Number of mixture components :math:`K`.
+        tolerance: Absolute error of the inverse in :math:`x`; None takes ``1e-12`` in float64
+            and ``1e-6`` in other dtypes.
+        max_iterations: Most bisection steps of one inverse.
+
+    References:
+        Ho, Chen, Srinivas, Duan & Abbeel, Flow++: Improving Flow-Based Generative Models with
+        Variational Dequantization and Architecture Design (2019).
+
+    Example:
+        >>> mixture = LogisticMixtureCDF(components=2)
+        >>> x = torch.tensor([-1.0, 0.5])
+        >>> y, log_derivative = mixture(x, mixture.unpack(torch.zeros(2, 8), -1))
+        >>> y  # zero parameters: the identity
+        tensor([-1.0000,  0.5000])
+    """
+
+    def __init__(
+        self, components: int = 4, *, tolerance: float | None = None, max_iterations: int = 100
+    ) -> None:
+        super().__init__()
+        self.components = check_int("LogisticMixtureCDF", "components", components, 1)
+        self.tolerance = check_float(
+            "LogisticMixtureCDF", "tolerance", tolerance, 0.0, exclusive_minimum=True, optional=True
+        )
+        self.max_iterations = check_int("LogisticMixtureCDF", "max_iterations", max_iterations, 1)
+        self.params_per_element = 3 * self.components + 2
+
+    def unpack(self, theta: Tensor, dim: int) -> Params:
+        """Logits, means and log-scales (each with ``K`` on the last axis), then ``a`` and ``b``."""
+        theta = theta.movedim(dim, -1)
+        k = self.components
+        return (
+            theta[..., :k],
+            theta[..., k : 2 * k],
+            theta[..., 2 * k : 3 * k],
+            theta[..., 3 * k],
+            theta[..., 3 * k + 1],
+        )
+
+    @staticmethod
+    def _mixture(params: Params) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Log-weights, means, clamped log-scales and inverse scales, each ``(..., K)``."""
+        logits, means, log_scales = params[:3]
+        log_scales = log_scales.clamp(min=MIN_MIXTURE_LOG_SCALE)
+        return torch.log_softmax(logits, dim=-1), means, log_scales, torch.exp(-log_scales)
+
+    @staticmethod
+    def _log_tails(x: Tensor, mixture: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        r""":math:`\log F`, :math:`\log(1 - F)` and the per-component log-sigmoids at ``x``."""
+        log_weights, means, _, inverse_scales = mixture
+        t = (x.unsqueeze(-1) - means) * inverse_scales
+        log_below = log_weights + F.logsigmoid(t)
+        log_above = log_weights + F.logsigmoid(-t)
+        log_cdf = torch.logsumexp(log_below, dim=-1)
+        log_survival = torch.logsumexp(log_above, dim=-1)
+        return log_cdf, log_survival, log_below + log_above - log_weights
+
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Apply the map to ``x``; return ``y`` and the log-derivative."""
+        a, b = params[3], params[4]
+        mixture = self._mixture(params)
+        log_cdf, log_survival, log_densities = self._log_tails(x, mixture)
+        # Component k's density is sigma(t) sigma(-t) / s_k; weighted, its log is log_densities.
+        log_pdf = torch.logsumexp(log_densities - mixture[2], dim=-1)
+        y = (log_cdf - log_survival) * torch.exp(a) + b
+        return y, log_pdf - log_cdf - log_survival + a
+
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
+        """Solve for ``x`` by bisection; return it and the inverse's log-derivative."""
+        a, b = params[3], params[4]
+        with torch.no_grad():
+            x = self._bisect(((y - b) * torch.exp(-a)).detach(), tuple(p.detach() for p in params))
+        if torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in params)):
+            # One Newton step whose value is dropped: x keeps its value and gains the implicit
+            # gradient -(dy/dtheta) / g'(x). A non-finite step (g' underflowing far in a gap
+            # between components) contributes no gradient rather than NaN.
+            y_at_x, log_derivative = self.forward(x, params)
+            assert log_derivative is not None
+            step = (y - y_at_x) * torch.exp(-log_derivative.detach())
+            step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+            x = x + (step - step.detach())
+        _, log_derivative = self.forward(x, params)
+        assert log_derivative is not None
+        return x, -log_derivative
+
+    def _bisect(self, w: Tensor, params: Params) -> Tensor:
+        r"""The ``x`` with :math:`\sigma^{-1}(F(x)) = w`, by bisection (no autograd)."""
+        mixture = self._mixture(params)
+        ends = mixture[1] + torch.exp(mixture[2]) * w.unsqueeze(-1)
+        low, high = torch.broadcast_tensors(ends.amin(dim=-1), ends.amax(dim=-1))
+        if not low.numel():
+            return low
+        tolerance = self.tolerance
+        if tolerance is None:
+            tolerance = 1e-12 if low.dtype == torch.float64 else 1e-6
+        width = float((high - low).max())
+        # The bracket halves each step; equal ends (one component, or all alike) need no step.
+        if not math.isfinite(width):
+            iterations = self.max_iterations
+        elif width <= tolerance:
+            iterations = 0
+        else:
+            iterations = min(self.max_iterations, math.ceil(math.log2(width / tolerance)))
+        for _ in range(iterations):
+            middle = 0.5 * (low + high)
+            log_cdf, log_survival, _ = self._log_tails(middle, mixture)
+            below = log_cdf - log_survival < w
+            low = torch.where(below, middle, low)
+            high = torch.where(below, high, middle)
+        return 0.5 * (low + high)
+
+    def extra_repr(self) -> str:
+        """Components, tolerance and iteration cap, for ``repr``."""
+        return (
+            f"components={self.components}, tolerance={self.tolerance}, "
+            f"max_iterations={self.max_iterations}"
+        )

@@ -190,7 +190,9 @@ def interpolate_command(args: argparse.Namespace) -> int:
     for a, b in zip(args.first, args.second):
         images = _model_inputs(data.images[[a, b]], run.n_bits, args.device)
         labels = None if run.flow.context_shape is None else data.labels[a].to(args.device)
-        rows.append(interpolate(run.flow, images[0], images[1], args.steps, context=labels))
+        rows.append(
+            interpolate(run.continuous_flow, images[0], images[1], args.steps, context=labels)
+        )
     path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
@@ -230,13 +232,15 @@ def manipulate_command(args: argparse.Namespace) -> int:
         )
     images = _model_inputs(data.images[:count], run.n_bits, args.device)
     context = None if run.flow.context_shape is None else labels.to(args.device)
-    direction = attribute_direction(run.flow, images, labels == args.attribute, context=context)
+    direction = attribute_direction(
+        run.continuous_flow, images, labels == args.attribute, context=context
+    )
     scales = torch.linspace(-args.scale, args.scale, args.steps).tolist()
     rows = []
     for index in args.indices:
         image = _model_inputs(data.images[index : index + 1], run.n_bits, args.device)[0]
         label = None if context is None else data.labels[index].to(args.device)
-        rows.append(manipulate(run.flow, image, direction, scales, context=label))
+        rows.append(manipulate(run.continuous_flow, image, direction, scales, context=label))
     path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
@@ -246,8 +250,11 @@ def manipulate_command(args: argparse.Namespace) -> int:
 
 def presets_command(args: argparse.Namespace) -> int:
     """List the named run presets and their sources."""
-    from flowkit.presets.runs import RUN_PRESETS
+    from flowkit.presets.runs import RUN_PRESETS, augmentation_of
 
     for name, preset in sorted(RUN_PRESETS.items()):
-        print(f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}")
+        print(
+            f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}\n"
+            f"{'':18s} augmentation: {augmentation_of(preset)}"
+        )
     return 0

@@ -118,6 +118,22 @@ def _add_train_parser(commands: Any) -> None:
     train.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
     train.add_argument("--lr", type=float, help="base learning rate")
     train.add_argument("--n-bits", type=int, help="bits per pixel kept from the data (e.g. 5)")
+    augment = train.add_mutually_exclusive_group()
+    augment.add_argument(
+        "--augment-shift",
+        type=float,
+        metavar="FRACTION",
+        help="random shifts of training images by up to this fraction of their size (official "
+        "CIFAR-10/MNIST runs: 0.1; see 'flowkit presets')",
+    )
+    augment.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="turn off the preset's training augmentation (shifts, flips, noise)",
+    )
+    train.add_argument(
+        "--augment-flip", action="store_true", help="also mirror training images at random"
+    )
     train.add_argument(
         "--num-classes", type=int, help="train a class-conditional model with this many classes"
     )
@@ -177,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=256, help="evaluation batch size (default 256)"
     )
     evaluate.add_argument("--num-test", type=int, help="evaluate only the first N examples")
+    evaluate.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="images: the importance-weighted bound over K dequantisation draws (tighter as K "
+        "grows; default 1, the training objective)",
+    )
     evaluate.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="arithmetic precision"
     )

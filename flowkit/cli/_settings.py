@@ -130,8 +130,15 @@ def read_settings(args: argparse.Namespace) -> Settings:
         "device": args.device,
         "seed": args.seed,
         "n_bits": args.n_bits,
+        "augment_shift": args.augment_shift,
     }
     train.update({k: v for k, v in explicit.items() if v is not None})
+    if args.no_augment:
+        if args.augment_flip:
+            raise UsageError("--no-augment and --augment-flip contradict each other")
+        train.update(augment_shift=0.0, augment_flip=False, noise_std=0.0)
+    if args.augment_flip:
+        train["augment_flip"] = True
     if args.num_classes is not None:
         model["num_classes"] = args.num_classes
     if args.memory_saving:

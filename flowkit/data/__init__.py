@@ -1,5 +1,6 @@
 """Data: image and table readers, Glow's preprocessing, the bundled Fashion-MNIST subset, grids."""
 
+from flowkit.data.augment import augment_images, random_flip, random_shift
 from flowkit.data.base import DataError, ImageData
 from flowkit.data.bundled import FASHION_MNIST_CLASSES, load_bundled
 from flowkit.data.cifar import read_cifar10, read_cifar100
@@ -30,6 +31,9 @@ from flowkit.data.toy import (
 from flowkit.data.transforms import n_bins, reduce_bits, to_model_input, to_uint8
 
 __all__ = [
+    "augment_images",
+    "random_flip",
+    "random_shift",
     "IMAGE_EXTENSIONS",
     "DataError",
     "FASHION_MNIST_CLASSES",

@@ -1,6 +1,11 @@
-"""Distributions: Gaussian, mixture and uniform bases, torch-distribution wrappers, and the Flow."""
+"""Distributions: bases, torch-distribution wrappers, the Flow, and dequantized integer images."""
 
 from flowkit.distributions.base import Distribution, TorchBase
+from flowkit.distributions.dequantized import (
+    Dequantized,
+    VariationalDequantizer,
+    uniform_noise,
+)
 from flowkit.distributions.flow import AuxiliaryLoss, Flow, FlowDistribution
 from flowkit.distributions.mixture import MixtureOfGaussians
 from flowkit.distributions.normal import ConditionalDiagonalNormal, DiagonalNormal, StandardNormal
@@ -9,6 +14,7 @@ from flowkit.distributions.uniform import UniformBox
 __all__ = [
     "AuxiliaryLoss",
     "ConditionalDiagonalNormal",
+    "Dequantized",
     "DiagonalNormal",
     "Distribution",
     "Flow",
@@ -17,4 +23,6 @@ __all__ = [
     "StandardNormal",
     "TorchBase",
     "UniformBox",
+    "VariationalDequantizer",
+    "uniform_noise",
 ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit.errors import FlowkitError
 
 if TYPE_CHECKING:
-    from flowkit.distributions import Flow
+    from flowkit.distributions import Dequantized, Flow
 
 __all__ = [
     "MODELS",
@@ -42,7 +42,8 @@ class ModelEntry:
         kind: ``"image"`` (trained in bits/dim on uint8 images) or ``"vector"`` (nats per example).
         module: The module holding the config class and the builder.
         config_name: The frozen config dataclass's name in ``module``.
-        builder_name: The builder's name in ``module``: ``builder(config) -> Flow``.
+        builder_name: The builder's name in ``module``: ``builder(config) -> Flow`` (or a
+            ``Dequantized`` model over integer images).
         description: One line for listings.
     """
 
@@ -58,7 +59,7 @@ class ModelEntry:
         """The config dataclass (imports its module)."""
         return getattr(importlib.import_module(self.module), self.config_name)
 
-    def build(self, config: Any) -> Flow:
+    def build(self, config: Any) -> Flow | Dequantized:
         """Build the flow described by ``config`` (an instance of :attr:`config_class`)."""
         if not isinstance(config, self.config_class):
             raise PresetError(
@@ -174,7 +175,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def build_model(name: str, config: Any) -> Flow:
+def build_model(name: str, config: Any) -> Flow | Dequantized:
     """Build model ``name`` from its config dataclass or from plain values."""
     entry = get_model(name)
     if isinstance(config, Mapping):

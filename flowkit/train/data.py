@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 from flowkit.train.distributed import Process, all_reduce_sum
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "TrainingData",
     "VectorTrainingData",
     "as_training_data",
+    "image_model",
     "load_image_splits",
 ]
 
@@ -34,20 +35,27 @@ class TrainingData:
 
     is_image = False
     conditional = False
+    # Gaussian noise added to training batches only (TarFlow's training noise); see TrainConfig.
+    noise_std = 0.0
 
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def check_against(self, flow: Flow, what: str) -> None:
+    def _training_noise(self, shape: torch.Size, generator: torch.Generator) -> Tensor | None:
+        """Gaussian training noise for a whole global batch from ``generator`` (None when off)."""
+        if self.noise_std <= 0:
+            return None
+        return self.noise_std * torch.randn(shape, generator=generator)
+
+    def check_against(self, flow: Flow | Dequantized, what: str) -> None:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         raise NotImplementedError
 
-    def init_batch(
-        self, size: int, seed: int, device: torch.device
-    ) -> tuple[Tensor, Tensor | None]:
-        """A random batch for data-dependent initialisation, the same on every process.
+    def initialize(self, model: nn.Module, size: int, seed: int, device: torch.device) -> None:
+        """Data-dependent initialisation of ``model`` from a random batch of ``size`` examples.
 
-        Returns ``(x, context)``; the context is None for unconditional data.
+        The batch is the same on every process (and :func:`flowkit.initialize` broadcasts rank
+        0's result under ``torch.distributed``).
         """
         raise NotImplementedError
 
@@ -60,9 +68,19 @@ class TrainingData:
         raise NotImplementedError
 
     def evaluate(
-        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+        self,
+        flow: Flow | Dequantized,
+        batch_size: int,
+        process: Process,
+        *,
+        dtype: torch.dtype | None = None,
+        num_samples: int = 1,
     ) -> float:
-        """The test objective over the whole set, summed over processes in float64."""
+        """The test objective over the whole set, summed over processes in float64.
+
+        ``num_samples`` > 1 asks images for the importance-weighted bound over that many
+        dequantisation draws.
+        """
         raise NotImplementedError
 
     def fingerprint(self) -> str:
@@ -114,6 +132,11 @@ class ImageTrainingData(TrainingData):
     """uint8 images ``(N, C, H, W)`` with optional labels, reduced to ``n_bits`` and dequantised."""
 
     is_image = True
+    # Training-time augmentation (see TrainConfig.augment_shift / augment_flip); never evaluation.
+    augment_shift = 0.0
+    augment_flip = False
+    # A variational dequantizer takes the logit of the noise, which needs it in the open (0, 1).
+    centered_noise = False
 
     def __init__(self, images: Tensor, labels: Tensor | None, n_bits: int) -> None:
         self.images = images
@@ -126,7 +149,7 @@ class ImageTrainingData(TrainingData):
     def _tensors(self) -> list[Tensor]:
         return [self.images] + ([] if self.labels is None else [self.labels])
 
-    def check_against(self, flow: Flow, what: str) -> None:
+    def check_against(self, flow: Flow | Dequantized, what: str) -> None:
         """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
         shape = tuple(self.images.shape[1:])
         if shape != tuple(flow.event_shape):
@@ -146,11 +169,29 @@ class ImageTrainingData(TrainingData):
                 f"{num_classes} classes"
             )
 
-    def _inputs(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        from flowkit.data import to_model_input
+    def _inputs(
+        self, index: Tensor, generator: torch.Generator, *, augment: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Reduced integer images, their uniform noise, labels, and training noise (or None).
 
-        x = to_model_input(self.images[index], self.n_bits, dequantize=True, generator=generator)
-        return x, self._labels(index)
+        Drawn from ``generator`` in this order: augmentation, dequantisation noise, training noise
+        (the first and last only for training batches, and only when switched on).
+        """
+        from flowkit.data import reduce_bits
+        from flowkit.data.augment import augment_images
+        from flowkit.distributions.dequantized import uniform_noise
+
+        images = self.images[index]
+        if augment:
+            images = augment_images(
+                images, shift=self.augment_shift, flip=self.augment_flip, generator=generator
+            )
+        levels = reduce_bits(images, self.n_bits)
+        noise = uniform_noise(
+            levels.shape, self.n_bits, generator=generator, centered=self.centered_noise
+        )
+        perturbation = self._training_noise(levels.shape, generator) if augment else None
+        return levels, noise, self._labels(index), perturbation
 
     def _labels(self, index: Tensor | slice) -> Tensor | None:
         """The labels at ``index`` when the model is class-conditional, else None."""
@@ -159,25 +200,30 @@ class ImageTrainingData(TrainingData):
             return None
         return self.labels[index]
 
-    def init_batch(
-        self, size: int, seed: int, device: torch.device
-    ) -> tuple[Tensor, Tensor | None]:
-        """A random batch of dequantised images (and labels) for data-dependent initialisation."""
+    def initialize(self, model: nn.Module, size: int, seed: int, device: torch.device) -> None:
+        """Initialise the image model (its flow and any dequantizer) from dequantised images."""
+        from flowkit.initialization import initialize
+
+        assert isinstance(model, Dequantized), "the Trainer passes the Dequantized image model"
         index, generator = self._init_index(size, seed)
-        x, labels = self._inputs(index, generator)
-        return x.to(device), None if labels is None else labels.to(device)
+        levels, noise, labels, _ = self._inputs(index, generator)
+        initialize(
+            _WithNoise(model, noise.to(device)),
+            levels.to(device),
+            None if labels is None else labels.to(device),
+        )
 
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
-        """This process's shard of the global batch ``index``.
+        """This process's shard of the global batch: ``(levels, noise, labels, training noise)``.
 
-        The dequantisation noise is drawn for the whole batch, so it does not depend on the number
-        of processes.
+        Augmentation, dequantisation noise and training noise are drawn for the whole batch, so
+        they do not depend on the number of processes; absent entries are None.
         """
-        x, labels = self._inputs(index, generator)
-        x = self._shard(x, process).to(process.device, non_blocking=True)
-        if labels is None:
-            return (x,)
-        return x, self._shard(labels, process).to(process.device, non_blocking=True)
+        inputs = self._inputs(index, generator, augment=True)
+        return tuple(
+            None if t is None else self._shard(t, process).to(process.device, non_blocking=True)
+            for t in inputs
+        )
 
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
         """Labels for a class-conditional sample grid: classes in turn, row by row."""
@@ -186,38 +232,90 @@ class ImageTrainingData(TrainingData):
         num_classes = int(self.labels.max()) + 1
         return (torch.arange(count) % num_classes).to(device)
 
-    def _eval_inputs(self, start: int, stop: int) -> Tensor:
-        from flowkit.data import to_model_input
+    def _eval_noise(self, start: int, stop: int, draws: int) -> list[Tensor]:
+        """``draws`` fixed noise tensors for images ``start:stop``, independent of batching."""
+        from flowkit.distributions.dequantized import uniform_noise
 
-        pieces = []
+        pieces: list[list[Tensor]] = [[] for _ in range(draws)]
         first, last = start // EVAL_NOISE_BLOCK, (stop - 1) // EVAL_NOISE_BLOCK
+        shape = tuple(self.images.shape[1:])
         for block in range(first, last + 1):
             lo, hi = block * EVAL_NOISE_BLOCK, min((block + 1) * EVAL_NOISE_BLOCK, len(self))
             generator = torch.Generator().manual_seed(EVAL_SEED + block)
-            x = to_model_input(
-                self.images[lo:hi], self.n_bits, dequantize=True, generator=generator
-            )
-            pieces.append(x[max(start, lo) - lo : min(stop, hi) - lo])
-        return torch.cat(pieces)
+            for draw in range(draws):
+                noise = uniform_noise(
+                    (hi - lo, *shape),
+                    self.n_bits,
+                    generator=generator,
+                    centered=self.centered_noise,
+                )
+                pieces[draw].append(noise[max(start, lo) - lo : min(stop, hi) - lo])
+        return [torch.cat(draw) for draw in pieces]
 
+    @torch.no_grad()
     def evaluate(
-        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+        self,
+        flow: Flow | Dequantized,
+        batch_size: int,
+        process: Process,
+        *,
+        dtype: torch.dtype | None = None,
+        num_samples: int = 1,
     ) -> float:
-        """Mean bits/dim over the set (fixed noise), summed over processes in float64."""
-        from flowkit.train.objectives import bits_per_dim
+        """Mean bits/dim over the set (fixed noise), summed over processes in float64.
 
-        num_dims = math.prod(self.images.shape[1:])
+        The model's :meth:`~flowkit.distributions.Dequantized.log_prob` bound on the discrete
+        probability, a plain flow with uniform dequantisation; with ``num_samples`` > 1 the
+        importance-weighted bound. ``dtype`` is the model's own (the noise follows it).
+        """
+        from flowkit.data import reduce_bits
+
+        model = image_model(flow, self.n_bits)
+        self.centered_noise = model.dequantizer is not None
+        scale = model.num_dims * math.log(2.0)
         total = torch.zeros((), dtype=torch.float64, device=process.device)
         for start, stop in self._eval_ranges(batch_size, process):
-            x = self._eval_inputs(start, stop).to(process.device)
-            if dtype is not None:
-                x = x.to(dtype)
+            levels = reduce_bits(self.images[start:stop], self.n_bits).to(process.device)
             labels = self._labels(slice(start, stop))
             if labels is not None:
                 labels = labels.to(process.device)
-            bpd = bits_per_dim(flow.log_prob(x, labels), num_dims, self.n_bits)
-            total += bpd.double().sum()
+            bounds = torch.stack(
+                [
+                    model.latent_and_log_prob(levels, labels, noise=noise.to(process.device))[1]
+                    for noise in self._eval_noise(start, stop, num_samples)
+                ]
+            )
+            log_prob = torch.logsumexp(bounds.double(), 0) - math.log(num_samples)
+            total += (-log_prob / scale).sum()
         return float(all_reduce_sum(total, process)) / len(self)
+
+
+class _WithNoise(nn.Module):
+    """A Dequantized model with its dequantisation noise fixed: ``forward(levels, context)``."""
+
+    def __init__(self, model: Dequantized, noise: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.noise = noise
+
+    def forward(self, levels: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.model.latent_and_log_prob(levels, context, noise=self.noise)[1]
+
+
+def image_model(flow: Flow | Dequantized, n_bits: int) -> Dequantized:
+    """The discrete image model of ``flow``: itself if it is a Dequantized, else uniform dequant.
+
+    Raises:
+        ValueError: A Dequantized model of other bits per value than the data's.
+    """
+    if isinstance(flow, Dequantized):
+        if flow.n_bits != n_bits:
+            raise ValueError(
+                f"the model is Dequantized with n_bits={flow.n_bits} but the data keeps "
+                f"{n_bits} bits per value; set n_bits to {flow.n_bits}"
+            )
+        return flow
+    return Dequantized(flow, n_bits)
 
 
 class VectorTrainingData(TrainingData):
@@ -233,7 +331,7 @@ class VectorTrainingData(TrainingData):
     def _tensors(self) -> list[Tensor]:
         return [self.values] + ([] if self.context is None else [self.context])
 
-    def check_against(self, flow: Flow, what: str) -> None:
+    def check_against(self, flow: Flow | Dequantized, what: str) -> None:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         if tuple(self.values.shape[1:]) != tuple(flow.event_shape):
             raise ValueError(
@@ -262,26 +360,38 @@ class VectorTrainingData(TrainingData):
             return self.values[index], self.context[index]
         return (self.values[index],)
 
-    def init_batch(
-        self, size: int, seed: int, device: torch.device
-    ) -> tuple[Tensor, Tensor | None]:
-        """A random batch of examples (and context) for data-dependent initialisation."""
+    def initialize(self, model: nn.Module, size: int, seed: int, device: torch.device) -> None:
+        """Initialise the flow from a random batch of examples (and context)."""
+        from flowkit.initialization import initialize
+
         index, _ = self._init_index(size, seed)
         x, *context = self._inputs(index)
-        return x.to(device), context[0].to(device) if context else None
+        initialize(model, x.to(device), context[0].to(device) if context else None)
 
     def batch(self, index: Tensor, generator: torch.Generator, process: Process) -> tuple:
         """This process's shard of the global batch ``index``: the examples and any context."""
-        return tuple(self._shard(t, process).to(process.device) for t in self._inputs(index))
+        x, *context = self._inputs(index)
+        noise = self._training_noise(x.shape, generator)
+        inputs = (x if noise is None else x + noise.to(x.dtype), *context)
+        return tuple(self._shard(t, process).to(process.device) for t in inputs)
 
     def sample_context(self, count: int, device: torch.device) -> Tensor | None:
         """None: vector data has no sample grids, so none needs a context."""
         return None
 
+    @torch.no_grad()
     def evaluate(
-        self, flow: Flow, batch_size: int, process: Process, *, dtype: torch.dtype | None = None
+        self,
+        flow: Flow | Dequantized,
+        batch_size: int,
+        process: Process,
+        *,
+        dtype: torch.dtype | None = None,
+        num_samples: int = 1,
     ) -> float:
         """Mean negative log-likelihood in nats, summed over processes in float64."""
+        if num_samples != 1 or not isinstance(flow, Flow):
+            raise ValueError("vector data is evaluated by a Flow with one sample per example")
         total = torch.zeros((), dtype=torch.float64, device=process.device)
         for start, stop in self._eval_ranges(batch_size, process):
             index = torch.arange(start, stop)

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.bijectors import Bijector
-from flowkit.distributions import Flow
 
 __all__ = ["first_nonfinite_gradient", "locate_nonfinite"]
 
@@ -20,14 +19,14 @@ def _nonfinite(value: object) -> bool:
 
 
 @torch.no_grad()
-def locate_nonfinite(flow: Flow, x: Tensor, context: Tensor | None = None) -> str | None:
-    """Name of the first module whose output holds NaN or infinity when ``flow`` reads ``x``.
+def locate_nonfinite(model: nn.Module, *inputs: Tensor | None) -> str | None:
+    """Name of the first module whose output holds NaN or infinity when ``model(*inputs)`` runs.
 
     Forward hooks on every submodule record outputs in the order modules finish, so the first
     offender is the innermost module that produced the first non-finite value (for example
     ``bijector.bijectors.1.bijectors.40 (AffineCoupling)``). Returns None if every output is finite.
     """
-    names = {module: name for name, module in flow.named_modules()}
+    names = {module: name for name, module in model.named_modules()}
     found: list[str] = []
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -36,11 +35,11 @@ def locate_nonfinite(flow: Flow, x: Tensor, context: Tensor | None = None) -> st
 
     handles = [
         module.register_forward_hook(hook)
-        for module in flow.modules()
+        for module in model.modules()
         if isinstance(module, Bijector) or not list(module.children())
     ]
     try:
-        flow.log_prob(x, context)
+        model(*inputs)
     except (ValueError, RuntimeError):
         pass
     finally:

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 
 __all__ = ["write_sample_grid"]
 
 
 @torch.no_grad()
 def write_sample_grid(
-    flow: Flow,
+    flow: Flow | Dequantized,
     path: str | os.PathLike,
     *,
     num: int,
@@ -32,7 +32,8 @@ def write_sample_grid(
     high temperature: such values are drawn mid-grey and counted, never allowed to stop a run.
 
     Args:
-        flow: The model.
+        flow: The model: a flow over images in ``[-1/2, 1/2]`` or a
+            :class:`~flowkit.distributions.Dequantized` one, whose samples are integers.
         path: The PNG file.
         num: Number of images (ignored when ``context`` gives one row per image).
         temperature: Standard deviation of the base noise.
@@ -54,9 +55,13 @@ def write_sample_grid(
             images = flow.sample(num, temperature=temperature)
         else:
             images = flow.sample(context=context, temperature=temperature)
-    images = images.float().cpu()
-    bad = ~torch.isfinite(images)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not images.is_floating_point():
+        # Integer levels of n_bits each, spread over 0..255 as to_uint8 spreads bins.
+        save_image_grid((images.cpu() * 2 ** (8 - n_bits)).to(torch.uint8), path, nrow=nrow)
+        return 0
+    images = images.float().cpu()
+    bad = ~torch.isfinite(images)
     save_image_grid(to_uint8(images.masked_fill(bad, 0.0), n_bits), path, nrow=nrow)
     return int(bad.sum())

@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 
 __all__ = ["TrainState"]
 
@@ -40,7 +40,7 @@ class TrainState:
         metrics_records: Records in metrics.jsonl when the state was saved (None: unknown).
     """
 
-    flow: Flow
+    flow: Flow | Dequantized
     optimizer: Optimizer
     scheduler: LambdaLR
     ema: AveragedModel | None
@@ -55,12 +55,12 @@ class TrainState:
     metrics_records: int | None = None
 
     @property
-    def averaged_flow(self) -> Flow:
+    def averaged_flow(self) -> Flow | Dequantized:
         """The flow with the averaged weights (the raw one when no average is kept)."""
         if self.ema is None:
             return self.flow
         averaged = self.ema.module
-        assert isinstance(averaged, Flow), "AveragedModel copies the flow it was given"
+        assert isinstance(averaged, (Flow, Dequantized)), "AveragedModel copies the model it had"
         return averaged
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from flowkit.bijectors.cache import clear_caches
-from flowkit.distributions import Flow
+from flowkit.distributions import Dequantized, Flow
 from flowkit.errors import FlowkitError
-from flowkit.initialization import initialize
 from flowkit.train.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -32,7 +31,12 @@ from flowkit.train.checkpoint import (
     versions,
 )
 from flowkit.train.config import RESUMABLE_SETTINGS, ConfigError, TrainConfig
-from flowkit.train.data import TrainingData, VectorTrainingData, as_training_data
+from flowkit.train.data import (
+    ImageTrainingData,
+    TrainingData,
+    VectorTrainingData,
+    as_training_data,
+)
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
 from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.metrics import MetricsWriter, read_metrics
@@ -148,7 +152,7 @@ class Trainer:
 
     def __init__(
         self,
-        flow: Flow,
+        flow: Flow | Dequantized,
         config: TrainConfig,
         train_data: Any,
         test_data: Any = None,
@@ -158,8 +162,10 @@ class Trainer:
         data_info: dict[str, Any] | None = None,
         run_info: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(flow, Flow):
-            raise TypeError(f"Trainer expects a flowkit Flow, got {type(flow).__name__}")
+        if not isinstance(flow, (Flow, Dequantized)):
+            raise TypeError(
+                f"Trainer expects a flowkit Flow or Dequantized model, got {type(flow).__name__}"
+            )
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer expects a TrainConfig, got {type(config).__name__}")
         self.config = config
@@ -173,6 +179,7 @@ class Trainer:
             if test_data is None
             else as_training_data(test_data, config.n_bits, config.num_test)
         )
+        self._configure_perturbations()
         self.model_name, self.model_config = _model_description(model_name, model_config)
         self.data_info: dict[str, Any] = {"kind": "image" if self.train_data.is_image else "vector"}
         if self.train_data.is_image:
@@ -195,11 +202,16 @@ class Trainer:
                 f"the training set has {len(self.train_data)} examples, fewer than one batch "
                 f"of {config.batch_size}; lower batch_size"
             )
-        self.objective: Objective = (
-            BitsPerDim(self.flow, config.n_bits)
-            if self.train_data.is_image
-            else NatsPerExample(self.flow)
-        )
+        if isinstance(self.train_data, ImageTrainingData):
+            self.objective: Objective = BitsPerDim(self.flow, config.n_bits)
+            # The model trained and initialised: the flow itself or its uniform dequantisation.
+            self.model: nn.Module = self.objective.model
+            self.train_data.centered_noise = self.objective.model.dequantizer is not None
+        elif isinstance(self.flow, Dequantized):
+            raise TypeError("a Dequantized model needs integer images, got vector data")
+        else:
+            self.objective = NatsPerExample(self.flow)
+            self.model = self.flow
         self._state: TrainState | None = None
         self._metrics: MetricsWriter | None = None
         self._result = TrainResult(0, 0, unit=self.objective.unit)
@@ -249,11 +261,8 @@ class Trainer:
         saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
         # The weight average starts as a copy of the flow, so it is made after initialisation.
         if saved is None:
-            initialize(
-                self.flow,
-                *self.train_data.init_batch(
-                    config.init_batch_size, config.seed, self.process.device
-                ),
+            self.train_data.initialize(
+                self.model, config.init_batch_size, config.seed, self.process.device
             )
             state = self._new_state()
         else:
@@ -418,6 +427,7 @@ class Trainer:
                     record["nonfinite_samples"] = nonfinite
             elif (
                 isinstance(self.train_data, VectorTrainingData)
+                and isinstance(evaluated, Flow)
                 and math.prod(self.flow.event_shape) == 2
                 and not self.train_data.conditional
             ):
@@ -473,6 +483,18 @@ class Trainer:
         return config.max_minutes is not None and state.elapsed >= 60.0 * config.max_minutes
 
     # --- setting up -------------------------------------------------------------------------------
+    def _configure_perturbations(self) -> None:
+        """Hand the augmentation and training-noise settings to the training data (never test)."""
+        config = self.config
+        if not self.train_data.is_image and (config.augment_shift > 0 or config.augment_flip):
+            raise ConfigError(
+                "augment_shift and augment_flip apply to images; the training data are vectors"
+            )
+        if isinstance(self.train_data, ImageTrainingData):
+            self.train_data.augment_shift = config.augment_shift
+            self.train_data.augment_flip = config.augment_flip
+        self.train_data.noise_std = config.noise_std
+
     def _parameters(self) -> list[nn.Parameter]:
         return [p for p in self.flow.parameters() if p.requires_grad]
 
@@ -492,8 +514,9 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
         )
+        average = _warmed_up_average(beta2) if config.ema_warmup else get_ema_multi_avg_fn(beta2)
         ema = (
-            AveragedModel(self.flow, multi_avg_fn=get_ema_multi_avg_fn(beta2), use_buffers=False)
+            AveragedModel(self.flow, multi_avg_fn=average, use_buffers=False)
             if config.ema
             else None
         )
@@ -598,7 +621,7 @@ class Trainer:
         self._plotted_records = self._metrics.count
 
     @property
-    def averaged_flow(self) -> Flow:
+    def averaged_flow(self) -> Flow | Dequantized:
         """The flow with the Polyak-averaged weights (what evaluation and sampling use).
 
         The raw, optimised weights stay in ``trainer.flow``; without ``config.ema`` both are the
@@ -612,7 +635,9 @@ class Trainer:
         return self._state
 
     @torch.no_grad()
-    def evaluate(self, flow: Flow | None = None, *, dtype: torch.dtype | None = None) -> float:
+    def evaluate(
+        self, flow: Flow | Dequantized | None = None, *, dtype: torch.dtype | None = None
+    ) -> float:
         """Mean test bits/dim (nats per example for vectors) over the test set.
 
         The set is sharded over processes; images are dequantised with fixed noise.
@@ -622,7 +647,7 @@ class Trainer:
         flow = self.flow if flow is None else flow
         return self.test_data.evaluate(flow, self.config.test_batch_size, self.process, dtype=dtype)
 
-    def write_samples(self, flow: Flow, epoch: int) -> dict[str, int]:
+    def write_samples(self, flow: Flow | Dequantized, epoch: int) -> dict[str, int]:
         """Write one sample grid per temperature (same noise every epoch, so grids are comparable).
 
         Returns the count of non-finite sample values per temperature (drawn mid-grey).
@@ -643,10 +668,7 @@ class Trainer:
 
     def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
         if not bool(torch.isfinite(loss)):
-            context = inputs[1] if len(inputs) > 1 else None
-            name = locate_nonfinite(
-                self.flow, inputs[0], context if self.train_data.conditional else None
-            )
+            name = locate_nonfinite(self.objective, *inputs)
             return (
                 f"first non-finite output at {name}"
                 if name
@@ -676,6 +698,27 @@ class _InterruptFlag:
     def __exit__(self, *exc_info: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def _warmed_up_average(decay: float) -> Any:
+    """A weight-average update whose decay warms up as ``min(decay, (1 + n) / (10 + n))``.
+
+    ``n`` is the number of updates the average has had (torch's ``AveragedModel.n_averaged``,
+    saved with it, so a resumed run continues the schedule). Early on the average follows the
+    weights closely; after about ``10 / (1 - decay)`` updates it is the constant-decay average.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], count: Tensor) -> None:
+        n = float(count)
+        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        if averaged and torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:
+            for mean, value in zip(averaged, current):
+                mean.copy_(mean * (1 - weight) + value * weight)
+
+    return update
 
 
 def _model_description(

@@ -189,3 +189,29 @@ def test_settings_the_data_rules_out_are_usage_errors(tmp_path, capsys):
     assert status == 2 and not (tmp_path / "run" / "checkpoint.pt").exists()
     [line] = error_lines(err)
     assert "512" in line and "128" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "shift", "flip"),
+    [
+        ([], 0.1, False),
+        (["--no-augment"], 0.0, False),
+        (["--augment-shift", "0.25", "--augment-flip"], 0.25, True),
+    ],
+)
+def test_augmentation_follows_the_preset_unless_told(capsys, flags, shift, flip):
+    status, out, err = run_main(
+        capsys, "train", "--preset", "glow-cifar10", *flags, "--print-config"
+    )
+    assert status == 0, err
+    train = json.loads(out)["train"]
+    assert (train["augment_shift"], train["augment_flip"]) == (shift, flip)
+
+
+def test_contradicting_augmentation_flags_are_a_usage_error(capsys):
+    status, _, err = run_main(
+        capsys, "train", "--preset", "glow-cifar10", "--no-augment", "--augment-flip"
+    )
+    assert status == 2
+    [line] = error_lines(err)
+    assert "--no-augment" in line and "--augment-flip" in line

@@ -167,13 +167,20 @@ def _interrupt_at(trainer, step):
     return _on_training_passes(trainer, interrupt)
 
 
-@pytest.mark.parametrize("interrupt_step", [3, 8])
+AUGMENTED = dict(augment_shift=0.2, augment_flip=True, noise_std=0.01)
+
+
+@pytest.mark.parametrize(
+    ("interrupt_step", "settings"), [(3, {}), (8, {}), (5, AUGMENTED)], ids=["3", "8", "augmented"]
+)
 def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(
-    blobs, tiny_model_config, tmp_path, interrupt_step
+    blobs, tiny_model_config, tmp_path, interrupt_step, settings
 ):
     train, test = blobs
-    whole = make_trainer(tiny_model_config, train, test, tmp_path / "whole", epochs=2).fit()
-    trainer = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2)
+    whole = make_trainer(
+        tiny_model_config, train, test, tmp_path / "whole", epochs=2, **settings
+    ).fit()
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2, **settings)
     handle = _interrupt_at(trainer, interrupt_step)
     with pytest.raises(
         TrainingInterrupted, match=f"interrupted at step {interrupt_step}; continue with --resume"
@@ -181,9 +188,9 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_is_exact(
         trainer.fit()
     handle.remove()
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == interrupt_step
-    resumed = make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=2).fit(
-        resume=True
-    )
+    resumed = make_trainer(
+        tiny_model_config, train, test, tmp_path / "split", epochs=2, **settings
+    ).fit(resume=True)
     assert resumed.train_losses == whole.train_losses[interrupt_step:]
     a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
