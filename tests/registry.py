@@ -34,6 +34,7 @@ from flowkit.bijectors import (
     InvertibleConv1x1,
     LeakyReLU,
     Logit,
+    Patchify,
     Permute,
     Reshape,
     Sigmoid,
@@ -372,6 +373,8 @@ REGISTRY: list[Case] = [
         lambda s: Squeeze(3),
         image_shapes(st.just(1), min_size=3, max_size=6, multiple_of=3),
     ),
+    Case("patchify", lambda s: Patchify(2), st.just((2, 4, 4))),
+    Case("patchify-wide", lambda s: Patchify(2, image_width=6), st.just((1, 4, 6))),
     Case("reshape", lambda s: Reshape(s, (s[0] // 2, 2)), EVEN_VECTORS),
     Case("flatten", lambda s: Flatten(s), ANY_IMAGES),
     # Multi-scale.

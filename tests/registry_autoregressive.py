@@ -25,7 +25,7 @@ from flowkit.bijectors import (
     channel_mask,
     checkerboard_mask,
 )
-from flowkit.nn import MADE, MLP, GlowConditioner
+from flowkit.nn import MADE, MLP, CausalTransformer, GlowConditioner
 
 __all__ = ["ENTRIES", "CausalSequenceConditioner", "FlatMLP"]
 
@@ -183,6 +183,26 @@ ENTRIES = [
         ),
         (4, 2),
         (3,),
+    ),
+    (
+        "autoregressive-causal-transformer-spline",
+        lambda: Autoregressive(
+            CausalTransformer(2, 3, 11, channels=8, layers=2, heads=2), SplineMap(bins=4), (3, 2)
+        ),
+        (3, 2),
+        None,
+    ),
+    (
+        # Class labels as context: the case's num_classes draws them.
+        "autoregressive-causal-transformer-class-conditional",
+        lambda: Autoregressive(
+            CausalTransformer(2, 4, 2, channels=8, layers=1, heads=2, num_classes=3),
+            AffineMap("exp", shift_first=True),
+            (4, 2),
+        ),
+        (4, 2),
+        None,
+        {"num_classes": 3},
     ),
     (
         "spline-autoregressive",

@@ -42,7 +42,7 @@ from flowkit.bijectors.maps import (
 )
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
-from flowkit.bijectors.reshape import Flatten, Reshape, Squeeze
+from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 from flowkit.bijectors.splits import ChannelSplit, CheckerboardSplit, MaskSplit, Split
 
@@ -81,6 +81,7 @@ __all__ = [
     "Logit",
     "MaskedAffineAutoregressive",
     "ParameterCache",
+    "Patchify",
     "Permute",
     "QRLinear",
     "RationalQuadraticSpline",

@@ -9,11 +9,13 @@ from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
 from flowkit.nn.resnet import ResidualBlock, ResNet
 from flowkit.nn.scale import ScaledTanh
+from flowkit.nn.transformer import CausalTransformer
 
 __all__ = [
     "ActNorm",
     "ConvAttn",
     "ConvAttnBlock",
+    "CausalTransformer",
     "EdgeConv2d",
     "GlowConditioner",
     "GlowTopPrior",

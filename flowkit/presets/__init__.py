@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from flowkit.presets.standardize import StandardizedContext, standardized
     from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
+    from flowkit.presets.tarflow import TarFlowConfig, TarFlowFlow, build_tarflow, denoise, tarflow
     from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
 
 __all__ = [
@@ -41,13 +42,17 @@ __all__ = [
     "RealNVPTabularConfig",
     "StandardizedContext",
     "build_flowpp",
+    "TarFlowConfig",
+    "TarFlowFlow",
     "build_glow",
     "build_maf",
     "build_model",
     "build_nsf",
     "build_realnvp",
     "build_realnvp_tabular",
+    "build_tarflow",
     "config_from_dict",
+    "denoise",
     "get_model",
     "flowpp",
     "glow",
@@ -58,6 +63,7 @@ __all__ = [
     "realnvp_tabular",
     "register_model",
     "standardized",
+    "tarflow",
 ]
 
 # Where each name is defined.
@@ -85,6 +91,11 @@ _HOMES = {
     "RealNVPTabularConfig": "flowkit.presets.tabular",
     "build_realnvp_tabular": "flowkit.presets.tabular",
     "realnvp_tabular": "flowkit.presets.tabular",
+    "TarFlowConfig": "flowkit.presets.tarflow",
+    "TarFlowFlow": "flowkit.presets.tarflow",
+    "build_tarflow": "flowkit.presets.tarflow",
+    "denoise": "flowkit.presets.tarflow",
+    "tarflow": "flowkit.presets.tarflow",
     "MAFConfig": "flowkit.presets.vector",
     "NSFConfig": "flowkit.presets.vector",
     "build_maf": "flowkit.presets.vector",
@@ -107,7 +118,7 @@ def __dir__() -> list[str]:
 
 
 class _PresetsModule(types.ModuleType):
-    """The package, whose functions ``glow``, ``realnvp`` and ``flowpp`` share their modules' names.
+    """The package, whose functions (``glow``, ``flowpp``, ``tarflow``, ...) share module names.
 
     Importing a submodule binds it as an attribute of the package; the function of the same name
     (what ``flowkit.presets.glow`` meant when the package imported it eagerly) wins on lookup.

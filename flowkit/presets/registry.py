@@ -109,6 +109,14 @@ for _entry in (
         "(Ho et al. 2019)",
     ),
     ModelEntry(
+        "tarflow",
+        "image",
+        "flowkit.presets.tarflow",
+        "TarFlowConfig",
+        "build_tarflow",
+        "TarFlow: causal transformer flows on image patches (Zhai et al. 2025)",
+    ),
+    ModelEntry(
         "realnvp-tabular",
         "vector",
         "flowkit.presets.tabular",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowkit.bijectors import Flatten, Reshape, Squeeze
+from flowkit.bijectors import Flatten, Patchify, Reshape, Squeeze
 from flowkit.testing.strategies import image_shapes
 
 
@@ -82,3 +82,35 @@ def test_flatten() -> None:
     assert torch.equal(z, x.reshape(5, 24))
     assert flatten.event_rank == 3 and flatten.latent_rank == 1
     assert flatten.inverse_shape((7, 24)) == (7, 2, 3, 4)
+
+
+@pytest.mark.parametrize(("patch", "shape"), [(1, (2, 3, 5)), (2, (3, 4, 6)), (4, (1, 8, 4))])
+def test_patchify_is_unfold_with_stride_p(patch: int, shape: tuple) -> None:
+    x = torch.randn((2,) + shape, dtype=torch.float64)
+    bijector = Patchify(patch, image_width=shape[2])
+    z, log_abs_det = bijector(x)
+    assert torch.equal(z, F.unfold(x, patch, stride=patch).transpose(1, 2))
+    # Patch t is row t // (W / p), column t % (W / p) of the patch grid.
+    columns = shape[2] // patch
+    row, column = divmod(z.shape[1] - 1, columns)
+    corner = x[0, :, row * patch : (row + 1) * patch, column * patch : (column + 1) * patch]
+    assert torch.equal(z[0, -1], corner.flatten())
+    assert torch.equal(log_abs_det, torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(bijector.inverse(z)[0], x)
+
+
+def test_patchify_square_default_and_errors() -> None:
+    x = torch.randn(3, 1, 2, 6, 6)
+    z, _ = Patchify(3)(x)
+    assert z.shape == (3, 1, 4, 18)
+    assert torch.equal(Patchify(3).inverse(z)[0], x)
+    with pytest.raises(ValueError, match="divisible by the patch size 4"):
+        Patchify(4)(torch.randn(1, 1, 6, 8))
+    with pytest.raises(ValueError, match="width 8, got width 4"):
+        Patchify(2, image_width=8)(torch.randn(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="square number of patches"):
+        Patchify(2).inverse(torch.randn(1, 6, 4))
+    with pytest.raises(ValueError, match="patch_size"):
+        Patchify(0)
+    with pytest.raises(ValueError, match="image_width"):
+        Patchify(2, image_width=5)

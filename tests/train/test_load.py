@@ -40,6 +40,15 @@ TINY = {
     },
     "maf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8, 8)},
     "nsf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8,)},
+    "tarflow": {
+        "input_shape": (1, 8, 8),
+        "patch_size": 4,
+        "channels": 8,
+        "blocks": 2,
+        "layers_per_block": 1,
+        "heads": 2,
+        "seed": 0,
+    },
 }
 
 

@@ -1,0 +1,171 @@
+"""TarFlow: the assembled map, its triangular structure, sampling with guidance, denoising."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowkit.bijectors import Affine, Compose
+from flowkit.distributions import Flow, StandardNormal
+from flowkit.presets import TarFlowConfig, build_model, config_from_dict, denoise, tarflow
+from flowkit.presets.runs import RUN_PRESETS
+from flowkit.testing import check_bijector
+
+TINY = dict(channels=8, blocks=2, layers_per_block=1, heads=2, seed=0)
+
+
+def _perturb(flow: Flow, seed: int = 0, scale: float = 0.1) -> Flow:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return flow.double().eval()
+
+
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_whole_map_passes_the_bijector_contract(num_classes: int | None) -> None:
+    flow = tarflow((1, 4, 8), 2, num_classes=num_classes, **TINY)
+    context = None if num_classes is None else torch.tensor([0, 2, 1])
+    # Evaluation mode: training mode drops labels at random (label_dropout).
+    check_bijector(
+        flow.bijector.eval(), (1, 4, 8), context=context, requires_context=num_classes is not None
+    )
+
+
+def _jacobian(bijector, x: torch.Tensor) -> torch.Tensor:
+    """Jacobian of one event's output with respect to its input, as a (T*d, T*d) matrix."""
+    size = x.numel()
+    return torch.autograd.functional.jacobian(lambda v: bijector(v[None])[0][0], x).reshape(
+        size, size
+    )
+
+
+def _block_pattern(jacobian: torch.Tensor, length: int) -> torch.Tensor:
+    """Which (output patch, input patch) blocks of the Jacobian are nonzero."""
+    features = jacobian.shape[0] // length
+    blocks = jacobian.reshape(length, features, length, features).abs().sum(dim=(1, 3))
+    return blocks > 0
+
+
+def test_jacobian_is_block_triangular_in_patch_order() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, **TINY))
+    patchify, first, flip, second, last_flip = flow.bijector
+    x = torch.randn(4, 4, dtype=torch.float64)
+    lower = torch.ones(4, 4).tril().bool()
+    # The first block: patch t depends on patches <= t, and on its own only elementwise.
+    jacobian = _jacobian(first, x)
+    assert torch.equal(_block_pattern(jacobian, 4), lower)
+    diagonal = jacobian.reshape(4, 4, 4, 4).diagonal(dim1=0, dim2=2)  # (d, d, T)
+    assert torch.all(diagonal.permute(2, 0, 1)[:, ~torch.eye(4, dtype=torch.bool)] == 0)
+    # The second block runs on the reversed sequence: in patch order it is upper triangular.
+    assert torch.equal(_block_pattern(_jacobian(Compose(flip, second, last_flip), x), 4), lower.T)
+    # Together the blocks are dense, so the flow is not triangular in any one order.
+    assert bool(_block_pattern(_jacobian(Compose(first, flip, second), x), 4).all())
+
+
+def test_log_det_is_the_sum_of_log_scales_and_inverse_recovers_x() -> None:
+    flow = _perturb(tarflow((2, 4, 4), 2, **TINY))
+    x = torch.rand(3, 2, 4, 4, dtype=torch.float64) - 0.5
+    z, log_abs_det = flow.bijector(x)
+    brute = [torch.linalg.slogdet(_jacobian(flow.bijector, row))[1] for row in x]
+    assert torch.allclose(log_abs_det, torch.stack(brute))
+    with torch.no_grad():
+        assert torch.allclose(flow.decode(z), x, atol=1e-10)
+
+
+def test_denoise_is_tweedie_for_a_gaussian_model() -> None:
+    # Clean points x0 ~ N(mu, s0^2) seen through noise sigma: the noisy density is
+    # N(mu, s0^2 + sigma^2), a flow that is exactly Gaussian, and E[x0 | x] is known.
+    generator = torch.Generator().manual_seed(0)
+    mu, s0, sigma = 1.5, 0.5, 0.4
+    total = math.sqrt(s0**2 + sigma**2)
+    model = Flow(
+        StandardNormal((2,)), Affine((2,), shift=-mu / total, scale=1 / total, event_rank=1)
+    ).double()
+    clean = mu + s0 * torch.randn(4000, 2, generator=generator)
+    noisy = (clean + sigma * torch.randn(4000, 2, generator=generator)).double()
+    denoised = denoise(model, noisy, sigma)
+    posterior_mean = mu + s0**2 / total**2 * (noisy - mu)
+    assert torch.allclose(denoised, posterior_mean, atol=1e-12)
+    error = ((denoised - clean) ** 2).mean()
+    assert error < 0.8 * ((noisy - clean) ** 2).mean()
+    assert not denoised.requires_grad
+
+
+def test_sample_denoises_with_the_training_noise() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, noise_std=0.1, **TINY))
+    torch.manual_seed(5)
+    raw = flow.sample(3, denoise=False).detach()
+    torch.manual_seed(5)
+    cleaned = flow.sample(3)
+    assert torch.allclose(cleaned, denoise(flow, raw, 0.1))
+    assert not torch.allclose(cleaned, raw)
+    flow.train()
+    modes = [module.training for module in flow.modules()]
+    torch.manual_seed(5)
+    assert torch.allclose(flow.sample(3), cleaned)  # label dropout never touches the score
+    assert [module.training for module in flow.modules()] == modes
+
+
+def test_guidance_weight_zero_is_conditional_sampling() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, num_classes=3, **TINY))
+    labels = torch.tensor([0, 1, 2, 2])
+
+    def draw(**options) -> torch.Tensor:
+        torch.manual_seed(7)
+        with torch.no_grad():
+            return flow.sample(context=labels, **options)
+
+    plain = draw()
+    assert torch.equal(draw(guidance=0.0), plain)
+    guided = draw(guidance=2.0)
+    assert not torch.allclose(guided, plain)
+    # Guidance acts in decoding only: the density is the model's afterwards.
+    assert all(module.guidance == 0.0 for module in flow.modules() if hasattr(module, "guidance"))
+    # Decoding the guided sample with the guided map gives back its latent.
+    torch.manual_seed(7)
+    z = flow.base.sample(4)
+    with flow.guided(2.0), torch.no_grad():
+        assert torch.allclose(flow.bijector(flow.decode(z, labels), labels)[0], z, atol=1e-9)
+
+
+def test_guidance_needs_a_class_conditional_model() -> None:
+    flow = tarflow((1, 4, 4), 2, **TINY)
+    with pytest.raises(ValueError, match="class-conditional"):
+        flow.sample(2, guidance=1.0)
+    with pytest.raises(ValueError, match="weight"):
+        tarflow((1, 4, 4), 2, num_classes=3, **TINY).sample(context=torch.tensor([0]), guidance=-1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        (dict(input_shape=(1, 6, 8), patch_size=4), ValueError, "divisible by patch_size=4"),
+        (dict(channels=10, heads=4), ValueError, "divisible by heads"),
+        (dict(blocks=0), ValueError, "blocks"),
+        (dict(patch_size=2.0), TypeError, "patch_size"),
+        (dict(num_classes=1), ValueError, "num_classes"),
+        (dict(label_dropout=1.0), ValueError, "label_dropout"),
+        (dict(noise_std=-0.1), ValueError, "noise_std"),
+        (dict(input_shape=(3, 64)), ValueError, "input_shape"),
+        (dict(channels=65536, layers_per_block=64), ValueError, "parameters"),
+    ],
+)
+def test_config_validation(changes: dict, error: type, match: str) -> None:
+    settings = dict(input_shape=(1, 8, 8), patch_size=2, channels=8, heads=2)
+    settings.update(changes)
+    with pytest.raises(error, match=match):
+        TarFlowConfig(**settings)
+
+
+def test_registry_rebuilds_the_model_and_the_run_presets_are_valid() -> None:
+    flow = build_model("tarflow", dict(input_shape=[1, 4, 4], patch_size=2, **TINY))
+    assert flow.config == TarFlowConfig(input_shape=(1, 4, 4), patch_size=2, **TINY)
+    for name in ("tarflow-small", "tarflow-imagenet64"):
+        preset = RUN_PRESETS[name]
+        assert preset.model_name == "tarflow"
+        config = config_from_dict("tarflow", preset.model)
+        length, features = config.sequence_shape
+        assert length * features == math.prod(config.input_shape)
