@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing_extensions import TypeGuard
 
 __all__ = [
+    "build_seeded",
     "MAX_BINS",
     "MAX_CLASSES",
     "MAX_FEATURES",
@@ -543,3 +544,20 @@ def _cast(dtype: torch.dtype) -> str:
 def _same_device(a: torch.device, b: torch.device) -> bool:
     # cuda and cuda:0 name the same device when the index is implied.
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+_Built = TypeVar("_Built")
+
+
+def build_seeded(seed: int | None, build: Callable[[torch.Generator | None], _Built]) -> _Built:
+    """``build(generator)`` with every initial weight drawn from ``seed``; ``build(None)`` without.
+
+    With a seed, torch's global random state is seeded for the construction and restored after it,
+    and ``build`` gets a generator of its own seeded likewise (for draws it makes explicitly), so
+    the same seed gives the same model whatever the caller's random state.
+    """
+    if seed is None:
+        return build(None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(torch.Generator().manual_seed(seed))

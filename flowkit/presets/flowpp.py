@@ -14,6 +14,7 @@ from flowkit._utils import (
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
+    build_seeded,
     check_float,
     check_int,
     check_parameter_count,
@@ -324,11 +325,7 @@ def build_flowpp(config: FlowPPConfig) -> Dequantized:
     With ``config.seed`` set, every initial weight is drawn from that seed (torch's global random
     state is saved and restored around the construction), so the same config gives the same model.
     """
-    if config.seed is None:
-        return _build(config, None)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return _build(config, torch.Generator().manual_seed(config.seed))
+    return build_seeded(config.seed, lambda generator: _build(config, generator))
 
 
 def _build(config: FlowPPConfig, generator: torch.Generator | None) -> Dequantized:

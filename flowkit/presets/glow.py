@@ -19,6 +19,7 @@ from flowkit._utils import (
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
+    build_seeded,
     check_bool,
     check_choice,
     check_float,
@@ -236,13 +237,9 @@ def build_glow(config: GlowConfig) -> Flow:
     With ``config.seed`` set, every initial weight is drawn from that seed (torch's global random
     state is saved and restored around the construction), so the same config gives the same model.
     """
-    if config.seed is None:
-        bijector = _level(config, tuple(config.input_shape), 0, None)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            generator = torch.Generator().manual_seed(config.seed)
-            bijector = _level(config, tuple(config.input_shape), 0, generator)
+    bijector = build_seeded(
+        config.seed, lambda generator: _level(config, tuple(config.input_shape), 0, generator)
+    )
     channels, height, width = config.input_shape
     return GlowFlow(StandardNormal((channels * height * width,)), bijector, config)
 

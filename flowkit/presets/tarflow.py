@@ -16,6 +16,7 @@ from flowkit._utils import (
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
+    build_seeded,
     check_float,
     check_int,
     check_parameter_count,
@@ -194,12 +195,7 @@ def build_tarflow(config: TarFlowConfig) -> TarFlowFlow:
     With ``config.seed`` set, every initial weight is drawn from that seed (torch's global random
     state is saved and restored around the construction).
     """
-    if config.seed is None:
-        bijector = _bijector(config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            bijector = _bijector(config)
+    bijector = build_seeded(config.seed, lambda _: _bijector(config))
     return TarFlowFlow(StandardNormal(config.sequence_shape), bijector, config)
 
 
