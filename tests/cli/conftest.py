@@ -12,14 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The smallest Glow run that trains end to end: one step per level, width 8, 128 images, 2 steps.
-TINY_GLOW = [
-    "--preset",
-    "glow-small",
-    "--set",
-    "model.K=1",
-    "--set",
-    "model.hidden_channels=8",
+# The smallest run of an image preset that trains end to end: 128 images, 2 steps.
+TINY_RUN = [
     "--set",
     "train.num_train=128",
     "--set",
@@ -37,6 +31,16 @@ TINY_GLOW = [
     "--no-progress",
     "--device",
     "cpu",
+]
+# ... of Glow: one step per level, width 8.
+TINY_GLOW = [
+    "--preset",
+    "glow-small",
+    "--set",
+    "model.K=1",
+    "--set",
+    "model.hidden_channels=8",
+    *TINY_RUN,
 ]
 
 

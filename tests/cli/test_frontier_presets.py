@@ -10,25 +10,9 @@ import torch
 import flowkit
 from flowkit.distributions import Dequantized
 
+from .conftest import TINY_RUN
 from .conftest import flowkit as run_flowkit
 
-SMALL = [
-    "--set",
-    "train.num_train=128",
-    "--set",
-    "train.num_test=64",
-    "--set",
-    "train.batch_size=32",
-    "--set",
-    "train.init_batch_size=64",
-    "--set",
-    "train.num_samples=4",
-    "--set",
-    "train.temperatures=[0.7]",
-    "--max-steps",
-    "2",
-    "--no-progress",
-]
 # The presets at a width that trains two steps in seconds; everything else as shipped.
 SHRINK = {
     "flowpp-small": ["model.filters=4", "model.feature_channels=4", "model.dequantizer_filters=4"],
@@ -40,7 +24,7 @@ SHRINK = {
 def test_a_frontier_preset_trains_evaluates_samples_and_loads(preset, tmp_path):
     output = tmp_path / "run"
     shrink = [item for value in SHRINK[preset] for item in ("--set", value)]
-    done = run_flowkit("train", "--preset", preset, *shrink, *SMALL, "--output", output)
+    done = run_flowkit("train", "--preset", preset, *shrink, *TINY_RUN, "--output", output)
     assert done.status == 0, done.stderr
     assert (output / "checkpoint.pt").is_file() and (output / "bpd.png").is_file()
     assert list((output / "samples").glob("*.png"))
