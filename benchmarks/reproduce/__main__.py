@@ -6,6 +6,8 @@ Usage::
     python -m benchmarks.reproduce ablation --jobs 2      # Figure 3: permutation x coupling
     python -m benchmarks.reproduce samples                # temperatures, classes, latent space
     python -m benchmarks.reproduce time-to-quality --minutes 20
+    python -m benchmarks.reproduce frontier --minutes 4     # Glow, Flow++, TarFlow, equal time
+    python -m benchmarks.reproduce dequantization --jobs 2  # Flow++: variational vs uniform
 
 Records (JSON lines), run directories and Markdown tables go to ``--output`` (default
 ``runs/reproduce``, ``runs/reproduce-quick`` with ``--quick``); figures go to ``--figures``
@@ -20,13 +22,20 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.common import ROOT  # noqa: E402
 from benchmarks.plan import allocator_env  # noqa: E402
-from benchmarks.reproduce import ablation, samples, time_to_quality  # noqa: E402
+from benchmarks.reproduce import (  # noqa: E402
+    ablation,
+    dequantization,
+    frontier,
+    samples,
+    time_to_quality,
+)
 from benchmarks.reproduce.common import (  # noqa: E402
     DATASETS,
     FIGURES,
@@ -40,7 +49,7 @@ from benchmarks.reproduce.common import (  # noqa: E402
 
 __all__ = ["main"]
 
-EXPERIMENTS = ("ablation", "samples", "time-to-quality")
+EXPERIMENTS = ("ablation", "samples", "time-to-quality", "frontier", "dequantization")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,21 +75,41 @@ def _parser() -> argparse.ArgumentParser:
             "--model-option",
             action="append",
             metavar="KEY=VALUE",
-            help="a GlowConfig field for every flowkit model; repeatable",
+            help=(
+                "a model config field for every flowkit model (frontier: MODEL.FIELD, e.g. "
+                "glow.K=4); repeatable"
+            ),
         )
         sub.add_argument("--python", default=sys.executable, help="interpreter of the workers")
-        if name in ("ablation", "all"):
-            sub.add_argument("--jobs", type=int, default=1, help="ablation runs in parallel")
-            sub.add_argument("--seeds", default="0,1,2", help="ablation seeds (comma-separated)")
-            sub.add_argument("--steps", type=int, help="ablation: optimizer steps per run")
-        if name in ("ablation", "samples", "all"):
-            sub.add_argument("--datasets", default=",".join(DATASETS), help="fashion-mnist,cifar10")
-        if name in ("time-to-quality", "all"):
-            sub.add_argument("--minutes", type=float, help="training budget per library (20)")
+        if name in ("ablation", "dequantization", "all"):
+            sub.add_argument("--jobs", type=int, default=1, help="runs in parallel")
             sub.add_argument(
-                "--threads", type=int, help="time-to-quality: torch threads (default: torch's)"
+                "--seeds", help="seeds, comma-separated (ablation 0,1,2; dequantization 0,1)"
             )
-            sub.add_argument("--seed", type=int, default=0, help="time-to-quality: seed")
+            sub.add_argument(
+                "--steps",
+                type=int,
+                help="optimizer steps per run (ablation 500, dequantization 300)",
+            )
+        if name in ("ablation", "samples", "frontier", "all"):
+            sub.add_argument("--datasets", default=",".join(DATASETS), help="fashion-mnist,cifar10")
+        if name in ("time-to-quality", "frontier", "all"):
+            sub.add_argument(
+                "--minutes",
+                type=float,
+                help="training budget per model (time-to-quality 20, frontier 4)",
+            )
+            sub.add_argument(
+                "--threads",
+                type=int,
+                help="torch threads (time-to-quality: torch's default; frontier: 2)",
+            )
+            sub.add_argument("--seed", type=int, default=0, help="seed of the timed runs")
+        if name in ("frontier", "dequantization", "all"):
+            sub.add_argument("--num-test", type=int, help="test images scored (2000)")
+            sub.add_argument(
+                "--iw-samples", type=int, help="draws of the importance-weighted bound (16)"
+            )
     return parser
 
 
@@ -113,7 +142,7 @@ def run_ablation(args: argparse.Namespace, output: Path, figures: Path) -> int:
     where = output / "ablation"
     caches = _datasets(args, args.datasets.split(","), output / "data")
     train_options, model_options = _options(args)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in (args.seeds or "0,1,2").split(",")]
     if args.quick:
         seeds = seeds[:2]
     plan = ablation.build_plan(
@@ -207,6 +236,87 @@ def run_time_to_quality(args: argparse.Namespace, output: Path, figures: Path) -
     return int(any(statuses))
 
 
+def _evaluation(args: argparse.Namespace, sizes: Any) -> Any:
+    import dataclasses
+
+    changes = {"num_test": args.num_test, "iw_samples": args.iw_samples}
+    return dataclasses.replace(sizes, **{k: v for k, v in changes.items() if v is not None})
+
+
+def run_frontier(args: argparse.Namespace, output: Path, figures: Path) -> int:
+    """Train Glow, Flow++ and TarFlow one at a time per dataset; then table and figures."""
+    import dataclasses
+
+    sizes = _evaluation(args, frontier.QUICK if args.quick else frontier.FULL)
+    if args.minutes is not None:
+        sizes = dataclasses.replace(sizes, minutes=args.minutes)
+    threads = args.threads or 2
+    where = output / "frontier"
+    caches = _datasets(args, args.datasets.split(","), output / "data")
+    train_options, model_options = _options(args)
+    plan = frontier.build_plan(
+        datasets=caches,
+        sizes=sizes,
+        output=where,
+        figures=figures,
+        threads=threads,
+        seed=args.seed,
+        train_options=train_options,
+        model_options=model_options,
+    )
+    statuses = run_workers(
+        plan,
+        jobs=1,
+        # Full runs: each model in a fresh process, one at a time (a timing comparison).
+        in_process=args.quick,
+        python=args.python,
+        env=worker_env(threads),
+        label=lambda s: f"frontier {s['dataset']} {s['model']}",
+    )
+    records = [r for r in read_records(where / "records.jsonl") if r["dataset"] in caches]
+    summary = frontier.summarize(records)
+    table = frontier.render_table(summary)
+    (where / "frontier.md").write_text(table)
+    for dataset in summary:
+        path = frontier.write_figure(summary, dataset, figures / f"frontier-{dataset}.png")
+        print(f"wrote {path}", file=sys.stderr)
+    print(table)
+    return int(any(statuses))
+
+
+def run_dequantization(args: argparse.Namespace, output: Path, figures: Path) -> int:
+    """Train flowpp-small with variational and with uniform dequantization; then the table."""
+    import dataclasses
+
+    sizes = _evaluation(args, dequantization.QUICK if args.quick else dequantization.FULL)
+    if args.steps is not None:
+        sizes = dataclasses.replace(sizes, steps=args.steps)
+    where = output / "dequantization"
+    caches = _datasets(args, ["fashion-mnist"], output / "data")
+    train_options, model_options = _options(args)
+    plan = dequantization.build_plan(
+        cache=caches["fashion-mnist"],
+        seeds=[int(s) for s in (args.seeds or "0,1").split(",")],
+        sizes=sizes,
+        output=where,
+        train_options=train_options,
+        model_options=model_options,
+    )
+    statuses = run_workers(
+        plan,
+        jobs=args.jobs,
+        in_process=args.jobs <= 1,
+        python=args.python,
+        env=worker_env(1),
+        label=lambda s: f"dequantization {s['variant']} seed {s['seed']}",
+    )
+    summary = dequantization.summarize(read_records(where / "records.jsonl"), sizes.steps)
+    table = dequantization.render_table(summary, sizes.steps)
+    (where / "dequantization.md").write_text(table)
+    print(table)
+    return int(any(statuses))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen experiment (or all of them); 0 when every run succeeded."""
     args = _parser().parse_args(argv)
@@ -220,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "ablation": run_ablation,
         "samples": run_samples,
         "time-to-quality": run_time_to_quality,
+        "frontier": run_frontier,
+        "dequantization": run_dequantization,
     }
     chosen = EXPERIMENTS if args.command == "all" else (args.command,)
     status = 0

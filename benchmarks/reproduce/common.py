@@ -206,6 +206,7 @@ def train_in_chunks(
     test: Any,
     stops: list[dict[str, Any]],
     *,
+    model_name: str = "glow",
     model_config: Any = None,
     after: Callable[[Any, dict[str, Any]], None] | None = None,
 ) -> Any:
@@ -216,7 +217,8 @@ def train_in_chunks(
     at an epoch end, so the run's ``metrics.jsonl`` holds a test point per stop. Resuming is exact
     on the CPU, so the chunks train the same model as one call would. ``after(trainer, stop)`` runs
     after each chunk (outside the run's clock). A run that stopped half-way continues from its
-    checkpoint. Returns the last trainer.
+    checkpoint. ``model_name`` is the model's registered family, for the checkpoint. Returns the
+    last trainer.
     """
     import dataclasses
 
@@ -225,7 +227,9 @@ def train_in_chunks(
     trainer = None
     for stop in stops:
         chunk = dataclasses.replace(config, **stop)
-        trainer = Trainer(flow, chunk, train, test, model_name="glow", model_config=model_config)
+        trainer = Trainer(
+            flow, chunk, train, test, model_name=model_name, model_config=model_config
+        )
         trainer.fit(resume=True)
         if after is not None:
             after(trainer, stop)

@@ -18,6 +18,14 @@ def run_spec(spec: dict) -> None:
         from benchmarks.reproduce.time_to_quality import run_library
 
         run_library(spec)
+    elif spec["experiment"] == "frontier":
+        from benchmarks.reproduce.frontier import run_model
+
+        run_model(spec)
+    elif spec["experiment"] == "dequantization":
+        from benchmarks.reproduce.dequantization import run_one as run_dequantization
+
+        run_dequantization(spec)
     else:
         raise ValueError(f"unknown experiment {spec['experiment']!r}")
 
