@@ -43,6 +43,7 @@ def test_frontier_quick_records_table_and_figures(tmp_path: Path) -> None:
         assert sum(p.numel() for p in rebuilt.parameters()) == record["parameters"]
     glow = done["glow"]["parameters"]
     assert abs(done["flowpp"]["parameters"] - glow) <= 0.1 * glow
+    assert abs(done["tarflow"]["parameters"] - glow) <= 0.1 * glow
     assert done["tarflow"]["config"]["noise_std"] == 0.0
 
     table = (output / "frontier" / "frontier.md").read_text()

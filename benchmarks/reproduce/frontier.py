@@ -2,8 +2,9 @@
 
 Per dataset, three models train one after the other for ``--minutes`` of training time each (the
 evaluations stop the clock): the ``glow-small`` run preset's model, the ``tarflow-small`` one
-(patches of 7 on 28x28 images, 4 on 32x32) and the ``flowpp-small`` one with its coupling width
-(``filters``) chosen so that its parameter count is within 10% of the Glow model's. Each trains at
+(patches of 7 on 28x28 images, 4 on 32x32) and the ``flowpp-small`` one, each with its width
+(TarFlow's ``channels``, Flow++'s ``filters``) chosen so that its parameter count is within 10% of
+the Glow model's. Each trains at
 its run preset's settings. TarFlow trains and is scored without its Gaussian training noise
 (``noise_std`` 0): with noise it would model a smoothed density, whose bits/dim do not compare.
 
@@ -41,7 +42,7 @@ __all__ = [
     "FrontierSizes",
     "build_plan",
     "evaluator",
-    "match_filters",
+    "match_width",
     "model_configs",
     "render_table",
     "run_model",
@@ -107,30 +108,47 @@ def _count(family: str, config: dict[str, Any]) -> int:
     return sum(p.numel() for p in build_model(family, config).parameters())
 
 
-def match_filters(config: dict[str, Any], target: int) -> tuple[int, list[tuple[int, int]]]:
-    """Flow++'s ``filters`` whose parameter count is nearest ``target``, and the counts searched.
+# The width each family's search varies, and the step of the search (the attention heads).
+WIDTHS = {"flowpp": "filters", "tarflow": "channels"}
+
+
+def _exact_count(family: str, config: Any) -> int:
+    if family == "flowpp":
+        from flowkit.presets.flowpp import flowpp_parameter_count
+
+        return flowpp_parameter_count(config)
+    from flowkit.presets.tarflow import _parameter_count
+
+    return _parameter_count(config)
+
+
+def match_width(
+    family: str, config: dict[str, Any], target: int
+) -> tuple[int, list[tuple[int, int]]]:
+    """The width (``WIDTHS[family]``) whose parameter count is nearest ``target``, and the counts.
 
     Widths are multiples of ``heads``, from the smallest up to the first count past twice the
-    target (the count grows with the width). Raises a ValueError when the nearest count is
-    further than :data:`TOLERANCE` from the target.
+    target (the count grows with the width); counts come from the presets' exact formulas, so
+    nothing is built. Raises a ValueError when the nearest count is further than
+    :data:`TOLERANCE` from the target.
     """
-    from flowkit.presets.flowpp import flowpp_parameter_count
     from flowkit.presets.registry import config_from_dict
 
-    base = config_from_dict("flowpp", config)
+    base = config_from_dict(family, config)
+    width_field = WIDTHS[family]
     searched = []
-    filters = base.heads
+    width = base.heads
     while True:
-        count = flowpp_parameter_count(dataclasses.replace(base, filters=filters))
-        searched.append((filters, count))
+        count = _exact_count(family, dataclasses.replace(base, **{width_field: width}))
+        searched.append((width, count))
         if count > 2 * target:
             break
-        filters += base.heads
-    best, count = min(searched, key=lambda fc: abs(fc[1] - target))
+        width += base.heads
+    best, count = min(searched, key=lambda wc: abs(wc[1] - target))
     if abs(count - target) > TOLERANCE * target:
         raise ValueError(
-            f"no Flow++ width gives a parameter count within {TOLERANCE:.0%} of {target}; the "
-            f"nearest is filters={best} with {count}"
+            f"no {family} width gives a parameter count within {TOLERANCE:.0%} of {target}; the "
+            f"nearest is {width_field}={best} with {count}"
         )
     return best, searched
 
@@ -162,9 +180,10 @@ def model_configs(
         )
         chosen[model] = {"family": family, "preset": preset, "config": config}
     target = _count("glow", chosen["glow"]["config"])
-    filters, searched = match_filters(chosen["flowpp"]["config"], target)
-    chosen["flowpp"]["config"]["filters"] = filters
-    chosen["flowpp"]["matching"] = {"target": target, "filters": filters, "searched": searched}
+    for family, width_field in WIDTHS.items():
+        width, searched = match_width(family, chosen[family]["config"], target)
+        chosen[family]["config"][width_field] = width
+        chosen[family]["matching"] = {"target": target, width_field: width, "searched": searched}
     for entry in chosen.values():
         entry["config"] = {
             k: list(v) if isinstance(v, tuple) else v for k, v in entry["config"].items()
@@ -413,13 +432,17 @@ def render_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"{final['raw']['iw_bpd']:.4f} | {final['averaged']['bpd']:.4f} | "
                 f"{final['averaged']['iw_bpd']:.4f} |"
             )
-        matching = rows.get("flowpp", {}).get("done", {}).get("matching")
-        if matching:
-            lines += [
-                "",
-                f"Flow++ width: filters={matching['filters']}, the nearest of "
-                f"{len(matching['searched'])} widths to Glow's {matching['target']} parameters.",
-            ]
+        notes = []
+        for family, width_field in WIDTHS.items():
+            matching = rows.get(family, {}).get("done", {}).get("matching")
+            if matching:
+                notes.append(
+                    f"{family} width: {width_field}={matching[width_field]}, the nearest of "
+                    f"{len(matching['searched'])} widths to Glow's {matching['target']} "
+                    "parameters."
+                )
+        if notes:
+            lines += ["", *notes]
         lines.append("")
     return "\n".join(lines)
 
