@@ -39,6 +39,11 @@ def _check_train_args(args: argparse.Namespace) -> None:
         check_positive(flag, value)
     check_positive_float("--lr", args.lr)
     check_positive_float("--max-minutes", args.max_minutes)
+    if args.augment_shift is not None and not 0 <= args.augment_shift < 1:
+        raise UsageError(
+            f"--augment-shift expects a fraction of the image size in [0, 1), got "
+            f"{args.augment_shift}"
+        )
     check_fraction("--test-fraction", args.test_fraction)
     for flag in ("--data", "--test-data", "--output", "--config"):
         check_path(flag, getattr(args, flag[2:].replace("-", "_")))

@@ -215,3 +215,13 @@ def test_contradicting_augmentation_flags_are_a_usage_error(capsys):
     assert status == 2
     [line] = error_lines(err)
     assert "--no-augment" in line and "--augment-flip" in line
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_an_out_of_range_augment_shift_names_the_flag(capsys, value):
+    status, _, err = run_main(
+        capsys, "train", "--preset", "glow-cifar10", "--augment-shift", value, "--print-config"
+    )
+    assert status == 2
+    [line] = error_lines(err)
+    assert "--augment-shift" in line and value in line
