@@ -232,7 +232,7 @@ class ImageTrainingData(TrainingData):
         num_classes = int(self.labels.max()) + 1
         return (torch.arange(count) % num_classes).to(device)
 
-    def _eval_noise(self, start: int, stop: int, draws: int) -> list[Tensor]:
+    def _eval_noise(self, start: int, stop: int, draws: int, centered: bool) -> list[Tensor]:
         """``draws`` fixed noise tensors for images ``start:stop``, independent of batching."""
         from flowkit.distributions.dequantized import uniform_noise
 
@@ -247,7 +247,7 @@ class ImageTrainingData(TrainingData):
                     (hi - lo, *shape),
                     self.n_bits,
                     generator=generator,
-                    centered=self.centered_noise,
+                    centered=centered,
                 )
                 pieces[draw].append(noise[max(start, lo) - lo : min(stop, hi) - lo])
         return [torch.cat(draw) for draw in pieces]
@@ -271,7 +271,8 @@ class ImageTrainingData(TrainingData):
         from flowkit.data import reduce_bits
 
         model = image_model(flow, self.n_bits)
-        self.centered_noise = model.dequantizer is not None
+        # A learned dequantizer takes the logit of the noise: it needs noise in the open (0, 1).
+        centered = model.dequantizer is not None
         scale = model.num_dims * math.log(2.0)
         total = torch.zeros((), dtype=torch.float64, device=process.device)
         for start, stop in self._eval_ranges(batch_size, process):
@@ -282,7 +283,7 @@ class ImageTrainingData(TrainingData):
             bounds = torch.stack(
                 [
                     model.latent_and_log_prob(levels, labels, noise=noise.to(process.device))[1]
-                    for noise in self._eval_noise(start, stop, num_samples)
+                    for noise in self._eval_noise(start, stop, num_samples, centered)
                 ]
             )
             log_prob = torch.logsumexp(bounds.double(), 0) - math.log(num_samples)
