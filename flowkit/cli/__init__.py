@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 import warnings
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowkit.cli._common import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -63,18 +65,36 @@ def _show_warning(
     print(f"flowkit: warning: {one_line(str(message))}", file=sys.stderr)
 
 
+def _discard_stdout() -> None:
+    """Point stdout at the null device: Python's final flush would hit the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by an object without a descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowkit`` command.
 
     Every error ends the command with one line on stderr, ``flowkit: error: ...`` (a traceback
     only with ``--debug``) and a status: 2 for a value the command line does not allow (argparse's
-    own errors included), 1 for a failure while running, 130 for Ctrl-C.
+    own errors included), 1 for a failure while running, 130 for Ctrl-C. A reader that stops
+    early (``flowkit presets | head``) ends the command quietly with status 141, as a shell
+    reports a process ended by SIGPIPE.
     """
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return int(args.handler(args) or 0)
+            status = int(args.handler(args) or 0)
+            # Flushed here, so that a closed pipe is seen now and not at interpreter exit.
+            sys.stdout.flush()
+            return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except (Exception, KeyboardInterrupt) as error:
         if args.debug:
             traceback.print_exc()

@@ -20,6 +20,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+# A process whose reader went away: shells report death by SIGPIPE (signal 13) as 128 + 13.
+EXIT_BROKEN_PIPE = 141
+
+
 # Image folders and tars split into these sub-folders hold a test split (flowkit.data.load_dataset).
 _SPLIT_FOLDERS = ("train", "test", "val")
 

@@ -44,7 +44,9 @@ class RunDirectory:
     it when the process ends, however it ends), removes temporary files that interrupted
     checkpoint writes left behind, and refuses a directory that holds an earlier run unless the
     caller resumes it or asks to overwrite it (which removes the earlier run's files and samples,
-    and nothing else). Nothing in the directory is touched before these checks pass.
+    and nothing else). Resuming needs the earlier run's checkpoint: a run whose metrics or config
+    remain without it is refused rather than started over. Nothing in the directory is touched
+    before these checks pass.
 
     Args:
         path: The directory (created if missing).
@@ -75,7 +77,8 @@ class RunDirectory:
 
         Raises:
             RunLockedError: Another process holds the lock (its process id is named).
-            RunExistsError: The directory holds a run and neither ``resume`` nor ``overwrite``.
+            RunExistsError: The directory holds a run and neither ``resume`` nor ``overwrite``,
+                or ``resume`` with a run that has lost its checkpoint.
         """
         if resume and overwrite:
             raise ValueError("resume and overwrite exclude each other; choose one")
@@ -88,6 +91,14 @@ class RunDirectory:
                 raise RunExistsError(
                     f"{self.path} already holds a run; continue it with --resume or replace it "
                     "with --overwrite (resume=True or overwrite=True in Python)"
+                )
+            if resume and self.holds_run() and not self.checkpoint.exists():
+                # Starting afresh here would replace the run's metrics and config.
+                written = ", ".join(name for name in _RUN_MARKERS if (self.path / name).exists())
+                raise RunExistsError(
+                    f"cannot resume the run in {self.path}: it has {written} but no "
+                    f"{self.checkpoint.name} to continue from; replace it with --overwrite "
+                    "(overwrite=True in Python) or choose another output directory"
                 )
             remove_stale_temporaries(self.checkpoint)
             remove_stale_temporaries(self.diverged_checkpoint)

@@ -81,7 +81,7 @@ class TrainResult:
     Attributes:
         steps: Optimizer steps attempted in the whole run (skipped non-finite steps included).
         epochs_completed: Whole epochs done.
-        test_history: ``(step, value)`` per evaluation, in :attr:`unit`; evaluated with the
+        test_history: ``(step, value)`` per evaluation, in ``unit``; evaluated with the
             averaged weights when ``config.ema`` is on.
         train_losses: Loss of every applied step of this call (resumed runs: from the resume on).
         output: The output directory.
@@ -224,10 +224,11 @@ class Trainer:
 
         Args:
             resume: Continue the run in ``config.output`` from its checkpoint (a fresh start if
-                it has none). Settings listed in ``flowkit.train.config.RESUMABLE_SETTINGS`` (the
-                learning rate, epochs, step and time limits, logging, evaluation and sampling
-                cadence, ...) may differ from the checkpoint's and take effect; any other
-                difference raises :class:`ResumeMismatchError` listing them.
+                the directory holds no run; refused if it holds one without its checkpoint).
+                Settings listed in ``flowkit.train.config.RESUMABLE_SETTINGS`` (the learning
+                rate, epochs, step and time limits, logging, evaluation and sampling cadence, ...)
+                may differ from the checkpoint's and take effect; any other difference raises
+                :class:`ResumeMismatchError` listing them.
             overwrite: Remove the run that ``config.output`` holds (its checkpoints, metrics,
                 curves and samples) and start afresh.
 
