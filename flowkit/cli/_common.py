@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__: list[str] = []
@@ -69,6 +71,43 @@ def check_temperatures(values: Sequence[float] | None) -> None:
     for value in values or ():
         if not (math.isfinite(value) and value >= 0):
             raise UsageError(f"--temperatures expects finite numbers >= 0, got {value}")
+
+
+def check_new_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    """A CommandError if a file among ``paths`` exists and ``overwrite`` was not given.
+
+    Checked before any work, so a refused command costs nothing; a device or a pipe (such as
+    ``/dev/stdout``) is not a result and is written as it is.
+    """
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"--output expects a file, got the directory {path}")
+    existing = [path for path in paths if path.is_file()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise CommandError(
+            f"{existing[0]}{more} already exists; replace it with --overwrite or choose another "
+            "--output"
+        )
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it replaces ``path`` in one step on success.
+
+    An interrupted or failed write leaves ``path`` as it was, never half-written. The temporary
+    name keeps the suffix, since image writers choose the format from it.
+    """
+    if path.exists() and not path.is_file():
+        yield path
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _available_devices() -> list[str]:

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowkit.cli._common import UsageError, check_positive, check_temperatures
+from flowkit.cli._common import (
+    UsageError,
+    atomic_output,
+    check_new_outputs,
+    check_positive,
+    check_temperatures,
+)
 from flowkit.cli._runs import Run, check_common, check_indices, open_run, require_images, run_images
 
 __all__: list[str] = []
@@ -47,6 +53,11 @@ def _sample_images(args: argparse.Namespace, run: Run) -> int:
         if not 0 <= args.label < run.num_classes:
             raise UsageError(f"--label expects a class in [0, {run.num_classes}), got {args.label}")
     output = Path(args.output) if args.output else run.directory / "samples"
+    if output.is_file():
+        raise UsageError(f"--output expects a directory for image grids, got the file {output}")
+    temperatures = args.temperatures or IMAGE_TEMPERATURES
+    paths = [output / f"samples_t{temperature:.2f}.png" for temperature in temperatures]
+    check_new_outputs(paths, args.overwrite)
     output.mkdir(parents=True, exist_ok=True)
     context = None
     if run.num_classes is not None:
@@ -54,17 +65,17 @@ def _sample_images(args: argparse.Namespace, run: Run) -> int:
         context = torch.tensor(
             [classes[i % len(classes)] for i in range(args.num)], device=args.device
         )
-    for temperature in args.temperatures or IMAGE_TEMPERATURES:
-        path = output / f"samples_t{temperature:.2f}.png"
-        nonfinite = write_sample_grid(
-            run.flow,
-            path,
-            num=args.num,
-            temperature=temperature,
-            n_bits=run.n_bits,
-            context=context,
-            seed=args.seed,
-        )
+    for temperature, path in zip(temperatures, paths):
+        with atomic_output(path) as temporary:
+            nonfinite = write_sample_grid(
+                run.flow,
+                temporary,
+                num=args.num,
+                temperature=temperature,
+                n_bits=run.n_bits,
+                context=context,
+                seed=args.seed,
+            )
         if nonfinite:
             print(
                 f"flowkit: warning: {nonfinite} non-finite sample values at temperature "
@@ -131,6 +142,7 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     output = Path(args.output) if args.output else run.directory / "samples" / "samples.csv"
     if output.suffix != ".csv":
         raise UsageError(f"--output expects a .csv file for a table model's samples, got {output}")
+    check_new_outputs([output], args.overwrite)
     context_values = _parse_context(args.context, run)
     torch.manual_seed(args.seed)
     with torch.no_grad():
@@ -151,8 +163,8 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     if context is not None:
         rows = np.concatenate([rows, context.float().cpu().numpy()], axis=1)
         columns = columns + run.context_columns
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_table(output, rows, columns)
+    with atomic_output(output) as temporary:
+        write_table(temporary, rows, columns)
     print(output)
     return 0
 
@@ -181,6 +193,8 @@ def interpolate_command(args: argparse.Namespace) -> int:
         )
     run = open_run(args)
     require_images(run, "interpolate")
+    path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
+    check_new_outputs([path], args.overwrite)
     data = run_images(run, args.data, args.split)
     check_indices("--first", args.first, data)
     check_indices("--second", args.second, data)
@@ -193,9 +207,9 @@ def interpolate_command(args: argparse.Namespace) -> int:
         rows.append(
             interpolate(run.continuous_flow, images[0], images[1], args.steps, context=labels)
         )
-    path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
+    with atomic_output(path) as temporary:
+        grid = to_uint8(torch.cat(rows).float().cpu(), run.n_bits)
+        save_image_grid(grid, temporary, nrow=args.steps)
     print(path)
     return 0
 
@@ -215,6 +229,8 @@ def manipulate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--scale expects a finite number, got {args.scale}")
     run = open_run(args)
     require_images(run, "manipulate")
+    path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
+    check_new_outputs([path], args.overwrite)
     data = run_images(run, args.data, args.split)
     if data.labels is None:
         raise UsageError(
@@ -241,9 +257,9 @@ def manipulate_command(args: argparse.Namespace) -> int:
         image = _model_inputs(data.images[index : index + 1], run.n_bits, args.device)[0]
         label = None if context is None else data.labels[index].to(args.device)
         rows.append(manipulate(run.continuous_flow, image, direction, scales, context=label))
-    path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(to_uint8(torch.cat(rows).float().cpu(), run.n_bits), path, nrow=args.steps)
+    with atomic_output(path) as temporary:
+        grid = to_uint8(torch.cat(rows).float().cpu(), run.n_bits)
+        save_image_grid(grid, temporary, nrow=args.steps)
     print(path)
     return 0
 

@@ -18,11 +18,63 @@ from flowkit.cli._train import train_command
 __all__: list[str] = []
 
 
+# ``flowkit train`` options whose value, when not given, comes from the preset (or config file)
+# and else from TrainConfig's field of the same name.
+_TRAIN_FIELDS = frozenset(
+    {
+        "data",
+        "output",
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "batch_size",
+        "lr",
+        "n_bits",
+        "augment_shift",
+        "device",
+        "seed",
+        "val_fraction",
+        "patience",
+    }
+)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, so ``--help`` tells what a run will use."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.dest in _TRAIN_FIELDS and action.default is None:
+            return f"{text} (default: from the preset or --config, else {_train_default(action)})"
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        value = action.default
+        if isinstance(value, (list, tuple)):
+            value = " ".join(str(item) for item in value)
+        return f"{text} (default: {str(value).replace('%', '%%')})"
+
+
+def _train_default(action: argparse.Action) -> str:
+    # Imported only to show help: flowkit.train brings in torch, a second at start-up.
+    from flowkit.train.config import TrainConfig
+
+    fields = TrainConfig.__dataclass_fields__
+    if action.dest not in fields:
+        return "unset"
+    value = fields[action.dest].default
+    return "none" if value is None else str(value).replace("%", "%%")
+
+
 SET_HELP = (
     "override one setting, as section.name=value with section 'model' (the preset's model "
     "config) or 'train' (TrainConfig); the value is read as JSON when it parses (numbers, "
     "true/false, null, lists), else as a string; a single number is accepted where a list is "
-    "expected. Repeatable. Example: --set model.K=8 --set train.lr=0.0005"
+    "expected. Repeatable. Example: --set model.K=8 --set train.lr=0.0005 (default: no "
+    "overrides)"
 )
 
 
@@ -32,7 +84,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--debug",
         action="store_true",
         default=False if top else argparse.SUPPRESS,
-        help="print the full traceback of an error",
+        help="print the full traceback of an error (default: off)",
     )
     if top:
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -44,11 +96,19 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         "--weights",
         choices=("averaged", "raw"),
         default="averaged",
-        help="the Polyak-averaged weights (default; the raw ones if the run kept no average) or "
-        "the raw optimised ones",
+        help="the Polyak-averaged weights (the raw ones if the run kept no average) or the raw "
+        "optimised ones (default: averaged)",
     )
     parser.add_argument(
-        "--device", default="cpu", help="device to run on: cpu (default), cuda or cuda:N"
+        "--device", default="cpu", help="device to run on: cpu, cuda or cuda:N (default: cpu)"
+    )
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (written whole or not at all)",
     )
 
 
@@ -57,13 +117,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--data", help="dataset to read (default: the one the model was trained on)"
     )
     parser.add_argument(
-        "--split", choices=("train", "test"), default="test", help="which split (default: test)"
+        "--split", choices=("train", "test"), default="test", help="which split of the data"
     )
 
 
 def _add_train_parser(commands: Any) -> None:
     train = commands.add_parser(
         "train",
+        formatter_class=_HelpFormatter,
         help="train a model",
         description="Train a model. Settings come from --preset, then --config, then the options "
         "below, then --set overrides. Run under torchrun for several processes (DDP). Writes "
@@ -72,28 +133,34 @@ def _add_train_parser(commands: Any) -> None:
     )
     _add_global_options(train, top=False)
     train.add_argument(
-        "--preset", help="named run (see 'flowkit presets'), e.g. glow-small or glow-cifar10"
+        "--preset",
+        help="named run (see 'flowkit presets'), e.g. glow-small, glow-cifar10 or, for a table, "
+        "nsf (default: the config file's preset, else none: a Glow with the defaults of "
+        "GlowConfig and TrainConfig)",
     )
     train.add_argument(
         "--config",
         help="JSON (or TOML on Python 3.11+) file with 'preset', 'model' and 'train' sections, "
-        "e.g. a run's own config.json",
+        "e.g. a run's own config.json, which repeats the run from any directory (default: none)",
     )
     train.add_argument(
         "--data",
-        help="dataset: fashion-mnist-small (bundled) or a path (CIFAR batches, idx files, "
-        "ImageNet npz, image folder or tar)",
+        help="dataset: fashion-mnist-small (bundled) or a path. Images: a CIFAR-10/100 python "
+        "folder or its .tar.gz, a folder of MNIST-style idx files (gzipped or not), a folder of "
+        "downsampled ImageNet .npz batches, an image folder or tar (with train/ and test/ "
+        "folders, or whole). Tables, for --preset nsf, maf or realnvp-tabular: a .csv file with "
+        "a header row, a .npy array or a .npz archive",
     )
     train.add_argument(
         "--test-data",
         help="test set: a table with the columns of --data, or images (a folder or tar without "
-        "split folders counts whole)",
+        "split folders counts whole) (default: the test split of --data)",
     )
     train.add_argument(
         "--test-fraction",
         type=float,
-        help="tables: hold out this fraction of --data (seeded by --seed) when there is no "
-        "--test-data",
+        help="hold out this fraction of --data (seeded by --seed) as the test set when there "
+        "is no --test-data (default: none)",
     )
     train.add_argument(
         "--columns",
@@ -105,7 +172,8 @@ def _add_train_parser(commands: Any) -> None:
         "--context-columns",
         nargs="+",
         metavar="NAME",
-        help="tables: columns the flow is conditioned on (a conditional density of the others)",
+        help="tables: columns the flow is conditioned on (a conditional density of the others; "
+        "default: none)",
     )
     train.add_argument("--output", help="output directory")
     train.add_argument("--epochs", type=int, help="number of epochs")
@@ -129,25 +197,32 @@ def _add_train_parser(commands: Any) -> None:
     augment.add_argument(
         "--no-augment",
         action="store_true",
-        help="turn off the preset's training augmentation (shifts, flips, noise)",
+        help="turn off the preset's training augmentation (shifts, flips, noise) (default: the "
+        "preset's augmentation)",
     )
     train.add_argument(
-        "--augment-flip", action="store_true", help="also mirror training images at random"
+        "--augment-flip",
+        action="store_true",
+        help="also mirror training images at random (default: from the preset, else off)",
     )
     train.add_argument(
-        "--num-classes", type=int, help="train a class-conditional model with this many classes"
+        "--num-classes",
+        type=int,
+        help="train a class-conditional model with this many classes (default: from the preset, "
+        "else unconditional)",
     )
     train.add_argument(
         "--memory-saving",
         action="store_true",
-        help="invertible backpropagation: memory flat in depth K",
+        help="invertible backpropagation: memory flat in depth K (default: from the preset, else "
+        "off)",
     )
-    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto: the GPU if any)")
     train.add_argument("--seed", type=int, help="seed of data order, noise and initialisation")
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue exactly from OUTPUT/checkpoint.pt if it exists",
+        help="continue exactly from OUTPUT/checkpoint.pt (a fresh start in an empty directory)",
     )
     train.add_argument(
         "--overwrite",
@@ -171,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flowkit`` command."""
     parser = argparse.ArgumentParser(
         prog="flowkit",
+        formatter_class=_HelpFormatter,
         description="Train normalizing flows (Glow and the other presets) and use trained ones.",
         epilog="At start-up every command keeps large tensors on the C heap instead of mapping "
         "and unmapping them at each step (flowkit.performance.tune_allocator(); glibc only; "
@@ -182,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval",
+        formatter_class=_HelpFormatter,
         help="negative log-likelihood (and bits/dim) of a trained model on a dataset",
         description="Evaluate the mean negative log-likelihood, and bits per dimension for "
         "images, with fixed dequantisation noise; the result does not depend on the batch size.",
@@ -189,17 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_options(evaluate, top=False)
     _add_checkpoint_options(evaluate)
     _add_data_options(evaluate)
+    evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     evaluate.add_argument(
-        "--batch-size", type=int, default=256, help="evaluation batch size (default 256)"
+        "--num-test", type=int, help="evaluate only the first N examples (default: all)"
     )
-    evaluate.add_argument("--num-test", type=int, help="evaluate only the first N examples")
     evaluate.add_argument(
         "--samples",
         type=int,
         default=1,
         metavar="K",
         help="images: the importance-weighted bound over K dequantisation draws (tighter as K "
-        "grows; default 1, the training objective)",
+        "grows; default: 1, the training objective)",
     )
     evaluate.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="arithmetic precision"
@@ -209,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser(
         "sample",
+        formatter_class=_HelpFormatter,
         help="sample image grids or table rows",
         description="Sample from a trained model: image grids, one PNG per temperature, or rows "
         "of a table (with the column names) as CSV.",
@@ -219,31 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperatures",
         type=float,
         nargs="+",
-        help="standard deviations of the base noise (Glow's eps_std); images: default 0 0.5 "
-        "0.7 1; tables: one value, default 1",
+        help="standard deviations of the base noise (Glow's eps_std); images: several (default: "
+        "0 0.5 0.7 1); tables: one (default: 1)",
     )
+    sample.add_argument("--num", type=int, default=64, help="images per grid or rows of a table")
     sample.add_argument(
-        "--num", type=int, default=64, help="images per grid or rows of a table (default 64)"
+        "--label",
+        type=int,
+        help="class-conditional models: sample this class only (default: every class in turn)",
     )
-    sample.add_argument(
-        "--label", type=int, help="class-conditional models: sample this class only"
-    )
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument(
         "--context",
         nargs="+",
         metavar="NAME=VALUE",
-        help="conditional table models: the value of every context column, each once",
+        help="conditional table models: the value of every context column, each once "
+        "(default: none; required by a conditional model)",
     )
     sample.add_argument(
         "--output",
         help="images: a directory for the grids (default: samples/ in the run directory); "
         "tables: a .csv file (default: samples/samples.csv in the run directory)",
     )
+    _add_overwrite_option(sample)
     sample.set_defaults(handler=sample_command)
 
     interp = commands.add_parser(
         "interpolate",
+        formatter_class=_HelpFormatter,
         help="walk between two images in latent space",
         description="Decode points on the line between the latents of two dataset images; one "
         "row per pair.",
@@ -257,16 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     interp.add_argument(
         "--second", type=int, nargs="+", default=[1], help="indices of the second images"
     )
-    interp.add_argument(
-        "--steps", type=int, default=8, help="points per row, ends included (default 8)"
-    )
+    interp.add_argument("--steps", type=int, default=8, help="points per row, ends included")
     interp.add_argument(
         "--output", help="output PNG (default: samples/interpolation.png in the run directory)"
     )
+    _add_overwrite_option(interp)
     interp.set_defaults(handler=interpolate_command)
 
     manip = commands.add_parser(
         "manipulate",
+        formatter_class=_HelpFormatter,
         help="move images along an attribute direction",
         description="Compute the attribute direction as the mean latent of images with the label "
         "minus the mean latent of the others (Glow section 6; class labels serve as attributes) "
@@ -276,27 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_options(manip)
     _add_data_options(manip)
     manip.add_argument(
-        "--attribute", type=int, required=True, help="label value that marks the attribute"
+        "--attribute",
+        type=int,
+        required=True,
+        help="label value that marks the attribute (required)",
     )
     manip.add_argument(
         "--indices", type=int, nargs="+", default=[0], help="images to move (one row each)"
     )
-    manip.add_argument(
-        "--scale", type=float, default=1.0, help="largest step along the direction (default 1)"
-    )
-    manip.add_argument(
-        "--steps", type=int, default=5, help="points per row from -scale to +scale (default 5)"
-    )
+    manip.add_argument("--scale", type=float, default=1.0, help="largest step along the direction")
+    manip.add_argument("--steps", type=int, default=5, help="points per row from -scale to +scale")
     manip.add_argument(
         "--num-reference", type=int, default=2000, help="images used to compute the direction"
     )
     manip.add_argument(
         "--output", help="output PNG (default: samples/manipulation.png in the run directory)"
     )
+    _add_overwrite_option(manip)
     manip.set_defaults(handler=manipulate_command)
 
     presets = commands.add_parser(
         "presets",
+        formatter_class=_HelpFormatter,
         help="list the named presets",
         description="List the named training presets and where their settings come from.",
     )

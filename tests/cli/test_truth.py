@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +94,98 @@ def test_resume_without_the_checkpoint_refuses_and_keeps_the_metrics(table, tmp_
     assert "checkpoint.pt" in line and "--overwrite" in line
     assert (output / "metrics.jsonl").read_text() == metrics
     assert not (output / "checkpoint.pt").exists()
+
+
+# --- --help --------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def wide_help(monkeypatch):
+    # One line per option: argparse wraps help at $COLUMNS, and may break words at hyphens.
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
+def option_helps(command: str) -> dict[str, str]:
+    """Each option of ``flowkit COMMAND --help``, by its first flag, with its help text."""
+    parser = cli.build_parser()
+    if command:
+        [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = commands.choices[command]
+    text = parser.format_help().split("options:\n", 1)[1]
+    blocks = re.split(r"\n  (?=-)", "\n" + text.split("\n\n")[0])
+    helps = {}
+    for block in filter(str.strip, blocks):
+        flag = block.split()[0].rstrip(",")
+        helps[flag] = " ".join(block.split())
+    return helps
+
+
+@pytest.mark.parametrize(
+    "command", ["", "train", "eval", "sample", "interpolate", "manipulate", "presets"]
+)
+def test_help_shows_every_default(command):
+    helps = option_helps(command)
+    assert len(helps) > 1
+    for flag, text in helps.items():
+        if flag in ("-h", "--version"):
+            continue
+        assert "default" in text or "(required)" in text, (flag, text)
+
+
+def test_help_says_which_train_defaults_come_from_the_preset():
+    from flowkit.train.config import TrainConfig
+
+    helps = option_helps("train")
+    for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
+        default = TrainConfig.__dataclass_fields__[field].default
+        assert f"from the preset or --config, else {default})" in helps[flag], helps[flag]
+
+
+def test_data_help_names_the_table_formats_and_image_layouts():
+    from flowkit.data.tables import TABLE_SUFFIXES
+
+    text = option_helps("train")["--data"]
+    for suffix in TABLE_SUFFIXES:
+        assert suffix in text, suffix
+    for layout in ("CIFAR", "idx", "ImageNet", "image folder", "nsf", "maf", "realnvp-tabular"):
+        assert layout in text, layout
+
+
+# --- outputs are never replaced unasked, and never half-written ---------------------------------
+def test_sample_refuses_to_replace_a_file_and_overwrites_it_whole_when_asked(
+    table, tmp_path, capsys
+):
+    output = tmp_path / "run"
+    train_table(capsys, table, output)
+    checkpoint = output / "checkpoint.pt"
+    target = tmp_path / "rows.csv"
+    target.write_text("kept\n")
+    status, line = one_error(capsys, "sample", checkpoint, "--num", "5", "--output", target)
+    assert status == 1 and str(target) in line and "--overwrite" in line
+    assert target.read_text() == "kept\n"
+    args = ["sample", checkpoint, "--num", "5", "--output", target, "--overwrite"]
+    assert cli.main([str(arg) for arg in args]) == 0
+    lines = target.read_text().splitlines()
+    assert lines[0] == "a,b,c" and len(lines) == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.csv", "run", "train.csv"]
+
+
+def test_sample_writes_through_a_temporary_file(table, tmp_path, capsys, monkeypatch):
+    from flowkit.data import tables
+
+    output = tmp_path / "run"
+    train_table(capsys, table, output)
+    target = tmp_path / "rows.csv"
+    target.write_text("kept\n")
+    written = []
+
+    def failing_write(path, values, columns):
+        written.append(Path(path))
+        Path(path).write_text("half a row")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(tables, "write_table", failing_write)
+    args = ["sample", output / "checkpoint.pt", "--output", target, "--overwrite"]
+    status, line = one_error(capsys, *args)
+    assert status == 1 and "No space left on device" in line
+    # The file being replaced is intact and the temporary one is gone.
+    assert target.read_text() == "kept\n"
+    assert written and written[0] != target and not written[0].exists()
