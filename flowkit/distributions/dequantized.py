@@ -405,7 +405,7 @@ class Dequantized(nn.Module):
 
     # --- hooks ----------------------------------------------------------------------------------
     def auxiliary_loss(self, z: Tensor, context: Tensor | None) -> AuxiliaryLoss | None:
-        """The flow's :meth:`~flowkit.Flow.auxiliary_loss` hook."""
+        """The flow's :meth:`~flowkit.distributions.Flow.auxiliary_loss` hook."""
         return self.flow.auxiliary_loss(z, context)
 
     def for_inference(self) -> Dequantized:
