@@ -94,10 +94,11 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint.pt written by 'flowkit train'")
     parser.add_argument(
         "--weights",
-        choices=("averaged", "raw"),
-        default="averaged",
-        help="the Polyak-averaged weights (the raw ones if the run kept no average) or the raw "
-        "optimised ones (default: averaged)",
+        choices=("best", "averaged", "raw"),
+        default="best",
+        help="best: the weights of the best validation evaluation (runs with a validation set, "
+        "such as the table presets'; otherwise as averaged); averaged: the last Polyak average "
+        "(the raw weights if the run kept none); raw: the last optimised ones (default: best)",
     )
     parser.add_argument(
         "--device", default="cpu", help="device to run on: cpu, cuda or cuda:N (default: cpu)"
@@ -112,13 +113,13 @@ def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
+def _add_data_options(
+    parser: argparse.ArgumentParser, splits: tuple[str, ...] = ("train", "test")
+) -> None:
     parser.add_argument(
         "--data", help="dataset to read (default: the one the model was trained on)"
     )
-    parser.add_argument(
-        "--split", choices=("train", "test"), default="test", help="which split of the data"
-    )
+    parser.add_argument("--split", choices=splits, default="test", help="which split of the data")
 
 
 def _add_train_parser(commands: Any) -> None:
@@ -161,6 +162,21 @@ def _add_train_parser(commands: Any) -> None:
         type=float,
         help="hold out this fraction of --data (seeded by --seed) as the test set when there "
         "is no --test-data (default: none)",
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="tables: hold out this fraction of the training rows (seeded by --seed) as a "
+        "validation set, evaluated every epoch; the best validation weights are kept and used by "
+        "eval, sample and flowkit.load; 0 for none",
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        metavar="EPOCHS",
+        help="tables: stop when this many epochs pass without a better validation NLL (early "
+        "stopping; needs --val-fraction > 0)",
     )
     train.add_argument(
         "--columns",
@@ -265,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_global_options(evaluate, top=False)
     _add_checkpoint_options(evaluate)
-    _add_data_options(evaluate)
+    _add_data_options(evaluate, ("train", "validation", "test"))
     evaluate.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     evaluate.add_argument(
         "--num-test", type=int, help="evaluate only the first N examples (default: all)"
@@ -282,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=("float32", "float64"), default="float32", help="arithmetic precision"
     )
     evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    evaluate.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="tables: score the run's recorded rows even though its data file changed since "
+        "training (by default a changed file is refused)",
+    )
     evaluate.set_defaults(handler=eval_command)
 
     sample = commands.add_parser(
