@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowkit.cli._common import CommandError, UsageError, one_line
+from flowkit.cli._common import CommandError, UsageError, check_device, one_line
 
 __all__: list[str] = []
 
@@ -22,15 +22,53 @@ _RECORD_KEYS = frozenset({"data", "versions", "started"})
 INPUT_KEYS = ("test_data", "test_fraction", "columns", "context_columns")
 
 
+# The option that sets each train setting; settings without one are named as train.NAME (--set).
+TRAIN_OPTIONS = {
+    "data": "--data",
+    "output": "--output",
+    "epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "max_minutes": "--max-minutes",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "n_bits": "--n-bits",
+    "augment_shift": "--augment-shift",
+    "augment_flip": "--augment-flip",
+    "device": "--device",
+    "seed": "--seed",
+    "val_fraction": "--val-fraction",
+    "patience": "--patience",
+    "tensorboard": "--tensorboard",
+    "progress": "--no-progress",
+}
+
+
+# Settings that only mean something for images (dequantisation, augmentation, padding) ...
+IMAGE_ONLY = ("n_bits", "augment_shift", "augment_flip", "pad")
+
+
+# ... and for tables (the validation split and early stopping of the tabular protocol).
+TABLE_ONLY = ("val_fraction", "patience")
+
+
+# Table presets, suggested when a table is given to an image model.
+TABLE_PRESETS = "nsf|maf|realnvp-tabular"
+
+
 @dataclasses.dataclass
 class Settings:
-    """Everything ``flowkit train`` was told, merged: preset, config file, options, --set."""
+    """Everything ``flowkit train`` was told, merged: preset, config file, options, --set.
+
+    ``given`` holds the train settings named by an option or ``--set`` (a config file's settings
+    count where they differ from TrainConfig's defaults, since a run's config.json lists them all).
+    """
 
     preset: str | None
     model_name: str
     model: dict[str, Any]
     train: dict[str, Any]
     inputs: dict[str, Any]
+    given: frozenset[str] = frozenset()
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -78,8 +116,8 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
-def fill(config_class: type, section: str, values: dict[str, Any]) -> Any:
-    """``config_class(**values)``, naming unknown settings and turning lists into tuples."""
+def _normalized(config_class: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with lists as tuples; unknown settings named."""
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = set(values) - set(fields)
     if unknown:
@@ -94,6 +132,12 @@ def fill(config_class: type, section: str, values: dict[str, Any]) -> Any:
             values[name] = (value,)
         elif isinstance(value, list):
             values[name] = tuple(value)
+    return values
+
+
+def fill(config_class: type, section: str, values: dict[str, Any]) -> Any:
+    """``config_class(**values)``, naming unknown settings and turning lists into tuples."""
+    values = _normalized(config_class, section, values)
     try:
         return config_class(**values)
     except (TypeError, ValueError) as error:
@@ -119,6 +163,12 @@ def read_settings(args: argparse.Namespace) -> Settings:
         model_name = preset.model_name
     model.update(file_content.get("model") or {})
     train.update(file_content.get("train") or {})
+    defaults = _train_defaults()
+    given = {
+        name
+        for name, value in (file_content.get("train") or {}).items()
+        if name not in defaults or defaults[name] != value
+    }
     explicit = {
         "data": args.data,
         "output": args.output,
@@ -131,14 +181,19 @@ def read_settings(args: argparse.Namespace) -> Settings:
         "seed": args.seed,
         "n_bits": args.n_bits,
         "augment_shift": args.augment_shift,
+        "val_fraction": getattr(args, "val_fraction", None),
+        "patience": getattr(args, "patience", None),
     }
-    train.update({k: v for k, v in explicit.items() if v is not None})
+    explicit = {name: value for name, value in explicit.items() if value is not None}
+    train.update(explicit)
+    given.update(explicit)
     if args.no_augment:
         if args.augment_flip:
             raise UsageError("--no-augment and --augment-flip contradict each other")
         train.update(augment_shift=0.0, augment_flip=False, noise_std=0.0)
     if args.augment_flip:
         train["augment_flip"] = True
+        given.add("augment_flip")
     if args.num_classes is not None:
         model["num_classes"] = args.num_classes
     if args.memory_saving:
@@ -150,11 +205,134 @@ def read_settings(args: argparse.Namespace) -> Settings:
     for text in args.set or []:
         section, name, value = _parse_override(text)
         (model if section == "model" else train)[name] = value
+        if section == "train":
+            given.add(name)
     inputs = {key: file_content.get(key) for key in INPUT_KEYS}
     for key in INPUT_KEYS:
         if getattr(args, key) is not None:
             inputs[key] = getattr(args, key)
-    return Settings(preset_name, model_name, model, train, inputs)
+    _resolve_paths(train, inputs)
+    return Settings(preset_name, model_name, model, train, inputs, frozenset(given))
+
+
+def _train_defaults() -> dict[str, Any]:
+    from flowkit.train.config import TrainConfig
+
+    return {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+
+
+def _resolve_paths(train: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Paths made absolute, so that the run's config.json repeats it from any directory."""
+    for values, key in ((train, "data"), (inputs, "test_data")):
+        value = values.get(key)
+        # A bundled dataset's name stays a name; only what exists on disk is a path.
+        if isinstance(value, str) and value.strip() and Path(value).expanduser().exists():
+            values[key] = str(Path(value).expanduser().resolve())
+    output = train.get("output", _train_defaults()["output"])
+    if isinstance(output, str) and output.strip():
+        train["output"] = str(Path(output).expanduser().resolve())
+
+
+def option_name(name: str) -> str:
+    """How ``--help`` names a train setting: its option (and the setting), or train.NAME."""
+    flag = TRAIN_OPTIONS.get(name)
+    return f"train.{name}" if flag is None else f"{flag} (train.{name})"
+
+
+def check_settings(settings: Settings, entry: Any) -> None:
+    """Check every merged value once, naming it the same way whichever source set it.
+
+    The value checks are TrainConfig's own, one setting at a time, so the message names the
+    option; then settings that mean nothing for the model's kind of data are refused.
+    """
+    from flowkit.train.config import ConfigError, TrainConfig
+
+    for name, value in _normalized(TrainConfig, "train", settings.train).items():
+        try:
+            TrainConfig(**{name: value})
+        except ConfigError as error:
+            message = one_line(error)
+            _, found, rest = message.partition(f" expects {name} as ")
+            named = option_name(name)
+            raise UsageError(
+                f"{named} expects {rest}" if found else f"{named}: {message}"
+            ) from None
+    fraction = settings.inputs.get("test_fraction")
+    if fraction is not None and not (
+        isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1
+    ):
+        raise UsageError(
+            f"--test-fraction expects a fraction between 0 and 1 (exclusive), got {fraction!r}"
+        )
+    for key in ("columns", "context_columns"):
+        names = settings.inputs.get(key)
+        flag = "--" + key.replace("_", "-")
+        if names is None:
+            continue
+        if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+            raise UsageError(f"{flag} expects a list of column names, got {names!r}")
+        if any(not name.strip() for name in names):
+            raise UsageError(f"{flag} expects column names, got an empty one")
+    check_device(settings.train.get("device"), auto=True)
+    if entry.kind == "vector":
+        _refuse(
+            settings, IMAGE_ONLY, f"is for images, but the {entry.name} model trains on a table"
+        )
+    else:
+        _check_image_data(settings, entry)
+        _refuse(settings, TABLE_ONLY, f"is for tables, but the {entry.name} model trains on images")
+        for key in ("columns", "context_columns"):
+            if settings.inputs.get(key) is not None:
+                raise UsageError(
+                    f"--{key.replace('_', '-')} is for tables, but the {entry.name} model trains "
+                    "on images; leave it out"
+                )
+
+
+def _refuse(settings: Settings, names: tuple[str, ...], reason: str) -> None:
+    defaults = _train_defaults()
+    for name in names:
+        if name not in settings.train:
+            continue
+        value = settings.train[name]
+        if name in settings.given or value != defaults.get(name):
+            raise UsageError(f"{option_name(name)} {reason} (got {value!r}); leave it out")
+
+
+def _check_image_data(settings: Settings, entry: Any) -> None:
+    """A table given to an image model is one line pointing at the table presets."""
+    for key, flag in (("data", "--data"), ("test_data", "--test-data")):
+        value = settings.train.get(key) if key == "data" else settings.inputs.get(key)
+        if isinstance(value, str) and is_table_file(Path(value)):
+            model = (
+                f"the preset {settings.preset} trains {entry.name} on images"
+                if settings.preset
+                else f"without --preset the model is {entry.name}, which trains on images"
+            )
+            raise UsageError(
+                f"{flag} {value} is a table, but {model}; for a table choose --preset "
+                f"{TABLE_PRESETS}"
+            )
+
+
+def is_table_file(path: Path) -> bool:
+    """Whether ``path`` is a table (.csv, .npy, or an .npz that is not downsampled ImageNet)."""
+    from flowkit.data.tables import TABLE_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES or path.is_dir():
+        return False
+    if suffix != ".npz" or not path.is_file():
+        return True
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            members = set(archive.files)
+    except (OSError, ValueError):
+        return False  # not readable as npz: the image readers give the error
+    # Downsampled ImageNet batches hold images as 'data' and their classes as 'labels'.
+    return not {"data", "labels"} <= members
 
 
 def model_entry(name: str) -> Any:
@@ -183,5 +361,7 @@ def resolve_configs(args: argparse.Namespace) -> tuple[Any, Any]:
     from flowkit.train.config import TrainConfig
 
     settings = read_settings(args)
-    model_config = model_config_of(settings, model_entry(settings.model_name))
+    entry = model_entry(settings.model_name)
+    check_settings(settings, entry)
+    model_config = model_config_of(settings, entry)
     return model_config, fill(TrainConfig, "train", settings.train)

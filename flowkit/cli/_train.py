@@ -10,16 +10,13 @@ from typing import Any
 
 from flowkit.cli._common import (
     UsageError,
-    check_device,
-    check_fraction,
     check_path,
-    check_positive,
-    check_positive_float,
     has_split_folders,
     prepare_allocator,
 )
 from flowkit.cli._settings import (
     Settings,
+    check_settings,
     fill,
     model_config_of,
     model_entry,
@@ -30,33 +27,13 @@ __all__: list[str] = []
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
-    for flag, value in (
-        ("--epochs", args.epochs),
-        ("--max-steps", args.max_steps),
-        ("--batch-size", args.batch_size),
-        ("--n-bits", args.n_bits),
-    ):
-        check_positive(flag, value)
-    check_positive_float("--lr", args.lr)
-    check_positive_float("--max-minutes", args.max_minutes)
-    if args.augment_shift is not None and not 0 <= args.augment_shift < 1:
-        raise UsageError(
-            f"--augment-shift expects a fraction of the image size in [0, 1), got "
-            f"{args.augment_shift}"
-        )
-    check_fraction("--test-fraction", args.test_fraction)
-    for flag in ("--data", "--test-data", "--output", "--config"):
-        check_path(flag, getattr(args, flag[2:].replace("-", "_")))
-    for flag in ("--columns", "--context-columns"):
-        for name in getattr(args, flag[2:].replace("-", "_")) or ():
-            if not name.strip():
-                raise UsageError(f"{flag} expects column names, got an empty one")
+    """What only the command line says; every setting is checked after merging (check_settings)."""
+    check_path("--config", args.config)
     if args.resume and args.overwrite:
         raise UsageError(
             "--resume continues the run in the output directory and --overwrite replaces it; "
             "give one of them"
         )
-    check_device(args.device, auto=True)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -68,6 +45,7 @@ def train_command(args: argparse.Namespace) -> int:
     prepare_allocator()
     settings = read_settings(args)
     entry = model_entry(settings.model_name)
+    check_settings(settings, entry)
     train_config = fill(TrainConfig, "train", settings.train)
     if entry.kind == "vector":
         prepared = _prepare_tables(args, settings, entry, train_config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import subprocess
@@ -189,3 +190,132 @@ def test_sample_writes_through_a_temporary_file(table, tmp_path, capsys, monkeyp
     # The file being replaced is intact and the temporary one is gone.
     assert target.read_text() == "kept\n"
     assert written and written[0] != target and not written[0].exists()
+
+
+# --- every setting checked once, after merging, whatever its source ------------------------------
+def from_each_source(tmp_path: Path, option: list[str], name: str, value: object) -> list[list]:
+    """The same setting given as an option, as --set train.NAME=VALUE and in a config file."""
+    config = tmp_path / f"{name}.json"
+    config.write_text(json.dumps({"train": {name: value}}))
+    return [option, ["--set", f"train.{name}={json.dumps(value)}"], ["--config", config]]
+
+
+@pytest.mark.parametrize(
+    "option, name, value",
+    [
+        (["--n-bits", "5"], "n_bits", 5),
+        (["--augment-shift", "0.1"], "augment_shift", 0.1),
+        (["--augment-flip"], "augment_flip", True),
+    ],
+    ids=["n-bits", "augment-shift", "augment-flip"],
+)
+def test_image_settings_on_a_table_run_are_refused_from_every_source(
+    table, tmp_path, capsys, option, name, value
+):
+    lines = set()
+    for source in from_each_source(tmp_path, option, name, value):
+        args = ["train", *TINY_TABLE, "--data", table, "--test-fraction", "0.2", *source]
+        status, line = one_error(capsys, *args, "--output", tmp_path / "o", "--print-config")
+        assert status == 2
+        lines.add(line)
+    [line] = lines
+    assert option[0] in line and "table" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_padding_on_a_table_run_is_refused(table, tmp_path, capsys):
+    args = ["train", *TINY_TABLE, "--data", table, "--test-fraction", "0.2", "--print-config"]
+    status, line = one_error(capsys, *args, "--set", "train.pad=2")
+    assert status == 2 and "train.pad" in line and "table" in line
+
+
+def test_table_settings_on_an_image_run_are_refused_from_every_source(tmp_path, capsys):
+    lines = set()
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"train": {"val_fraction": 0.2}}))
+    for source in (["--set", "train.val_fraction=0.2"], ["--config", config]):
+        args = ["train", "--preset", "glow-small", *source, "--print-config"]
+        status, line = one_error(capsys, *args)
+        assert status == 2
+        lines.add(line)
+    [line] = lines
+    assert "--val-fraction" in line and "images" in line
+
+    config.write_text(json.dumps({"columns": ["a"]}))
+    lines = set()
+    for source in (["--columns", "a"], ["--config", config]):
+        status, line = one_error(capsys, "train", "--preset", "glow-small", *source)
+        assert status == 2
+        lines.add(line)
+    [line] = lines
+    assert "--columns" in line and "images" in line
+
+
+@pytest.mark.parametrize(
+    "option, name, value",
+    [
+        (["--epochs", "0"], "epochs", 0),
+        (["--lr", "-1"], "lr", -1),
+        (["--batch-size", "0"], "batch_size", 0),
+        (["--n-bits", "9"], "n_bits", 9),
+        (["--augment-shift", "1.5"], "augment_shift", 1.5),
+    ],
+    ids=["epochs", "lr", "batch-size", "n-bits", "augment-shift"],
+)
+def test_a_bad_value_has_one_message_whatever_its_source(tmp_path, capsys, option, name, value):
+    lines = set()
+    for source in from_each_source(tmp_path, option, name, value):
+        status, line = one_error(capsys, "train", "--preset", "glow-small", *source)
+        assert status == 2
+        lines.add(line)
+    [line] = lines
+    assert option[0] in line and option[1] in line
+
+
+def test_values_are_checked_after_merging(tmp_path, capsys):
+    # A bad value in the config file that an option replaces never reaches the run.
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"preset": "glow-small", "train": {"epochs": 0}}))
+    assert cli.main(["train", "--config", str(config), "--epochs", "2", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("preset", [[], ["--preset", "glow-small"]], ids=["no-preset", "glow"])
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
+def test_a_table_given_to_an_image_model_suggests_the_table_presets(
+    tmp_path, capsys, preset, suffix
+):
+    path = tmp_path / f"data{suffix}"
+    values = np.zeros((10, 2))
+    if suffix == ".csv":
+        write_csv(path, ["a", "b"], values)
+    elif suffix == ".npy":
+        np.save(path, values)
+    else:
+        np.savez(path, a=values[:, 0], b=values[:, 1])
+    status, line = one_error(capsys, "train", *preset, "--data", path, "--output", tmp_path / "o")
+    assert status == 2 and "--preset nsf|maf|realnvp-tabular" in line and str(path) in line
+    assert not (tmp_path / "o").exists()
+
+
+# --- a run's config.json repeats it from anywhere ------------------------------------------------
+def test_config_json_repeats_the_run_from_another_directory(tmp_path, capsys, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    write_csv(first / "train.csv", ["a", "b"], np.random.default_rng(1).standard_normal((80, 2)))
+    monkeypatch.chdir(first)
+    args = ["train", *TINY_TABLE, "--data", "train.csv", "--test-fraction", "0.2"]
+    assert cli.main([*args, "--output", "runs/x"]) == 0
+    monkeypatch.chdir(second)
+    config = first / "runs" / "x" / "config.json"
+    assert cli.main(["train", "--config", str(config), "--output", "again", "--no-progress"]) == 0
+    capsys.readouterr()
+    recorded = json.loads(config.read_text())
+    repeated = json.loads((second / "again" / "config.json").read_text())
+    assert repeated["train"]["data"] == str(first / "train.csv")
+    assert repeated["data"]["columns"] == recorded["data"]["columns"]
+    # The same data, split and seed: the same test rows and the same first evaluation.
+    first_metrics = (first / "runs" / "x" / "metrics.jsonl").read_text().splitlines()[0]
+    again_metrics = (second / "again" / "metrics.jsonl").read_text().splitlines()[0]
+    assert json.loads(first_metrics)["test_nll"] == json.loads(again_metrics)["test_nll"]
