@@ -7,7 +7,9 @@ would render the ``>>>`` lines of an ``Example:`` section as nested block quotes
 rewrites each docstring before it is parsed: math becomes ``\(...\)`` for
 ``pymdownx.arithmatex``; a cross-reference becomes an autorefs link when it names a flowkit object
 (a broken one then fails ``mkdocs build --strict``) or inline code when it names another library's
-object; ``Example:`` becomes ``Examples:``.
+object; ``Example:`` becomes ``Examples:``. Links name what the rendered pages hold: the defining
+path of a re-exported object, the defining class of an inherited member, and the class of an
+attribute described only in the class's ``Attributes:`` section.
 """
 
 from __future__ import annotations
@@ -26,21 +28,64 @@ _EXAMPLE_SECTION = re.compile(r"^(?P<indent>[ \t]*)Example:[ \t]*$", re.MULTILIN
 _CROSS_REFERENCE_ROLES = {"attr", "class", "data", "exc", "func", "meth", "mod", "obj"}
 
 
+def _final(obj: griffe.Object | griffe.Alias) -> griffe.Object:
+    """The object that ``obj`` stands for, following re-exports."""
+    return obj.final_target if isinstance(obj, griffe.Alias) else obj
+
+
+def _inherited(obj: griffe.Object, name: str) -> str | None:
+    """Path of ``name`` as a member that the class around ``obj`` inherits, or None."""
+    scope: griffe.Object | None = obj
+    while scope is not None and not scope.is_class:
+        scope = scope.parent
+    if scope is None:
+        return None
+    try:
+        member = scope.all_members.get(name)
+        return None if member is None else _final(member).path
+    except griffe.AliasResolutionError:
+        return None
+
+
+def _anchor(obj: griffe.Object, path: str) -> str:
+    """The identifier under which the rendered docs hold the flowkit object ``path``.
+
+    The API pages render an object once, under a public path, and register its defining path
+    too; a re-export (``flowkit.Flow``) is neither, so it is replaced by the defining path. An
+    attribute without a docstring of its own (a dataclass field described in its class's
+    ``Attributes:`` section) has no heading, so a reference to it links to its class. A path
+    that names nothing is returned as it is, for the strict build to report.
+    """
+    try:
+        target = _final(obj.modules_collection[path])
+    except (KeyError, ValueError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return path
+    if target.is_attribute and target.docstring is None and target.parent is not None:
+        if target.parent.is_class:
+            return target.parent.path
+    return target.path
+
+
 def _resolve(obj: griffe.Object, target: str) -> str | None:
     """Full path of ``target`` as seen from ``obj``, or None when it is not a flowkit object."""
     if target.startswith("flowkit.") or target == "flowkit":
-        return target
+        return _anchor(obj, target)
     head, _, rest = target.partition(".")
     try:
         path = obj.resolve(head)
     except griffe.NameResolutionError:
-        if not rest:
+        inherited = _inherited(obj, head)
+        if inherited is not None:
+            path = inherited
+        elif not rest:
             # A bare name must be in scope: most likely a typo or a missing import.
             _logger.warning("%s: the docstring refers to %r, which is not in scope", obj.path, head)
-        return None
+            return None
+        else:
+            return None
     if path != "flowkit" and not path.startswith("flowkit."):
         return None
-    return f"{path}.{rest}" if rest else path
+    return _anchor(obj, f"{path}.{rest}" if rest else path)
 
 
 def convert_docstring(text: str, obj: griffe.Object) -> str:
