@@ -16,7 +16,6 @@ from flowkit.cli._common import (
     check_device,
     check_path,
     check_positive,
-    has_split_folders,
     prepare_allocator,
 )
 
@@ -90,20 +89,48 @@ def require_images(run: Run, command: str) -> None:
 
 
 def run_images(run: Run, data: str | None, split: str) -> Any:
-    """The image split named by ``--data``/``--split`` (default: the run's own data), padded."""
+    """The images named by ``--data``/``--split`` (default: the run's own data), padded.
+
+    On the run's own data the run's record picks exactly the images it used: its test split, the
+    same seeded share of its training images held out, or its separate test set (all of it, or
+    that set's test split, as in training). Other data is read at ``split``; asked for its test
+    split, data without one counts whole.
+    """
     import torch.nn.functional as F
 
     from flowkit.data import load_dataset
+    from flowkit.data.loading import has_test_split, same_source
 
-    if data is None and split == "test" and run.data.get("test_source"):
-        data, split = run.data["test_source"], "train"
-        if not Path(data).is_dir() or has_split_folders(Path(data)):
-            split = "test"
-    images = load_dataset(data or run.data.get("source") or run.train_config["data"], split=split)
+    source = run.data.get("source") or run.train_config["data"]
+    if data is None or same_source(data, source):
+        images = _own_images(run, source, split)
+    elif split == "test" and not has_test_split(data):
+        images = load_dataset(data, split="train")
+    else:
+        images = load_dataset(data, split=split)
     pad = int(run.train_config.get("pad") or 0)
     if pad:
         images = dataclasses.replace(images, images=F.pad(images.images, (pad,) * 4).contiguous())
     return images
+
+
+def _own_images(run: Run, source: str, split: str) -> Any:
+    """The training or test images of the run, as its record says it split them."""
+    from flowkit.data import load_dataset
+    from flowkit.data.base import split_images
+    from flowkit.data.loading import has_test_split
+
+    fraction = run.data.get("test_fraction")
+    if fraction is not None:
+        seed = int(run.data.get("split_seed") or 0)
+        train, test = split_images(load_dataset(source, split="train"), float(fraction), seed)
+        return test if split == "test" else train
+    test_source = run.data.get("test_source")
+    if split == "test" and test_source:
+        # Runs recorded before "test_split" existed used a test source's test split if it had one.
+        which = run.data.get("test_split") or ("test" if has_test_split(test_source) else "all")
+        return load_dataset(test_source, split="test" if which == "test" else "train")
+    return load_dataset(source, split=split)
 
 
 def _run_table(run: Run, data: str | None, split: str) -> Any:

@@ -11,7 +11,6 @@ from typing import Any
 from flowkit.cli._common import (
     UsageError,
     check_path,
-    has_split_folders,
     prepare_allocator,
 )
 from flowkit.cli._settings import (
@@ -100,63 +99,93 @@ def _prepare_images(
     for flag, key in (("--columns", "columns"), ("--context-columns", "context_columns")):
         if settings.inputs[key] is not None:
             raise UsageError(f"{flag} is for tables; the {entry.name} model trains on images")
-    if settings.inputs["test_fraction"] is not None:
-        raise UsageError(
-            "--test-fraction is for tables; give an image run's test images with --test-data"
-        )
     model_config = model_config_of(settings, entry)
     if args.print_config:
         _print_config(settings, model_config, train_config)
         return None
     num_classes = getattr(model_config, "num_classes", None)
-    test_path = settings.inputs["test_data"]
-    train_data, test_data = _image_splits(train_config, test_path, num_classes)
+    test_path, fraction = settings.inputs["test_data"], settings.inputs["test_fraction"]
+    train_data, test_data, test_split = _image_splits(
+        train_config, test_path, fraction, num_classes
+    )
+    # Enough for eval, sample and interpolate to find exactly these images again.
     data_info = {
         "source": _source(train_config.data),
         "test_source": None if test_path is None else _source(test_path),
+        "test_split": test_split,
+        "test_fraction": fraction,
+        "split_seed": None if fraction is None else train_config.seed,
+        "train_examples": len(train_data),
+        "test_examples": len(test_data),
         "num_classes": num_classes,
     }
     return entry.build(model_config), model_config, train_data, test_data, data_info
 
 
-def _image_splits(config: Any, test_path: str | None, num_classes: int | None) -> tuple:
-    """The training and test images, padded by ``config.pad``."""
+def _image_splits(
+    config: Any, test_path: str | None, fraction: float | None, num_classes: int | None
+) -> tuple:
+    """The training and test images, padded by ``config.pad``, and what the test set is.
+
+    The test set is the test split of ``--data``; or ``fraction`` of its training images, held
+    out with ``config.seed``, where it has no test split; or ``--test-data``: its test split when
+    it has one (and always when it is ``--data`` itself), else all its images. The third value
+    says which: ``"test"``, ``"held-out"`` or ``"all"``.
+    """
     import torch.nn.functional as F
 
-    from flowkit.data import DataError, load_dataset
+    from flowkit.data import load_dataset
+    from flowkit.data.base import split_images
+    from flowkit.data.loading import has_test_split, same_source
 
-    data_path = Path(config.data)
-    if test_path is None and data_path.is_dir() and not has_split_folders(data_path):
-        raise UsageError(
-            f"{config.data} has no test split (no train/ and test/ folders); a run needs test "
-            "images: give them with --test-data PATH or put them in a test/ folder"
-        )
-    train = load_dataset(config.data, split="train")
+    data = config.data
+    if test_path is not None and fraction is not None:
+        raise UsageError("give --test-data or --test-fraction, not both")
     if test_path is None:
-        test = load_dataset(config.data, split="test")
-    elif Path(test_path).is_dir() and not has_split_folders(Path(test_path)):
-        # An unsplit folder holds one split, which load_dataset calls 'train': all its images.
-        test = load_dataset(test_path, split="train")
+        if not has_test_split(data):
+            if fraction is None:
+                raise UsageError(
+                    f"{data} has no test split (a test/ folder, t10k-/test- idx files, a "
+                    "test_batch or val_data.npz); give test images with --test-data PATH or hold "
+                    "out part of the training images with --test-fraction F (e.g. 0.1)"
+                )
+            train, test = split_images(load_dataset(data, split="train"), fraction, config.seed)
+            test_split = "held-out"
+        elif fraction is not None:
+            raise UsageError(
+                f"--test-fraction holds out training images where the data has no test split, "
+                f"but {data} has one; leave --test-fraction out to evaluate on it"
+            )
+        else:
+            train, test = load_dataset(data, split="train"), load_dataset(data, split="test")
+            test_split = "test"
     else:
-        try:
-            test = load_dataset(test_path, split="test")
-        except DataError:
-            if not Path(test_path).is_file():
-                raise
-            # A tar of images without split folders: all its images.
-            test = load_dataset(test_path, split="train")
+        if same_source(data, test_path):
+            if not has_test_split(data):
+                raise UsageError(
+                    f"--test-data {test_path} is the training data itself, which has no test "
+                    "split; give other test images with --test-data or hold out part of the "
+                    "training images with --test-fraction F"
+                )
+            test_split = "test"
+        else:
+            # A source without a test split of its own (an unsplit folder or tar, one file) is
+            # a test set as a whole.
+            test_split = "test" if has_test_split(test_path) else "all"
+        train = load_dataset(data, split="train")
+        test = load_dataset(test_path, split="test" if test_split == "test" else "train")
     splits = []
-    for data, split in ((train, "training"), (test, "test")):
+    for images, split in ((train, "training"), (test, "test")):
         if config.pad:
-            padded = F.pad(data.images, (config.pad,) * 4)
-            data = dataclasses.replace(data, images=padded.contiguous())
-        if num_classes is not None and data.labels is None:
+            padded = F.pad(images.images, (config.pad,) * 4)
+            images = dataclasses.replace(images, images=padded.contiguous())
+        if num_classes is not None and images.labels is None:
             raise UsageError(
                 f"a class-conditional model needs labels, but the {split} images "
-                f"({data.source}) have none"
+                f"({images.source}) have none"
             )
-        splits.append(data)
-    return splits[0], splits[1]
+        splits.append(images)
+    return splits[0], splits[1], test_split
 
 
 def _prepare_tables(

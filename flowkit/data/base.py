@@ -1,15 +1,16 @@
-"""The in-memory image dataset every reader returns, and the error every reader raises."""
+"""The in-memory image dataset every reader returns, the error every reader raises, its splits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from flowkit.errors import FlowkitError
 
-__all__ = ["DataError", "ImageData"]
+__all__ = ["DataError", "ImageData", "split_images"]
 
 
 class DataError(FlowkitError, ValueError):
@@ -102,6 +103,59 @@ class ImageData:
             f"ImageData(images=uint8{tuple(self.images.shape)}, labels={labels}, "
             f"source={self.source!r}, classes={classes})"
         )
+
+
+def split_images(data: ImageData, test_fraction: float, seed: int) -> tuple[ImageData, ImageData]:
+    """Hold out a seeded random share of the images as a test set; the same seed, the same split.
+
+    The test part gets ``round(test_fraction * N)`` images; both parts keep the stored order, and
+    labels and class names go with their images. The split depends only on ``N``,
+    ``test_fraction`` and ``seed``, so a run that records them finds the same images again.
+
+    Args:
+        data: The images to split (usually a dataset's training split).
+        test_fraction: Share of images held out, in ``(0, 1)``.
+        seed: Seed of the permutation (``numpy.random.default_rng``).
+
+    Returns:
+        ``(train, test)``, disjoint, together all images.
+
+    Raises:
+        DataError: If either part would be empty.
+
+    Example:
+        >>> data = ImageData(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), None, "ten")
+        >>> train, test = split_images(data, 0.3, seed=0)
+        >>> len(train), len(test)
+        (7, 3)
+    """
+    if not isinstance(data, ImageData):
+        raise TypeError(f"split_images expects ImageData, got {type(data).__name__}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
+        raise TypeError(f"split_images expects test_fraction as a float, got {test_fraction!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"split_images expects 0 < test_fraction < 1, got {test_fraction}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"split_images expects seed as an int, got {seed!r}")
+    total = len(data)
+    test_size = round(test_fraction * total)
+    if not 0 < test_size < total:
+        raise DataError(
+            f"{data.source}: test_fraction={test_fraction} of {total} images gives "
+            f"{total - test_size} training and {test_size} test images; each part needs at least "
+            "one"
+        )
+    order = np.random.default_rng(seed).permutation(total)
+    held_out = f"{test_fraction:g} held out with seed {seed}"
+    parts = []
+    for indices, name in (
+        (order[test_size:], f"training part, {held_out}"),
+        (order[:test_size], held_out),
+    ):
+        index = torch.from_numpy(np.sort(indices))
+        labels = None if data.labels is None else data.labels[index]
+        parts.append(ImageData(data.images[index], labels, f"{data.source} ({name})", data.classes))
+    return parts[0], parts[1]
 
 
 def _describe(value: object) -> str:

@@ -32,7 +32,9 @@ def read_imagenet_npz(path: str | os.PathLike[str], *, split: str = "train") -> 
     ``val_data.npz``. Files are read with ``allow_pickle=False``.
 
     Args:
-        path: One npz file, or a directory holding the batches (files of both splits may share it).
+        path: One npz file, or a directory holding the batches: files of both splits may share
+            it, or sit in its sub-folders as the release unpacks them (``Imagenet32_train_npz/``,
+            ``Imagenet32_val_npz/``).
         split: For a directory, ``"train"`` (every ``train_data_batch_*.npz`` in numeric order) or
             ``"test"`` / ``"val"`` (``val_data.npz``; the official test labels are unpublished, so
             the validation set serves as test set). Ignored for a single file.
@@ -69,21 +71,57 @@ def read_imagenet_npz(path: str | os.PathLike[str], *, split: str = "train") -> 
 
 
 def _batch_files(root: Path, split: str) -> list[Path]:
+    train, val = _find_batches(root)
     if split == "train":
-        numbered = []
-        for entry in root.iterdir():
-            match = _TRAIN_PATTERN.match(entry.name)
-            if match is not None and entry.is_file():
-                numbered.append((int(match.group(1)), entry))
-        if not numbered:
+        if not train:
             raise DataError(
-                f"{root}: expected train_data_batch_<k>.npz files for split 'train', found none"
+                f"{root}: expected train_data_batch_<k>.npz files for split 'train', in it or in "
+                "a sub-folder such as Imagenet32_train_npz/; found none"
             )
-        return [entry for _, entry in sorted(numbered)]
-    val = root / _VAL_NAME
-    if not val.is_file():
-        raise DataError(f"{root}: expected {_VAL_NAME} for split {split!r}, found none")
-    return [val]
+        return train
+    if not val:
+        raise DataError(
+            f"{root}: expected {_VAL_NAME} for split {split!r}, in it or in a sub-folder such as "
+            "Imagenet32_val_npz/; found none"
+        )
+    return val
+
+
+def _find_batches(root: Path) -> tuple[list[Path], list[Path]]:
+    """The training batches in numeric order and the validation file, in ``root`` or below it.
+
+    The release unpacks to ``Imagenet32_train_npz/`` and ``Imagenet32_val_npz/``, and
+    Imagenet64's training set comes in two parts (``train_data_batch_1..5`` and ``6..10``), so
+    one level of sub-folders is searched too.
+    """
+    numbered: dict[int, list[Path]] = {}
+    val: list[Path] = []
+    folders = [root] + sorted(
+        entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+    )
+    for folder in folders:
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_file():
+                continue
+            match = _TRAIN_PATTERN.match(entry.name)
+            if match is not None:
+                numbered.setdefault(int(match.group(1)), []).append(entry)
+            elif entry.name == _VAL_NAME:
+                val.append(entry)
+    repeated = [files for _, files in sorted(numbered.items()) if len(files) > 1]
+    if repeated:
+        raise DataError(
+            f"{root}: expected each training batch once, found "
+            f"{' and '.join(str(file.relative_to(root)) for file in repeated[0])}; point at one "
+            "dataset's folder"
+        )
+    if len(val) > 1:
+        raise DataError(
+            f"{root}: expected one {_VAL_NAME}, found "
+            f"{' and '.join(str(file.relative_to(root)) for file in val)}; point at one dataset's "
+            "folder"
+        )
+    return [files[0] for _, files in sorted(numbered.items())], val
 
 
 def _read_batch(file: Path) -> tuple[np.ndarray, torch.Tensor]:

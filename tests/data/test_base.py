@@ -66,3 +66,40 @@ def test_equality_is_identity_not_elementwise():
     first, second = ImageData(images, None, "a"), ImageData(images, None, "a")
     assert first == first and first != second  # no ambiguous tensor truth value
     assert len({first, second}) == 2
+
+
+def test_split_images_is_seeded_disjoint_and_keeps_labels_with_images():
+    from flowkit.data.base import split_images
+
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1)
+    data = ImageData(images, torch.arange(20) % 3, "twenty", ("a", "b", "c"))
+    train, test = split_images(data, 0.25, seed=5)
+    assert (len(train), len(test)) == (15, 5)
+    kept = sorted(train.images.flatten().tolist() + test.images.flatten().tolist())
+    assert kept == list(range(20))
+    for part in (train, test):
+        assert torch.equal(part.labels, part.images.flatten().long() % 3)
+        assert part.classes == data.classes
+        # Both parts keep the stored order.
+        assert part.images.flatten().tolist() == sorted(part.images.flatten().tolist())
+    again = split_images(data, 0.25, seed=5)[1]
+    other = split_images(data, 0.25, seed=6)[1]
+    assert torch.equal(again.images, test.images)
+    assert not torch.equal(other.images, test.images)
+    assert "0.25 held out with seed 5" in test.source
+
+
+@pytest.mark.parametrize(
+    ("fraction", "error", "message"),
+    [
+        (0.01, DataError, "19 training and 0 test images"),
+        (1.0, ValueError, "0 < test_fraction < 1"),
+        ("0.1", TypeError, "test_fraction as a float"),
+    ],
+)
+def test_split_images_refuses_empty_parts_and_bad_fractions(fraction, error, message):
+    from flowkit.data.base import split_images
+
+    data = ImageData(torch.zeros(19, 1, 1, 1, dtype=torch.uint8), None, "nineteen")
+    with pytest.raises(error, match=message):
+        split_images(data, fraction, seed=0)
