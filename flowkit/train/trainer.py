@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from flowkit.bijectors.cache import clear_caches
 from flowkit.distributions import Dequantized, Flow
@@ -42,6 +41,7 @@ from flowkit.train.distributed import Process, all_reduce_sum, setup
 from flowkit.train.metrics import MetricsWriter, read_metrics
 from flowkit.train.objectives import BitsPerDim, NatsPerExample, Objective
 from flowkit.train.plots import plot_curve, plot_density_2d
+from flowkit.train.progress import Progress
 from flowkit.train.rundir import RunDirectory
 from flowkit.train.samples import write_sample_grid
 from flowkit.train.state import TrainState
@@ -215,6 +215,9 @@ class Trainer:
         self._state: TrainState | None = None
         self._metrics: MetricsWriter | None = None
         self._result = TrainResult(0, 0, unit=self.objective.unit)
+        self._progress = Progress(
+            self.objective.key, config.epochs, enabled=config.progress and self.process.is_main
+        )
         self._last_plot = time.monotonic()
         self._plotted_records = 0
 
@@ -289,12 +292,8 @@ class Trainer:
         with _InterruptFlag() as interrupt:
             while state.epoch < config.epochs and not self._limit_reached(state):
                 batches = self.train_data.epoch_batches(state.epoch, config.batch_size, config.seed)
-                progress = tqdm(
-                    total=len(batches),
-                    initial=state.batch_in_epoch,
-                    desc=f"epoch {state.epoch + 1}/{config.epochs}",
-                    disable=not (config.progress and self.process.is_main),
-                    leave=False,
+                progress = self._progress.start_epoch(
+                    state.epoch, len(batches), state.batch_in_epoch, state.step
                 )
                 while state.batch_in_epoch < len(batches) and not self._limit_reached(state):
                     self._train_step(state, model, batches[state.batch_in_epoch], run)
@@ -320,6 +319,7 @@ class Trainer:
             if state.batch_in_epoch != 0:
                 self._end_of_epoch(state, run, "end")
                 self._save(state, run)
+        self._progress.finish()
         self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
         return result
@@ -351,6 +351,7 @@ class Trainer:
         if state.ema is not None:
             state.ema.update_parameters(self.flow)
         value = float(loss.detach())
+        self._progress.loss(value)
         state.window.append(value)
         self._result.train_losses.append(value)
         if state.step % config.log_every == 0:
@@ -596,6 +597,7 @@ class Trainer:
     def _write(self, record: dict[str, Any]) -> None:
         if self._metrics is not None:
             self._metrics.write(record)
+        self._progress.record(record)
 
     def _plot(self, run: RunDirectory, *, final: bool) -> None:
         # Redrawing costs a few tenths of a second: at most once a minute, and at the end, and

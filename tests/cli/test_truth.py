@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from flowkit import cli
-from tests.cli.conftest import ROOT
+from tests.cli.conftest import ROOT, flowkit
 
 # A spline flow small enough to train a few steps in a fraction of a second.
 TINY_TABLE = [
@@ -231,9 +231,7 @@ def test_padding_on_a_table_run_is_refused(table, tmp_path, capsys):
 
 def test_table_settings_on_an_image_run_are_refused_from_every_source(tmp_path, capsys):
     lines = set()
-    config = tmp_path / "run.json"
-    config.write_text(json.dumps({"train": {"val_fraction": 0.2}}))
-    for source in (["--set", "train.val_fraction=0.2"], ["--config", config]):
+    for source in from_each_source(tmp_path, ["--val-fraction", "0.2"], "val_fraction", 0.2):
         args = ["train", "--preset", "glow-small", *source, "--print-config"]
         status, line = one_error(capsys, *args)
         assert status == 2
@@ -241,6 +239,7 @@ def test_table_settings_on_an_image_run_are_refused_from_every_source(tmp_path, 
     [line] = lines
     assert "--val-fraction" in line and "images" in line
 
+    config = tmp_path / "run.json"
     config.write_text(json.dumps({"columns": ["a"]}))
     lines = set()
     for source in (["--columns", "a"], ["--config", config]):
@@ -319,3 +318,22 @@ def test_config_json_repeats_the_run_from_another_directory(tmp_path, capsys, mo
     first_metrics = (first / "runs" / "x" / "metrics.jsonl").read_text().splitlines()[0]
     again_metrics = (second / "again" / "metrics.jsonl").read_text().splitlines()[0]
     assert json.loads(first_metrics)["test_nll"] == json.loads(again_metrics)["test_nll"]
+
+
+# --- progress in a log ----------------------------------------------------------------------------
+def test_a_log_gets_one_line_per_epoch_with_the_loss_and_the_evaluations(table, tmp_path):
+    output = tmp_path / "run"
+    args = [arg for arg in TINY_TABLE if arg != "--no-progress"]
+    args[args.index("--max-steps") : args.index("--max-steps") + 2] = ["--epochs", "3"]
+    result = flowkit("train", *args, "--data", table, "--test-fraction", "0.2", "--output", output)
+    assert result.status == 0, result.stderr
+    assert "\r" not in result.stderr
+    # Other lines (a note on the batch size) may come first; the epochs are one line each.
+    lines = [line for line in result.stderr.splitlines() if "epoch" in line and "step" in line]
+    assert [line.split(" (step")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if r.get("event") == "epoch"]
+    for line, record in zip(lines, evaluations):
+        assert f"(step {record['step']}): train nll " in line
+        assert f"test nll {record['test_nll']:.4f}" in line
+        assert f"val nll {record['val_nll']:.4f}" in line
