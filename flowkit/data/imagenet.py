@@ -100,13 +100,12 @@ def _find_batches(root: Path) -> tuple[list[Path], list[Path]]:
         entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
     )
     for folder in folders:
+        # Names first: a folder of many images costs a listing, not a stat per file.
         for entry in sorted(folder.iterdir()):
-            if not entry.is_file():
-                continue
             match = _TRAIN_PATTERN.match(entry.name)
-            if match is not None:
+            if match is not None and entry.is_file():
                 numbered.setdefault(int(match.group(1)), []).append(entry)
-            elif entry.name == _VAL_NAME:
+            elif entry.name == _VAL_NAME and entry.is_file():
                 val.append(entry)
     repeated = [files for _, files in sorted(numbered.items()) if len(files) > 1]
     if repeated:

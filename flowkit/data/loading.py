@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import lzma
 import os
@@ -247,7 +248,9 @@ def _file_layout(path: Path) -> _Layout:
         )
     offset, magic = _TAR_MAGIC
     if head[offset : offset + len(magic)] == magic:
-        return _tar_layout(path)
+        # Finding a tar's splits reads the whole archive: once per version of the file is enough.
+        status = path.stat()
+        return _tar_layout(path.resolve(), status.st_size, status.st_mtime_ns)
     if len(head) >= 4 and head[:2] == b"\x00\x00" and 1 <= head[3] <= 4:
         return _idx_file_layout(path)
     raise DataError(
@@ -256,7 +259,9 @@ def _file_layout(path: Path) -> _Layout:
     )
 
 
-def _tar_layout(path: Path) -> _Layout:
+@functools.lru_cache(maxsize=8)
+def _tar_layout(path: Path, size: int, modified: int) -> _Layout:
+    """The layout of the tar at ``path`` of this ``size`` and modification time."""
     members = _tar_files(path)
     for folder, reader, train_names, test_name in (
         ("cifar-10-batches-py", read_cifar10, ("data_batch_1",), "test_batch"),
@@ -267,13 +272,17 @@ def _tar_layout(path: Path) -> _Layout:
             return _Layout(
                 f"the archive of {folder}/",
                 _splits(train=bool(inside & set(train_names)), test=test_name in inside),
-                lambda split, options, read=reader: read(path, split=split, **options),
+                _reading(reader, path),
             )
     images = [member.parts for member in members if member.suffix.lower() in IMAGE_EXTENSIONS]
     folders = {parts[0] for parts in images if len(parts) > 1} | {
         parts[1] for parts in images if len(parts) > 2
     }
     return _image_folder_layout(path, folders & _SPLIT_FOLDERS, "image archive")
+
+
+def _reading(reader: Callable[..., ImageData], path: Path) -> _Reader:
+    return lambda split, options: reader(path, split=split, **options)
 
 
 def _idx_file_layout(path: Path) -> _Layout:

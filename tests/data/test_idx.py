@@ -139,3 +139,44 @@ def test_swapped_files_are_reported(tmp_path):
         DataError, match=r"imgs: expected idx1 labels .* got uint8 with shape \(3, 2, 2\)"
     ):
         read_idx(images, images)
+
+
+def write_emnist_subset(folder, subset, upright):
+    """EMNIST's names, with images stored transposed as EMNIST stores them."""
+    for split, images in (("train", upright), ("test", upright[:1])):
+        stored = images.transpose(0, 2, 1)
+        write_bytes(
+            folder / f"emnist-{subset}-{split}-images-idx3-ubyte.gz",
+            idx_bytes(stored),
+            compress=True,
+        )
+        labels = np.arange(len(images), dtype=np.uint8)
+        write_bytes(
+            folder / f"emnist-{subset}-{split}-labels-idx1-ubyte.gz",
+            idx_bytes(labels),
+            compress=True,
+        )
+
+
+def test_emnist_subsets_are_read_upright(tmp_path):
+    # Not symmetric: a transposed read would differ.
+    upright = np.arange(3 * 2 * 5, dtype=np.uint8).reshape(3, 2, 5)
+    write_emnist_subset(tmp_path, "balanced", upright)
+    write_emnist_subset(tmp_path, "digits", upright[:2] + 100)
+    data = read_idx_dir(tmp_path, subset="emnist-balanced")
+    assert data.images.shape == (3, 1, 2, 5)
+    np.testing.assert_array_equal(data.images[:, 0].numpy(), upright)
+    test = read_idx_dir(tmp_path, split="test", subset="emnist-digits")
+    np.testing.assert_array_equal(test.images[:, 0].numpy(), upright[:1] + 100)
+    with pytest.raises(DataError, match=r"holds 2 idx datasets \(emnist-balanced, emnist-digits"):
+        read_idx_dir(tmp_path)
+    with pytest.raises(
+        DataError, match=r"subset 'emnist-letters', found emnist-balanced, emnist-digits"
+    ):
+        read_idx_dir(tmp_path, subset="emnist-letters")
+
+
+def test_mnist_names_are_not_transposed(tmp_path):
+    upright = np.arange(2 * 2 * 5, dtype=np.uint8).reshape(2, 2, 5)
+    write_bytes(tmp_path / "train-images-idx3-ubyte", idx_bytes(upright))
+    np.testing.assert_array_equal(read_idx_dir(tmp_path).images[:, 0].numpy(), upright)

@@ -106,3 +106,29 @@ def test_missing_split_files(tmp_path):
         read_imagenet_npz(tmp_path, split="test")
     with pytest.raises(DataError, match=r"expected train_data_batch_<k>\.npz files"):
         read_imagenet_npz(tmp_path, split="train")
+
+
+def test_imagenet64_parts_and_val_in_the_release_folders(tmp_path):
+    # Imagenet64's training set comes as two folders (batches 1..5 and 6..10).
+    batches = {k: random_images(1, 3, 8, 8, seed=k) for k in range(1, 11)}
+    for k, images in batches.items():
+        part = "Imagenet64_train_part1_npz" if k <= 5 else "Imagenet64_train_part2_npz"
+        (tmp_path / part).mkdir(exist_ok=True)
+        write_batch(tmp_path / part / f"train_data_batch_{k}.npz", images, [k])
+    (tmp_path / "Imagenet64_val_npz").mkdir()
+    val_images = random_images(2, 3, 8, 8, seed=50)
+    write_batch(tmp_path / "Imagenet64_val_npz" / "val_data.npz", val_images, [1, 2])
+    train = read_imagenet_npz(tmp_path)
+    expected = np.concatenate([batches[k] for k in range(1, 11)])
+    np.testing.assert_array_equal(train.images.numpy(), expected)
+    np.testing.assert_array_equal(train.labels.numpy(), np.arange(10))
+    test = read_imagenet_npz(tmp_path, split="test")
+    np.testing.assert_array_equal(test.images.numpy(), val_images)
+
+
+def test_a_batch_found_twice_is_ambiguous(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_batch(tmp_path / folder / "train_data_batch_1.npz", random_images(1, 3, 8, 8, 0), [1])
+    with pytest.raises(DataError, match=r"each training batch once, found a/.* and b/"):
+        read_imagenet_npz(tmp_path)
