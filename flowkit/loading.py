@@ -17,14 +17,15 @@ from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["load", "load_flow"]
 
-# "ema" is the older name of the averaged weights.
-WEIGHTS = ("averaged", "raw", "ema")
+# "best": the best validation evaluation's weights (the averaged ones when the run kept none);
+# "averaged": the last Polyak average ("ema" is its older name); "raw": the last optimised ones.
+WEIGHTS = ("best", "averaged", "raw", "ema")
 
 
 def load(
     path: str | os.PathLike,
     *,
-    weights: str = "averaged",
+    weights: str = "best",
     flow: Flow | Dequantized | None = None,
     map_location: str | torch.device = "cpu",
 ) -> Flow | Dequantized:
@@ -40,8 +41,10 @@ def load(
 
     Args:
         path: A ``checkpoint.pt`` written by the Trainer.
-        weights: ``"averaged"`` (the Polyak average used for evaluation and sampling; the raw
-            weights when the run kept no average) or ``"raw"`` (the optimised ones).
+        weights: ``"best"`` (the weights of the best validation evaluation, for a run with a
+            validation set; otherwise as ``"averaged"``), ``"averaged"`` (the last Polyak
+            average used for evaluation and sampling; the raw weights when the run kept no
+            average) or ``"raw"`` (the last optimised ones).
         flow: Load the weights into this flow instead of rebuilding one.
         map_location: Where to put the tensors.
 
@@ -68,13 +71,13 @@ def load(
 def load_flow(
     path: str | os.PathLike,
     *,
-    weights: str = "averaged",
+    weights: str = "best",
     flow: Flow | Dequantized | None = None,
     map_location: str | torch.device = "cpu",
 ) -> tuple[Flow | Dequantized, dict[str, Any]]:
     """:func:`load`, also returning the checkpoint dict (``train_config``, ``data``, ``step``)."""
     if weights not in WEIGHTS:
-        raise ValueError(f"weights must be 'averaged' or 'raw', got {weights!r}")
+        raise ValueError(f"weights must be 'best', 'averaged' or 'raw', got {weights!r}")
     state = load_checkpoint(path, map_location=map_location)
     if flow is None:
         flow = _rebuild(path, state)
@@ -84,7 +87,10 @@ def load_flow(
             f"{type(flow).__name__}"
         )
     model_state = state["model"]
-    if weights != "raw" and state.get("ema") is not None:
+    best = state.get("best")
+    if weights == "best" and isinstance(best, dict) and isinstance(best.get("model"), dict):
+        model_state = best["model"]
+    elif weights != "raw" and state.get("ema") is not None:
         prefix = "module."
         model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     try:

@@ -133,29 +133,70 @@ def _own_images(run: Run, source: str, split: str) -> Any:
     return load_dataset(source, split=split)
 
 
-def _run_table(run: Run, data: str | None, split: str) -> Any:
-    """The rows named by ``--data`` (all of them) or the run's own ``split``."""
-    from flowkit.data.tables import read_table, split_table
+def _run_table(run: Run, data: str | None, split: str, allow_changed: bool = False) -> Any:
+    """The rows to score and which they are (``split``, or ``"all"`` for other data).
+
+    ``--data`` naming another file scores all its rows. On the run's own data the rows are
+    exactly those the run recorded for ``split`` (row indices of the file), provided the file is
+    the one the run read (its SHA-256); a changed file is refused unless ``allow_changed``. Runs
+    recorded before the split was stored are split again from their seed.
+    """
+    from flowkit.data.tables import file_digest, read_table, split_table
 
     def read(path: str) -> Any:
         return read_table(
             path, columns=run.columns or None, context_columns=run.context_columns or None
         )
 
-    if data is not None:
-        return read(data)
     source, test_source = run.data.get("source"), run.data.get("test_source")
+    if data is not None and not _same_file(data, source):
+        if test_source is None or split != "test" or not _same_file(data, test_source):
+            return read(data), "all"
+    recorded = run.data.get("split")
+    if split == "validation" and (not recorded or recorded.get("validation") is None):
+        raise UsageError(f"the run of {run.checkpoint} has no validation split")
     if split == "test" and test_source:
-        return read(test_source)
+        _check_digest(run, test_source, run.data.get("test_sha256"), allow_changed, file_digest)
+        return read(test_source), "test"
     if source is None:
         raise UsageError(
             f"{run.checkpoint} does not record where its data came from; give it with --data TABLE"
         )
+    if recorded:
+        _check_digest(run, source, run.data.get("sha256"), allow_changed, file_digest)
+        table = read(source)
+        rows = [int(row) for row in recorded[split].tolist()]
+        if rows and max(rows) >= len(table):
+            raise CommandError(
+                f"{source} has {len(table)} rows, but the run's {split} rows go up to row "
+                f"{max(rows)}; give the file the run was trained on"
+            )
+        return table.take(rows), split
     fraction = run.data.get("test_fraction")
     if fraction is None:
-        return read(source)
+        return read(source), split
     train, test = split_table(read(source), fraction, int(run.data.get("split_seed") or 0))
-    return test if split == "test" else train
+    return (test if split == "test" else train), split
+
+
+def _same_file(path: str, other: str | None) -> bool:
+    return other is not None and Path(path).resolve() == Path(other).resolve()
+
+
+def _check_digest(
+    run: Run, path: str, expected: str | None, allow_changed: bool, digest: Any
+) -> None:
+    """A one-line refusal when the run's data file changed since training."""
+    if expected is None or allow_changed:
+        return
+    if not Path(path).is_file():
+        raise CommandError(f"{path}, the data of {run.checkpoint}, is gone; give data with --data")
+    if digest(path) != expected:
+        raise UsageError(
+            f"{path} changed since {run.checkpoint} was trained (its SHA-256 differs), so the "
+            "run's recorded rows may not be the rows it split; restore the file, or pass "
+            "--allow-changed-data to score the recorded row numbers anyway"
+        )
 
 
 def check_indices(flag: str, indices: Sequence[int], data: Any) -> None:
@@ -176,7 +217,6 @@ def check_common(args: argparse.Namespace) -> None:
 
 def eval_command(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint: mean negative log-likelihood, and bits/dim for images."""
-    import numpy as np
     import torch
 
     from flowkit.train.data import as_training_data
@@ -187,16 +227,21 @@ def eval_command(args: argparse.Namespace) -> int:
     check_positive("--num-test", args.num_test)
     check_positive("--samples", args.samples)
     run = open_run(args)
+    rows_of = args.split
+    if not run.is_table and args.split == "validation":
+        raise UsageError("--split validation is for table runs (their validation rows)")
     if run.is_table and args.samples != 1:
         raise UsageError(
             "--samples applies to image models (dequantisation draws); this is a table"
         )
     if run.is_table:
-        table = _run_table(run, args.data, args.split)
-        values = np.asarray(table.values, dtype=np.float32)
-        examples: Any = values
+        table, rows_of = _run_table(
+            run, args.data, args.split, getattr(args, "allow_changed_data", False)
+        )
+        # float64: a standardised model scales the rows in float64 before its own precision.
+        examples: Any = table.values
         if table.context is not None:
-            examples = (values, np.asarray(table.context, dtype=np.float32))
+            examples = (table.values, table.context)
         data = as_training_data(examples, limit=args.num_test)
         source = table.source
     else:
@@ -227,7 +272,7 @@ def eval_command(args: argparse.Namespace) -> int:
             f"on {len(data)} examples of {source}; try --weights raw or an earlier checkpoint"
         )
     result.update(
-        split=args.split if args.data is None or not run.is_table else "all",
+        split=rows_of if run.is_table else args.split,
         examples=len(data),
         dtype=args.dtype,
         weights=args.weights,
@@ -237,7 +282,7 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     elif run.is_table:
-        rows = "rows" if args.data is not None else f"{args.split} rows"
+        rows = "rows" if rows_of == "all" else f"{rows_of} rows"
         print(f"{result['nll']:.4f} nats per example on {len(data)} {rows} of {source}")
     else:
         bound = "" if args.samples == 1 else f", importance-weighted over {args.samples} draws"

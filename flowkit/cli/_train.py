@@ -37,6 +37,8 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     """Train a model from the merged settings; 0 when done or when only printing them."""
+    import torch
+
     from flowkit.train import Trainer
     from flowkit.train.config import TrainConfig
 
@@ -46,19 +48,25 @@ def train_command(args: argparse.Namespace) -> int:
     entry = model_entry(settings.model_name)
     check_settings(settings, entry)
     train_config = fill(TrainConfig, "train", settings.train)
+    # Every model's initial weights come from --seed (presets that carry a seed of their own
+    # build under it instead), so the same seed gives the same run.
+    torch.manual_seed(train_config.seed)
     if entry.kind == "vector":
         prepared = _prepare_tables(args, settings, entry, train_config)
     else:
         prepared = _prepare_images(args, settings, entry, train_config)
     if prepared is None:
         return 0
-    flow, model_config, train_data, test_data, data_info = prepared
+    flow, model_config, train_data, test_data, data_info, *more = prepared
+    options = dict(more[0]) if more else {}
+    train_config = options.pop("train_config", train_config)
     inputs = {key: value for key, value in settings.inputs.items() if value is not None}
     trainer = Trainer(
         flow,
         train_config,
         train_data,
         test_data,
+        **options,
         model_name=entry.name,
         model_config=model_config,
         data_info=data_info,
@@ -66,14 +74,27 @@ def train_command(args: argparse.Namespace) -> int:
     )
     result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if trainer.process.is_main:
-        values = [value for _, value in result.test_history]
-        measure = "bits/dim" if result.unit == "bits/dim" else "NLL (nats per example)"
-        if values:
-            summary = f"test {measure} {values[0]:.4f} at the start, {values[-1]:.4f} at the end"
-        else:
-            summary = "no test evaluation"
-        print(f"trained {result.steps} steps; {summary}; outputs in {result.output}")
+        print(_summary(result))
     return 0
+
+
+def _summary(result: Any) -> str:
+    """The last line of a run: its length, and its test value (at the best validation step)."""
+    measure = "bits/dim" if result.unit == "bits/dim" else "NLL (nats per example)"
+    stopped = " (stopped early)" if result.stopped_early else ""
+    best = result.best
+    if best is not None:
+        test = "" if best.get("test") is None else f", test {measure} {best['test']:.4f} there"
+        summary = (
+            f"best validation {measure} {best['validation']:.4f} at step {best['step']} (epoch "
+            f"{best['epoch']}){test}; its weights are the run's default"
+        )
+    elif result.test_history:
+        values = [value for _, value in result.test_history]
+        summary = f"test {measure} {values[0]:.4f} at the start, {values[-1]:.4f} at the end"
+    else:
+        summary = "no test evaluation"
+    return f"trained {result.steps} steps{stopped}; {summary}; outputs in {result.output}"
 
 
 def _print_config(settings: Settings, model_config: Any, train_config: Any) -> None:
@@ -191,9 +212,22 @@ def _image_splits(
 def _prepare_tables(
     args: argparse.Namespace, settings: Settings, entry: Any, train_config: Any
 ) -> tuple | None:
-    import numpy as np
+    """The table pipeline: float64 rows, a stored split, float64 standardisation.
 
-    from flowkit.data.tables import Standardization, check_same_columns, read_table, split_table
+    Rows are read in float64 and split into training, validation and test rows (row indices of
+    the file, stored with the run with the file's digest); the standardisation is measured on the
+    training rows in float64 and kept in the model, which applies it before its own precision.
+    """
+    import numpy as np
+    import torch
+
+    from flowkit.data.tables import (
+        Standardization,
+        check_same_columns,
+        file_digest,
+        read_table,
+        split_indices,
+    )
     from flowkit.presets.standardize import standardized_from_dict
 
     inputs = settings.inputs
@@ -205,12 +239,29 @@ def _prepare_tables(
     if inputs["test_data"] is not None and inputs["test_fraction"] is not None:
         raise UsageError("give --test-data or --test-fraction, not both")
     columns, context_columns = inputs["columns"], inputs["context_columns"]
-    train = read_table(train_config.data, columns=columns, context_columns=context_columns)
+    table = read_table(train_config.data, columns=columns, context_columns=context_columns)
+    seed = train_config.seed
     if inputs["test_data"] is not None:
         test = read_table(inputs["test_data"], columns=columns, context_columns=context_columns)
-        check_same_columns(train, test)
+        check_same_columns(table, test)
+        train_rows, test_rows = np.arange(len(table)), None
     else:
-        train, test = split_table(train, inputs["test_fraction"], train_config.seed)
+        train_rows, test_rows = split_indices(
+            len(table), inputs["test_fraction"], seed, name="test", source=table.source
+        )
+        test = table.take(test_rows)
+    validation_rows = None
+    if train_config.val_fraction > 0:
+        kept, held = split_indices(
+            len(train_rows),
+            train_config.val_fraction,
+            seed,
+            stream=1,
+            name="val",
+            source=f"{table.source}'s training rows",
+        )
+        train_rows, validation_rows = train_rows[kept], train_rows[held]
+    train = table.take(train_rows)
     model_config = model_config_of(
         settings,
         entry,
@@ -220,14 +271,17 @@ def _prepare_tables(
     if args.print_config:
         _print_config(settings, model_config, train_config)
         return None
+    train_config = _batch_for(train_config, len(train))
+    # Statistics of the training rows only, in float64; the flow standardises in float64 and only
+    # then works in its own precision.
     statistics = Standardization.fit(train).to_dict()
     flow = standardized_from_dict(entry.build(model_config), statistics)
 
-    def as_float32(table: Any) -> Any:
-        values = np.asarray(table.values, dtype=np.float32)
-        if table.context is None:
-            return values
-        return values, np.asarray(table.context, dtype=np.float32)
+    def arrays(part: Any) -> Any:
+        return part.values if part.context is None else (part.values, part.context)
+
+    def indices(rows: Any) -> Any:
+        return None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
 
     data_info = {
         "columns": list(train.columns),
@@ -236,6 +290,40 @@ def _prepare_tables(
         "source": _source(train_config.data),
         "test_source": None if inputs["test_data"] is None else _source(inputs["test_data"]),
         "test_fraction": inputs["test_fraction"],
-        "split_seed": train_config.seed,
+        "val_fraction": train_config.val_fraction,
+        "split_seed": seed,
+        # The split, as row indices of the file, and the files' digests: eval scores exactly
+        # these rows and refuses a file that changed.
+        "rows": len(table),
+        "sha256": file_digest(train_config.data),
+        "test_sha256": None if inputs["test_data"] is None else file_digest(inputs["test_data"]),
+        "split": {
+            "train": indices(train_rows),
+            "validation": indices(validation_rows),
+            "test": indices(test_rows),
+        },
     }
-    return flow, model_config, as_float32(train), as_float32(test), data_info
+    options: dict[str, Any] = {"train_config": train_config}
+    if validation_rows is not None:
+        options["validation_data"] = arrays(table.take(validation_rows))
+    return flow, model_config, arrays(train), arrays(test), data_info, options
+
+
+# Small tables get at least this many batches an epoch (as flowkit.fit does).
+MIN_BATCHES_PER_EPOCH = 4
+
+
+def _batch_for(train_config: Any, rows: int) -> Any:
+    """``train_config`` with a batch size that gives a small table several batches an epoch."""
+    import sys
+
+    batch = train_config.batch_size
+    if rows >= MIN_BATCHES_PER_EPOCH * batch:
+        return train_config
+    adapted = max(1, rows // MIN_BATCHES_PER_EPOCH)
+    print(
+        f"flowkit: batch size {batch} -> {adapted}: the table has {rows} training rows, and an "
+        f"epoch takes at least {MIN_BATCHES_PER_EPOCH} batches",
+        file=sys.stderr,
+    )
+    return dataclasses.replace(train_config, batch_size=adapted)

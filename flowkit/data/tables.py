@@ -24,7 +24,9 @@ __all__ = [
     "Standardization",
     "Table",
     "check_same_columns",
+    "file_digest",
     "read_table",
+    "split_indices",
     "split_table",
     "write_table",
 ]
@@ -192,21 +194,61 @@ def split_table(table: Table, test_fraction: float, seed: int) -> tuple[Table, T
     """
     if not isinstance(table, Table):
         raise TypeError(f"split_table expects a Table, got {type(table).__name__}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
-        raise TypeError(f"split_table expects test_fraction as a float, got {test_fraction!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"split_table expects 0 < test_fraction < 1, got {test_fraction}")
+    kept, held = split_indices(
+        len(table), test_fraction, seed, owner="split_table", name="test", source=table.source
+    )
+    return table.take(kept), table.take(held)
+
+
+def split_indices(
+    count: int,
+    fraction: float,
+    seed: int,
+    *,
+    stream: int = 0,
+    owner: str = "split_indices",
+    name: str = "held-out",
+    source: str = "<table>",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded indices of a random split of ``count`` rows: ``(kept, held)``, each sorted.
+
+    ``held`` has ``round(fraction * count)`` rows. ``stream`` picks an independent permutation
+    for the same seed (the validation split of a run uses stream 1, its test split stream 0).
+
+    Raises:
+        DataError: If either part would be empty.
+
+    Example:
+        >>> kept, held = split_indices(10, 0.3, seed=0)
+        >>> len(kept), len(held), sorted([*kept, *held]) == list(range(10))
+        (7, 3, True)
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"{owner} expects {name}_fraction as a float, got {fraction!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"{owner} expects 0 < {name}_fraction < 1, got {fraction}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"split_table expects seed as an int, got {seed!r}")
-    total = len(table)
-    test_size = round(test_fraction * total)
-    if not 0 < test_size < total:
+        raise TypeError(f"{owner} expects seed as an int, got {seed!r}")
+    size = round(fraction * count)
+    if not 0 < size < count:
         raise DataError(
-            f"{table.source}: test_fraction={test_fraction} of {total} rows gives "
-            f"{total - test_size} training and {test_size} test rows; each part needs at least one"
+            f"{source}: {name}_fraction={fraction} of {count} rows gives {count - size} "
+            f"training and {size} {name} rows; each part needs at least one"
         )
-    order = np.random.default_rng(seed).permutation(total)
-    return table.take(np.sort(order[test_size:])), table.take(np.sort(order[:test_size]))
+    generator = np.random.default_rng(seed if stream == 0 else (int(seed), int(stream)))
+    order = generator.permutation(count)
+    return np.sort(order[size:]), np.sort(order[:size])
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex: a run records it to recognise its data file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_same_columns(train: Table, test: Table) -> None:
@@ -316,14 +358,26 @@ class Standardization:
                         f"{float(column[0])}) and cannot be standardised; leave it out "
                         f"({_CHOOSE})"
                     )
-        return cls(
-            table.columns,
-            tuple(table.values.mean(axis=0)),
-            tuple(table.values.std(axis=0)),
-            table.context_columns,
-            tuple(context.mean(axis=0)),
-            tuple(context.std(axis=0)),
-        )
+        statistics = []
+        for kind, names, values in (
+            ("column", table.columns, table.values),
+            ("context column", table.context_columns, context),
+        ):
+            # Summing offsets from the first row keeps the digits of a column such as 1e9 plus a
+            # small variation, which a plain sum of the values rounds away.
+            offset = values[0] if len(values) else np.zeros(values.shape[1])
+            mean = offset + (values - offset).mean(axis=0)
+            std = np.sqrt(((values - mean) ** 2).mean(axis=0))
+            for name, value in zip(names, std):
+                # Differences too small to square in float64 give a zero standard deviation.
+                if not (math.isfinite(value) and value > 0):
+                    raise DataError(
+                        f"{table.source}: {kind} {name!r} is constant once standardised in "
+                        f"float64 (its standard deviation is {value}); leave it out ({_CHOOSE})"
+                    )
+            statistics.append((tuple(mean), tuple(std)))
+        (mean, std), (context_mean, context_std) = statistics
+        return cls(table.columns, mean, std, table.context_columns, context_mean, context_std)
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Standardise data ``(..., D)``: subtract the mean and divide by the std per column."""

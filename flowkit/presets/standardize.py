@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowkit.bijectors import Affine, Bijector, Compose
+from flowkit.bijectors import Bijector
 from flowkit.bijectors.base import Shape
 from flowkit.distributions import Flow
+from flowkit.distributions.standardized import StandardizedFlow
 
-__all__ = ["StandardizedContext", "standardized", "standardized_from_dict"]
+__all__ = ["StandardizedContext", "StandardizedFlow", "standardized", "standardized_from_dict"]
 
 
 class StandardizedContext(Bijector):
@@ -85,13 +86,15 @@ def standardized(
     std: Sequence[float],
     context_mean: Sequence[float] | None = None,
     context_std: Sequence[float] | None = None,
-) -> Flow:
+) -> StandardizedFlow:
     r"""``flow`` over data in its own units: :math:`x \mapsto (x - \mu) / \sigma` runs first.
 
-    The standardisation is a fixed :class:`~flowkit.bijectors.Affine` (buffers, saved with the
-    model), so ``log_prob`` includes its log-determinant :math:`-\sum \log \sigma` and is a density
-    of the unscaled data, and samples come out in the data's units. With context statistics the
-    context is standardised before the conditioners see it.
+    The standardisation is computed in float64 from float64 statistics (buffers, saved with the
+    model) before the flow's own dtype applies, so ``log_prob`` takes data in its own units (any
+    floating dtype), includes the log-determinant :math:`-\sum \log \sigma` and is a density of
+    the unscaled data; samples come out in the data's units (float64). With context statistics the
+    context is standardised before the conditioners see it. See
+    :class:`~flowkit.distributions.standardized.StandardizedFlow`.
 
     Args:
         flow: A flow over standardised vectors, shape ``(D,)``.
@@ -101,32 +104,16 @@ def standardized(
         context_std: Per-feature standard deviations of the context, or None.
 
     Returns:
-        A new :class:`~flowkit.Flow` sharing ``flow``'s base and bijector.
+        A new flow sharing ``flow``'s base and bijector.
     """
-    features = tuple(flow.event_shape)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32)
-    std_t = torch.as_tensor(std, dtype=torch.float32)
-    if len(features) != 1 or tuple(mean_t.shape) != features or tuple(std_t.shape) != features:
-        raise ValueError(
-            f"standardized expects a vector flow and {features} statistics, got event shape "
-            f"{features} and statistics of shapes {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
-        )
-    if not bool((std_t > 0).all()):
-        raise ValueError(f"standardized expects positive standard deviations, got {std_t.tolist()}")
-    scaling = Affine(shape=features, learnable=False, event_rank=1)
-    scaling.log_scale.copy_(-std_t.log())
-    scaling.shift.copy_(-mean_t / std_t)
-    bijector: Bijector = Compose([scaling, flow.bijector])
-    # No context statistics (None, or the empty lists of a table without context columns).
-    if context_mean is not None and context_std is not None and len(context_mean) > 0:
-        bijector = StandardizedContext(
-            bijector, torch.as_tensor(context_mean), torch.as_tensor(context_std)
-        )
-    return Flow(flow.base, bijector, context_shape=flow.context_shape)
+    return StandardizedFlow(flow, mean, std, context_mean, context_std)
 
 
 def standardized_from_dict(flow: Flow, statistics: Mapping[str, Any] | None) -> Flow:
-    """:func:`standardized` with the statistics stored in a checkpoint's ``data`` entry."""
+    """:func:`standardized` with the statistics stored in a checkpoint's ``data`` entry.
+
+    Without statistics (None or empty) the flow is returned as it is.
+    """
     if not statistics:
         return flow
     return standardized(

@@ -33,6 +33,7 @@ RESUMABLE_SETTINGS = frozenset(
         "log_every",
         "max_nonfinite",
         "num_test",
+        "patience",
         "test_batch_size",
         "device",
         "tensorboard",
@@ -95,7 +96,12 @@ class TrainConfig:
         max_nonfinite: Stop after this many consecutive steps with a non-finite loss or gradient.
         num_train: Use only the first this many training examples (None: all).
         num_test: Use only the first this many test examples (None: all).
-        seed: Seed of data order, dequantisation noise and initialisation batch.
+        val_fraction: Share of the training examples held out as a validation set (seeded by
+            ``seed``), evaluated at every evaluation; the weights with the best validation value
+            are kept in the checkpoint (0: no validation set, unless validation data is given).
+        patience: Stop when this many epochs passed without a better validation value (early
+            stopping; needs a validation set). None: run every epoch.
+        seed: Seed of data order, dequantisation noise, initialisation batch and validation split.
         device: ``"auto"`` (the process's GPU under torchrun, else the CPU), ``"cpu"``, ``"cuda"``
             or ``"cuda:N"``.
         tensorboard: Also write TensorBoard event files.
@@ -133,6 +139,8 @@ class TrainConfig:
     max_nonfinite: int = 10
     num_train: int | None = None
     num_test: int | None = None
+    val_fraction: float = 0.0
+    patience: int | None = None
     seed: int = 0
     device: str = "auto"
     tensorboard: bool = False
@@ -171,7 +179,7 @@ class TrainConfig:
             "max_nonfinite",
         ):
             check_int(owner, name, getattr(self, name), 1)
-        for name in ("max_steps", "checkpoint_every", "num_train", "num_test"):
+        for name in ("max_steps", "checkpoint_every", "num_train", "num_test", "patience"):
             check_int(owner, name, getattr(self, name), 1, optional=True)
         check_float(owner, "lr", self.lr, 0.0, exclusive_minimum=True)
         check_float(owner, "beta1", self.beta1, 0.0, 1.0, exclusive_maximum=True)
@@ -180,6 +188,7 @@ class TrainConfig:
         check_float(owner, "weight_decay", self.weight_decay, 0.0)
         check_float(owner, "augment_shift", self.augment_shift, 0.0, 1.0, exclusive_maximum=True)
         check_float(owner, "noise_std", self.noise_std, 0.0)
+        check_float(owner, "val_fraction", self.val_fraction, 0.0, 1.0, exclusive_maximum=True)
         for name in ("grad_clip", "max_minutes"):
             check_float(
                 owner, name, getattr(self, name), 0.0, exclusive_minimum=True, optional=True

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.distributions import Dequantized, Flow
+from flowkit.distributions.standardized import StandardizedFlow
 from flowkit.train.distributed import Process, all_reduce_sum
 
 __all__ = [
@@ -103,6 +104,10 @@ class TrainingData:
     def _tensors(self) -> list[Tensor]:
         raise NotImplementedError
 
+    def take(self, indices: Tensor) -> TrainingData:
+        """The examples at ``indices`` as a new view of the same kind."""
+        raise NotImplementedError
+
     def _init_index(self, size: int, seed: int) -> tuple[Tensor, torch.Generator]:
         # The generator goes on to draw the batch's dequantisation noise, where there is any.
         generator = torch.Generator().manual_seed(seed + 2)
@@ -148,6 +153,11 @@ class ImageTrainingData(TrainingData):
 
     def _tensors(self) -> list[Tensor]:
         return [self.images] + ([] if self.labels is None else [self.labels])
+
+    def take(self, indices: Tensor) -> ImageTrainingData:
+        """The images (and labels) at ``indices``, as a new view with the same settings."""
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageTrainingData(self.images[indices], labels, self.n_bits)
 
     def check_against(self, flow: Flow | Dequantized, what: str) -> None:
         """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
@@ -332,6 +342,11 @@ class VectorTrainingData(TrainingData):
     def _tensors(self) -> list[Tensor]:
         return [self.values] + ([] if self.context is None else [self.context])
 
+    def take(self, indices: Tensor) -> VectorTrainingData:
+        """The examples (and context) at ``indices``, as a new view."""
+        context = None if self.context is None else self.context[indices]
+        return VectorTrainingData(self.values[indices], context)
+
     def check_against(self, flow: Flow | Dequantized, what: str) -> None:
         """Raise a ValueError if the examples do not fit the flow's event shape or context."""
         if tuple(self.values.shape[1:]) != tuple(flow.event_shape):
@@ -348,8 +363,11 @@ class VectorTrainingData(TrainingData):
                 "with context features, or pass the values alone"
             )
         # Tables and numpy arrays come as float64; the examples take the flow's precision, as
-        # images do when they are scaled.
+        # images do when they are scaled. A standardised flow takes float64 itself: it scales in
+        # float64 before its own precision applies.
         dtype = next((p.dtype for p in flow.parameters() if p.is_floating_point()), None)
+        if isinstance(flow, StandardizedFlow):
+            dtype = torch.float64
         if dtype is not None:
             self.values = self.values.to(dtype)
             if self.context is not None and self.context.is_floating_point():
@@ -397,7 +415,7 @@ class VectorTrainingData(TrainingData):
         for start, stop in self._eval_ranges(batch_size, process):
             index = torch.arange(start, stop)
             inputs = [t.to(process.device) for t in self._inputs(index)]
-            if dtype is not None:
+            if dtype is not None and not isinstance(flow, StandardizedFlow):
                 inputs[0] = inputs[0].to(dtype)
             total += (-flow.log_prob(*inputs)).double().sum()
         return float(all_reduce_sum(total, process)) / len(self)

@@ -38,6 +38,10 @@ class TrainState:
         nonfinite_streak: Consecutive steps whose loss or gradient was not finite.
         last_saved_step: The step of the last checkpoint written (None before the first).
         metrics_records: Records in metrics.jsonl when the state was saved (None: unknown).
+        best: The evaluation with the best validation value so far: its ``step``, ``epoch``,
+            ``validation`` and ``test`` values and the evaluated weights (``model``, a state
+            dict); None without a validation set or before the first evaluation.
+        stopped: Whether early stopping ended the run.
     """
 
     flow: Flow | Dequantized
@@ -53,6 +57,8 @@ class TrainState:
     nonfinite_streak: int = 0
     last_saved_step: int | None = None
     metrics_records: int | None = None
+    best: dict[str, Any] | None = None
+    stopped: bool = False
 
     @property
     def averaged_flow(self) -> Flow | Dequantized:
@@ -76,6 +82,8 @@ class TrainState:
             "elapsed": self.elapsed,
             "window": list(self.window),
             "metrics_records": self.metrics_records,
+            "best": self.best,
+            "stopped": self.stopped,
             "noise_rng": self.noise.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -95,6 +103,8 @@ class TrainState:
         self.window = [float(value) for value in state.get("window", [])]
         self.last_saved_step = self.step
         self.metrics_records = state.get("metrics_records")
+        self.best = state.get("best")
+        self.stopped = bool(state.get("stopped", False))
 
     def set_learning_rate(self, lr: float) -> None:
         """Make ``lr`` the base learning rate from now on (a resumed run may change it)."""

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from flowkit.bijectors.cache import clear_caches
+from flowkit.data.tables import split_indices
 from flowkit.distributions import Dequantized, Flow
 from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import (
@@ -86,6 +87,15 @@ class TrainResult:
         train_losses: Loss of every applied step of this call (resumed runs: from the resume on).
         output: The output directory.
         unit: ``"bits/dim"`` for images, ``"nats"`` (per example) for vectors.
+        validation_history: ``(step, value)`` per evaluation on the validation set, in
+            :attr:`unit` (empty without one).
+        best: The evaluation with the best validation value: ``step``, ``epoch``, ``validation``
+            and ``test`` (None without a validation set). Its weights are the checkpoint's
+            ``best`` weights, which :func:`flowkit.load` returns by default.
+        stopped_early: Whether ``patience`` epochs without a better validation value ended the
+            run.
+        flow: The trained model in the data's units (:func:`flowkit.fit` sets it: a table's flow
+            wrapped in its standardisation); None from :meth:`Trainer.fit`.
     """
 
     steps: int
@@ -94,6 +104,10 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)
     output: Path | None = None
     unit: str = "bits/dim"
+    validation_history: list[tuple[int, float]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    stopped_early: bool = False
+    flow: Any = None
 
     @property
     def test_bpd(self) -> list[tuple[int, float]]:
@@ -141,6 +155,9 @@ class Trainer:
         config: Training hyper-parameters.
         train_data: Image data, vectors, a ``(values, context)`` pair, or a Dataset/DataLoader.
         test_data: Same kinds, for evaluation (None: no evaluation).
+        validation_data: Same kinds, evaluated at every evaluation to keep the best weights and
+            to stop early (see ``config.patience``). None: ``config.val_fraction`` of the training
+            data is held out (seeded by ``config.seed``), or no validation set when it is 0.
         model_name: The registered model family the flow was built from (``"glow"``, ``"nsf"``,
             ...; see ``flowkit.presets.registry``), so that :func:`flowkit.load` can rebuild it;
             None for a custom flow.
@@ -157,6 +174,7 @@ class Trainer:
         train_data: Any,
         test_data: Any = None,
         *,
+        validation_data: Any = None,
         model_name: str | None = None,
         model_config: Any = None,
         data_info: dict[str, Any] | None = None,
@@ -174,6 +192,7 @@ class Trainer:
         self.train_data: TrainingData = as_training_data(
             train_data, config.n_bits, config.num_train
         )
+        self.validation_data = self._validation_split(validation_data)
         self.test_data: TrainingData | None = (
             None
             if test_data is None
@@ -191,6 +210,9 @@ class Trainer:
         self.train_data.check_against(self.flow, "training")
         if self.test_data is not None:
             self.test_data.check_against(self.flow, "test")
+        if self.validation_data is not None:
+            self.validation_data.check_against(self.flow, "validation")
+            self.data_info["validation_examples"] = len(self.validation_data)
         if config.batch_size % self.process.world_size:
             raise ConfigError(
                 f"batch_size {config.batch_size} must be divisible by the number of processes "
@@ -289,8 +311,11 @@ class Trainer:
         # The loop: one global batch per step, each process taking its shard. Ctrl-C only sets a
         # flag, so the step in flight completes and the checkpoint holds a consistent state.
         session_start, elapsed_before = time.monotonic(), state.elapsed
+        steps_before = state.step
         with _InterruptFlag() as interrupt:
-            while state.epoch < config.epochs and not self._limit_reached(state):
+            while (
+                state.epoch < config.epochs and not self._limit_reached(state) and not state.stopped
+            ):
                 batches = self.train_data.epoch_batches(state.epoch, config.batch_size, config.seed)
                 progress = self._progress.start_epoch(
                     state.epoch, len(batches), state.batch_in_epoch, state.step
@@ -319,9 +344,14 @@ class Trainer:
             if state.batch_in_epoch != 0:
                 self._end_of_epoch(state, run, "end")
                 self._save(state, run)
+        if state.best is not None and state.step != steps_before:
+            self._write_best(state)
+            self._save(state, run)
         self._progress.finish()
         self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
+        result.best = _best_summary(state.best)
+        result.stopped_early = state.stopped
         return result
 
     # --- one training step -----------------------------------------------------------------------
@@ -418,6 +448,8 @@ class Trainer:
                     state, run, f"the test {self.objective.unit} is {value} after step {state.step}"
                 )
             self._result.test_history.append((state.step, value))
+        if self.validation_data is not None:
+            self._validate(state, run, evaluated, record, event)
         if (
             self.process.is_main
             and event != "start"
@@ -436,6 +468,62 @@ class Trainer:
                 plot_density_2d(evaluated, self.train_data.values, run.path / "density.png")
         self._write(record)
         self._plot(run, final=event == "end" or state.epoch >= config.epochs)
+
+    def _validate(
+        self,
+        state: TrainState,
+        run: RunDirectory,
+        evaluated: Flow | Dequantized,
+        record: dict[str, Any],
+        event: str,
+    ) -> None:
+        """Evaluate the validation set; keep the best weights; stop after ``patience`` epochs."""
+        assert self.validation_data is not None
+        config, key = self.config, self.objective.key
+        value = self.validation_data.evaluate(evaluated, config.test_batch_size, self.process)
+        record[f"val_{key}"] = value
+        if not math.isfinite(value):
+            if event != "start":
+                self._write(record)
+                self._diverged(
+                    state,
+                    run,
+                    f"the validation {self.objective.unit} is {value} after step {state.step}",
+                )
+            return
+        self._result.validation_history.append((state.step, value))
+        best = state.best
+        if best is None or value < best["validation"]:
+            # The evaluated weights (the average, when one is kept) are the ones worth keeping.
+            weights = {name: t.detach().clone() for name, t in evaluated.state_dict().items()}
+            state.best = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "validation": value,
+                "test": record.get(f"test_{key}"),
+                "model": weights,
+            }
+        elif config.patience is not None and state.epoch - best["epoch"] >= config.patience:
+            state.stopped = True
+            record["stopped_early"] = True
+
+    def _write_best(self, state: TrainState) -> None:
+        """One record of the best validation evaluation and the test value at it."""
+        assert state.best is not None
+        key, best = self.objective.key, state.best
+        record: dict[str, Any] = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "time": round(state.elapsed, 3),
+            "event": "best",
+            "best_step": best["step"],
+            "best_epoch": best["epoch"],
+            f"best_val_{key}": best["validation"],
+        }
+        if best.get("test") is not None:
+            record[f"best_test_{key}"] = best["test"]
+        record["stopped_early"] = state.stopped
+        self._write(record)
 
     # --- checkpoints and stopping -----------------------------------------------------------------
     def _save(self, state: TrainState, run: RunDirectory) -> None:
@@ -485,6 +573,31 @@ class Trainer:
         return config.max_minutes is not None and state.elapsed >= 60.0 * config.max_minutes
 
     # --- setting up -------------------------------------------------------------------------------
+    def _validation_split(self, data: Any) -> TrainingData | None:
+        """The validation view: the data given, or ``val_fraction`` of the training examples."""
+        config = self.config
+        view: TrainingData | None = None
+        if data is not None:
+            view = as_training_data(data, config.n_bits)
+        elif config.val_fraction > 0:
+            kept, held = split_indices(
+                len(self.train_data),
+                config.val_fraction,
+                config.seed,
+                stream=1,
+                owner="TrainConfig",
+                name="val",
+                source="the training data",
+            )
+            view = self.train_data.take(torch.as_tensor(held))
+            self.train_data = self.train_data.take(torch.as_tensor(kept))
+        if view is None and config.patience is not None:
+            raise ConfigError(
+                f"patience={config.patience} (early stopping) needs a validation set: set "
+                "val_fraction > 0 or give validation data"
+            )
+        return view
+
     def _configure_perturbations(self) -> None:
         """Hand the augmentation and training-noise settings to the training data (never test)."""
         config = self.config
@@ -565,10 +678,12 @@ class Trainer:
             self._metrics.truncate_to(state.metrics_records)
         elif not fresh:
             self._metrics.truncate_after(state.step)
-            key = f"test_{self.objective.key}"
-            self._result.test_history = [
-                (r["step"], r[key]) for r in read_metrics(path) if key in r
-            ]
+            records = read_metrics(path)
+            for key, history in (
+                (f"test_{self.objective.key}", self._result.test_history),
+                (f"val_{self.objective.key}", self._result.validation_history),
+            ):
+                history[:] = [(r["step"], r[key]) for r in records if key in r]
         settings = {
             **self.run_info,
             "model_name": self.model_name,
@@ -744,6 +859,13 @@ def _model_description(
     return model_name or kind, values
 
 
+def _best_summary(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best evaluation without its weights."""
+    if best is None:
+        return None
+    return {key: value for key, value in best.items() if key != "model"}
+
+
 def _finite_parameters(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
@@ -759,4 +881,7 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, torch.dtype):
         return str(value).removeprefix("torch.")
+    if isinstance(value, Tensor):
+        # A table's split (row indices) is kept in checkpoint.pt; config.json says how many.
+        return f"{value.numel()} values (in checkpoint.pt)"
     raise TypeError(f"cannot record {type(value).__name__} in config.json")
