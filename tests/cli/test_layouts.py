@@ -35,6 +35,7 @@ RUN = [
     "train.num_samples=4",
 ]
 GREY_28 = ["--set", "model.input_shape=[1, 28, 28]"]
+GREY_32 = ["--set", "model.input_shape=[1, 32, 32]"]
 RGB_32 = ["--set", "model.input_shape=[3, 32, 32]"]
 RGB_16 = ["--set", "model.input_shape=[3, 16, 16]"]
 
@@ -58,7 +59,10 @@ def make_tar(archive: Path, root: Path, top: str) -> Path:
 
 
 # --- the layouts: each writes itself under a folder and returns the train command's data flags --
-def mnist(root: Path, *, compress: bool = True, names: str = "{split}-{kind}-idx{rank}-ubyte"):
+def mnist_files(
+    root: Path, *, compress: bool = True, names: str = "{split}-{kind}-idx{rank}-ubyte"
+) -> Path:
+    """MNIST's four files (Fashion-MNIST and KMNIST name theirs alike) in ``root/mnist``."""
     ending = ".gz" if compress else ""
     for split, prefix, count in (("train", "train", TRAIN), ("test", "t10k", TEST)):
         pixels = images(count, (28, 28), split)
@@ -68,12 +72,18 @@ def mnist(root: Path, *, compress: bool = True, names: str = "{split}-{kind}-idx
         ):
             name = names.format(split=prefix, kind=kind, rank=rank) + ending
             write_bytes(root / "mnist" / name, idx_bytes(array), compress=compress)
-    return ["--data", root / "mnist", *GREY_28]
+    return root / "mnist"
+
+
+def mnist(root: Path):
+    # Padded to 32x32 as glow-mnist does: eval must pad the test images the same way.
+    return ["--data", mnist_files(root), "--set", "train.pad=2", *GREY_32]
 
 
 def mnist_plain(root: Path):
     # Uncompressed, with a dot before "idx" as the widely mirrored copies name them.
-    return mnist(root, compress=False, names="{split}-{kind}.idx{rank}-ubyte")
+    folder = mnist_files(root, compress=False, names="{split}-{kind}.idx{rank}-ubyte")
+    return ["--data", folder, *GREY_28]
 
 
 def write_emnist(folder: Path, subsets: tuple[str, ...] = ("balanced", "digits")) -> None:
@@ -338,7 +348,7 @@ def test_test_fraction_holds_out_seeded_images_that_eval_finds_again(tmp_path, c
 
 
 def test_test_data_naming_the_training_data_means_its_test_split(tmp_path, capsys):
-    flags = mnist(tmp_path)
+    flags = ["--data", mnist_files(tmp_path), *GREY_28]
     data = train(capsys, tmp_path / "run", [*flags, "--test-data", tmp_path / "mnist"])
     assert (data["test_split"], data["test_examples"]) == ("test", TEST)
     assert evaluate(capsys, tmp_path / "run")["examples"] == TEST
@@ -383,7 +393,7 @@ def test_data_without_a_clear_test_set_is_one_error_line(
     if writer == "unsplit":
         write_image(tmp_path / "data" / "0.png", images(1, (16, 16, 3), "train")[0])
     elif writer == "mnist":
-        mnist(tmp_path)
+        mnist_files(tmp_path)
         (tmp_path / "data").symlink_to(tmp_path / "mnist")
     else:
         write_emnist(tmp_path / "data")
