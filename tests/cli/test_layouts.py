@@ -331,20 +331,32 @@ def test_each_layout_trains_evaluates_and_samples_on_its_test_split(tmp_path, ca
 def test_test_fraction_holds_out_seeded_images_that_eval_finds_again(tmp_path, capsys):
     for index, image in enumerate(images(20, (16, 16, 3), "train")):
         write_image(tmp_path / "pngs" / f"{index:03d}.png", image)
-    flags = ["--data", tmp_path / "pngs", "--test-fraction", 0.25, *RGB_16]
-    outputs = []
-    for seed in (3, 3, 4):
-        output = tmp_path / f"run{len(outputs)}"
-        data = train(capsys, output, [*flags, "--seed", seed])
+    flags = ["--data", tmp_path / "pngs", "--test-fraction", 0.25, "--seed", 3, *RGB_16]
+    values = []
+    for name in ("first", "again"):
+        output = tmp_path / name
+        data = train(capsys, output, flags)
         assert (data["train_examples"], data["test_examples"]) == (15, 5)
-        assert (data["test_fraction"], data["split_seed"]) == (0.25, seed)
+        assert (data["test_split"], data["test_fraction"], data["split_seed"]) == (
+            "held-out",
+            0.25,
+            3,
+        )
         result = evaluate(capsys, output)
-        assert result["examples"] == 5
+        assert result["examples"] == 5 and "0.25 held out with seed 3" in result["data"]
         assert math.isclose(result["bits_per_dim"], last_test_value(output), rel_tol=1e-5)
         assert evaluate(capsys, output, "--split", "train")["examples"] == 15
-        outputs.append(result["bits_per_dim"])
-    # The same seed holds out the same images (same weights, same value); another seed others.
-    assert outputs[0] == outputs[1] and outputs[2] != outputs[0]
+        # Naming the run's own data is the run's own split, not all 20 images.
+        assert evaluate(capsys, output, "--data", tmp_path / "pngs")["examples"] == 5
+        values.append(result["bits_per_dim"])
+    assert values[0] == values[1]
+    # interpolate reads the same five held-out images.
+    checkpoint = tmp_path / "first" / "checkpoint.pt"
+    walk = ["interpolate", checkpoint, "--steps", 2, "--first", 0]
+    status, _, err = run_main(capsys, *walk, "--second", 4, "--output", tmp_path / "a.png")
+    assert status == 0, err
+    line = one_error_line(capsys, 2, *walk, "--second", 5, "--output", tmp_path / "b.png")
+    assert "[0, 5)" in line
 
 
 def test_test_data_naming_the_training_data_means_its_test_split(tmp_path, capsys):
