@@ -191,6 +191,8 @@ def read_settings(args: argparse.Namespace) -> Settings:
         if args.augment_flip:
             raise UsageError("--no-augment and --augment-flip contradict each other")
         train.update(augment_shift=0.0, augment_flip=False, noise_std=0.0)
+        if _owns_noise(model_entry(model_name)):
+            model["noise_std"] = 0.0
     if args.augment_flip:
         train["augment_flip"] = True
         given.add("augment_flip")
@@ -274,6 +276,7 @@ def check_settings(settings: Settings, entry: Any) -> None:
         if any(not name.strip() for name in names):
             raise UsageError(f"{flag} expects column names, got an empty one")
     check_device(settings.train.get("device"), auto=True)
+    _check_noise(settings, entry)
     if entry.kind == "vector":
         _refuse(
             settings, IMAGE_ONLY, f"is for images, but the {entry.name} model trains on a table"
@@ -287,6 +290,26 @@ def check_settings(settings: Settings, entry: Any) -> None:
                     f"--{key.replace('_', '-')} is for tables, but the {entry.name} model trains "
                     "on images; leave it out"
                 )
+
+
+def _owns_noise(entry: Any) -> bool:
+    """Whether the model family trains with noise of its own (TarFlow: it denoises with it)."""
+    return "noise_std" in {field.name for field in dataclasses.fields(entry.config_class)}
+
+
+def _check_noise(settings: Settings, entry: Any) -> None:
+    """A model that owns its training noise takes it from its own setting, never from train."""
+    if not _owns_noise(entry):
+        return
+    value = settings.train.get("noise_std", 0.0)
+    default = entry.config_class.__dataclass_fields__["noise_std"].default
+    owned = settings.model.get("noise_std", default)
+    if ("noise_std" in settings.given or value != 0.0) and value != owned:
+        raise UsageError(
+            f"train.noise_std={value} disagrees with model.noise_std={owned}: the {entry.name} "
+            f"model trains with its own noise and removes it from its samples; set "
+            f"model.noise_std instead (--set model.noise_std={value})"
+        )
 
 
 def _refuse(settings: Settings, names: tuple[str, ...], reason: str) -> None:

@@ -343,6 +343,17 @@ class Flow(nn.Module):
         """
         return None
 
+    @property
+    def training_noise_std(self) -> float | None:
+        r"""Hook: the Gaussian noise (standard deviation) this model is trained with, if it owns it.
+
+        None (the default) leaves training noise to ``TrainConfig.noise_std``. A model that
+        removes its training noise when it samples (TarFlow's denoising step) returns the
+        :math:`\sigma` it removes; the trainer then adds exactly that noise, so the two cannot
+        disagree.
+        """
+        return None
+
     def for_inference(self) -> Flow:
         """Hook: this flow prepared for evaluation and sampling (no training afterwards).
 

@@ -271,7 +271,6 @@ RUN_PRESETS: dict[str, RunPreset] = {
             train=dict(
                 data="fashion-mnist-small",
                 output="runs/tarflow-small",
-                noise_std=0.025,
                 optimizer="adam",
                 batch_size=64,
                 epochs=8,
@@ -301,7 +300,6 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             train=dict(
                 output="runs/tarflow-imagenet64",
-                noise_std=0.025,
                 optimizer="adam",
                 batch_size=256,
                 epochs=200,
@@ -351,8 +349,10 @@ def augmentation_of(preset: RunPreset) -> str:
         parts.append(f"random shifts up to {shift:g} of the size")
     if preset.train.get("augment_flip", False):
         parts.append("horizontal flips")
-    if preset.train.get("noise_std", 0.0):
-        parts.append(f"Gaussian noise std {preset.train['noise_std']:g}")
+    # TarFlow's noise belongs to the model (it denoises its samples with it); other noise to train.
+    noise = preset.model.get("noise_std") or preset.train.get("noise_std", 0.0)
+    if noise:
+        parts.append(f"Gaussian noise std {noise:g}")
     return ", ".join(parts) or "none"
 
 

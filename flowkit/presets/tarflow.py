@@ -243,6 +243,11 @@ class TarFlowFlow(Flow):
         """The standard deviation of the training noise, which :meth:`sample` removes."""
         return self.config.noise_std
 
+    @property
+    def training_noise_std(self) -> float:
+        """``config.noise_std``: the model owns its training noise, since it denoises with it."""
+        return self.config.noise_std
+
     @contextlib.contextmanager
     def guided(self, weight: float) -> Iterator[None]:
         r"""Within the block, every conditioner mixes conditional and unconditional parameters.

@@ -608,7 +608,7 @@ class Trainer:
         if isinstance(self.train_data, ImageTrainingData):
             self.train_data.augment_shift = config.augment_shift
             self.train_data.augment_flip = config.augment_flip
-        self.train_data.noise_std = config.noise_std
+        self.train_data.noise_std = _training_noise(self.flow, config.noise_std)
 
     def _parameters(self) -> list[nn.Parameter]:
         return [p for p in self.flow.parameters() if p.requires_grad]
@@ -864,6 +864,23 @@ def _best_summary(best: dict[str, Any] | None) -> dict[str, Any] | None:
     if best is None:
         return None
     return {key: value for key, value in best.items() if key != "model"}
+
+
+def _training_noise(flow: Flow | Dequantized, noise_std: float) -> float:
+    """The training noise: the model's own where it has one (it denoises with it), else config's.
+
+    ``noise_std`` 0 (the default) defers to the model; any other value must equal the model's.
+    """
+    owned = flow.training_noise_std if isinstance(flow, Flow) else None
+    if owned is None:
+        return noise_std
+    if noise_std not in (0.0, owned):
+        raise ConfigError(
+            f"noise_std={noise_std} disagrees with the training noise of the "
+            f"{type(flow).__name__} model ({owned}), which it also removes from its samples; "
+            "leave noise_std at 0 and set the model's noise_std instead"
+        )
+    return owned
 
 
 def _finite_parameters(module: nn.Module) -> bool:

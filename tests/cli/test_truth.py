@@ -337,3 +337,28 @@ def test_a_log_gets_one_line_per_epoch_with_the_loss_and_the_evaluations(table, 
         assert f"(step {record['step']}): train nll " in line
         assert f"test nll {record['test_nll']:.4f}" in line
         assert f"val nll {record['val_nll']:.4f}" in line
+
+
+# --- TarFlow's training noise has one owner ----------------------------------------------------
+@pytest.mark.parametrize("value", ["0.05", "0"])
+def test_a_train_noise_that_disagrees_with_tarflows_is_refused(capsys, value):
+    args = ["train", "--preset", "tarflow-small", "--set", f"train.noise_std={value}"]
+    status, line = one_error(capsys, *args, "--print-config")
+    assert status == 2 and f"train.noise_std={value}" in line and "model.noise_std" in line
+
+
+def test_tarflows_noise_is_set_on_the_model_and_turned_off_by_no_augment(capsys):
+    effective = {}
+    for extra in ([], ["--set", "model.noise_std=0.05"], ["--no-augment"]):
+        args = ["train", "--preset", "tarflow-small", *extra, "--print-config"]
+        assert cli.main(args) == 0
+        settings = json.loads(capsys.readouterr().out)
+        effective[" ".join(extra)] = (
+            settings["model"]["noise_std"],
+            settings["train"]["noise_std"],
+        )
+    assert effective == {
+        "": (0.025, 0.0),
+        "--set model.noise_std=0.05": (0.05, 0.0),
+        "--no-augment": (0.0, 0.0),
+    }

@@ -104,3 +104,31 @@ def test_the_warm_up_shortens_the_average_lag_of_a_short_run():
     lag_constant = weights[-1] - _average_of(weights, get_ema_multi_avg_fn(decay))
     lag_warmed = weights[-1] - _average_of(weights, _warmed_up_average(decay))
     assert lag_warmed < 40 < 100 < lag_constant
+
+
+def _tarflow_trainer(tmp_path, blobs, model_noise, train_noise):
+    from flowkit.presets import tarflow
+    from flowkit.train import Trainer
+
+    tiny = dict(channels=8, blocks=1, layers_per_block=1, heads=2, seed=0)
+    flow = tarflow((1, 8, 8), 4, noise_std=model_noise, **tiny)
+    config = TrainConfig(
+        output=str(tmp_path), batch_size=16, progress=False, device="cpu", noise_std=train_noise
+    )
+    return Trainer(flow, config, *blobs)
+
+
+@pytest.mark.parametrize("train_noise", [0.0, 0.03], ids=["unset", "equal"])
+def test_tarflow_trains_with_the_noise_it_denoises_with(blobs, tmp_path, train_noise):
+    trainer = _tarflow_trainer(tmp_path, blobs, 0.03, train_noise)
+    assert trainer.train_data.noise_std == trainer.flow.noise_std == 0.03
+    *_, noise = _batch(trainer)
+    assert float(noise.std()) == pytest.approx(0.03, rel=0.05)
+
+
+@pytest.mark.parametrize("model_noise", [0.0, 0.03])
+def test_a_training_noise_the_model_does_not_denoise_with_is_refused(blobs, tmp_path, model_noise):
+    with pytest.raises(
+        ConfigError, match=f"noise_std=0.05 .*TarFlowFlow model \\({model_noise}\\)"
+    ):
+        _tarflow_trainer(tmp_path, blobs, model_noise, 0.05)
