@@ -26,10 +26,6 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
-# Image folders and tars split into these sub-folders hold a test split (flowkit.data.load_dataset).
-_SPLIT_FOLDERS = ("train", "test", "val")
-
-
 class CommandError(Exception):
     """A failure the command found while running (exit status 1); the message is one line."""
 
@@ -148,10 +144,6 @@ def check_device(value: str | None, *, auto: bool = False) -> None:
         raise UsageError(f"--device {value}: MPS is not available; available: {', '.join(allowed)}")
     elif device.type not in ("cpu", "cuda", "mps"):
         raise UsageError(f"--device expects one of {', '.join(allowed)}, got {value!r}")
-
-
-def has_split_folders(path: Path) -> bool:
-    return any((path / name).is_dir() for name in _SPLIT_FOLDERS)
 
 
 def prepare_allocator() -> None:
