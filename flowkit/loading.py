@@ -12,11 +12,14 @@ from typing import Any
 import torch
 
 from flowkit.distributions import Dequantized, Flow
+from flowkit.distributions.standardized import StandardizedFlow
 from flowkit.errors import FlowkitError
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["load", "load_flow"]
 
+# The buffers of a StandardizedFlow's statistics in a state dict.
+_STANDARDIZATION = frozenset({"mean", "std", "context_mean", "context_std", "log_std_sum"})
 # "best": the best validation evaluation's weights (the averaged ones when the run kept none);
 # "averaged": the last Polyak average ("ema" is its older name); "raw": the last optimised ones.
 WEIGHTS = ("best", "averaged", "raw", "ema")
@@ -37,7 +40,8 @@ def load(
     returns data in the data's own units. Image families whose model is a distribution over
     integer images (Flow++) come back as a :class:`~flowkit.distributions.Dequantized`. A
     checkpoint of a custom flow holds only weights: pass your own module as ``flow`` to receive
-    them.
+    them (weights trained behind a standardisation, as :func:`flowkit.fit` trains vectors, come
+    back with your flow wrapped in the stored standardisation).
 
     Args:
         path: A ``checkpoint.pt`` written by the Trainer.
@@ -93,6 +97,23 @@ def load_flow(
     elif weights != "raw" and state.get("ema") is not None:
         prefix = "module."
         model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    if not isinstance(flow, StandardizedFlow) and _STANDARDIZATION <= set(model_state):
+        # Weights trained behind a standardisation (flowkit.fit's default): the given flow gets
+        # the stored statistics, so the model takes and returns data in its own units.
+        assert isinstance(flow, Flow), "a Dequantized model is never standardised"
+        try:
+            flow = StandardizedFlow(
+                flow,
+                model_state["mean"],
+                model_state["std"],
+                model_state["context_mean"],
+                model_state["context_std"],
+            )
+        except ValueError as error:
+            raise CheckpointError(
+                f"the weights in {path} do not fit the model (other shape: {error}); the "
+                "checkpoint was written for a different architecture"
+            ) from None
     try:
         flow.load_state_dict(model_state)
     except RuntimeError:

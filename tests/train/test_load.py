@@ -134,13 +134,17 @@ def test_a_checkpoint_of_a_custom_flow_loads_into_the_users_module(tmp_path):
         return flowkit.presets.nsf(2, transforms=1, hidden_features=(8,))
 
     flow = make()
-    flowkit.fit(flow, torch.randn(128, 2), output=tmp_path, epochs=1)
+    result = flowkit.fit(flow, torch.randn(128, 2) * 3 + 1, output=tmp_path, epochs=1)
     with pytest.raises(CheckpointError, match="custom flow.*flow=my_flow"):
         load(tmp_path / "checkpoint.pt")
+    # fit standardised the rows inside the model; the loaded flow carries the same statistics
+    # and, by default, the best validation weights, which fit leaves in the model.
+    assert result.best is not None
     loaded = load(tmp_path / "checkpoint.pt", flow=make())
-    x = torch.randn(4, 2)
+    x = torch.randn(4, 2) * 3 + 1
     with torch.no_grad():
-        assert torch.equal(loaded.log_prob(x), flow.eval().log_prob(x))
+        assert torch.equal(loaded.log_prob(x), result.flow.eval().log_prob(x))
+        assert not torch.equal(loaded.log_prob(x), flow.eval().log_prob(x))
     with pytest.raises(CheckpointError, match="do not fit the model.*other shape"):
         load(tmp_path / "checkpoint.pt", flow=flowkit.presets.nsf(3, transforms=1))
 
