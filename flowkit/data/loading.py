@@ -68,8 +68,8 @@ def load_dataset(spec: str | os.PathLike[str], split: str = "train", **options: 
       is the one split, ``"train"``.
 
     Files are recognised by their bytes (gzip, zip, tar and idx magic numbers), not their names;
-    names only pick splits. :func:`dataset_splits` says which splits a source has without reading
-    its images.
+    names only pick splits. ``flowkit.data.loading.dataset_splits`` says which splits a source
+    has without reading its images.
 
     Args:
         spec: Dataset name or path.
