@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__: list[str] = []
 
@@ -104,6 +105,69 @@ def atomic_output(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def first_overflow(
+    values: Any, mean: Sequence[float], std: Sequence[float], dtype: Any
+) -> tuple[int, int, float, float] | None:
+    """The first value a model in ``dtype`` cannot compute with once standardised, or None.
+
+    A flow's log-density squares the standardised values (the Gaussian base), so they must stay
+    below ``sqrt(max / D)`` of the dtype, ``D`` values to a row: about 1e19 in float32, for a
+    value 1e19 standard deviations from the training mean. Returns ``(row, column, value,
+    standardised value)``.
+    """
+    import numpy as np
+    import torch
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or not values.size:
+        return None
+    limit = math.sqrt(torch.finfo(dtype).max / values.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        standardised = (values - np.asarray(mean, dtype=np.float64)) / np.asarray(
+            std, dtype=np.float64
+        )
+    bad = ~(np.abs(standardised) < limit)
+    if not bad.any():
+        return None
+    row, column = (int(index) for index in np.argwhere(bad)[0])
+    return row, column, float(values[row, column]), float(standardised[row, column])
+
+
+def overflow_message(standardised: float, dtype: Any) -> str:
+    """Why a :func:`first_overflow` value is refused, for the end of an error line."""
+    name = str(dtype).removeprefix("torch.")
+    return (
+        f"{abs(standardised):.3g} standard deviations from the training mean, beyond what the "
+        f"model's {name} arithmetic can square"
+    )
+
+
+def check_table_range(table: Any, statistics: dict[str, Any], dtype: Any) -> None:
+    """A CommandError naming the first cell of ``table`` a model in ``dtype`` overflows on.
+
+    ``statistics`` is the run's standardisation (``Standardization.to_dict()``); ``table`` a
+    :class:`~flowkit.data.tables.Table` in float64.
+    """
+    parts = [(table.values, table.columns, statistics["mean"], statistics["std"])]
+    if table.context is not None and statistics.get("context_mean"):
+        parts.append(
+            (
+                table.context,
+                table.context_columns,
+                statistics["context_mean"],
+                statistics["context_std"],
+            )
+        )
+    for values, columns, mean, std in parts:
+        found = first_overflow(values, mean, std, dtype)
+        if found is not None:
+            row, column, value, standardised = found
+            raise CommandError(
+                f"{table.source}: column {columns[column]!r}, data row {row + 1}, is {value:g}: "
+                f"{overflow_message(standardised, dtype)}; remove the row or rescale the column"
+            )
 
 
 def _available_devices() -> list[str]:

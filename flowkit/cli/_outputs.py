@@ -15,6 +15,8 @@ from flowkit.cli._common import (
     check_new_outputs,
     check_positive,
     check_temperatures,
+    first_overflow,
+    overflow_message,
 )
 from flowkit.cli._runs import Run, check_common, check_indices, open_run, require_images, run_images
 
@@ -124,6 +126,24 @@ def _parse_context(items: Sequence[str] | None, run: Run) -> list[float] | None:
     return [values[name] for name in names]
 
 
+def _check_context_range(values: list[float], run: Run) -> None:
+    """A UsageError naming the --context value the model's precision overflows on."""
+    import torch
+
+    statistics = run.data.get("standardization") or {}
+    mean = statistics.get("context_mean") or [0.0] * len(values)
+    std = statistics.get("context_std") or [1.0] * len(values)
+    dtype = next(run.flow.parameters(), torch.zeros(())).dtype
+    found = first_overflow([values], mean, std, dtype)
+    if found is not None:
+        _, column, value, standardised = found
+        raise UsageError(
+            f"--context {run.context_columns[column]}={value:g} is "
+            f"{overflow_message(standardised, dtype)}; give a value in the range of the training "
+            "data"
+        )
+
+
 def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     import numpy as np
     import torch
@@ -142,8 +162,10 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     output = Path(args.output) if args.output else run.directory / "samples" / "samples.csv"
     if output.suffix != ".csv":
         raise UsageError(f"--output expects a .csv file for a table model's samples, got {output}")
-    check_new_outputs([output], args.overwrite)
     context_values = _parse_context(args.context, run)
+    if context_values is not None:
+        _check_context_range(context_values, run)
+    check_new_outputs([output], args.overwrite)
     torch.manual_seed(args.seed)
     with torch.no_grad():
         if context_values is None:

@@ -16,6 +16,7 @@ from flowkit.cli._common import (
     check_device,
     check_path,
     check_positive,
+    check_table_range,
     prepare_allocator,
 )
 
@@ -238,6 +239,9 @@ def eval_command(args: argparse.Namespace) -> int:
         table, rows_of = _run_table(
             run, args.data, args.split, getattr(args, "allow_changed_data", False)
         )
+        if run.data.get("standardization"):
+            dtype = torch.float64 if args.dtype == "float64" else torch.float32
+            check_table_range(table, run.data["standardization"], dtype)
         # float64: a standardised model scales the rows in float64 before its own precision.
         examples: Any = table.values
         if table.context is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from flowkit.cli._common import (
     UsageError,
     check_path,
+    check_table_range,
     prepare_allocator,
 )
 from flowkit.cli._settings import (
@@ -271,11 +272,15 @@ def _prepare_tables(
     if args.print_config:
         _print_config(settings, model_config, train_config)
         return None
-    train_config = _batch_for(train_config, len(train))
     # Statistics of the training rows only, in float64; the flow standardises in float64 and only
     # then works in its own precision.
     statistics = Standardization.fit(train).to_dict()
     flow = standardized_from_dict(entry.build(model_config), statistics)
+    # A cell the model's precision overflows on is named now, rather than found as a divergence.
+    dtype = next(flow.parameters()).dtype
+    for part in (table,) if inputs["test_data"] is None else (table, test):
+        check_table_range(part, statistics, dtype)
+    train_config = _batch_for(train_config, len(train))
 
     def arrays(part: Any) -> Any:
         return part.values if part.context is None else (part.values, part.context)

@@ -362,3 +362,37 @@ def test_tarflows_noise_is_set_on_the_model_and_turned_off_by_no_augment(capsys)
         "--set model.noise_std=0.05": (0.05, 0.0),
         "--no-augment": (0.0, 0.0),
     }
+
+
+# --- values the model's precision cannot compute with ------------------------------------------
+def test_a_context_value_that_overflows_the_model_names_the_option(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    context = rng.uniform(-1, 1, 100)
+    rows = np.stack([context + 0.1 * rng.standard_normal(100), rng.standard_normal(100), context])
+    data = write_csv(tmp_path / "data.csv", ["y", "z", "c"], rows.T)
+    output = tmp_path / "run"
+    train_table(capsys, data, output, "--context-columns", "c")
+    checkpoint = output / "checkpoint.pt"
+    target = tmp_path / "rows.csv"
+    status, line = one_error(
+        capsys, "sample", checkpoint, "--context", "c=1e39", "--output", target
+    )
+    assert status == 2 and "--context c=1e+39" in line and "float32" in line
+    assert not target.exists()
+    # An ordinary value samples.
+    assert cli.main(["sample", str(checkpoint), "--context", "c=0.5", "--output", str(target)]) == 0
+
+
+def test_a_row_that_overflows_the_model_names_its_column(table, tmp_path, capsys):
+    rows = np.random.default_rng(2).standard_normal((20, 3))
+    rows[7, 1] = 1e30
+    test = write_csv(tmp_path / "test.csv", ["a", "b", "c"], rows)
+    args = ["train", *TINY_TABLE, "--data", table, "--test-data", test]
+    status, line = one_error(capsys, *args, "--output", tmp_path / "o")
+    assert status == 1 and str(test) in line and "column 'b'" in line and "row 8" in line
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()
+    # eval on such rows says the same.
+    output = tmp_path / "run"
+    train_table(capsys, table, output)
+    status, line = one_error(capsys, "eval", output / "checkpoint.pt", "--data", test)
+    assert status == 1 and "column 'b'" in line and "row 8" in line and "float32" in line
