@@ -14,6 +14,7 @@ from flowkit.data import (
     split_table,
     write_table,
 )
+from flowkit.data.tables import file_digest, split_indices
 
 
 def write_text(folder, name, text, encoding="utf-8"):
@@ -599,3 +600,44 @@ def test_write_rejects_mismatched_columns(tmp_path):
         write_table(tmp_path / "s.csv", np.zeros((3, 2)), ["a", "a"])
     with pytest.raises(ValueError, match="dtype bool"):
         write_table(tmp_path / "s.csv", np.zeros((3, 2), dtype=bool), ["a", "b"])
+
+
+def test_split_indices_is_seeded_and_its_streams_are_independent():
+    kept, held = split_indices(100, 0.2, seed=3)
+    assert len(held) == 20 and sorted([*kept, *held]) == list(range(100))
+    again = split_indices(100, 0.2, seed=3)
+    assert np.array_equal(held, again[1]) and np.array_equal(kept, again[0])
+    assert not np.array_equal(held, split_indices(100, 0.2, seed=3, stream=1)[1])
+    assert not np.array_equal(held, split_indices(100, 0.2, seed=4)[1])
+    # split_table holds out exactly split_indices' rows.
+    table = Table(np.arange(100.0)[:, None], ("x",))
+    assert np.array_equal(split_table(table, 0.2, seed=3)[1].values[:, 0], held)
+
+
+def test_file_digest_changes_when_rows_are_appended(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x\n1\n2\n")
+    before = file_digest(path)
+    assert file_digest(path) == before and len(before) == 64
+    with open(path, "a") as file:
+        file.write("3\n")
+    assert file_digest(path) != before
+
+
+def test_standardization_keeps_the_digits_of_a_large_offset():
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal(1000)
+    table = Table((1e9 + 1e-3 * small)[:, None], ("big",))
+    scaling = Standardization.fit(table)
+    # The statistics of the variation itself, recovered through the 1e9 offset in float64.
+    assert scaling.mean[0] - 1e9 == pytest.approx(1e-3 * small.mean(), abs=1e-6)
+    assert scaling.std[0] == pytest.approx(1e-3 * small.std(), rel=1e-5)
+    standardised = scaling.apply(table.values)[:, 0].astype(np.float32)
+    expected = (small - small.mean()) / small.std()
+    assert np.abs(standardised - expected).max() < 1e-3
+
+
+def test_a_column_whose_spread_underflows_is_named():
+    table = Table(np.array([[0.0, 1.0], [1e-300, 2.0]]), ("tiny", "fine"), source="t.csv")
+    with pytest.raises(DataError, match="t.csv: column 'tiny' is constant once standardised"):
+        Standardization.fit(table)
