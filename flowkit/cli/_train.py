@@ -42,6 +42,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     from flowkit.train import Trainer
     from flowkit.train.config import TrainConfig
+    from flowkit.train.rundir import RunDirectory
 
     _check_train_args(args)
     prepare_allocator()
@@ -49,6 +50,9 @@ def train_command(args: argparse.Namespace) -> int:
     entry = model_entry(settings.model_name)
     check_settings(settings, entry)
     train_config = fill(TrainConfig, "train", settings.train)
+    if not args.print_config:
+        # Refused before reading any data: a run there that is neither resumed nor replaced.
+        RunDirectory(train_config.output).check(resume=args.resume, overwrite=args.overwrite)
     # Every model's initial weights come from --seed (presets that carry a seed of their own
     # build under it instead), so the same seed gives the same run.
     torch.manual_seed(train_config.seed)

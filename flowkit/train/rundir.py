@@ -80,26 +80,12 @@ class RunDirectory:
             RunExistsError: The directory holds a run and neither ``resume`` nor ``overwrite``,
                 or ``resume`` with a run that has lost its checkpoint.
         """
-        if resume and overwrite:
-            raise ValueError("resume and overwrite exclude each other; choose one")
-        if self.path.exists() and not self.path.is_dir():
-            raise RunExistsError(f"the output {self.path} is a file, not a directory")
+        self.check(resume=resume, overwrite=overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
-            if self.holds_run() and not (resume or overwrite):
-                raise RunExistsError(
-                    f"{self.path} already holds a run; continue it with --resume or replace it "
-                    "with --overwrite (resume=True or overwrite=True in Python)"
-                )
-            if resume and self.holds_run() and not self.checkpoint.exists():
-                # Starting afresh here would replace the run's metrics and config.
-                written = ", ".join(name for name in _RUN_MARKERS if (self.path / name).exists())
-                raise RunExistsError(
-                    f"cannot resume the run in {self.path}: it has {written} but no "
-                    f"{self.checkpoint.name} to continue from; replace it with --overwrite "
-                    "(overwrite=True in Python) or choose another output directory"
-                )
+            # Again under the lock: another process may have written a run since.
+            self.check(resume=resume, overwrite=overwrite)
             remove_stale_temporaries(self.checkpoint)
             remove_stale_temporaries(self.diverged_checkpoint)
             (self.path / "metrics.jsonl.tmp").unlink(missing_ok=True)
@@ -108,6 +94,31 @@ class RunDirectory:
         except BaseException:
             self.close()
             raise
+
+    def check(self, *, resume: bool, overwrite: bool) -> None:
+        """Raise what :meth:`open` would about the directory's content, touching nothing.
+
+        Lets a caller refuse before it spends time on data and models.
+        """
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other; choose one")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunExistsError(f"the output {self.path} is a file, not a directory")
+        if not self.holds_run():
+            return
+        if not (resume or overwrite):
+            raise RunExistsError(
+                f"{self.path} already holds a run; continue it with --resume or replace it "
+                "with --overwrite (resume=True or overwrite=True in Python)"
+            )
+        if resume and not self.checkpoint.exists():
+            # Starting afresh here would replace the run's metrics and config.
+            written = ", ".join(name for name in _RUN_MARKERS if (self.path / name).exists())
+            raise RunExistsError(
+                f"cannot resume the run in {self.path}: it has {written} but no "
+                f"{self.checkpoint.name} to continue from; replace it with --overwrite "
+                "(overwrite=True in Python) or choose another output directory"
+            )
 
     def clear(self) -> None:
         """Remove every file and folder a run writes (and only those)."""
