@@ -396,3 +396,18 @@ def test_a_row_that_overflows_the_model_names_its_column(table, tmp_path, capsys
     train_table(capsys, table, output)
     status, line = one_error(capsys, "eval", output / "checkpoint.pt", "--data", test)
     assert status == 1 and "column 'b'" in line and "row 8" in line and "float32" in line
+
+
+@pytest.mark.parametrize("command", ["interpolate", "manipulate"])
+def test_image_outputs_are_not_replaced_unasked(glow_run, tmp_path, capsys, command):
+    target = tmp_path / "grid.png"
+    target.write_bytes(b"kept")
+    args = [command, glow_run / "checkpoint.pt", "--output", target]
+    if command == "manipulate":
+        args += ["--attribute", "1", "--num-reference", "64"]
+    status, line = one_error(capsys, *args)
+    assert status == 1 and str(target) in line and "--overwrite" in line
+    assert target.read_bytes() == b"kept"
+    assert cli.main([str(arg) for arg in [*args, "--overwrite"]]) == 0
+    assert target.read_bytes().startswith(b"\x89PNG")
+    assert [path.name for path in tmp_path.iterdir()] == ["grid.png"]
