@@ -136,6 +136,16 @@ def test_nonfinite_evaluation_is_an_error_naming_the_checkpoint(glow_run, tmp_pa
         (["train", "--set", "model.depth=3"], ["unknown model setting", "depth"]),
         (["train", "--set", "lr=3"], ["section.name=value", "lr=3"]),
         (["train", "--config", ""], ["--config", "empty"]),
+        (["train", "--set", "train.batch_size=0"], ["--batch-size", "0"]),
+        (["train", "--set", "train.augment_shift=2"], ["--augment-shift", "2"]),
+        (["train", "--preset", "nsf", "--n-bits", "5"], ["--n-bits", "table"]),
+        (["train", "--preset", "nsf", "--set", "train.pad=2"], ["train.pad", "table"]),
+        (["train", "--columns", "a"], ["--columns", "images"]),
+        (["train", "--data", "rows.csv"], ["rows.csv", "--preset nsf|maf|realnvp-tabular"]),
+        (
+            ["train", "--preset", "tarflow-small", "--set", "train.noise_std=0.1"],
+            ["train.noise_std=0.1", "model.noise_std"],
+        ),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_value(glow_run, capsys, args, fragments):
