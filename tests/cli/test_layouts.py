@@ -218,6 +218,17 @@ def png_folders(root: Path):
     return ["--data", write_png_splits(root / "pngs"), *RGB_16]
 
 
+def png_train_val_folders(root: Path):
+    """``train/`` and ``val/`` without ``test/``: the validation folder is the test split."""
+    for split, count in (("train", TRAIN), ("val", TEST)):
+        source = "train" if split == "train" else "test"
+        for index, image in enumerate(images(count, (16, 16, 3), source)):
+            write_image(
+                root / "pngs" / split / ("cat" if index % 2 else "dog") / f"{index:03d}.png", image
+            )
+    return ["--data", root / "pngs", *RGB_16]
+
+
 def image_tar(root: Path):
     archive = root / "images.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -252,6 +263,7 @@ LAYOUTS: dict[str, Callable[[Path], list]] = {
     "imagenet32-npz-folders": imagenet32,
     "imagenet32-val-as-test-data": imagenet32_val_as_test_data,
     "png-train-test-folders": png_folders,
+    "png-train-val-folders": png_train_val_folders,
     "png-tar-train-test": image_tar,
     "png-folder-and-test-tar": unsplit_folder_and_tar,
 }
