@@ -253,7 +253,11 @@ def _add_train_parser(commands: Any) -> None:
     train.add_argument(
         "--tensorboard", action="store_true", help="also write TensorBoard logs (needs tensorboard)"
     )
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar and the per-epoch lines (default: shown)",
+    )
     train.add_argument("--set", action="append", metavar="SECTION.NAME=VALUE", help=SET_HELP)
     train.set_defaults(handler=train_command)
 

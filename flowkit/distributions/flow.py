@@ -64,10 +64,11 @@ class Flow(nn.Module):
 
     Hooks:
         Presets subclass ``Flow`` to give the trainer what a model needs beyond its
-        log-likelihood, through two methods that every flow has: :meth:`auxiliary_loss` (an extra
-        training term, such as Glow's class-prediction loss) and :meth:`for_inference` (a copy
-        prepared for evaluation and sampling, such as Glow's ActNorm fusion). The defaults add
-        nothing and return the flow itself.
+        log-likelihood, through three members that every flow has: :meth:`auxiliary_loss` (an
+        extra training term, such as Glow's class-prediction loss), :meth:`for_inference` (a copy
+        prepared for evaluation and sampling, such as Glow's ActNorm fusion) and
+        :attr:`training_noise_std` (Gaussian noise the model is trained under, such as TarFlow's).
+        The defaults add nothing, return the flow itself and add no noise.
 
     Inputs are checked at every public method: a tensor of the flow's floating dtype (that of its
     parameters; a flow without parameters takes any) on its device, with the event shape; a context
