@@ -109,7 +109,7 @@ class StandardizedFlow(Flow):
         super()._apply(fn, recurse)
         for name, value in kept.items():
             moved = self._buffers[name]
-            assert moved is not None, "the statistics are registered buffers"
+            assert value is not None and moved is not None, "the statistics are buffers"
             self._buffers[name] = value.to(device=moved.device, dtype=torch.float64)
         return self
 

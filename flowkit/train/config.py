@@ -30,6 +30,7 @@ RESUMABLE_SETTINGS = frozenset(
         "temperatures",
         "num_samples",
         "checkpoint_every",
+        "checkpoint_seconds",
         "log_every",
         "max_nonfinite",
         "num_test",
@@ -92,6 +93,10 @@ class TrainConfig:
         temperatures: Temperatures of the sample grids.
         num_samples: Images per sample grid.
         checkpoint_every: Also checkpoint every this many steps (None: at epoch ends only).
+        checkpoint_seconds: Checkpoint at an epoch end only if this many seconds passed since
+            the last checkpoint (the first epoch end, Ctrl-C and the end of the run always
+            write one), so that tiny epochs do not rewrite the file every few steps; 0: at
+            every epoch end.
         log_every: Log training metrics every this many steps.
         max_nonfinite: Stop after this many consecutive steps with a non-finite loss or gradient.
         num_train: Use only the first this many training examples (None: all).
@@ -135,6 +140,7 @@ class TrainConfig:
     temperatures: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
     num_samples: int = 64
     checkpoint_every: int | None = None
+    checkpoint_seconds: float = 30.0
     log_every: int = 10
     max_nonfinite: int = 10
     num_train: int | None = None
@@ -188,6 +194,7 @@ class TrainConfig:
         check_float(owner, "weight_decay", self.weight_decay, 0.0)
         check_float(owner, "augment_shift", self.augment_shift, 0.0, 1.0, exclusive_maximum=True)
         check_float(owner, "noise_std", self.noise_std, 0.0)
+        check_float(owner, "checkpoint_seconds", self.checkpoint_seconds, 0.0)
         check_float(owner, "val_fraction", self.val_fraction, 0.0, 1.0, exclusive_maximum=True)
         for name in ("grad_clip", "max_minutes"):
             check_float(

@@ -171,7 +171,7 @@ def _standardized(flow: Flow, view: Any) -> StandardizedFlow:
             f"examples of shape {tuple(view.values.shape[1:])}; pass standardize=False"
         )
     scaling = Standardization.fit(
-        Table(values, names, context, context_names, source="the training data")
+        Table(values, tuple(names), context, tuple(context_names), source="the training data")
     )
     return StandardizedFlow(
         flow,

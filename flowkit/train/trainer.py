@@ -242,6 +242,8 @@ class Trainer:
         )
         self._last_plot = time.monotonic()
         self._plotted_records = 0
+        self._last_save: float | None = None
+        self._last_density = -math.inf
 
     # --- the run, top to bottom ------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -296,6 +298,10 @@ class Trainer:
             state = self._new_state()
             state.load_state_dict(saved)
             state.set_learning_rate(config.lr)
+            # A resumed run stopped early goes on if its patience was raised (or removed).
+            if state.stopped and state.best is not None:
+                waited = state.epoch - int(state.best["epoch"])
+                state.stopped = config.patience is not None and waited >= config.patience
         self._state = state
         result.steps, result.epochs_completed, result.output = state.step, state.epoch, self.output
         # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
@@ -335,7 +341,7 @@ class Trainer:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
                     self._end_of_epoch(state, run, "epoch")
-                self._save(state, run)
+                self._save(state, run, when_due=True)
                 if interrupt.requested:
                     self._interrupted(state, run)
 
@@ -343,10 +349,11 @@ class Trainer:
             # epoch end (still under the flag: a Ctrl-C here lets the checkpoint be written).
             if state.batch_in_epoch != 0:
                 self._end_of_epoch(state, run, "end")
+            if state.best is not None and state.step != steps_before:
+                self._write_best(state)
+            # The last state is always written, whenever the last epoch-end checkpoint was.
+            if state.step != steps_before or state.last_saved_step != state.step:
                 self._save(state, run)
-        if state.best is not None and state.step != steps_before:
-            self._write_best(state)
-            self._save(state, run)
         self._progress.finish()
         self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
@@ -450,6 +457,13 @@ class Trainer:
             self._result.test_history.append((state.step, value))
         if self.validation_data is not None:
             self._validate(state, run, evaluated, record, event)
+        # The run's last evaluation: its plots are drawn whatever their cadence.
+        final = (
+            event == "end"
+            or state.epoch >= config.epochs
+            or state.stopped
+            or self._limit_reached(state)
+        )
         if (
             self.process.is_main
             and event != "start"
@@ -464,10 +478,13 @@ class Trainer:
                 and isinstance(evaluated, Flow)
                 and math.prod(self.flow.event_shape) == 2
                 and not self.train_data.conditional
+                and (final or time.monotonic() - self._last_density > PLOT_INTERVAL)
             ):
+                # Drawn as rarely as the curve: a table's epochs can be a step long.
                 plot_density_2d(evaluated, self.train_data.values, run.path / "density.png")
+                self._last_density = time.monotonic()
         self._write(record)
-        self._plot(run, final=event == "end" or state.epoch >= config.epochs)
+        self._plot(run, final=final)
 
     def _validate(
         self,
@@ -526,14 +543,27 @@ class Trainer:
         self._write(record)
 
     # --- checkpoints and stopping -----------------------------------------------------------------
-    def _save(self, state: TrainState, run: RunDirectory) -> None:
-        """Write ``checkpoint.pt``, unless the state is not finite: then the last good one stays."""
+    def _save(self, state: TrainState, run: RunDirectory, *, when_due: bool = False) -> None:
+        """Write ``checkpoint.pt``, unless the state is not finite: then the last good one stays.
+
+        ``when_due`` (epoch ends): only if ``checkpoint_seconds`` passed since the last write of
+        this session, or none was written yet; tiny epochs would otherwise rewrite (and sync) the
+        whole checkpoint every few steps.
+        """
         if not self.process.is_main or state.nonfinite_streak or not _finite_parameters(self.flow):
+            return
+        now = time.monotonic()
+        if (
+            when_due
+            and self._last_save is not None
+            and now - self._last_save < self.config.checkpoint_seconds
+        ):
             return
         if self._metrics is not None:
             state.metrics_records = self._metrics.count
         save_checkpoint(self._checkpoint(state), run.checkpoint)
         state.last_saved_step = state.step
+        self._last_save = now
 
     def _checkpoint(self, state: TrainState) -> dict[str, Any]:
         return {

@@ -5,8 +5,9 @@ import warnings
 import pytest
 import torch
 
+import flowkit
 from flowkit import load_flow
-from flowkit.train import NonFiniteError, load_checkpoint
+from flowkit.train import NonFiniteError, TrainConfig, Trainer, load_checkpoint
 from flowkit.train.metrics import read_metrics
 from tests.train.conftest import make_trainer
 
@@ -241,3 +242,34 @@ def test_tensorboard_event_files_hold_the_jsonl_scalars(blobs, tiny_model_config
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
     train_steps = [r["step"] for r in records if "train_bpd" in r]
     assert [e.step for e in events.Scalars("train_bpd")] == train_steps
+
+
+def test_tiny_epochs_do_not_rewrite_the_checkpoint_every_step(tmp_path, monkeypatch):
+    import flowkit.train.trainer as trainer_module
+
+    writes = []
+    real = trainer_module.save_checkpoint
+
+    def counting(state, path):
+        writes.append(state["step"])
+        return real(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", counting)
+    torch.manual_seed(0)
+    flow = flowkit.presets.nsf(2, transforms=1, hidden_features=(4,))
+    config = TrainConfig(
+        output=str(tmp_path),
+        batch_size=32,
+        epochs=500,
+        optimizer="adam",
+        warmup_epochs=0.0,
+        progress=False,
+        device="cpu",
+        val_fraction=0.2,
+    )
+    # 40 rows, 32 of them for training: one step an epoch, 500 epochs.
+    result = Trainer(flow, config, torch.randn(40, 2)).fit()
+    assert result.steps == 500
+    # The first epoch end and the end of the run (well under checkpoint_seconds apart).
+    assert writes[0] == 1 and writes[-1] == 500 and len(writes) <= 3, writes
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 500
