@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 from flowkit._utils import (
     MAX_FEATURES,
+    MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
+    MIN_SEED,
+    build_seeded,
     check_choice,
     check_int,
     check_parameter_count,
@@ -39,6 +42,7 @@ def realnvp_tabular(
     transforms: int = 5,
     hidden_features: Sequence[int] = (128, 128),
     normalization: str | None = "batch",
+    seed: int | None = None,
 ) -> Flow:
     r"""RealNVP for vectors: ``transforms`` affine couplings with alternating masks.
 
@@ -64,6 +68,8 @@ def realnvp_tabular(
         transforms: Number of coupling layers.
         hidden_features: Widths of the MLPs' hidden layers.
         normalization: ``"batch"``, ``"act"`` or None (see above).
+        seed: Draw every initial weight from this seed, whatever torch's global random state
+            (None: from torch's global generator).
 
     Returns:
         A :class:`~flowkit.Flow` over vectors of shape ``(D,)`` with a standard normal base.
@@ -88,6 +94,7 @@ def realnvp_tabular(
         "realnvp_tabular", "hidden_features", hidden_features, maximum=MAX_WIDTH
     )
     check_choice("realnvp_tabular", "normalization", normalization, NORMALIZATIONS)
+    check_int("realnvp_tabular", "seed", seed, MIN_SEED, MAX_SEED, optional=True)
     assert features is not None and transforms is not None
     # Each coupling's MLP reads half the features (and the context) and returns two per other half.
     check_parameter_count(
@@ -99,6 +106,19 @@ def realnvp_tabular(
         f"features={features}, context_features={context_features}, transforms={transforms}, "
         f"hidden_features={hidden_features}",
     )
+    return build_seeded(
+        seed,
+        lambda _: _assemble(features, context_features, transforms, hidden_features, normalization),
+    )
+
+
+def _assemble(
+    features: int,
+    context_features: int | None,
+    transforms: int,
+    hidden_features: tuple[int, ...],
+    normalization: str | None,
+) -> Flow:
     parts: list[Bijector] = []
     for index in range(transforms):
         mask = channel_mask(features, event_rank=1, flip=index % 2 == 1)
@@ -123,6 +143,7 @@ class RealNVPTabularConfig:
     transforms: int = 5
     hidden_features: tuple[int, ...] = (128, 128)
     normalization: str | None = "batch"
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_features", tuple(self.hidden_features))

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from flowkit._utils import (
     MAX_BINS,
     MAX_FEATURES,
+    MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
+    MIN_SEED,
+    build_seeded,
     check_bool,
     check_float,
     check_int,
@@ -81,8 +84,10 @@ class MAFConfig:
     scale_fn: str = "softplus"
     actnorm: bool = False
     identity_init: bool = False
+    seed: int | None = None
 
     def __post_init__(self) -> None:
+        check_int("MAFConfig", "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
         widths = _check_common(
             "MAFConfig",
             self.features,
@@ -110,8 +115,10 @@ class NSFConfig:
     autoregressive: bool = False
     residual: bool = False
     actnorm: bool = False
+    seed: int | None = None
 
     def __post_init__(self) -> None:
+        check_int("NSFConfig", "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
         # A rational-quadratic spline needs two bins to bend.
         check_int("NSFConfig", "bins", self.bins, 2, MAX_BINS)
         check_float("NSFConfig", "tail_bound", self.tail_bound, 0.0, exclusive_minimum=True)
@@ -156,6 +163,10 @@ def _assemble(
 
 def build_maf(config: MAFConfig) -> Flow:
     """The flow described by ``config``; see :func:`maf`."""
+    return build_seeded(config.seed, lambda _: _build_maf(config))
+
+
+def _build_maf(config: MAFConfig) -> Flow:
     return _assemble(
         config.features,
         config.context_features,
@@ -174,6 +185,10 @@ def build_maf(config: MAFConfig) -> Flow:
 
 def build_nsf(config: NSFConfig) -> Flow:
     """The flow described by ``config``; see :func:`nsf`."""
+    return build_seeded(config.seed, lambda _: _build_nsf(config))
+
+
+def _build_nsf(config: NSFConfig) -> Flow:
     features, bins = config.features, config.bins
 
     def make_step() -> Bijector:
@@ -215,6 +230,7 @@ def maf(
     scale_fn: str = "softplus",
     actnorm: bool = False,
     identity_init: bool = False,
+    seed: int | None = None,
 ) -> Flow:
     r"""Masked autoregressive flow: ``transforms`` MAF steps on a standard normal base.
 
@@ -239,6 +255,8 @@ def maf(
         scale_fn: Scale function of each step (``"softplus"``, ``"exp"`` or ``"sigmoid"``).
         actnorm: Put an ActNorm (vector form) before every step.
         identity_init: Start every step as the identity (zero output layers).
+        seed: Draw every initial weight from this seed, whatever torch's global random state
+            (None: from torch's global generator).
 
     Returns:
         The :class:`~flowkit.Flow`.
@@ -262,6 +280,7 @@ def maf(
             scale_fn=scale_fn,
             actnorm=actnorm,
             identity_init=identity_init,
+            seed=seed,
         )
     )
 
@@ -277,6 +296,7 @@ def nsf(
     autoregressive: bool = False,
     residual: bool = False,
     actnorm: bool = False,
+    seed: int | None = None,
 ) -> Flow:
     r"""Neural spline flow: ``transforms`` rational-quadratic spline steps on a normal base.
 
@@ -298,6 +318,8 @@ def nsf(
         autoregressive: Autoregressive steps instead of couplings.
         residual: Use residual blocks in the MADEs (autoregressive only).
         actnorm: Put an ActNorm (vector form) before every step.
+        seed: Draw every initial weight from this seed, whatever torch's global random state
+            (None: from torch's global generator).
 
     Returns:
         The :class:`~flowkit.Flow`.
@@ -322,5 +344,6 @@ def nsf(
             autoregressive=autoregressive,
             residual=residual,
             actnorm=actnorm,
+            seed=seed,
         )
     )

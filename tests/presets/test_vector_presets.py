@@ -209,3 +209,23 @@ def test_build_from_config_matches_the_function():
 def test_bad_options_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda seed: maf(3, transforms=2, hidden_features=(8,), seed=seed),
+        lambda seed: nsf(3, transforms=2, hidden_features=(8,), seed=seed),
+        lambda seed: flowkit.presets.realnvp_tabular(3, transforms=2, seed=seed),
+    ],
+    ids=["maf", "nsf", "realnvp_tabular"],
+)
+def test_a_seed_sets_every_initial_weight(build):
+    first = build(3)
+    torch.randn(10)  # the global generator moves on between the two builds
+    second, other = build(3), build(4)
+    pairs = list(zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values())
+    )
