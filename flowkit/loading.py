@@ -97,6 +97,8 @@ def load_flow(
     elif weights != "raw" and state.get("ema") is not None:
         prefix = "module."
         model_state = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    if isinstance(flow, StandardizedFlow) and not _STANDARDIZATION & set(model_state):
+        model_state = _from_affine_standardization(model_state, flow)
     if not isinstance(flow, StandardizedFlow) and _STANDARDIZATION <= set(model_state):
         # Weights trained behind a standardisation (flowkit.fit's default): the given flow gets
         # the stored statistics, so the model takes and returns data in its own units.
@@ -149,6 +151,35 @@ def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow | Dequantiz
     if isinstance(flow, Dequantized):
         return flow  # an image model: no standardisation
     return standardized_from_dict(flow, data.get("standardization"))
+
+
+# Before StandardizedFlow, a table model was Flow(base, Compose([fixed Affine, inner bijector])),
+# inside StandardizedContext(...) when it had context statistics.
+_LEGACY_PREFIXES = ("bijector.bijectors.", "bijector.inner.bijectors.")
+
+
+def _from_affine_standardization(state: dict[str, Any], flow: StandardizedFlow) -> dict[str, Any]:
+    """A table model's weights saved in the earlier layout, in StandardizedFlow's layout.
+
+    The inner bijector's weights move up a level; the fixed scaling and context statistics give
+    way to the flow's own float64 statistics (rebuilt from the checkpoint's ``data`` entry).
+    """
+    if not any(key.startswith(f"{prefix}0.shift") for key in state for prefix in _LEGACY_PREFIXES):
+        return state
+    upgraded: dict[str, Any] = {}
+    for key, value in state.items():
+        for prefix in _LEGACY_PREFIXES:
+            if key.startswith(f"{prefix}1."):
+                upgraded["bijector." + key[len(prefix) + 2 :]] = value
+                break
+            if key.startswith(f"{prefix}0."):
+                break
+        else:
+            if key not in ("bijector.context_mean", "bijector.context_std"):
+                upgraded[key] = value
+    own = flow.state_dict()
+    upgraded.update({name: own[name] for name in _STANDARDIZATION})
+    return upgraded
 
 
 def _mismatch(flow: Flow | Dequantized, state: dict[str, Any]) -> str:

@@ -220,3 +220,42 @@ def test_float64_tables_train_in_the_flows_precision(tmp_path):
     flow = flowkit.presets.nsf(2, transforms=1, hidden_features=(8,))
     result = flowkit.fit(flow, values, values[:64], epochs=1)
     assert all(math.isfinite(loss) for loss in result.train_losses)
+
+
+@pytest.mark.parametrize("context", [False, True], ids=["plain", "conditional"])
+def test_a_table_checkpoint_of_the_earlier_affine_layout_still_loads(tmp_path, context):
+    import dataclasses
+
+    from flowkit.bijectors import Affine, Compose
+    from flowkit.distributions import Flow
+    from flowkit.presets.standardize import StandardizedContext
+    from flowkit.presets.vector import NSFConfig, build_nsf
+
+    config = NSFConfig(2, 1 if context else None, transforms=1, hidden_features=(8,), seed=0)
+    inner = build_nsf(config)
+    with torch.no_grad():
+        for parameter in inner.parameters():
+            parameter.normal_(0, 0.3, generator=torch.Generator().manual_seed(parameter.numel()))
+    mean, std = torch.tensor([5.0, -1.0]), torch.tensor([2.0, 0.5])
+    statistics = {"mean": mean.tolist(), "std": std.tolist(), "context_mean": [], "context_std": []}
+    scaling = Affine(shape=(2,), learnable=False, event_rank=1)
+    scaling.log_scale.copy_(-std.log())
+    scaling.shift.copy_(-mean / std)
+    bijector = Compose([scaling, inner.bijector])
+    if context:
+        statistics.update(context_mean=[3.0], context_std=[4.0])
+        bijector = StandardizedContext(bijector, torch.tensor([3.0]), torch.tensor([4.0]))
+    old = Flow(inner.base, bijector, context_shape=inner.context_shape)
+    state = {
+        "format": 2,
+        "model": old.state_dict(),
+        "model_name": "nsf",
+        "model_config": dataclasses.asdict(config),
+        "data": {"kind": "vector", "standardization": statistics},
+    }
+    torch.save(state, tmp_path / "checkpoint.pt")
+    loaded = load(tmp_path / "checkpoint.pt")
+    x = torch.randn(6, 2) * std + mean
+    c = torch.randn(6, 1) * 4 + 3 if context else None
+    with torch.no_grad():
+        assert torch.allclose(loaded.log_prob(x, c), old.log_prob(x, c), atol=1e-5)
