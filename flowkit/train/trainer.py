@@ -247,7 +247,13 @@ class Trainer:
 
     # --- the run, top to bottom ------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
-        """Train for ``config.epochs`` epochs (or until ``max_steps``/``max_minutes``).
+        """Train for ``config.epochs`` epochs, or until a step, time or patience limit.
+
+        The limits are ``max_steps``, ``max_minutes`` and ``patience`` (epochs without a better
+        validation value: early stopping). With a validation set, the weights of the best
+        validation evaluation are kept in the checkpoint (``best``; what :func:`flowkit.load`
+        returns by default) and the result's ``best`` gives its step, epoch, validation and test
+        values.
 
         Args:
             resume: Continue the run in ``config.output`` from its checkpoint (a fresh start if

@@ -273,3 +273,37 @@ def test_tiny_epochs_do_not_rewrite_the_checkpoint_every_step(tmp_path, monkeypa
     # The first epoch end and the end of the run (well under checkpoint_seconds apart).
     assert writes[0] == 1 and writes[-1] == 500 and len(writes) <= 3, writes
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 500
+
+
+def test_an_early_stopped_table_run_resumes_exactly(tmp_path):
+    rows = torch.randn(120, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1, 3])
+
+    def run(output, resume=False, **overrides):
+        settings = dict(
+            output=str(output),
+            batch_size=16,
+            epochs=400,
+            lr=0.05,
+            optimizer="adam",
+            warmup_epochs=0.0,
+            ema=False,
+            progress=False,
+            device="cpu",
+            val_fraction=0.2,
+            patience=2,
+        )
+        settings.update(overrides)
+        flow = flowkit.presets.nsf(2, transforms=1, hidden_features=(8,), seed=0)
+        return Trainer(flow, TrainConfig(**settings), rows, rows[:40]).fit(resume=resume)
+
+    whole = run(tmp_path / "whole")
+    assert whole.stopped_early and whole.epochs_completed < 400
+    first = run(tmp_path / "split", max_steps=whole.steps // 2)
+    second = run(tmp_path / "split", resume=True)
+    assert first.train_losses + second.train_losses == whole.train_losses
+    assert second.best == whole.best and second.stopped_early
+    a, b = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("whole", "split"))
+    assert all(torch.equal(a["best"]["model"][key], b["best"]["model"][key]) for key in a["model"])
+    # A finished run resumed with more patience goes on from where it stopped.
+    third = run(tmp_path / "split", resume=True, patience=50, max_steps=whole.steps + 6)
+    assert third.steps == whole.steps + 6
