@@ -107,7 +107,7 @@ class TrainResult:
     validation_history: list[tuple[int, float]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stopped_early: bool = False
-    flow: Any = None
+    flow: Flow | Dequantized | None = None
 
     @property
     def test_bpd(self) -> list[tuple[int, float]]:
