@@ -243,6 +243,14 @@ def _prepare_tables(
         )
     if inputs["test_data"] is not None and inputs["test_fraction"] is not None:
         raise UsageError("give --test-data or --test-fraction, not both")
+    if train_config.val_fraction == 0 and train_config.patience is not None:
+        if "patience" in settings.given:
+            raise UsageError(
+                f"--patience {train_config.patience} stops early on the validation NLL, but "
+                "--val-fraction 0 holds out no validation rows; give --val-fraction > 0"
+            )
+        # Without validation rows the preset's early stopping has nothing to watch.
+        train_config = dataclasses.replace(train_config, patience=None)
     columns, context_columns = inputs["columns"], inputs["context_columns"]
     table = read_table(train_config.data, columns=columns, context_columns=context_columns)
     seed = train_config.seed

@@ -126,6 +126,10 @@ def test_table_round_trip(tmp_path, capsys):
         ([], ["--test-data", "--test-fraction"]),
         (["--test-fraction", "0.2", "--set", "model.features=3"], ["model.features", "2"]),
         (["--test-fraction", "0.2", "--columns", "a", "--context-columns", "a"], ["'a'"]),
+        (
+            ["--test-fraction", "0.2", "--val-fraction", "0", "--patience", "5"],
+            ["--patience 5", "--val-fraction 0"],
+        ),
     ],
 )
 def test_table_settings_are_checked(ring_csv, tmp_path, capsys, extra, fragments):
@@ -331,3 +335,13 @@ def test_a_constant_column_is_one_error_naming_it(tmp_path):
     args = ["--data", data, "--test-fraction", "0.2", "--output", tmp_path / "o"]
     result = flowkit("train", *TINY_PROTOCOL, *args)
     assert_one_error_line(result, 1, "'flat'", "constant")
+
+
+def test_no_validation_rows_turn_the_presets_early_stopping_off(ring_csv, tmp_path, capsys):
+    args = ["train", *TINY_NSF, "--data", str(ring_csv), "--test-fraction", "0.2"]
+    assert cli.main([*args, "--output", str(tmp_path / "o"), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["patience"] == 30
+    args += ["--val-fraction", "0", "--output", str(tmp_path / "o"), "--print-config"]
+    assert cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)["train"]
+    assert printed["val_fraction"] == 0 and printed["patience"] is None
