@@ -39,7 +39,9 @@ def plot_curve(
     key: str = "bpd",
     ylabel: str = "bits / dim",
 ) -> bool:
-    """Plot ``train_<key>`` (running mean) and ``test_<key>`` against the step into a PNG.
+    """Plot ``train_<key>`` (running mean), ``val_<key>`` and ``test_<key>`` against the step.
+
+    The validation curve appears for runs with a validation set, with the best evaluation marked.
 
     Returns False, with a warning, when matplotlib is missing.
     """
@@ -48,15 +50,20 @@ def plot_curve(
         return False
     train = [(r["step"], r[f"train_{key}"]) for r in records if _finite(r.get(f"train_{key}"))]
     test = [(r["step"], r[f"test_{key}"]) for r in records if _finite(r.get(f"test_{key}"))]
+    validation = [(r["step"], r[f"val_{key}"]) for r in records if _finite(r.get(f"val_{key}"))]
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     if train:
         axes.plot(*zip(*train), label="train (running mean)", color="tab:blue", alpha=0.8)
     if test:
         axes.plot(*zip(*test), "o-", label="test", color="tab:orange")
+    if validation:
+        axes.plot(*zip(*validation), ".-", label="validation", color="tab:green")
+        step, _ = min(validation, key=lambda point: point[1])
+        axes.axvline(step, color="tab:green", alpha=0.4, linestyle="--", label="best validation")
     axes.set_xlabel("step")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
-    if train or test:  # a run whose every value was non-finite has nothing to label
+    if train or test or validation:  # a run whose every value was non-finite has nothing to label
         axes.legend()
     figure.tight_layout()
     figure.savefig(path)
