@@ -3,8 +3,8 @@
 Each :class:`Case` builds a bijector for an event shape drawn from its strategy, and says which
 batch shapes it accepts and what context it needs. ``tests/bijectors/test_harness_registry.py``
 runs ``check_bijector`` on every case and fails if a public bijector class has no case. Entries
-kept beside the code they test (``tests/registry_linear.py``, ``tests/registry_autoregressive.py``)
-are adopted at the end.
+kept beside the code they test (``tests/registry_linear.py``, ``tests/registry_autoregressive.py``,
+``tests/registry_variational.py``) are adopted at the end.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
 from tests.registry_autoregressive import ENTRIES as AUTOREGRESSIVE_ENTRIES
 from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
+from tests.registry_variational import ENTRIES as VARIATIONAL_ENTRIES
 
 __all__ = [
     "Case",
@@ -462,8 +463,8 @@ REGISTRY: list[Case] = [
     ),
 ]
 
-# Dense vector linear maps, batch normalisation, autoregressive and spline bijectors, whose
-# constructors take fixed shapes.
+# Dense vector linear maps, batch normalisation, autoregressive, spline and variational-inference
+# bijectors, whose constructors take fixed shapes.
 REGISTRY += [
     Case(
         case_id,
@@ -472,5 +473,7 @@ REGISTRY += [
         context_shape=context,
         **(options[0] if options else {}),
     )
-    for case_id, make, event_shape, context, *options in LINEAR_ENTRIES + AUTOREGRESSIVE_ENTRIES
+    for case_id, make, event_shape, context, *options in LINEAR_ENTRIES
+    + AUTOREGRESSIVE_ENTRIES
+    + VARIATIONAL_ENTRIES
 ]

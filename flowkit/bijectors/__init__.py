@@ -42,9 +42,16 @@ from flowkit.bijectors.maps import (
 )
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
+from flowkit.bijectors.planar import Planar
+from flowkit.bijectors.radial import Radial
 from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 from flowkit.bijectors.splits import ChannelSplit, CheckerboardSplit, MaskSplit, Split
+from flowkit.bijectors.sylvester import (
+    HouseholderSylvester,
+    OrthogonalSylvester,
+    TriangularSylvester,
+)
 
 __all__ = [
     "Split",
@@ -71,6 +78,7 @@ __all__ = [
     "FactorOut",
     "Flatten",
     "HouseholderLinear",
+    "HouseholderSylvester",
     "Inverse",
     "InverseAutoregressive",
     "InverseNotAvailable",
@@ -80,10 +88,13 @@ __all__ = [
     "LogisticMixtureCDF",
     "Logit",
     "MaskedAffineAutoregressive",
+    "OrthogonalSylvester",
     "ParameterCache",
     "Patchify",
     "Permute",
+    "Planar",
     "QRLinear",
+    "Radial",
     "RationalQuadraticSpline",
     "Reshape",
     "SVDLinear",
@@ -95,6 +106,7 @@ __all__ = [
     "Standardize",
     "Tanh",
     "TransformBijector",
+    "TriangularSylvester",
     "channel_mask",
     "checkerboard_mask",
     "from_transform",
