@@ -1,0 +1,29 @@
+"""Fitting a flow to an unnormalised log-density: objectives, importance sampling, targets."""
+
+from flowkit.variational import targets
+from flowkit.variational.fit import FitResult, NonFiniteFitError, fit
+from flowkit.variational.importance import ImportanceResult, expectation, importance
+from flowkit.variational.objectives import (
+    OBJECTIVES,
+    alpha_2_loss,
+    effective_sample_size,
+    forward_kl_loss,
+    log_prob_detached,
+    reverse_kl_loss,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "FitResult",
+    "ImportanceResult",
+    "NonFiniteFitError",
+    "alpha_2_loss",
+    "effective_sample_size",
+    "expectation",
+    "fit",
+    "forward_kl_loss",
+    "importance",
+    "log_prob_detached",
+    "reverse_kl_loss",
+    "targets",
+]
