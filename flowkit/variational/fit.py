@@ -187,7 +187,7 @@ def fit(
     optimizer = torch.optim.Adam(parameters, lr=lr)
     result = FitResult(flow=flow, objective=objective)
     devices = [p.device for p in parameters[:1] if p.device.type == "cuda"]
-    bar = tqdm(total=steps, desc=f"fit ({objective})", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=f"fit ({objective})", disable=not progress)
     started = time.perf_counter()
     streak = 0
     with torch.random.fork_rng(devices=devices, enabled=seed is not None), bar:
@@ -231,7 +231,7 @@ def fit(
             result.seconds.append(time.perf_counter() - started)
             bar.update(1)
             if step % PROGRESS_EVERY == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{loss:.4g}", ess=f"{ess:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.4g}", ess=f"{ess:.3f}", refresh=step == steps - 1)
     return result
 
 
