@@ -35,7 +35,10 @@ class Planar(Bijector):
     with :math:`w, u \in \mathbb{R}^D`, :math:`b \in \mathbb{R}`, and the paper's appendix
     reparameterisation :math:`\hat u = u + (m(w^T u) - w^T u)\, w / \|w\|^2`,
     :math:`m(a) = -1 + \mathrm{softplus}(a)`, so that :math:`w^T \hat u > -1` and the map is
-    invertible for every value of the raw parameters.
+    invertible for every value of the raw parameters. (In floating point, while
+    :math:`\mathrm{softplus}(w^T u)` stays above the rounding error of :math:`w^T \hat u`, about
+    :math:`\epsilon |w^T u|`: below :math:`w^T u \approx -30` in float64, or -12 in float32, the
+    map folds to working precision.)
 
     ``inverse`` is one pass, :math:`O(D)` per sample: the direction variational inference samples
     in (``Flow.sample_and_log_prob``). ``forward`` (data to latent, the density of a given point)
