@@ -174,7 +174,7 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
         else:
             context = torch.tensor([context_values] * args.num, device=args.device)
             rows = run.flow.sample(None, context=context, temperature=temperatures[0])
-    rows = rows.float().cpu().numpy()
+    rows = rows.double().cpu().numpy()
     bad = int((~np.isfinite(rows)).any(axis=1).sum())
     if bad:
         print(
@@ -183,7 +183,9 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
         )
     columns = run.columns or [f"x{index}" for index in range(rows.shape[1])]
     if context is not None:
-        rows = np.concatenate([rows, context.float().cpu().numpy()], axis=1)
+        # The context columns repeat the values as given, not as the model's precision rounds them.
+        given = np.tile(np.asarray(context_values, dtype=np.float64), (rows.shape[0], 1))
+        rows = np.concatenate([rows, given], axis=1)
         columns = columns + run.context_columns
     with atomic_output(output) as temporary:
         write_table(temporary, rows, columns)

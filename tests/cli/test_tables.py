@@ -327,6 +327,12 @@ def test_a_column_of_1e9_plus_small_variation_keeps_its_variation(tmp_path):
     assert abs(nll["float32"] - baseline) < 0.3, (nll, baseline)
     assert abs(nll["float32"] - nll["float64"]) < 1e-3, nll
     assert state["data"]["standardization"]["mean"][0] == pytest.approx(1e9, abs=1e-2)
+    # Sampled rows keep the column's small variation too (float32 would round it to steps of 64).
+    rows = tmp_path / "rows.csv"
+    assert flowkit("sample", checkpoint, "--num", "200", "--output", rows).status == 0
+    _, sampled = read_csv(rows)
+    spread = np.std(sampled[:, 0] - 1e9)
+    assert 1e-4 < spread < 1e-2, spread
 
 
 def test_a_constant_column_is_one_error_naming_it(tmp_path):
