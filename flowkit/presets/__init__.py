@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from flowkit.presets.standardize import StandardizedContext, standardized
     from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
     from flowkit.presets.tarflow import TarFlowConfig, TarFlowFlow, build_tarflow, denoise, tarflow
-    from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, maf, nsf
+    from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, iaf, maf, nsf
 
 __all__ = [
     "FlowPPConfig",
@@ -55,6 +55,7 @@ __all__ = [
     "denoise",
     "get_model",
     "flowpp",
+    "iaf",
     "glow",
     "maf",
     "nsf",
@@ -100,6 +101,7 @@ _HOMES = {
     "NSFConfig": "flowkit.presets.vector",
     "build_maf": "flowkit.presets.vector",
     "build_nsf": "flowkit.presets.vector",
+    "iaf": "flowkit.presets.vector",
     "maf": "flowkit.presets.vector",
     "nsf": "flowkit.presets.vector",
 }

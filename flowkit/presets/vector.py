@@ -1,4 +1,4 @@
-"""Flows for vector data: masked autoregressive flows (MAF) and neural spline flows (NSF)."""
+"""Flows for vector data: masked and inverse autoregressive flows, neural spline flows."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from flowkit.bijectors import (
     ActNorm,
     Bijector,
     Compose,
+    InverseAutoregressive,
     MaskedAffineAutoregressive,
     Permute,
     SplineAutoregressive,
@@ -35,7 +36,7 @@ from flowkit.bijectors.scale import resolve_scale_fn
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP
 
-__all__ = ["MAFConfig", "NSFConfig", "build_maf", "build_nsf", "maf", "nsf"]
+__all__ = ["MAFConfig", "NSFConfig", "build_maf", "build_nsf", "iaf", "maf", "nsf"]
 
 
 def _check_common(
@@ -84,6 +85,7 @@ class MAFConfig:
     scale_fn: str = "softplus"
     actnorm: bool = False
     identity_init: bool = False
+    inverse: bool = False
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -97,7 +99,7 @@ class MAFConfig:
             outputs_per_feature=2,
         )
         object.__setattr__(self, "hidden_features", widths)
-        for name in ("residual", "actnorm", "identity_init"):
+        for name in ("residual", "actnorm", "identity_init", "inverse"):
             check_bool("MAFConfig", name, getattr(self, name))
         resolve_scale_fn(self.scale_fn, "MAFConfig")
 
@@ -167,12 +169,13 @@ def build_maf(config: MAFConfig) -> Flow:
 
 
 def _build_maf(config: MAFConfig) -> Flow:
+    step = InverseAutoregressive if config.inverse else MaskedAffineAutoregressive
     return _assemble(
         config.features,
         config.context_features,
         config.transforms,
         config.actnorm,
-        lambda: MaskedAffineAutoregressive(
+        lambda: step(
             config.features,
             context_features=config.context_features,
             hidden_features=config.hidden_features,
@@ -230,6 +233,7 @@ def maf(
     scale_fn: str = "softplus",
     actnorm: bool = False,
     identity_init: bool = False,
+    inverse: bool = False,
     seed: int | None = None,
 ) -> Flow:
     r"""Masked autoregressive flow: ``transforms`` MAF steps on a standard normal base.
@@ -239,7 +243,9 @@ def maf(
     :class:`~flowkit.bijectors.MaskedAffineAutoregressive` with its own MADE. The base is
     :math:`N(0, I_D)`; with ``context_features`` every step is conditioned on the context and the
     flow is conditional (``Flow.context_shape == (context_features,)``). Density evaluation is
-    one pass per step; sampling takes ``D`` passes per step.
+    one pass per step; sampling takes ``D`` passes per step. ``inverse=True`` runs every step the
+    other way (:class:`~flowkit.bijectors.InverseAutoregressive`, the IAF; see :func:`iaf`):
+    sampling, and a sample's log-density, one pass per step; the density of a given point ``D``.
 
     The MADEs' output layers keep PyTorch's default random initialisation (as zuko's do): in
     ``benchmarks/density.py`` (three seeds each) that reached 0.01-0.04 nats better test
@@ -255,6 +261,7 @@ def maf(
         scale_fn: Scale function of each step (``"softplus"``, ``"exp"`` or ``"sigmoid"``).
         actnorm: Put an ActNorm (vector form) before every step.
         identity_init: Start every step as the identity (zero output layers).
+        inverse: Inverse autoregressive steps (IAF) instead: fast sampling, slow density.
         seed: Draw every initial weight from this seed, whatever torch's global random state
             (None: from torch's global generator).
 
@@ -280,8 +287,59 @@ def maf(
             scale_fn=scale_fn,
             actnorm=actnorm,
             identity_init=identity_init,
+            inverse=inverse,
             seed=seed,
         )
+    )
+
+
+def iaf(
+    features: int,
+    context_features: int | None = None,
+    *,
+    transforms: int = 5,
+    hidden_features: Sequence[int] = (64, 64),
+    residual: bool = False,
+    scale_fn: str = "softplus",
+    actnorm: bool = False,
+    identity_init: bool = False,
+    seed: int | None = None,
+) -> Flow:
+    r"""Inverse autoregressive flow: ``maf(..., inverse=True)``, the flow that samples in one pass.
+
+    Every step is an :class:`~flowkit.bijectors.InverseAutoregressive`, a MAF step run backwards:
+    from latent to data, :math:`x_i = z_i \, s_i(z_{<i}, c) + t_i(z_{<i}, c)`, so
+    ``flow.sample`` and ``flow.sample_and_log_prob`` (the log-density of the flow's own samples,
+    what variational inference needs) cost one MADE pass per step, while ``flow.log_prob`` of a
+    given point costs ``D`` sequential passes per step. Use :func:`maf` to fit data by maximum
+    likelihood, this to fit an unnormalised density by its own samples. The arguments are
+    :func:`maf`'s; a checkpoint names the ``maf`` model with ``inverse=True``.
+
+    Returns:
+        The :class:`~flowkit.Flow`.
+
+    References:
+        Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, Improved Variational Inference
+        with Inverse Autoregressive Flow (2016).
+
+    Example:
+        >>> import torch
+        >>> flow = iaf(2, transforms=3, hidden_features=(16, 16))
+        >>> x, log_q = flow.sample_and_log_prob(10)
+        >>> x.shape, log_q.shape
+        (torch.Size([10, 2]), torch.Size([10]))
+    """
+    return maf(
+        features,
+        context_features,
+        transforms=transforms,
+        hidden_features=hidden_features,
+        residual=residual,
+        scale_fn=scale_fn,
+        actnorm=actnorm,
+        identity_init=identity_init,
+        inverse=True,
+        seed=seed,
     )
 
 
