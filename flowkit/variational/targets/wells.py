@@ -64,7 +64,7 @@ def _sample_pairs(n: int, pairs: int, generator: torch.Generator | None) -> Tens
     means = torch.tensor(PROPOSAL_MEANS, dtype=torch.float64)
     log_bound = math.log(REJECTION_BOUND) + _first_coordinate_log_z()
     needed = n * pairs
-    accepted: list[Tensor] = []
+    accepted: list[Tensor] = [torch.empty(0, dtype=torch.float64)]
     count = 0
     while count < needed:
         # About a third is accepted: draw enough proposals to finish in one round most times.
