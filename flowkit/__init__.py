@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from flowkit import presets as presets
     from flowkit import testing as testing
     from flowkit import train as train
+    from flowkit import variational as variational
     from flowkit._utils import set_validation
     from flowkit.bijectors import Bijector, Compose, Inverse, InverseNotAvailable, from_transform
     from flowkit.distributions import (
@@ -59,6 +60,7 @@ __all__ = [
     "presets",
     "set_validation",
     "train",
+    "variational",
 ]
 
 # Where each lazily resolved object is defined.
@@ -99,6 +101,7 @@ _SUBMODULES = frozenset(
         "presets",
         "testing",
         "train",
+        "variational",
     }
 )
 

@@ -1,8 +1,7 @@
 """Fitting a flow to an unnormalised log-density: objectives, importance sampling, targets."""
 
 from flowkit.variational import targets
-from flowkit.variational.fit import FitResult, NonFiniteFitError, fit
-from flowkit.variational.importance import ImportanceResult, expectation, importance
+from flowkit.variational.fitting import FitResult, NonFiniteFitError, fit
 from flowkit.variational.objectives import (
     OBJECTIVES,
     alpha_2_loss,
@@ -11,6 +10,7 @@ from flowkit.variational.objectives import (
     log_prob_detached,
     reverse_kl_loss,
 )
+from flowkit.variational.sampling import ImportanceResult, expectation, importance
 
 __all__ = [
     "OBJECTIVES",
