@@ -99,7 +99,16 @@ def call_target(
     it they pass, so that a training step can be skipped instead.
     """
     batch = x.shape[0]
-    value = log_target(x) if context is None else log_target(x, context)
+    try:
+        value = log_target(x) if context is None else log_target(x, context)
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        if not strict:
+            raise
+        # At the first call a failure is most often a target of another dimension than the flow.
+        given = f"samples of shape {tuple(x.shape)}" + (
+            "" if context is None else f" and a context of shape {tuple(context.shape)}"
+        )
+        raise ValueError(f"{owner}: log_target failed on the flow's {given}: {error}") from error
     if not isinstance(value, Tensor):
         raise TypeError(
             f"{owner}: log_target must return a torch.Tensor of shape ({batch},), got "

@@ -194,6 +194,15 @@ def test_flow_of_the_wrong_dimension() -> None:
     )
 
 
+def test_a_target_failing_on_the_flow_samples_names_their_shape() -> None:
+    three = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    raises_with(
+        ValueError,
+        lambda: _call(target=three.log_prob),
+        "failed on the flow's samples of shape (8, 2)",
+    )
+
+
 def test_bad_arguments_are_named() -> None:
     raises_with(ValueError, lambda: _call(objective="kl"), "objective in", "'kl'")
     raises_with(ValueError, lambda: _call(steps=0), "steps", "got 0")
