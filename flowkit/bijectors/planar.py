@@ -25,13 +25,8 @@ class Planar(Bijector):
     r"""Planar flow (Rezende & Mohamed, 2015), closed-form in the sampling direction.
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) is
-
-    .. math::
-
-        x = z + \hat u \, \tanh(w^T z + b), \qquad
-        \log\left|\det \frac{\partial x}{\partial z}\right|
-            = \log\left(1 + w^T \hat u \, \tanh'(w^T z + b)\right),
-
+    :math:`x = z + \hat u \tanh(w^T z + b)`, with
+    :math:`\log|\det \partial x / \partial z| = \log(1 + w^T \hat u \tanh'(w^T z + b))`,
     with :math:`w, u \in \mathbb{R}^D`, :math:`b \in \mathbb{R}`, and the paper's appendix
     reparameterisation :math:`\hat u = u + (m(w^T u) - w^T u)\, w / \|w\|^2`,
     :math:`m(a) = -1 + \mathrm{softplus}(a)`, so that :math:`w^T \hat u > -1` and the map is

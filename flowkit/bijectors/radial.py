@@ -17,14 +17,9 @@ class Radial(Bijector):
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) moves each point along
     the ray from a reference point :math:`z_0`:
-
-    .. math::
-
-        x = z + \frac{\beta}{\alpha + r} (z - z_0), \quad r = \|z - z_0\|, \qquad
-        \log\left|\det \frac{\partial x}{\partial z}\right|
-            = (D - 1) \log\left(1 + \frac{\beta}{\alpha + r}\right)
-              + \log\left(1 + \frac{\alpha \beta}{(\alpha + r)^2}\right),
-
+    :math:`x = z + \frac{\beta}{\alpha + r} (z - z_0)` with :math:`r = \|z - z_0\|`, and
+    :math:`\log|\det \partial x / \partial z| =
+    (D - 1) \log(1 + \frac{\beta}{\alpha + r}) + \log(1 + \frac{\alpha \beta}{(\alpha + r)^2})`,
     with :math:`\alpha = \mathrm{softplus}(\tilde\alpha) > 0` and
     :math:`\beta = -\alpha + \mathrm{softplus}(\tilde\beta) > -\alpha` (the paper's appendix
     condition for invertibility), so the map is invertible for every value of the raw

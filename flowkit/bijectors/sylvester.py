@@ -149,13 +149,9 @@ class OrthogonalSylvester(_Sylvester):
     r"""Orthogonal Sylvester flow (van den Berg et al., 2018), closed-form in sampling.
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) is
-
-    .. math::
-
-        x = z + Q R \tanh(\tilde R Q^T z + b), \qquad
-        \log\left|\det \frac{\partial x}{\partial z}\right|
-            = \sum_{i=1}^{M} \log\left(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i\right),
-
+    :math:`x = z + Q R \tanh(\tilde R Q^T z + b)`, with
+    :math:`\log|\det \partial x / \partial z|
+    = \sum_{i=1}^{M} \log(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i)`:
     a planar flow with :math:`M` hidden units whose determinant, by Sylvester's identity, is that
     of a triangular matrix. :math:`R, \tilde R` are :math:`M \times M` upper triangular with
     :math:`\tilde r_{ii} = e^{s_i}` and
@@ -212,13 +208,9 @@ class HouseholderSylvester(_Sylvester):
     r"""Householder Sylvester flow (van den Berg et al., 2018), closed-form in sampling.
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) is
-
-    .. math::
-
-        x = z + Q R \tanh(\tilde R Q^T z + b), \qquad
-        \log\left|\det \frac{\partial x}{\partial z}\right|
-            = \sum_{i=1}^{M} \log\left(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i\right),
-
+    :math:`x = z + Q R \tanh(\tilde R Q^T z + b)`, with
+    :math:`\log|\det \partial x / \partial z|
+    = \sum_{i=1}^{M} \log(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i)`:
     a planar flow with :math:`M` hidden units whose determinant, by Sylvester's identity, is that
     of a triangular matrix. :math:`R, \tilde R` are :math:`M \times M` upper triangular with
     :math:`\tilde r_{ii} = e^{s_i}` and
@@ -280,13 +272,9 @@ class TriangularSylvester(_Sylvester):
     r"""Triangular Sylvester flow (van den Berg et al., 2018), closed-form in sampling.
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) is
-
-    .. math::
-
-        x = z + Q R \tanh(\tilde R Q^T z + b), \qquad
-        \log\left|\det \frac{\partial x}{\partial z}\right|
-            = \sum_{i=1}^{M} \log\left(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i\right),
-
+    :math:`x = z + Q R \tanh(\tilde R Q^T z + b)`, with
+    :math:`\log|\det \partial x / \partial z|
+    = \sum_{i=1}^{M} \log(1 + r_{ii} \tilde r_{ii} \tanh'(\cdot)_i)`:
     a planar flow with :math:`M` hidden units whose determinant, by Sylvester's identity, is that
     of a triangular matrix. :math:`R, \tilde R` are :math:`M \times M` upper triangular with
     :math:`\tilde r_{ii} = e^{s_i}` and
