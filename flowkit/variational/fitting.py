@@ -112,8 +112,10 @@ def fit(
       sticking-the-landing estimator (:func:`log_prob_detached`), whose variance vanishes as
       :math:`q \to p`; it costs one extra pass in the normalizing direction.
     * ``"alpha_2"``: :math:`\log E_q[w^2]` with :math:`w = \tilde p / q`
-      (:func:`alpha_2_loss`), the α = 2 divergence with self-normalised weights;
-      mass-covering.
+      (:func:`alpha_2_loss`), the α = 2 divergence, mass-covering; its gradient is
+      :math:`-\sum_i \bar w_i \nabla \log q(x_i)` at the detached samples with self-normalised
+      weights :math:`\bar w_i \propto w_i^2`, which costs one extra pass in the normalizing
+      direction.
     * ``"forward_kl"``: :math:`-E_p[\log q]` on batches of ``target_samples``
       (:func:`forward_kl_loss`).
 
@@ -333,7 +335,7 @@ def _evaluate(problem: _Problem, first: bool) -> _Step:
     if diagnosis is not None:
         return _Step(torch.tensor(math.nan), log_weights, diagnosis)
     if problem.objective == "alpha_2":
-        loss = alpha_2_loss(log_p - log_q)
+        loss = alpha_2_loss(log_p - log_q, flow.log_prob(x.detach(), rows))
     elif problem.path_gradient:
         loss = reverse_kl_loss(log_prob_detached(flow, x, rows), log_p)
     else:

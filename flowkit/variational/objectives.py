@@ -46,30 +46,56 @@ def reverse_kl_loss(log_q: Tensor, log_target: Tensor) -> Tensor:
     return (log_q - log_target).mean()
 
 
-def alpha_2_loss(log_weights: Tensor) -> Tensor:
+def alpha_2_loss(log_weights: Tensor, log_q: Tensor | None = None) -> Tensor:
     r"""The α = 2 divergence objective :math:`\log \frac1N \sum_i w_i^2`, with :math:`x_i \sim q`.
 
     :math:`w_i = \tilde p(x_i) / q(x_i)` are the importance weights (``log_weights`` their logs).
-    The loss estimates :math:`\log E_q[w^2] = 2 \log Z + D_2(p \,\|\, q)`, where
+    The value estimates :math:`\log E_q[w^2] = 2 \log Z + D_2(p \,\|\, q)`, where
     :math:`D_2 = \log(1 + \chi^2(p \,\|\, q))` is Rényi's divergence of order 2; minimising it
     minimises the variance of the importance weights, so it covers the target's mass instead of
-    seeking one mode. Its reparameterised gradient is
-    :math:`2 \sum_i \bar w_i \nabla \log w_i` with self-normalised weights
-    :math:`\bar w_i = w_i^2 / \sum_j w_j^2` (normflows' ``reverse_alpha_div`` at α = 2, FAB's
-    flow-sampled α = 2 loss).
+    seeking one mode.
+
+    Two gradients:
+
+    * With ``log_q``, :math:`\log q_\theta(x_i)` at the samples held fixed (``flow.log_prob`` of
+      detached samples), the gradient is the self-normalised estimate
+      :math:`-\sum_i \bar w_i \nabla_\theta \log q_\theta(x_i)` with
+      :math:`\bar w_i = w_i^2 / \sum_j w_j^2` of the exact gradient
+      :math:`-E_q[w^2 \nabla_\theta \log q_\theta] / E_q[w^2]`: the loss of FAB (Midgley et al.)
+      with the flow's own samples in place of AIS samples, and of neural importance sampling.
+      ``log_weights`` is then not differentiated. :func:`fit` uses this form.
+    * Without, the reparameterised gradient through ``log_weights``,
+      :math:`2 \sum_i \bar w_i \nabla \log w_i` (normflows' ``reverse_alpha_div`` at α = 2).
+      It rewards moving samples to where the weights are small: once the effective sample size
+      is low a step can throw the flow off the target, where every weight underflows and the
+      estimate falls without bound.
 
     Args:
         log_weights: :math:`\log w_i`, shape ``(N,)``.
+        log_q: :math:`\log q_\theta(x_i)` at the same samples, not differentiable in them,
+            shape ``(N,)``; or None for the reparameterised gradient.
 
     References:
         Midgley et al., Flow Annealed Importance Sampling Bootstrap (ICLR 2023);
+        Müller et al., Neural Importance Sampling (2019);
         Li & Turner, Rényi Divergence Variational Inference (2016).
 
     Example:
         >>> alpha_2_loss(torch.zeros(4))
         tensor(0.)
     """
-    return torch.logsumexp(2 * log_weights, dim=0) - math.log(log_weights.shape[0])
+    value = torch.logsumexp(2 * log_weights, dim=0) - math.log(log_weights.shape[0])
+    if log_q is None:
+        return value
+    if log_q.shape != log_weights.shape:
+        raise ValueError(
+            f"alpha_2_loss expects log_q of the weights' shape {tuple(log_weights.shape)}, got "
+            f"{tuple(log_q.shape)}"
+        )
+    weights = torch.softmax(2 * log_weights.detach(), dim=0)
+    surrogate = -(weights * log_q).sum()
+    # The value of the estimate, the gradient of the self-normalised surrogate.
+    return value.detach() + (surrogate - surrogate.detach())
 
 
 def forward_kl_loss(log_q: Tensor) -> Tensor:

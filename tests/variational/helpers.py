@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -36,14 +35,15 @@ def gaussian_kl(
 
 
 def log_one_plus_chi_square(
-    mean_q: Sequence[float],
-    scale_q: Sequence[float],
-    mean_p: Sequence[float],
-    scale_p: Sequence[float],
-) -> float:
-    """log E_q[(p/q)^2] = log(1 + chi^2(p || q)) for diagonal Gaussians (needs 2 sq^2 > sp^2)."""
-    total = 0.0
-    for mq, sq, mp, sp in zip(mean_q, scale_q, mean_p, scale_p):
-        spread = 2 * sq**2 - sp**2
-        total += math.log(sq**2 / (sp * math.sqrt(spread))) + (mp - mq) ** 2 / spread
-    return total
+    mean_q: torch.Tensor, scale_q: torch.Tensor, mean_p: torch.Tensor, scale_p: torch.Tensor
+) -> torch.Tensor:
+    """log E_q[(p/q)^2] = log(1 + chi^2(p || q)) for diagonal Gaussians (needs 2 sq^2 > sp^2).
+
+    Differentiable; summed over dimensions.
+    """
+    spread = 2 * scale_q.square() - scale_p.square()
+    per_dimension = (
+        torch.log(scale_q.square() / (scale_p * spread.sqrt()))
+        + (mean_p - mean_q).square() / spread
+    )
+    return per_dimension.sum()

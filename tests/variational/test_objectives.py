@@ -80,7 +80,10 @@ def test_closed_form_of_chi_square_matches_quadrature() -> None:
     numeric, _ = integrate.quad(
         lambda x: stats.norm.pdf(x, mp, sp) ** 2 / stats.norm.pdf(x, mq, sq), -30, 30
     )
-    assert log_one_plus_chi_square([mq], [sq], [mp], [sp]) == pytest.approx(math.log(numeric))
+    closed_form = log_one_plus_chi_square(
+        *(torch.tensor([v], dtype=torch.float64) for v in (mq, sq, mp, sp))
+    )
+    assert float(closed_form) == pytest.approx(math.log(numeric))
 
 
 def test_alpha_2_loss_matches_its_closed_form_for_gaussians() -> None:
@@ -91,7 +94,11 @@ def test_alpha_2_loss_matches_its_closed_form_for_gaussians() -> None:
         x, log_q = flow.sample_and_log_prob(400_000)
         log_weights = target(x) - log_q
     loss = float(alpha_2_loss(log_weights))
-    exact = 2 * target.log_z + log_one_plus_chi_square(mean_q, scale_q, mean_p, scale_p)
+    exact = 2 * target.log_z + float(
+        log_one_plus_chi_square(
+            *(torch.tensor(v, dtype=torch.float64) for v in (mean_q, scale_q, mean_p, scale_p))
+        )
+    )
     # The delta-method standard error of log mean(w^2).
     squared = torch.exp(2 * (log_weights - log_weights.max()))
     standard_error = float(squared.std() / (squared.mean() * math.sqrt(squared.numel())))
@@ -99,10 +106,40 @@ def test_alpha_2_loss_matches_its_closed_form_for_gaussians() -> None:
     assert standard_error < 0.01
 
 
-def test_alpha_2_gradient_weights_samples_by_their_squared_weights() -> None:
+def test_self_normalised_alpha_2_gradient_is_consistent() -> None:
+    mean_p, scale_p = torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.5])
+    flow = gaussian_flow([0.0, 0.0], [1.5, 0.8])
+    target = Gaussian(mean_p.tolist(), scale_p.tolist())
+    # The exact gradient of log E_q[w^2] = 2 log Z + log(1 + chi^2(p || q)): only the second term
+    # depends on the flow (q's mean is -b e^{-s}, its scale e^{-s}).
+    shift, log_scale = flow.bijector.shift, flow.bijector.log_scale
+    scale_q = torch.exp(-log_scale)
+    exact = _gradients(
+        flow, log_one_plus_chi_square(-shift * scale_q, scale_q, mean_p.double(), scale_p.double())
+    )
+
+    def estimate(count: int) -> torch.Tensor:
+        x, log_q = flow.sample_and_log_prob(count)
+        log_weights = target(x) - log_q
+        loss = alpha_2_loss(log_weights, flow.log_prob(x.detach()))
+        assert float(loss.detach()) == pytest.approx(
+            float(alpha_2_loss(log_weights.detach())), rel=1e-12
+        )
+        return _gradients(flow, loss)
+
+    chunks = torch.stack([estimate(5000) for _ in range(20)])
+    mean = chunks.mean(0)
+    standard_error = chunks.std(0) / math.sqrt(chunks.shape[0])
+    # A ratio estimator: its bias, of order 1/5000, is well below the standard error here.
+    assert bool(((mean - exact).abs() < 5 * standard_error + 1e-9).all()), (mean, exact)
+
+
+def test_reparameterised_alpha_2_gradient_weights_samples_by_their_squared_weights() -> None:
     log_weights = torch.tensor([0.0, math.log(2.0), math.log(3.0)], requires_grad=True)
     (gradient,) = torch.autograd.grad(alpha_2_loss(log_weights), log_weights)
     torch.testing.assert_close(gradient, 2 * torch.tensor([1.0, 4.0, 9.0]) / 14)
+    with pytest.raises(ValueError, match="log_q of the weights' shape"):
+        alpha_2_loss(log_weights, torch.zeros(2))
 
 
 def test_effective_sample_size_against_the_weights() -> None:
