@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_int
+from flowkit._utils import check_choice, check_int
 from flowkit.variational.targets.base import Target
 
 __all__ = ["DoubleWell", "ManyWell", "double_well_log_z"]
@@ -45,30 +45,31 @@ def _first_coordinate_log_z() -> float:
     return peak + math.log(float(integral))
 
 
-def double_well_log_z() -> float:
-    r"""The log normalising constant of one :class:`DoubleWell` pair (2-D).
+def double_well_log_z(dim: int = 2) -> float:
+    r"""The log normalising constant of the :class:`DoubleWell` in ``dim`` (1 or 2) dimensions.
 
-    :math:`\log \int e^{-x^4 + 6 x^2 + x/2} dx + \frac12 \log 2\pi`, the first term by the
-    trapezoidal rule on 120,001 points over :math:`[-6, 6]` in float64 (computed once).
+    :math:`\log \int e^{-x^4 + 6 x^2 + x/2} dx`, by the trapezoidal rule on 120,001 points over
+    :math:`[-6, 6]` in float64 (computed once), plus :math:`\frac12 \log 2\pi` for the second
+    coordinate's standard normal when ``dim`` is 2.
 
     Example:
-        >>> round(double_well_log_z(), 6)
-        10.29348
+        >>> round(double_well_log_z(), 6), round(double_well_log_z(1), 6)
+        (10.29348, 9.374541)
     """
-    return _first_coordinate_log_z() + 0.5 * math.log(2 * math.pi)
+    check_choice("double_well_log_z", "dim", dim, (1, 2))
+    return _first_coordinate_log_z() + (dim - 1) * 0.5 * math.log(2 * math.pi)
 
 
-def _sample_pairs(n: int, pairs: int, generator: torch.Generator | None) -> Tensor:
-    """``n`` exact draws of ``pairs`` independent double-well pairs, shape ``(n, 2 * pairs)``."""
+def _sample_first_coordinate(count: int, generator: torch.Generator | None) -> Tensor:
+    """``count`` exact draws of the double well's first coordinate, by rejection sampling."""
     weights = torch.tensor(PROPOSAL_WEIGHTS, dtype=torch.float64)
     means = torch.tensor(PROPOSAL_MEANS, dtype=torch.float64)
     log_bound = math.log(REJECTION_BOUND) + _first_coordinate_log_z()
-    needed = n * pairs
     accepted: list[Tensor] = [torch.empty(0, dtype=torch.float64)]
-    count = 0
-    while count < needed:
+    got = 0
+    while got < count:
         # About a third is accepted: draw enough proposals to finish in one round most times.
-        draws = max(64, 4 * (needed - count))
+        draws = max(64, 4 * (count - got))
         component = torch.multinomial(weights, draws, replacement=True, generator=generator)
         proposal = means[component] + PROPOSAL_SCALE * torch.randn(
             draws, generator=generator, dtype=torch.float64
@@ -84,8 +85,13 @@ def _sample_pairs(n: int, pairs: int, generator: torch.Generator | None) -> Tens
         uniform = torch.rand(draws, generator=generator, dtype=torch.float64)
         keep = uniform.log() + log_bound + log_proposal < _first_coordinate_log_density(proposal)
         accepted.append(proposal[keep])
-        count += int(keep.sum())
-    first = torch.cat(accepted)[:needed].reshape(n, pairs)
+        got += int(keep.sum())
+    return torch.cat(accepted)[:count]
+
+
+def _sample_pairs(n: int, pairs: int, generator: torch.Generator | None) -> Tensor:
+    """``n`` exact draws of ``pairs`` independent double-well pairs, shape ``(n, 2 * pairs)``."""
+    first = _sample_first_coordinate(n * pairs, generator).reshape(n, pairs)
     second = torch.randn(n, pairs, generator=generator, dtype=torch.float64)
     return torch.stack([first, second], dim=-1).reshape(n, 2 * pairs)
 
@@ -130,17 +136,35 @@ class ManyWell(Target):
         return _sample_pairs(n, self.pairs, generator)
 
 
-class DoubleWell(ManyWell):
-    r"""The 2-D double well :math:`E(x) = x_1^4 - 6 x_1^2 - \frac12 x_1 + \frac12 x_2^2`.
+class DoubleWell(Target):
+    r"""The double well :math:`E(x) = x_1^4 - 6 x_1^2 - \frac12 x_1 + \frac12 x_2^2`, in 2-D or 1-D.
 
     :math:`\log \tilde p = -E`; a shallow well near :math:`x_1 = -1.7` and a deep one near
-    :math:`+1.7`. The one-pair :class:`ManyWell`, with :math:`\log Z` from
-    :func:`double_well_log_z` and an exact sampler.
+    :math:`+1.7` holding 85 % of the mass. In 2-D it is the one-pair :class:`ManyWell`; in 1-D
+    only :math:`x_1`. :math:`\log Z` from :func:`double_well_log_z`, an exact sampler (rejection
+    sampling of :math:`x_1`).
+
+    Args:
+        dim: 2 (FAB's double well) or 1 (its first coordinate).
 
     Example:
         >>> DoubleWell()(torch.tensor([[1.7, 0.0]])) > DoubleWell()(torch.tensor([[-1.7, 0.0]]))
         tensor([True])
+        >>> DoubleWell(1).sample(3).shape
+        torch.Size([3, 1])
     """
 
-    def __init__(self) -> None:
-        super().__init__(2)
+    can_sample = True
+
+    def __init__(self, dim: int = 2) -> None:
+        check_choice("DoubleWell", "dim", dim, (1, 2))
+        super().__init__(dim, double_well_log_z(dim))
+
+    def _log_density(self, x: Tensor) -> Tensor:
+        value = _first_coordinate_log_density(x[:, 0])
+        return value - 0.5 * x[:, 1].square() if self.dim == 2 else value
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        if self.dim == 1:
+            return _sample_first_coordinate(n, generator)[:, None]
+        return _sample_pairs(n, 1, generator)
