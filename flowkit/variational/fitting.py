@@ -37,7 +37,12 @@ PROGRESS_EVERY = 10
 
 
 class NonFiniteFitError(FlowkitError, RuntimeError):
-    """Fitting stopped: too many consecutive steps had a non-finite loss or gradient."""
+    """Fitting stopped: too many consecutive steps had a non-finite loss or gradient.
+
+    The message names the last step and what was not finite (the flow's samples or
+    log-densities, the target's values, the loss or a parameter's gradient); the flow keeps the
+    parameters of its last finite step.
+    """
 
 
 @dataclass
@@ -54,6 +59,15 @@ class FitResult:
             target).
         seconds: Wall time since the start, at the end of each step.
         skipped_steps: Steps skipped for a non-finite loss or gradient.
+
+    Example:
+        >>> from flowkit.bijectors import Affine
+        >>> from flowkit.distributions import StandardNormal
+        >>> from flowkit.variational.targets import Gaussian
+        >>> flow = Flow(StandardNormal((1,)), Affine(shape=(1,), event_rank=1))
+        >>> result = fit(flow, Gaussian([2.0], [1.0]), steps=5, batch_size=8, progress=False)
+        >>> result.steps, len(result.losses), len(result.ess_fractions), result.skipped_steps
+        (5, 5, 5, 0)
     """
 
     flow: Flow

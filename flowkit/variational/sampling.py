@@ -39,6 +39,15 @@ class ImportanceResult:
             :math:`\mathrm{sd}(w) / (\sqrt N\, \bar w)`.
         ess: Effective sample size :math:`(\sum_i w_i)^2 / \sum_i w_i^2`.
         ess_fraction: ``ess / N``, in :math:`(0, 1]`; 1 when :math:`q = p`.
+
+    Example:
+        >>> from flowkit.bijectors import Affine
+        >>> from flowkit.distributions import StandardNormal
+        >>> from flowkit.variational.targets import Gaussian
+        >>> flow = Flow(StandardNormal((1,)), Affine(shape=(1,), scale=0.5, event_rank=1))
+        >>> result = importance(flow, Gaussian([0.0], [1.0]), 100, seed=0)
+        >>> result.samples.shape, result.weights.shape, 0 < result.ess_fraction < 1
+        (torch.Size([100, 1]), torch.Size([100]), True)
     """
 
     samples: Tensor

@@ -25,6 +25,18 @@ class Target(nn.Module):
     Args:
         dim: Size of one event.
         log_z: The log normalising constant, or None where it is not known.
+
+    Example:
+        >>> import math
+        >>> class Laplace(Target):
+        ...     def __init__(self) -> None:
+        ...         super().__init__(dim=1, log_z=math.log(2.0))
+        ...     def _log_density(self, x: torch.Tensor) -> torch.Tensor:
+        ...         return -x.abs().sum(-1)
+        >>> Laplace()(torch.zeros(2, 3, 1)).shape
+        torch.Size([2, 3])
+        >>> Laplace().log_prob(torch.zeros(1, 1))
+        tensor([-0.6931])
     """
 
     can_sample: bool = False
@@ -58,7 +70,7 @@ class Target(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """Draw ``n`` exact samples, shape ``(n, dim)``.
+        """Draw ``n`` exact samples, shape ``(n, dim)``, on the CPU.
 
         Args:
             n: Number of samples (an int >= 0).
