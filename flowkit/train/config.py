@@ -10,13 +10,22 @@ from typing import Any
 from flowkit._utils import check_float, check_int
 from flowkit.errors import FlowkitError
 
-__all__ = ["OPTIMIZERS", "RESUMABLE_SETTINGS", "ConfigError", "TrainConfig"]
+__all__ = ["LR_DECAYS", "OPTIMIZERS", "RESUMABLE_SETTINGS", "ConfigError", "TrainConfig"]
 
-OPTIMIZERS = ("adamax", "adam")
+OPTIMIZERS = ("adamax", "adam", "adamw")
+
+# What the learning rate does after its warm-up (see flowkit.train.schedule).
+LR_DECAYS = ("constant", "cosine", "linear")
+
+# Glow's official warm-up, in epochs, when neither warmup_epochs nor warmup_steps is given.
+DEFAULT_WARMUP_EPOCHS = 10.0
 
 # Settings a resumed run may change: they steer how long and how visibly the run goes on, not what
 # it computes step by step. Everything else (data, model, batch size, seed, optimizer, schedule)
 # must match the checkpoint, or the resumed run would not be the run it claims to continue.
+# The learning rate may change: the schedule is recomputed from the new peak at the resumed step.
+# Under a decaying schedule, epochs and max_steps may change only where the last step (the end of
+# the decay) stays the same; the trainer checks that.
 RESUMABLE_SETTINGS = frozenset(
     {
         "output",
@@ -67,13 +76,31 @@ class TrainConfig:
         max_steps: Stop after this many optimizer steps (None: run all epochs).
         max_minutes: Stop after this many minutes of wall-clock time, counted over resumes, then
             evaluate and checkpoint as at the end of an epoch (None: no budget).
-        optimizer: ``"adamax"`` (official code default) or ``"adam"`` (the paper's text).
-        lr: Base learning rate (0.001 in the paper and the official code).
+        optimizer: ``"adamax"`` (official code default), ``"adam"`` (the paper's text) or
+            ``"adamw"`` (Adam with decoupled weight decay, Loshchilov & Hutter 2019).
+        lr: Peak learning rate (0.001 in the paper and the official code), reached at the end of
+            the warm-up. A resumed run may change it: the schedule is then recomputed from the
+            new peak at the resumed step (no schedule state is kept in checkpoints).
         beta1: First-moment decay (0.9).
-        polyak_epochs: The second-moment decay and the weight average's decay are
+        beta2: Second-moment decay; None takes ``1 - 1 / (steps_per_epoch * polyak_epochs)``,
+            as the official code sets it (TarFlow's official run: 0.95).
+        polyak_epochs: The weight average's decay (and ``beta2`` unless given) is
             ``1 - 1 / (steps_per_epoch * polyak_epochs)``, as the official code sets ``beta2``.
-        warmup_epochs: Linear learning-rate warm-up length in epochs (official 10; 0 for none).
-        weight_decay: Decoupled weight decay (official default: off).
+        warmup_epochs: Linear learning-rate warm-up from 0, in epochs (official 10; 0 for none).
+            None (the default): 10 epochs, or none when ``warmup_steps`` is given.
+        warmup_steps: The warm-up in optimizer steps instead; give ``warmup_epochs`` or
+            ``warmup_steps``, not both (None: use ``warmup_epochs``).
+        lr_decay: The learning rate after the warm-up: ``"constant"`` (default), ``"cosine"`` or
+            ``"linear"`` decay from the peak at the end of the warm-up to
+            ``min_lr_ratio * lr`` at the run's last step. The last step is ``max_steps`` or
+            ``epochs`` times the steps per epoch, whichever comes first; a ``max_minutes``
+            budget is not known in steps and does not shorten the decay. See
+            :class:`flowkit.train.schedule.LearningRateSchedule`.
+        min_lr_ratio: The decay's floor as a fraction of ``lr`` (0.0).
+        weight_decay: Decoupled weight decay: each step shrinks the weights by
+            ``lr * weight_decay`` apart from the gradient (AdamW). Only with
+            ``optimizer="adamw"``: Adam's and Adamax's ``weight_decay`` is an L2 penalty in the
+            gradient, so a non-zero value with them is refused (official Glow: off).
         grad_clip: Clip the global gradient norm to this value (None: no clipping, as official).
         ema: Evaluate and sample with the Polyak (exponential moving) average of the weights.
         ema_warmup: Warm the average's decay up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
@@ -126,8 +153,12 @@ class TrainConfig:
     optimizer: str = "adamax"
     lr: float = 1e-3
     beta1: float = 0.9
+    beta2: float | None = None
     polyak_epochs: float = 1.0
-    warmup_epochs: float = 10.0
+    warmup_epochs: float | None = None
+    warmup_steps: int | None = None
+    lr_decay: str = "constant"
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float | None = None
     ema: bool = True
@@ -160,12 +191,14 @@ class TrainConfig:
 
     def _check(self) -> None:
         owner = "TrainConfig"
-        for name in ("data", "output", "optimizer", "device"):
+        for name in ("data", "output", "optimizer", "lr_decay", "device"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{owner} expects {name} as a non-empty string, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{owner} expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"{owner} expects lr_decay in {LR_DECAYS}, got {self.lr_decay!r}")
         if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
             raise ConfigError(
                 f"{owner} expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -187,10 +220,13 @@ class TrainConfig:
             check_int(owner, name, getattr(self, name), 1)
         for name in ("max_steps", "checkpoint_every", "num_train", "num_test", "patience"):
             check_int(owner, name, getattr(self, name), 1, optional=True)
+        check_int(owner, "warmup_steps", self.warmup_steps, 0, optional=True)
         check_float(owner, "lr", self.lr, 0.0, exclusive_minimum=True)
         check_float(owner, "beta1", self.beta1, 0.0, 1.0, exclusive_maximum=True)
         check_float(owner, "polyak_epochs", self.polyak_epochs, 0.0, exclusive_minimum=True)
-        check_float(owner, "warmup_epochs", self.warmup_epochs, 0.0)
+        check_float(owner, "beta2", self.beta2, 0.0, 1.0, exclusive_maximum=True, optional=True)
+        check_float(owner, "warmup_epochs", self.warmup_epochs, 0.0, optional=True)
+        check_float(owner, "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_float(owner, "weight_decay", self.weight_decay, 0.0)
         check_float(owner, "augment_shift", self.augment_shift, 0.0, 1.0, exclusive_maximum=True)
         check_float(owner, "noise_std", self.noise_std, 0.0)
@@ -206,6 +242,26 @@ class TrainConfig:
                     f"{owner} expects {name} as true or false, got {getattr(self, name)!r}"
                 )
         object.__setattr__(self, "temperatures", _temperatures(self.temperatures))
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        """Settings of the optimizer and schedule that only make sense together."""
+        if self.weight_decay and self.optimizer != "adamw":
+            raise ConfigError(
+                f"TrainConfig: weight_decay={self.weight_decay} with optimizer "
+                f"{self.optimizer!r} would be an L2 penalty in the gradient, not decoupled "
+                "weight decay; use optimizer 'adamw' (--optimizer adamw) or weight_decay 0"
+            )
+        if self.warmup_steps and self.warmup_epochs:
+            raise ConfigError(
+                f"TrainConfig expects the warm-up as warmup_epochs or warmup_steps, got both "
+                f"(warmup_epochs={self.warmup_epochs}, warmup_steps={self.warmup_steps}); "
+                "leave one out or set it to 0"
+            )
+        if self.warmup_epochs is None:
+            # Unset: the official 10 epochs, unless the warm-up is given in steps.
+            epochs = DEFAULT_WARMUP_EPOCHS if self.warmup_steps is None else 0.0
+            object.__setattr__(self, "warmup_epochs", epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (for checkpoints, config.json and metrics)."""

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
 from flowkit.distributions import Dequantized, Flow
@@ -17,17 +16,18 @@ __all__ = ["TrainState"]
 
 @dataclass
 class TrainState:
-    """The model, the optimizer and its schedule, the averaged weights, random states and counters.
+    """The model, the optimizer, the averaged weights, random states and counters.
 
     ``state_dict()``/``load_state_dict()`` hold exactly what makes a resumed run continue bit for
-    bit on the same machine: the weights, the optimizer's moments, the schedule's position, the
-    weight average, the dequantisation-noise generator and torch's global generator, the position
-    in the epoch, the losses of the current logging window and the wall-clock time spent so far.
+    bit on the same machine: the weights, the optimizer's moments, the weight average, the
+    dequantisation-noise generator and torch's global generator, the step and the position in the
+    epoch, the losses of the current logging window and the wall-clock time spent so far. The
+    learning rate is a function of the step (:mod:`flowkit.train.schedule`), so it needs no state
+    of its own.
 
     Attributes:
         flow: The model being trained (raw weights).
         optimizer: Its optimizer.
-        scheduler: The learning-rate schedule (warm-up).
         ema: The Polyak average of the weights, or None.
         noise: Generator of the dequantisation noise of training batches.
         step: Optimizer steps attempted (skipped non-finite steps included).
@@ -46,7 +46,6 @@ class TrainState:
 
     flow: Flow | Dequantized
     optimizer: Optimizer
-    scheduler: LambdaLR
     ema: AveragedModel | None
     noise: torch.Generator
     step: int = 0
@@ -75,7 +74,6 @@ class TrainState:
             "model": self.flow.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -89,10 +87,13 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (format 1 checkpoints lack the newer entries)."""
+        """Restore :meth:`state_dict`'s output (format 1 checkpoints lack the newer entries).
+
+        The learning-rate scheduler state of older checkpoints (``"scheduler"``) is ignored: the
+        rate follows from the step.
+        """
         self.flow.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.noise.set_state(state["noise_rng"])
@@ -105,13 +106,3 @@ class TrainState:
         self.metrics_records = state.get("metrics_records")
         self.best = state.get("best")
         self.stopped = bool(state.get("stopped", False))
-
-    def set_learning_rate(self, lr: float) -> None:
-        """Make ``lr`` the base learning rate from now on (a resumed run may change it)."""
-        self.scheduler.base_lrs = [lr for _ in self.scheduler.base_lrs]
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = lr
-        factors = [lmbda(self.scheduler.last_epoch) for lmbda in self.scheduler.lr_lambdas]
-        for group, factor in zip(self.optimizer.param_groups, factors):
-            group["lr"] = lr * factor
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]

@@ -45,6 +45,7 @@ from flowkit.train.plots import plot_curve, plot_density_2d
 from flowkit.train.progress import Progress
 from flowkit.train.rundir import RunDirectory
 from flowkit.train.samples import write_sample_grid
+from flowkit.train.schedule import LearningRateSchedule, build_optimizer, horizon, polyak_decay
 from flowkit.train.state import TrainState
 
 __all__ = [
@@ -224,6 +225,7 @@ class Trainer:
                 f"the training set has {len(self.train_data)} examples, fewer than one batch "
                 f"of {config.batch_size}; lower batch_size"
             )
+        self.schedule = LearningRateSchedule.from_config(config, self.steps_per_epoch)
         if isinstance(self.train_data, ImageTrainingData):
             self.objective: Objective = BitsPerDim(self.flow, config.n_bits)
             # The model trained and initialised: the flow itself or its uniform dequantisation.
@@ -302,8 +304,9 @@ class Trainer:
         else:
             self._check_resumable(saved, run.checkpoint)
             state = self._new_state()
+            # No schedule to restore: the learning rate follows from the step and this call's
+            # settings, so a new lr takes effect from the next step.
             state.load_state_dict(saved)
-            state.set_learning_rate(config.lr)
             # A resumed run stopped early goes on if its patience was raised (or removed).
             if state.stopped and state.best is not None:
                 waited = state.epoch - int(state.best["epoch"])
@@ -389,8 +392,11 @@ class Trainer:
             self._skip_nonfinite(state, inputs, loss, grad_norm, run)
             return
         state.nonfinite_streak = 0
+        # The learning rate is a function of the step; every group follows the schedule.
+        lr = self.schedule(state.step)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
         state.optimizer.step()
-        state.scheduler.step()
         if state.ema is not None:
             state.ema.update_parameters(self.flow)
         value = float(loss.detach())
@@ -403,7 +409,7 @@ class Trainer:
                 "epoch": state.epoch + 1,
                 "time": round(state.elapsed, 3),
                 f"train_{self.objective.key}": sum(state.window) / len(state.window),
-                "lr": state.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "grad_norm": float(grad_norm),
             }
             for key, values in out.items():
@@ -651,28 +657,18 @@ class Trainer:
 
     def _new_state(self) -> TrainState:
         config = self.config
-        # Adamax (official) or Adam; beta2 and the weight average's decay follow the official
-        # rule 1 - 1 / (steps_per_epoch * polyak_epochs).
-        beta2 = 1.0 - 1.0 / max(2.0, self.steps_per_epoch * config.polyak_epochs)
-        optimizer_class = torch.optim.Adamax if config.optimizer == "adamax" else torch.optim.Adam
-        optimizer = optimizer_class(
-            self._parameters(),
-            lr=config.lr,
-            betas=(config.beta1, beta2),
-            weight_decay=config.weight_decay,
-        )
-        warmup_steps = max(1.0, config.warmup_epochs * self.steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
-        )
-        average = _warmed_up_average(beta2) if config.ema_warmup else get_ema_multi_avg_fn(beta2)
+        # Adamax (official Glow), Adam or AdamW; the weight average's decay (and beta2, unless
+        # given) follows the official rule 1 - 1 / (steps_per_epoch * polyak_epochs).
+        optimizer = build_optimizer(self._parameters(), config, self.steps_per_epoch)
+        decay = polyak_decay(config, self.steps_per_epoch)
+        average = _warmed_up_average(decay) if config.ema_warmup else get_ema_multi_avg_fn(decay)
         ema = (
             AveragedModel(self.flow, multi_avg_fn=average, use_buffers=False)
             if config.ema
             else None
         )
         noise = torch.Generator().manual_seed(config.seed + 1)
-        return TrainState(self.flow, optimizer, scheduler, ema, noise)
+        return TrainState(self.flow, optimizer, ema, noise)
 
     def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
         """Refuse to resume with settings that would make the continued run a different run."""
@@ -692,6 +688,16 @@ class Trainer:
         saved_data = saved.get("data") or {}
         if saved_data.get("fingerprint") not in (None, self.data_info["fingerprint"]):
             changed["training data"] = ("the checkpoint's", "other examples")
+        # A decay ends at the run's last step: moving it would bend the rest of the schedule.
+        last = horizon(previous, self.steps_per_epoch)
+        new_last = horizon(self.config, self.steps_per_epoch)
+        if previous.lr_decay != "constant" and not changed and last != new_last:
+            raise ResumeMismatchError(
+                f"cannot resume {path} with its {previous.lr_decay} learning-rate decay ending at "
+                f"step {new_last} instead of step {last} (the decay ends at max_steps or after "
+                "epochs epochs, whichever comes first); keep epochs and max_steps as they were, "
+                "or start a new run with another output directory or --overwrite"
+            )
         if changed:
             listed = "; ".join(
                 f"{name}: {old!r} -> {new!r}" for name, (old, new) in sorted(changed.items())

@@ -116,6 +116,7 @@ def fit(
     seed: int | None = None,
     progress: bool = True,
     max_nonfinite: int = 10,
+    max_seconds: float | None = None,
 ) -> FitResult:
     r"""Fit a flow :math:`q` to a target known up to its normalising constant, with Adam.
 
@@ -159,6 +160,8 @@ def fit(
             from torch's global generator.
         progress: Show a progress bar with the loss and the ESS fraction.
         max_nonfinite: Consecutive non-finite steps that stop the fit.
+        max_seconds: Stop after the step that passes this wall time (None: run every step), for
+            comparisons at equal time; ``FitResult.steps`` then says how many ran.
 
     Returns:
         A :class:`FitResult` with the history of loss and effective sample size.
@@ -197,6 +200,9 @@ def fit(
     seed = check_int(owner, "seed", seed, optional=True)
     progress = check_bool(owner, "progress", progress)
     max_nonfinite = check_int(owner, "max_nonfinite", max_nonfinite, 1)
+    max_seconds = check_float(
+        owner, "max_seconds", max_seconds, 0.0, exclusive_minimum=True, optional=True
+    )
     parameters = [parameter for parameter in flow.parameters() if parameter.requires_grad]
     if not parameters:
         raise ValueError(f"{owner}: the flow has no parameters that require gradients")
@@ -246,8 +252,12 @@ def fit(
             result.ess_fractions.append(ess)
             result.seconds.append(time.perf_counter() - started)
             bar.update(1)
-            if step % PROGRESS_EVERY == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{loss:.4g}", ess=f"{ess:.3f}", refresh=step == steps - 1)
+            out_of_time = max_seconds is not None and result.seconds[-1] >= max_seconds
+            last = step == steps - 1 or out_of_time
+            if step % PROGRESS_EVERY == 0 or last:
+                bar.set_postfix(loss=f"{loss:.4g}", ess=f"{ess:.3f}", refresh=last)
+            if out_of_time:
+                break
     return result
 
 

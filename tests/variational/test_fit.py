@@ -67,6 +67,19 @@ def test_seed_reproduces_a_fit_and_leaves_the_global_generator_alone() -> None:
     assert runs[0].losses == runs[1].losses
 
 
+def test_max_seconds_stops_at_the_step_that_passes_it() -> None:
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)
+        return -0.5 * x.square().sum(-1)
+
+    result = fit(
+        gaussian_flow([0.0], [1.0]), slow, steps=1000, batch_size=4, max_seconds=0.1, progress=False
+    )
+    assert 2 <= result.steps < 20
+    assert len(result.losses) == len(result.seconds) == result.steps
+    assert result.seconds[-2] < 0.1 <= result.seconds[-1]
+
+
 def test_progress_bar_shows_loss_and_ess(capsys: pytest.CaptureFixture[str]) -> None:
     fit(gaussian_flow([0.0], [1.0]), Gaussian([0.0], [2.0]), steps=3, batch_size=4, seed=0)
     err = capsys.readouterr().err
@@ -205,6 +218,7 @@ def test_bad_arguments_are_named() -> None:
     raises_with(TypeError, lambda: _call(batch_size=None), "batch_size")
     raises_with(ValueError, lambda: _call(lr=-1.0), "lr")
     raises_with(ValueError, lambda: _call(grad_clip=0.0), "grad_clip")
+    raises_with(ValueError, lambda: _call(max_seconds=0), "max_seconds")
     raises_with(ValueError, lambda: _call(objective="forward_kl"), "needs target_samples")
     raises_with(
         ValueError,
