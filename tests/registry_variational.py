@@ -2,7 +2,7 @@
 
 Each entry is ``(id, constructor, event_shape, context_shape)``: ``constructor()`` takes no
 argument and returns a bijector ready for :func:`flowkit.testing.check_bijector` at that event
-shape (``context_shape`` is None: none of these is conditional). The bijectors themselves are
+shape, with a context of event shape ``context_shape`` for the amortised ones. The bijectors are
 closed-form in ``inverse``; the ``inverse-*`` entries put that direction in ``forward``, where the
 harness compares the log-determinant with the autograd Jacobian.
 """
@@ -51,4 +51,24 @@ ENTRIES: list[tuple[str, Callable[[], Bijector], tuple[int, ...], tuple[int, ...
         None,
     ),
     ("compose-planar-radial", lambda: planar_stack(2), (2,), None),
+    ("planar-amortised", lambda: Planar(3, context_features=2, seed=3), (3,), (2,)),
+    ("radial-amortised", lambda: Radial(3, context_features=2, seed=3), (3,), (2,)),
+    (
+        "orthogonal-sylvester-amortised",
+        lambda: OrthogonalSylvester(4, 3, context_features=2, seed=3),
+        (4,),
+        (2,),
+    ),
+    (
+        "householder-sylvester-amortised",
+        lambda: HouseholderSylvester(3, 2, context_features=2, seed=3),
+        (3,),
+        (2,),
+    ),
+    (
+        "triangular-sylvester-amortised",
+        lambda: TriangularSylvester(3, reverse=True, context_features=2, seed=3),
+        (3,),
+        (2,),
+    ),
 ]

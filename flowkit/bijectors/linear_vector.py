@@ -32,11 +32,11 @@ def householder_product(vectors: Tensor) -> Tensor:
     ``k = D`` vectors reach all of them (with :math:`\det Q = (-1)^k`).
 
     Args:
-        vectors: The vectors :math:`v_i` as rows, shape ``(k, D)``. A vector of norm below
-            ``MIN_HOUSEHOLDER_NORM`` gives the identity.
+        vectors: The vectors :math:`v_i` as rows, shape ``(k, D)``, or ``(*batch, k, D)`` for a
+            batch of products. A vector of norm below ``MIN_HOUSEHOLDER_NORM`` gives the identity.
 
     Returns:
-        :math:`Q`, shape ``(D, D)``, in the dtype of ``vectors``.
+        :math:`Q`, shape ``(D, D)`` (``(*batch, D, D)``), in the dtype of ``vectors``.
 
     Example:
         >>> q = householder_product(torch.randn(3, 3, dtype=torch.float64))
@@ -44,10 +44,13 @@ def householder_product(vectors: Tensor) -> Tensor:
         True
     """
     units = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(MIN_HOUSEHOLDER_NORM)
-    q = torch.eye(vectors.shape[-1], dtype=vectors.dtype, device=vectors.device)
-    for u in units:
+    size = vectors.shape[-1]
+    eye = torch.eye(size, dtype=vectors.dtype, device=vectors.device)
+    q = eye.expand(vectors.shape[:-2] + (size, size))
+    for index in range(vectors.shape[-2]):
+        u = units[..., index, :]
         # Q H = Q - 2 (Q u) u^T costs O(D^2) per reflection; no D x D reflection is formed.
-        q = q - 2.0 * torch.outer(q @ u, u)
+        q = q - 2.0 * (q @ u.unsqueeze(-1)) * u.unsqueeze(-2)
     return q
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import check_dtype, check_event_shape, check_int
+from flowkit.bijectors._amortized import ContextOffsets
 from flowkit.bijectors._monotone import solve_increasing
 from flowkit.bijectors.base import Bijector, Shape
 
@@ -45,14 +46,19 @@ class Planar(Bijector):
     ``forward`` are exact by the implicit function theorem (one differentiable Newton step at the
     root), so the map also trains by maximum likelihood, at the cost of the solve.
 
-    The map starts as the identity (:math:`\hat u = 0`, :math:`w` random, :math:`b = 0`).
+    The map starts as the identity (:math:`\hat u = 0`, :math:`w` random, :math:`b = 0`). With
+    ``context_features`` it is amortised, as in the paper's variational auto-encoders: each
+    sample's :math:`u, w, b` are the shared ones plus a linear function of its context (an
+    encoder's output, say), zero at the start.
 
     Args:
         features: Size ``D`` of the vectors.
+        context_features: Size ``C`` of the context vectors, or None for one map for all.
         seed: Seed of the random initial :math:`w` (None draws from torch's global generator).
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, D)``; ``context``: ``(*batch, C)``; ``z`` like ``x``;
+        ``log_abs_det``: ``(*batch,)``.
 
     References:
         Rezende & Mohamed, Variational Inference with Normalizing Flows (2015), section 4.1 and
@@ -70,21 +76,38 @@ class Planar(Bijector):
 
     event_rank = 1
 
-    def __init__(self, features: int, *, seed: int | None = None) -> None:
+    def __init__(
+        self, features: int, *, context_features: int | None = None, seed: int | None = None
+    ) -> None:
         super().__init__()
         self.features = check_int("Planar", "features", features, 1)
+        self.context_features = check_int(
+            "Planar", "context_features", context_features, 1, optional=True
+        )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         w = torch.randn(self.features, generator=generator) / math.sqrt(self.features)
         self.w = nn.Parameter(w)
         self.u = nn.Parameter(IDENTITY_INNER_PRODUCT * w / w.square().sum())
         self.b = nn.Parameter(torch.zeros(()))
+        self.amortizer: ContextOffsets | None = None
+        if self.context_features is not None:
+            shapes = [self.u.shape, self.w.shape, self.b.shape]
+            self.amortizer = ContextOffsets("Planar", self.context_features, shapes)
 
-    def constrained_u(self) -> Tensor:
+    def _map_parameters(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r""":math:`\hat u, w, b` and :math:`w^T \hat u`, one set per sample if amortised."""
+        u, w, b = self.u, self.w, self.b
+        if self.amortizer is not None:
+            u, w, b = self.amortizer.offset((u, w, b), context)
+        inner = (w * u).sum(-1)
+        squared_norm = w.square().sum(-1).clamp_min(MIN_SQUARED_NORM)
+        scale = (F.softplus(inner) - 1 - inner) / squared_norm
+        u_hat = u + scale.unsqueeze(-1) * w
+        return u_hat, w, b, (w * u_hat).sum(-1)
+
+    def constrained_u(self, context: Tensor | None = None) -> Tensor:
         r""":math:`\hat u`, whose inner product with :math:`w` is above -1 (so invertible)."""
-        inner = self.w @ self.u
-        squared_norm = self.w.square().sum().clamp_min(MIN_SQUARED_NORM)
-        constrained = -1 + F.softplus(inner)
-        return self.u + (constrained - inner) * self.w / squared_norm
+        return self._map_parameters(context)[0]
 
     def _log_abs_det(self, pre_activation: Tensor, inner: Tensor) -> Tensor:
         r""":math:`\log(1 + w^T \hat u \tanh'(a))`, the generative map's log-determinant."""
@@ -94,9 +117,8 @@ class Planar(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent by a 1-D root find; return ``(z, log_abs_det)``."""
         self._check(x, "input")
-        u_hat = self.constrained_u()
-        inner = self.w @ u_hat
-        target = x @ self.w + self.b
+        u_hat, w, b, inner = self._map_parameters(context)
+        target = (x * w).sum(-1) + b
         fixed_inner = inner.detach()
 
         def equation(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,9 +140,8 @@ class Planar(Bijector):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map latent to data in closed form; return ``(x, log_abs_det)``."""
         self._check(z, "latent")
-        u_hat = self.constrained_u()
-        inner = self.w @ u_hat
-        pre_activation = z @ self.w + self.b
+        u_hat, w, b, inner = self._map_parameters(context)
+        pre_activation = (z * w).sum(-1) + b
         x = z + u_hat * torch.tanh(pre_activation).unsqueeze(-1)
         return x, self._log_abs_det(pre_activation, inner)
 
@@ -139,5 +160,5 @@ class Planar(Bijector):
         return torch.Size(shape)
 
     def extra_repr(self) -> str:
-        """The number of features, for ``repr``."""
-        return f"{self.features}"
+        """Features and context features, for ``repr``."""
+        return f"{self.features}, context_features={self.context_features}"

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import check_dtype, check_event_shape, check_int
+from flowkit.bijectors._amortized import ContextOffsets
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["Radial"]
@@ -32,14 +33,18 @@ class Radial(Bijector):
     positive root is taken in the form that avoids cancellation; then
     :math:`z = z_0 + (x - z_0) (\alpha + r) / (\alpha + r + \beta)`.
 
-    The map starts as the identity (:math:`\beta = 0`, :math:`z_0` random).
+    The map starts as the identity (:math:`\beta = 0`, :math:`z_0` random). With
+    ``context_features`` it is amortised: each sample's :math:`z_0, \tilde\alpha, \tilde\beta`
+    are the shared ones plus a linear function of its context, zero at the start.
 
     Args:
         features: Size ``D`` of the vectors.
+        context_features: Size ``C`` of the context vectors, or None for one map for all.
         seed: Seed of the random initial :math:`z_0` (None draws from torch's global generator).
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, D)``; ``context``: ``(*batch, C)``; ``z`` like ``x``;
+        ``log_abs_det``: ``(*batch,)``.
 
     References:
         Rezende & Mohamed, Variational Inference with Normalizing Flows (2015), section 4.1 and
@@ -57,19 +62,38 @@ class Radial(Bijector):
 
     event_rank = 1
 
-    def __init__(self, features: int, *, seed: int | None = None) -> None:
+    def __init__(
+        self, features: int, *, context_features: int | None = None, seed: int | None = None
+    ) -> None:
         super().__init__()
         self.features = check_int("Radial", "features", features, 1)
+        self.context_features = check_int(
+            "Radial", "context_features", context_features, 1, optional=True
+        )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.reference = nn.Parameter(torch.randn(self.features, generator=generator))
         # softplus(0) - softplus(0) = 0: beta starts at zero, the identity.
         self.raw_alpha = nn.Parameter(torch.zeros(()))
         self.raw_beta = nn.Parameter(torch.zeros(()))
+        self.amortizer: ContextOffsets | None = None
+        if self.context_features is not None:
+            shapes = [self.reference.shape, self.raw_alpha.shape, self.raw_beta.shape]
+            self.amortizer = ContextOffsets("Radial", self.context_features, shapes)
 
-    def alpha_beta(self) -> tuple[Tensor, Tensor]:
+    def _map_parameters(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        r""":math:`z_0, \alpha, \beta`, one set per sample if amortised."""
+        reference, raw_alpha, raw_beta = self.reference, self.raw_alpha, self.raw_beta
+        if self.amortizer is not None:
+            reference, raw_alpha, raw_beta = self.amortizer.offset(
+                (reference, raw_alpha, raw_beta), context
+            )
+        alpha = F.softplus(raw_alpha)
+        return reference, alpha, F.softplus(raw_beta) - alpha
+
+    def alpha_beta(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r""":math:`(\alpha, \beta)` with :math:`\alpha > 0` and :math:`\beta > -\alpha`."""
-        alpha = F.softplus(self.raw_alpha)
-        return alpha, F.softplus(self.raw_beta) - alpha
+        _, alpha, beta = self._map_parameters(context)
+        return alpha, beta
 
     def _log_abs_det(self, radius: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
         """The generative map's log-determinant at latent radius ``radius``."""
@@ -80,8 +104,8 @@ class Radial(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent in closed form; return ``(z, log_abs_det)``."""
         self._check(x, "input")
-        alpha, beta = self.alpha_beta()
-        offset = x - self.reference
+        reference, alpha, beta = self._map_parameters(context)
+        offset = x - reference
         data_radius = offset.norm(dim=-1)
         # The positive root of r^2 + c r - alpha * data_radius = 0 with c = alpha + beta -
         # data_radius: (-c + s) / 2 cancels for c > 0, where the equal 2 alpha data_radius /
@@ -90,14 +114,14 @@ class Radial(Bijector):
         c = alpha + beta - data_radius
         q = c.abs() + torch.sqrt(c.square() + 4 * alpha * data_radius)
         radius = torch.where(c > 0, 2 * alpha * data_radius / q, q / 2)
-        z = self.reference + offset * ((alpha + radius) / (alpha + radius + beta)).unsqueeze(-1)
+        z = reference + offset * ((alpha + radius) / (alpha + radius + beta)).unsqueeze(-1)
         return z, -self._log_abs_det(radius, alpha, beta)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map latent to data in closed form; return ``(x, log_abs_det)``."""
         self._check(z, "latent")
-        alpha, beta = self.alpha_beta()
-        offset = z - self.reference
+        reference, alpha, beta = self._map_parameters(context)
+        offset = z - reference
         radius = offset.norm(dim=-1)
         x = z + offset * (beta / (alpha + radius)).unsqueeze(-1)
         return x, self._log_abs_det(radius, alpha, beta)
@@ -117,5 +141,5 @@ class Radial(Bijector):
         return torch.Size(shape)
 
     def extra_repr(self) -> str:
-        """The number of features, for ``repr``."""
-        return f"{self.features}"
+        """Features and context features, for ``repr``."""
+        return f"{self.features}, context_features={self.context_features}"

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit._utils import check_bool, check_dtype, check_event_shape, check_int
+from flowkit.bijectors._amortized import ContextOffsets
 from flowkit.bijectors._monotone import solve_increasing
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.linear_vector import householder_product
@@ -20,25 +21,46 @@ __all__ = ["HouseholderSylvester", "OrthogonalSylvester", "TriangularSylvester"]
 IDENTITY_RAW_DIAGONAL = math.log(math.e - 1)
 
 
+def _project(x: Tensor, q: Tensor) -> Tensor:
+    """:math:`Q^T x` for ``x`` of shape ``(*batch, D)`` and ``Q`` of ``([*batch,] D, M)``."""
+    return torch.einsum("...d,...dm->...m", x, q)
+
+
+def _embed(v: Tensor, q: Tensor) -> Tensor:
+    """:math:`Q v`, the inverse of :func:`_project` on the span of the columns."""
+    return torch.einsum("...m,...dm->...d", v, q)
+
+
+def _times(v: Tensor, matrix: Tensor) -> Tensor:
+    """:math:`A v` for ``v`` of shape ``(*batch, M)`` and ``A`` of ``([*batch,] M, M)``."""
+    return torch.einsum("...j,...ij->...i", v, matrix)
+
+
 class _Sylvester(Bijector):
     r"""What the three Sylvester flows share: everything but the orthogonal factor :math:`Q`.
 
-    Subclasses provide ``_orthogonal()``, a ``(D, M)`` matrix with orthonormal columns.
+    Subclasses register the raw parameters of :math:`Q`, return them from
+    ``_orthogonal_parameters()``, build :math:`Q` (``(*batch, D, M)``, orthonormal columns) from
+    them in ``_orthogonal(*raw)``, and end their constructor with ``_amortize()``.
     """
 
     event_rank = 1
-    upper_indices: Tensor
+    upper_flat_indices: Tensor
 
-    def __init__(self, features: int, columns: int, seed: int | None) -> None:
+    def __init__(
+        self, features: int, columns: int, context_features: int | None, seed: int | None
+    ) -> None:
         super().__init__()
         owner = type(self).__name__
         self.features = check_int(owner, "features", features, 1)
         self.columns = check_int(owner, "columns", columns, 1, self.features)
+        self.context_features = check_int(
+            owner, "context_features", context_features, 1, optional=True
+        )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         count = self.columns * (self.columns - 1) // 2
-        self.register_buffer(
-            "upper_indices", torch.triu_indices(self.columns, self.columns, offset=1)
-        )
+        rows, cols = torch.triu_indices(self.columns, self.columns, offset=1)
+        self.register_buffer("upper_flat_indices", rows * self.columns + cols)
         # R starts at zero (the identity map); R~ at I plus small strictly upper entries, so that
         # R's first gradient, h(R~ Q^T z + b), depends on z.
         self.upper_entries = nn.Parameter(torch.zeros(count))
@@ -47,70 +69,104 @@ class _Sylvester(Bijector):
         self.tilde_upper_entries = nn.Parameter(tilde)
         self.tilde_log_diagonal = nn.Parameter(torch.zeros(self.columns))
         self.bias = nn.Parameter(torch.zeros(self.columns))
+        self.amortizer: ContextOffsets | None = None
 
-    def _orthogonal(self) -> Tensor:
+    def _orthogonal_parameters(self) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def triangular_factors(self) -> tuple[Tensor, Tensor, Tensor]:
-        r""":math:`R`, :math:`\tilde R` and the diagonal :math:`\rho` of :math:`\tilde R R`.
+    def _orthogonal(self, *raw: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _raw(self) -> tuple[Tensor, ...]:
+        shared = (
+            self.upper_entries,
+            self.raw_diagonal,
+            self.tilde_upper_entries,
+            self.tilde_log_diagonal,
+            self.bias,
+        )
+        return shared + self._orthogonal_parameters()
+
+    def _amortize(self) -> None:
+        """Give every raw parameter a per-sample offset from the context, if there is one."""
+        if self.context_features is not None:
+            shapes = [raw.shape for raw in self._raw()]
+            owner = type(self).__name__
+            self.amortizer = ContextOffsets(owner, self.context_features, shapes)
+
+    def _triangular(self, entries: Tensor, diagonal: Tensor) -> Tensor:
+        size = self.columns
+        flat = diagonal.new_zeros(entries.shape[:-1] + (size * size,))
+        flat = flat.index_copy(-1, self.upper_flat_indices, entries)
+        return flat.unflatten(-1, (size, size)) + torch.diag_embed(diagonal)
+
+    def factors(
+        self, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        r""":math:`Q, R, \tilde R`, the diagonal :math:`\rho` of :math:`\tilde R R`, and :math:`b`.
 
         :math:`\tilde r_{ii} = e^{s_i}` and :math:`\rho_i = r_{ii} \tilde r_{ii} =
         -1 + \mathrm{softplus}(a_i) > -1` for raw :math:`s, a`, so the map is invertible whatever
-        their values.
+        their values. Shapes ``(D, M)``, ``(M, M)``, ``(M, M)``, ``(M,)``, ``(M,)``, with the
+        context's batch shape in front when the flow is amortised.
         """
-        rho = F.softplus(self.raw_diagonal) - 1
-        tilde_diagonal = self.tilde_log_diagonal.exp()
-        rows, cols = self.upper_indices
-        upper = torch.diag(rho / tilde_diagonal).index_put((rows, cols), self.upper_entries)
-        tilde = torch.diag(tilde_diagonal).index_put((rows, cols), self.tilde_upper_entries)
-        return upper, tilde, rho
+        raw = self._raw()
+        if self.amortizer is not None:
+            raw = tuple(self.amortizer.offset(raw, context))
+        upper_entries, raw_diagonal, tilde_entries, tilde_log_diagonal, bias, *orthogonal = raw
+        rho = F.softplus(raw_diagonal) - 1
+        tilde_diagonal = tilde_log_diagonal.exp()
+        upper = self._triangular(upper_entries, rho / tilde_diagonal)
+        tilde = self._triangular(tilde_entries, tilde_diagonal)
+        return self._orthogonal(*orthogonal), upper, tilde, rho, bias
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map latent to data in closed form; return ``(x, log_abs_det)``."""
         self._check(z, "latent")
-        q = self._orthogonal()
-        upper, tilde, rho = self.triangular_factors()
-        pre_activation = (z @ q) @ tilde.T + self.bias
-        x = z + (torch.tanh(pre_activation) @ upper.T) @ q.T
+        q, upper, tilde, rho, bias = self.factors(context)
+        pre_activation = _times(_project(z, q), tilde) + bias
+        x = z + _embed(_times(torch.tanh(pre_activation), upper), q)
         return x, self._log_abs_det(pre_activation, rho)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to latent by back substitution of ``M`` scalar root finds."""
         self._check(x, "input")
-        q = self._orthogonal()
-        upper, tilde, rho = self.triangular_factors()
-        projected = x @ q
-        root = self._solve(projected.detach(), upper.detach(), tilde.detach(), rho.detach())
+        q, upper, tilde, rho, bias = self.factors(context)
+        projected = _project(x, q)
+        root = self._solve(
+            projected.detach(), upper.detach(), tilde.detach(), rho.detach(), bias.detach()
+        )
         # One Newton step under autograd: the value stays the root (to rounding), and its
         # gradient is the implicit function theorem's, -(dg/dv)^-1 dg/dtheta.
-        pre_activation = root @ tilde.T + self.bias
-        tanh = torch.tanh(pre_activation)
-        residual = root + tanh @ upper.T - projected
+        tanh = torch.tanh(_times(root, tilde) + bias)
+        residual = root + _times(tanh, upper) - projected
         slope = (1 - tanh.detach().square()).unsqueeze(-1) * tilde.detach()
         jacobian = torch.eye(self.columns, dtype=x.dtype, device=x.device) + upper.detach() @ slope
         correction = torch.linalg.solve_triangular(jacobian, residual.unsqueeze(-1), upper=True)
         root = root - correction.squeeze(-1)
-        pre_activation = root @ tilde.T + self.bias
-        z = x - (torch.tanh(pre_activation) @ upper.T) @ q.T
+        pre_activation = _times(root, tilde) + bias
+        z = x - _embed(_times(torch.tanh(pre_activation), upper), q)
         return z, -self._log_abs_det(pre_activation, rho)
 
-    def _solve(self, projected: Tensor, upper: Tensor, tilde: Tensor, rho: Tensor) -> Tensor:
+    def _solve(
+        self, projected: Tensor, upper: Tensor, tilde: Tensor, rho: Tensor, bias: Tensor
+    ) -> Tensor:
         r"""Solve :math:`v + R \tanh(\tilde R v + b) = Q^T x` for :math:`v`, last entry first.
 
         Both factors are upper triangular, so entry :math:`i` of the left side depends on
         :math:`v_i, \dots, v_M` only, and increases in :math:`v_i` with slope
         :math:`1 + \rho_i \tanh' > 0`: given the later entries it is one bracketed scalar root.
         """
-        bias = self.bias.detach()
         root = torch.zeros_like(projected)
         activations = torch.zeros_like(projected)
         for i in reversed(range(self.columns)):
-            offset = root[..., i + 1 :] @ tilde[i, i + 1 :] + bias[i]
-            target = projected[..., i] - activations[..., i + 1 :] @ upper[i, i + 1 :]
-            scale, weight = upper[i, i], tilde[i, i]
+            later = slice(i + 1, None)
+            offset = (root[..., later] * tilde[..., i, later]).sum(-1) + bias[..., i]
+            target = projected[..., i] - (activations[..., later] * upper[..., i, later]).sum(-1)
+            scale, weight = upper[..., i, i], tilde[..., i, i]
 
             def equation(
-                v: Tensor, scale=scale, weight=weight, offset=offset, rho=rho[i]
+                v: Tensor, scale=scale, weight=weight, offset=offset, rho=rho[..., i]
             ) -> tuple[Tensor, Tensor]:
                 tanh = torch.tanh(weight * v + offset)
                 return v + scale * tanh, 1 + rho * (1 - tanh.square())
@@ -170,16 +226,20 @@ class OrthogonalSylvester(_Sylvester):
     last to the first, each bracketed and solved by safeguarded Newton to working precision
     (:math:`M` sequential solves of typically 5-10 iterations). Gradients of ``forward`` are exact
     by the implicit function theorem (one differentiable Newton step at the root). The map starts
-    as the identity (:math:`R = 0`).
+    as the identity (:math:`R = 0`). With ``context_features`` it is amortised, as in the paper:
+    each sample's raw parameters (those of :math:`Q` included) are the shared ones plus a linear
+    function of its context (an encoder's output), zero at the start.
 
     Args:
         features: Size ``D`` of the vectors.
         columns: Number ``M`` of hidden units and of orthonormal columns, at most ``D``
             (``D`` by default).
+        context_features: Size ``C`` of the context vectors, or None for one map for all.
         seed: Seed of the random initial matrices (None draws from torch's global generator).
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, D)``; ``context``: ``(*batch, C)``; ``z`` like ``x``;
+        ``log_abs_det``: ``(*batch,)``.
 
     References:
         van den Berg, Hasenclever, Tomczak & Welling, Sylvester Normalizing Flows for Variational
@@ -193,15 +253,24 @@ class OrthogonalSylvester(_Sylvester):
     """
 
     def __init__(
-        self, features: int, columns: int | None = None, *, seed: int | None = None
+        self,
+        features: int,
+        columns: int | None = None,
+        *,
+        context_features: int | None = None,
+        seed: int | None = None,
     ) -> None:
         columns = features if columns is None else columns
-        super().__init__(features, columns, seed)
+        super().__init__(features, columns, context_features, seed)
         generator = torch.Generator().manual_seed(seed + 1) if seed is not None else None
         self.matrix = nn.Parameter(torch.randn(self.features, self.columns, generator=generator))
+        self._amortize()
 
-    def _orthogonal(self) -> Tensor:
-        return torch.linalg.qr(self.matrix)[0]
+    def _orthogonal_parameters(self) -> tuple[Tensor, ...]:
+        return (self.matrix,)
+
+    def _orthogonal(self, *raw: Tensor) -> Tensor:
+        return torch.linalg.qr(raw[0])[0]
 
 
 class HouseholderSylvester(_Sylvester):
@@ -228,15 +297,19 @@ class HouseholderSylvester(_Sylvester):
     last to the first, each bracketed and solved by safeguarded Newton to working precision
     (:math:`M` sequential solves of typically 5-10 iterations). Gradients of ``forward`` are exact
     by the implicit function theorem (one differentiable Newton step at the root). The map starts
-    as the identity (:math:`R = 0`).
+    as the identity (:math:`R = 0`). With ``context_features`` it is amortised, as in the paper:
+    each sample's raw parameters (those of :math:`Q` included) are the shared ones plus a linear
+    function of its context (an encoder's output), zero at the start.
 
     Args:
         features: Size ``D`` of the vectors.
         reflections: Number ``k`` of reflections (``D`` by default; the paper uses few).
+        context_features: Size ``C`` of the context vectors, or None for one map for all.
         seed: Seed of the random initial matrices (None draws from torch's global generator).
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, D)``; ``context``: ``(*batch, C)``; ``z`` like ``x``;
+        ``log_abs_det``: ``(*batch,)``.
 
     References:
         van den Berg, Hasenclever, Tomczak & Welling, Sylvester Normalizing Flows for Variational
@@ -250,18 +323,27 @@ class HouseholderSylvester(_Sylvester):
     """
 
     def __init__(
-        self, features: int, reflections: int | None = None, *, seed: int | None = None
+        self,
+        features: int,
+        reflections: int | None = None,
+        *,
+        context_features: int | None = None,
+        seed: int | None = None,
     ) -> None:
-        super().__init__(features, features, seed)
+        super().__init__(features, features, context_features, seed)
         count = self.features if reflections is None else reflections
         self.reflections = check_int("HouseholderSylvester", "reflections", count, 1)
         generator = torch.Generator().manual_seed(seed + 1) if seed is not None else None
         self.vectors = nn.Parameter(
             torch.randn(self.reflections, self.features, generator=generator)
         )
+        self._amortize()
 
-    def _orthogonal(self) -> Tensor:
-        return householder_product(self.vectors)
+    def _orthogonal_parameters(self) -> tuple[Tensor, ...]:
+        return (self.vectors,)
+
+    def _orthogonal(self, *raw: Tensor) -> Tensor:
+        return householder_product(raw[0])
 
     def extra_repr(self) -> str:
         """Features and reflections, for ``repr``."""
@@ -292,15 +374,19 @@ class TriangularSylvester(_Sylvester):
     last to the first, each bracketed and solved by safeguarded Newton to working precision
     (:math:`M` sequential solves of typically 5-10 iterations). Gradients of ``forward`` are exact
     by the implicit function theorem (one differentiable Newton step at the root). The map starts
-    as the identity (:math:`R = 0`).
+    as the identity (:math:`R = 0`). With ``context_features`` it is amortised, as in the paper:
+    each sample's raw parameters (those of :math:`Q` included) are the shared ones plus a linear
+    function of its context (an encoder's output), zero at the start.
 
     Args:
         features: Size ``D`` of the vectors.
         reverse: Take :math:`Q` as the reversal permutation instead of the identity.
+        context_features: Size ``C`` of the context vectors, or None for one map for all.
         seed: Seed of the random initial matrices (None draws from torch's global generator).
 
     Shapes:
-        ``x``: ``(*batch, D)``; ``z`` the same; ``log_abs_det``: ``(*batch,)``.
+        ``x``: ``(*batch, D)``; ``context``: ``(*batch, C)``; ``z`` like ``x``;
+        ``log_abs_det``: ``(*batch,)``.
 
     References:
         van den Berg, Hasenclever, Tomczak & Welling, Sylvester Normalizing Flows for Variational
@@ -315,13 +401,24 @@ class TriangularSylvester(_Sylvester):
 
     permutation: Tensor
 
-    def __init__(self, features: int, *, reverse: bool = False, seed: int | None = None) -> None:
-        super().__init__(features, features, seed)
+    def __init__(
+        self,
+        features: int,
+        *,
+        reverse: bool = False,
+        context_features: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(features, features, context_features, seed)
         self.reverse = check_bool("TriangularSylvester", "reverse", reverse)
         eye = torch.eye(self.features)
         self.register_buffer("permutation", eye.flip(-1) if self.reverse else eye)
+        self._amortize()
 
-    def _orthogonal(self) -> Tensor:
+    def _orthogonal_parameters(self) -> tuple[Tensor, ...]:
+        return ()
+
+    def _orthogonal(self, *raw: Tensor) -> Tensor:
         return self.permutation
 
     def extra_repr(self) -> str:

@@ -147,3 +147,27 @@ def test_bad_input_names_what_was_expected():
     raises_with(ValueError, lambda: planar(torch.randn(4, 2)), "Planar", "(3)", "(4, 2)")
     raises_with(ValueError, lambda: planar.inverse(torch.randn(2)), "Planar", "latent", "(2)")
     raises_with(TypeError, lambda: planar(torch.ones(2, 3, dtype=torch.long)), "floating")
+
+
+def test_amortised_parameters_are_the_shared_ones_plus_a_linear_map_of_the_context():
+    generator = torch.Generator().manual_seed(0)
+    amortised = Planar(3, context_features=2, seed=0).double()
+    with torch.no_grad():
+        for parameter in amortised.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=F64))
+    context = torch.randn(4, 2, generator=generator, dtype=F64)
+    z = torch.randn(4, 3, generator=generator, dtype=F64)
+    with torch.no_grad():
+        x, log_abs_det = amortised.inverse(z, context)
+        offsets = context @ amortised.amortizer.linear.weight.T
+    for row in range(4):
+        du, dw, db = offsets[row].split([3, 3, 1])
+        alone = _planar(amortised.u + du, amortised.w + dw, float(amortised.b.detach() + db))
+        with torch.no_grad():
+            x_row, log_abs_det_row = alone.inverse(z[row])
+        torch.testing.assert_close(x[row], x_row)
+        torch.testing.assert_close(log_abs_det[row], log_abs_det_row)
+    with torch.no_grad():
+        torch.testing.assert_close(amortised(x, context)[0], z)
+    raises_with(ValueError, lambda: amortised(x), "Planar", "context", "(*batch, 2)", "None")
+    raises_with(ValueError, lambda: amortised(x, context[:, :1]), "context", "(2)", "(4, 1)")

@@ -122,3 +122,30 @@ def test_bad_input_names_what_was_expected():
     radial = Radial(2)
     raises_with(ValueError, lambda: radial(torch.randn(4, 3)), "Radial", "(2)", "(4, 3)")
     raises_with(ValueError, lambda: radial.inverse(torch.randn(3)), "Radial", "latent", "(3)")
+
+
+def test_amortised_parameters_are_the_shared_ones_plus_a_linear_map_of_the_context():
+    generator = torch.Generator().manual_seed(0)
+    amortised = Radial(3, context_features=2, seed=0).double()
+    with torch.no_grad():
+        for parameter in amortised.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=F64))
+    context = torch.randn(4, 2, generator=generator, dtype=F64)
+    z = torch.randn(4, 3, generator=generator, dtype=F64)
+    with torch.no_grad():
+        x, log_abs_det = amortised.inverse(z, context)
+        offsets = context @ amortised.amortizer.linear.weight.T
+    for row in range(4):
+        reference, raw_alpha, raw_beta = offsets[row].split([3, 1, 1])
+        alone = _radial(
+            amortised.reference + reference,
+            float(amortised.raw_alpha.detach() + raw_alpha),
+            float(amortised.raw_beta.detach() + raw_beta),
+        )
+        with torch.no_grad():
+            x_row, log_abs_det_row = alone.inverse(z[row])
+        torch.testing.assert_close(x[row], x_row)
+        torch.testing.assert_close(log_abs_det[row], log_abs_det_row)
+    with torch.no_grad():
+        torch.testing.assert_close(amortised(x, context)[0], z)
+    raises_with(ValueError, lambda: amortised(x), "Radial", "context", "None")

@@ -11,6 +11,7 @@ from flowkit.bijectors import (
     HouseholderSylvester,
     OrthogonalSylvester,
     TriangularSylvester,
+    householder_product,
 )
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.testing import check_bijector
@@ -43,8 +44,7 @@ def _randomised(name: str, seed: int, scale: float):
 def test_constraint_holds_for_any_raw_parameters(name, seed, scale):
     flow = _randomised(name, seed, scale)
     with torch.no_grad():
-        q = flow._orthogonal()
-        upper, tilde, rho = flow.triangular_factors()
+        q, upper, tilde, rho, _ = flow.factors()
     columns = flow.columns
     torch.testing.assert_close(q.T @ q, torch.eye(columns, dtype=F64), atol=1e-12, rtol=0)
     assert bool((rho > -1).all())
@@ -100,8 +100,8 @@ def test_starts_as_the_identity(name):
 
 def test_triangular_orders_are_the_identity_and_the_reversal():
     eye = torch.eye(3)
-    assert torch.equal(TriangularSylvester(3)._orthogonal(), eye)
-    assert torch.equal(TriangularSylvester(3, reverse=True)._orthogonal(), eye.flip(-1))
+    assert torch.equal(TriangularSylvester(3).factors()[0], eye)
+    assert torch.equal(TriangularSylvester(3, reverse=True).factors()[0], eye.flip(-1))
 
 
 @pytest.mark.parametrize("name", ["orthogonal-bottleneck", "householder", "triangular"])
@@ -151,3 +151,50 @@ def test_bad_input_names_what_was_expected():
     flow = OrthogonalSylvester(3)
     raises_with(ValueError, lambda: flow(torch.randn(2, 4)), "OrthogonalSylvester", "(3)")
     raises_with(ValueError, lambda: flow.inverse(torch.randn(2, 2)), "latent", "(2, 2)")
+
+
+AMORTISED = {
+    "orthogonal": lambda: OrthogonalSylvester(4, 3, context_features=2, seed=0),
+    "householder": lambda: HouseholderSylvester(4, 2, context_features=2, seed=0),
+    "triangular": lambda: TriangularSylvester(4, reverse=True, context_features=2, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AMORTISED))
+def test_amortised_flows_start_as_the_shared_map_and_follow_the_context(name):
+    amortised = AMORTISED[name]().double()
+    generator = torch.Generator().manual_seed(1)
+    shared = {n: p for n, p in amortised.named_parameters() if not n.startswith("amortizer")}
+    with torch.no_grad():
+        for parameter in shared.values():
+            parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=F64))
+    context = torch.randn(5, 2, generator=generator, dtype=F64)
+    z = torch.randn(5, 4, generator=generator, dtype=F64)
+    with torch.no_grad():
+        x_shared, log_abs_det_shared = amortised.inverse(z, torch.zeros_like(context))
+        # Zero weights at the start: every context gives the shared map.
+        x, log_abs_det = amortised.inverse(z, context)
+        torch.testing.assert_close(x, x_shared)
+        amortised.amortizer.linear.weight.normal_(generator=generator)
+        x, log_abs_det = amortised.inverse(z, context)
+        assert (x - x_shared).abs().amax(-1).min() > 1e-3
+        # Each row is the map of its own parameters: evaluated alone, it gives the same.
+        x_first, _ = amortised.inverse(z[:1], context[:1])
+        torch.testing.assert_close(x_first, x[:1])
+        z_back, forward_log_abs_det = amortised(x, context)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(forward_log_abs_det, -log_abs_det)
+    flow = Flow(StandardNormal((4,)), amortised, context_shape=(2,)).double()
+    with torch.no_grad():
+        samples, log_q = flow.sample_and_log_prob(None, context)
+        torch.testing.assert_close(flow.log_prob(samples, context), log_q)
+    raises_with(ValueError, lambda: amortised(x), "context", "None")
+
+
+def test_householder_product_of_a_batch_is_the_product_of_each():
+    vectors = torch.randn(3, 2, 4, 4, dtype=F64)
+    batched = householder_product(vectors)
+    assert batched.shape == (3, 2, 4, 4)
+    for i in range(3):
+        for j in range(2):
+            torch.testing.assert_close(batched[i, j], householder_product(vectors[i, j]))
