@@ -96,7 +96,9 @@ class Planar(Bijector):
 
     def _map_parameters(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         r""":math:`\hat u, w, b` and :math:`w^T \hat u`, one set per sample if amortised."""
-        u, w, b = self.u, self.w, self.b
+        u: Tensor = self.u
+        w: Tensor = self.w
+        b: Tensor = self.b
         if self.amortizer is not None:
             u, w, b = self.amortizer.offset((u, w, b), context)
         inner = (w * u).sum(-1)

@@ -82,7 +82,9 @@ class Radial(Bijector):
 
     def _map_parameters(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         r""":math:`z_0, \alpha, \beta`, one set per sample if amortised."""
-        reference, raw_alpha, raw_beta = self.reference, self.raw_alpha, self.raw_beta
+        reference: Tensor = self.reference
+        raw_alpha: Tensor = self.raw_alpha
+        raw_beta: Tensor = self.raw_beta
         if self.amortizer is not None:
             reference, raw_alpha, raw_beta = self.amortizer.offset(
                 (reference, raw_alpha, raw_beta), context
