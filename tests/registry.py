@@ -50,6 +50,7 @@ from flowkit.initialization import DataDependentInit, initialize
 from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2d
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
 from tests.registry_autoregressive import ENTRIES as AUTOREGRESSIVE_ENTRIES
+from tests.registry_flowpp import ENTRIES as FLOWPP_ENTRIES
 from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
 from tests.registry_variational import ENTRIES as VARIATIONAL_ENTRIES
 
@@ -463,8 +464,8 @@ REGISTRY: list[Case] = [
     ),
 ]
 
-# Dense vector linear maps, batch normalisation, autoregressive, spline and variational-inference
-# bijectors, whose constructors take fixed shapes.
+# Dense vector linear maps, batch normalisation, autoregressive, spline, variational-inference
+# and Flow++ bijectors, whose constructors take fixed shapes.
 REGISTRY += [
     Case(
         case_id,
@@ -476,4 +477,5 @@ REGISTRY += [
     for case_id, make, event_shape, context, *options in LINEAR_ENTRIES
     + AUTOREGRESSIVE_ENTRIES
     + VARIATIONAL_ENTRIES
+    + FLOWPP_ENTRIES
 ]

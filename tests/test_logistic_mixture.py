@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
 from flowkit.bijectors import (
@@ -65,15 +68,17 @@ def test_forward_matches_the_written_out_cdf_and_autograd_derivative() -> None:
 
 
 def test_tails_stay_finite_where_the_cdf_rounds_to_zero_or_one() -> None:
-    # One component: logit F(x) = (x - mu) / s exactly, so y and log g' = a - log s are known.
+    # One component: logit F(x) = (x - mu) / s exactly, so y and log g' = tanh(a) - log s are
+    # known.
     mixture = LogisticMixtureCDF(1)
     x = torch.tensor([-300.0, -90.0, 90.0, 300.0])
     mean, log_scale, a, b = 0.5, 0.3, -0.2, 1.0
     theta = torch.tensor([0.0, mean, log_scale, a, b]).expand(4, 5)
     y, log_derivative = mixture(x, mixture.unpack(theta, -1))
-    expected = (x - mean) / torch.tensor(log_scale).exp() * torch.tensor(a).exp() + b
+    applied = torch.tanh(torch.tensor(a))
+    expected = (x - mean) / torch.tensor(log_scale).exp() * applied.exp() + b
     torch.testing.assert_close(y, expected)
-    torch.testing.assert_close(log_derivative, torch.full_like(x, a - log_scale))
+    torch.testing.assert_close(log_derivative, torch.full_like(x, float(applied) - log_scale))
 
 
 def test_log_scales_are_clamped_at_the_documented_minimum() -> None:
@@ -137,6 +142,46 @@ def test_inverse_gradients_follow_the_implicit_function_theorem() -> None:
     )
 
 
+# Network outputs as large as float64 allows without overflowing the mixture's own terms.
+RAW = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@given(
+    theta=arrays("float64", (6, PARAMS), elements=RAW),
+    x=arrays("float64", (6,), elements=st.floats(-50, 50)),
+)
+def test_tanh_bounds_the_affine_log_scale_for_any_network_output(theta, x) -> None:
+    theta, x = torch.from_numpy(theta), torch.from_numpy(x)
+    bounded, unbounded = (
+        LogisticMixtureCDF(COMPONENTS),
+        LogisticMixtureCDF(COMPONENTS, tanh_scale=False),
+    )
+    neutral = theta.clone()
+    neutral[:, 3 * COMPONENTS] = 0.0
+    # The affine log-scale adds to the log-derivative and nothing else depends on it.
+    _, with_scale = bounded(x, bounded.unpack(theta, -1))
+    _, without = bounded(x, bounded.unpack(neutral, -1))
+    assert with_scale is not None and without is not None
+    shift = with_scale - without
+    assert bool((shift.abs() <= 1.0).all())
+    torch.testing.assert_close(shift, torch.tanh(theta[:, 3 * COMPONENTS]), atol=1e-9, rtol=0)
+    # Unbounded, the raw output itself is the log-scale.
+    _, raw = unbounded(x, unbounded.unpack(theta, -1))
+    assert raw is not None
+    torch.testing.assert_close(raw - without, theta[:, 3 * COMPONENTS], atol=1e-9, rtol=1e-12)
+
+
+def test_tanh_scale_inverse_undoes_the_bounded_affine_map() -> None:
+    mixture = LogisticMixtureCDF(COMPONENTS)
+    theta, params = _params(mixture, (50,), 4.0, seed=3)
+    x = torch.randn(50, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    y, log_derivative = mixture(x, params)
+    back, inverse_log_derivative = mixture.inverse(y, params)
+    torch.testing.assert_close(back, x, atol=1e-9, rtol=0)
+    assert inverse_log_derivative is not None and log_derivative is not None
+    torch.testing.assert_close(inverse_log_derivative, -log_derivative)
+
+
 CONTRACT_CASES = {
     "coupling-mlp": (
         lambda: Coupling(
@@ -164,6 +209,15 @@ CONTRACT_CASES = {
         ),
         (4,),
         (3,),
+    ),
+    "coupling-mlp-unbounded-scale": (
+        lambda: Coupling(
+            MLP(2, 3 * PARAMS, (8,), zero_init=False),
+            channel_mask(5, event_rank=1),
+            LogisticMixtureCDF(COMPONENTS, tanh_scale=False),
+        ),
+        (5,),
+        None,
     ),
     "autoregressive-made": (
         lambda: Autoregressive(MADE(3, PARAMS, (8,)), LogisticMixtureCDF(COMPONENTS), (3,)),
@@ -194,6 +248,7 @@ def test_contract_float32(name: str) -> None:
         ({"components": 2.0}, TypeError, "components"),
         ({"tolerance": 0.0}, ValueError, "tolerance"),
         ({"max_iterations": 0}, ValueError, "max_iterations"),
+        ({"tanh_scale": 1}, TypeError, "tanh_scale as a bool"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict, error: type, match: str) -> None:

@@ -24,6 +24,7 @@ from flowkit.bijectors.elementwise import (
     Softplus,
     Tanh,
 )
+from flowkit.bijectors.halves import SplitApply
 from flowkit.bijectors.interop import BijectorTransform, TransformBijector, from_transform
 from flowkit.bijectors.linear import AffineConv1x1, InvertibleConv1x1, Permute
 from flowkit.bijectors.linear_vector import (
@@ -58,6 +59,7 @@ __all__ = [
     "MaskSplit",
     "ChannelSplit",
     "CheckerboardSplit",
+    "SplitApply",
     "SplineMap",
     "ElementwiseMap",
     "AffineMap",

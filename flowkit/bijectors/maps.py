@@ -225,21 +225,23 @@ class LogisticMixtureCDF(ElementwiseMap):
 
     .. math::
 
-        y = \sigma^{-1}\big(F(x)\big)\, e^{a} + b, \qquad
+        y = \sigma^{-1}\big(F(x)\big)\, e^{\tanh(a)} + b, \qquad
         F(x) = \sum_{k=1}^{K} \pi_k\, \sigma\Big(\frac{x - \mu_k}{s_k}\Big),
 
     with :math:`\sigma` the logistic sigmoid, :math:`\pi = \mathrm{softmax}(\ell)` and
     :math:`\log s_k` clamped below at ``MIN_MIXTURE_LOG_SCALE`` (-7, as Flow++). The
-    log-derivative is :math:`\log f(x) - \log F(x) - \log(1 - F(x)) + a`, where
+    log-derivative is :math:`\log f(x) - \log F(x) - \log(1 - F(x)) + \tanh(a)`, where
     :math:`f = F'`; every term is a ``logsumexp`` of log-sigmoids, so it stays finite far in the
     tails where :math:`F` rounds to 0 or 1.
 
     Each element has :math:`P = 3K + 2` raw parameters, in this order: the ``K`` logits
     :math:`\ell`, the ``K`` means :math:`\mu`, the ``K`` log-scales :math:`\log s`, then
     :math:`a` and :math:`b`. All zero is exactly the identity (one standard logistic, whose logit
-    CDF is :math:`x`).
+    CDF is :math:`x`). As in Flow++'s official code the affine log-scale is :math:`\tanh(a)`, so the
+    affine part scales by :math:`e^{-1}` to :math:`e` whatever the network outputs;
+    ``tanh_scale=False`` applies :math:`a` itself (unbounded).
 
-    The inverse undoes the affine map, :math:`w = (y - b) e^{-a}`, and solves
+    The inverse undoes the affine map, :math:`w = (y - b) e^{-\tanh(a)}`, and solves
     :math:`\sigma^{-1}(F(x)) = w` by bisection. Component :math:`k` alone reaches
     :math:`\sigma(w)` at :math:`\mu_k + s_k w`, so the root lies between the smallest and the
     largest of these points; the bracket is halved until it is narrower than ``tolerance`` (at
@@ -256,6 +258,7 @@ class LogisticMixtureCDF(ElementwiseMap):
         tolerance: Absolute error of the inverse in :math:`x`; None takes ``1e-12`` in float64
             and ``1e-6`` in other dtypes.
         max_iterations: Most bisection steps of one inverse.
+        tanh_scale: Bound the affine log-scale by :math:`\tanh` (Flow++'s official code).
 
     References:
         Ho, Chen, Srinivas, Duan & Abbeel, Flow++: Improving Flow-Based Generative Models with
@@ -270,9 +273,17 @@ class LogisticMixtureCDF(ElementwiseMap):
     """
 
     def __init__(
-        self, components: int = 4, *, tolerance: float | None = None, max_iterations: int = 100
+        self,
+        components: int = 4,
+        *,
+        tolerance: float | None = None,
+        max_iterations: int = 100,
+        tanh_scale: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(tanh_scale, bool):
+            raise TypeError(f"LogisticMixtureCDF expects tanh_scale as a bool, got {tanh_scale!r}")
+        self.tanh_scale = tanh_scale
         self.components = check_int("LogisticMixtureCDF", "components", components, 1)
         self.tolerance = check_float(
             "LogisticMixtureCDF", "tolerance", tolerance, 0.0, exclusive_minimum=True, optional=True
@@ -281,14 +292,19 @@ class LogisticMixtureCDF(ElementwiseMap):
         self.params_per_element = 3 * self.components + 2
 
     def unpack(self, theta: Tensor, dim: int) -> Params:
-        """Logits, means and log-scales (each with ``K`` on the last axis), then ``a`` and ``b``."""
+        r"""Logits, means and log-scales (each with ``K`` on the last axis), then ``a`` and ``b``.
+
+        ``a`` is returned as the applied log-scale: :math:`\tanh` of the raw output when
+        ``tanh_scale``.
+        """
         theta = theta.movedim(dim, -1)
         k = self.components
+        log_scale = theta[..., 3 * k]
         return (
             theta[..., :k],
             theta[..., k : 2 * k],
             theta[..., 2 * k : 3 * k],
-            theta[..., 3 * k],
+            torch.tanh(log_scale) if self.tanh_scale else log_scale,
             theta[..., 3 * k + 1],
         )
 
@@ -368,5 +384,5 @@ class LogisticMixtureCDF(ElementwiseMap):
         """Components, tolerance and iteration cap, for ``repr``."""
         return (
             f"components={self.components}, tolerance={self.tolerance}, "
-            f"max_iterations={self.max_iterations}"
+            f"max_iterations={self.max_iterations}, tanh_scale={self.tanh_scale}"
         )

@@ -26,13 +26,16 @@ class ActNorm(ActNormBase, Bijector):
     their initialisation and the scale formula are those of :class:`flowkit.nn.ActNorm`, the same
     map as a network layer.
 
-    :math:`\log|\det J| = (\prod \text{spatial sizes}) \sum_c s_c`.
+    :math:`\log|\det J| = (\prod \text{spatial sizes}) \sum_c s_c`. With ``spatial_shape`` the
+    parameters are per channel and position (Flow++'s official ``Norm``), initialised from the
+    batch alone, and :math:`\log|\det J|` is the sum of all :math:`s`.
 
     Args:
         channels: Number of channels ``C`` (the first event dimension).
         event_rank: 3 for images ``(C, H, W)``, 1 for vectors ``(C,)``.
         log_scale_factor: Multiplier between the stored and the applied log-scale.
         scale: Target standard deviation after initialisation.
+        spatial_shape: Spatial sizes for parameters per position (e.g. ``(H, W)``), or None.
 
     Shapes:
         ``x``: ``(*batch, C, *spatial)`` with ``event_rank - 1`` spatial dims; ``z`` the same;
@@ -50,10 +53,15 @@ class ActNorm(ActNormBase, Bijector):
     """
 
     def _event_pattern(self) -> tuple[int | None, ...]:
+        if self.spatial_shape is not None:
+            return (self.channels, *self.spatial_shape)
         return (self.channels,) + (None,) * (self.event_rank - 1)
 
     def _log_abs_det(self, x: Tensor, log_scale: Tensor) -> Tensor:
-        positions = math.prod(x.shape[x.dim() - self.event_rank + 1 :])
+        # Each parameter scales the positions it is shared by: all of them, or one.
+        positions = math.prod(x.shape[x.dim() - self.event_rank + 1 :]) // math.prod(
+            log_scale.shape[1:]
+        )
         return (log_scale.sum() * positions).expand(x.shape[: x.dim() - self.event_rank])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -12,19 +12,27 @@ from torch import Tensor
 from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 
-__all__ = ["Flatten", "Patchify", "Reshape", "Squeeze"]
+__all__ = ["SQUEEZE_ORDERS", "Flatten", "Patchify", "Reshape", "Squeeze"]
+
+# The channel layouts of a squeeze: PyTorch's pixel_unshuffle (and Glow's official squeeze2d)
+# put the input channel first; TensorFlow's space_to_depth puts the patch offset first.
+SQUEEZE_ORDERS = ("channel_major", "position_major")
 
 
 class Squeeze(Bijector):
     r"""Space-to-depth: each ``factor x factor`` patch becomes ``factor**2`` channels.
 
-    ``(C, H, W) -> (C * f^2, H / f, W / f)``, exactly ``torch.nn.functional.pixel_unshuffle``:
-    output channel ``c * f^2 + i * f + j`` holds input channel ``c`` at offset ``(i, j)`` of each
-    patch, which is also the layout of Glow's official ``squeeze2d``. The inverse is
-    ``pixel_shuffle``; :math:`\log|\det J| = 0`.
+    ``(C, H, W) -> (C * f^2, H / f, W / f)``. With ``order="channel_major"`` (the default) this is
+    exactly ``torch.nn.functional.pixel_unshuffle``: output channel ``c * f^2 + i * f + j`` holds
+    input channel ``c`` at offset ``(i, j)`` of each patch, which is also the layout of Glow's
+    official ``squeeze2d``; the inverse is ``pixel_shuffle``. With ``order="position_major"``
+    output channel ``(i * f + j) * C + c`` holds it instead: the layout of TensorFlow's
+    ``space_to_depth`` (and of Flow++'s official code, which squeezes with it).
+    :math:`\log|\det J| = 0`.
 
     Args:
         factor: Patch size ``f``; ``H`` and ``W`` must be divisible by it.
+        order: ``"channel_major"`` or ``"position_major"``, the channel layout above.
 
     References:
         Dinh, Sohl-Dickstein & Bengio, Density estimation using Real NVP (2017), 3.6.
@@ -36,20 +44,28 @@ class Squeeze(Bijector):
 
     event_rank = 3
 
-    def __init__(self, factor: int = 2) -> None:
+    def __init__(self, factor: int = 2, *, order: str = "channel_major") -> None:
         super().__init__()
         if factor < 1:
             raise ValueError(f"Squeeze expects factor >= 1, got {factor}")
+        if order not in SQUEEZE_ORDERS:
+            raise ValueError(f"Squeeze expects order in {SQUEEZE_ORDERS}, got {order!r}")
         self.factor = int(factor)
+        self.order = order
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Move each patch into channels; the log-determinant is zero."""
         self.forward_shape(x.shape)
-        return _pixel_op(F.pixel_unshuffle, x, self.factor), x.new_zeros(x.shape[:-3])
+        z = _pixel_op(F.pixel_unshuffle, x, self.factor)
+        if self.order == "position_major":
+            z = _swap_channel_factors(z, x.shape[-3], self.factor**2)
+        return z, x.new_zeros(x.shape[:-3])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Move the channels back into patches; the log-determinant is zero."""
         self.inverse_shape(z.shape)
+        if self.order == "position_major":
+            z = _swap_channel_factors(z, self.factor**2, z.shape[-3] // self.factor**2)
         return _pixel_op(F.pixel_shuffle, z, self.factor), z.new_zeros(z.shape[:-3])
 
     def forward_shape(self, shape: Shape) -> torch.Size:
@@ -78,8 +94,15 @@ class Squeeze(Bijector):
         return torch.Size((*batch, channels // (f * f), height * f, width * f))
 
     def extra_repr(self) -> str:
-        """The patch size, for ``repr``."""
-        return f"factor={self.factor}"
+        """The patch size and channel order, for ``repr``."""
+        return f"factor={self.factor}, order={self.order!r}"
+
+
+def _swap_channel_factors(x: Tensor, outer: int, inner: int) -> Tensor:
+    """Channel ``a * inner + b`` becomes channel ``b * outer + a`` (a transpose of the factors)."""
+    shape = x.shape
+    grouped = x.reshape(shape[:-3] + (outer, inner) + shape[-2:])
+    return grouped.transpose(-4, -3).reshape(shape)
 
 
 def _pixel_op(op, x: Tensor, factor: int) -> Tensor:

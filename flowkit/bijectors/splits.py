@@ -176,10 +176,16 @@ class CheckerboardSplit(Split):
     the conditioner). Neighbours in the half-width image are neighbours on the board (two
     columns apart in a row, diagonal across rows), so convolutions stay local.
 
+    With ``alternate=False`` every row keeps the same column of each pair: the even columns (the
+    odd ones if ``flip``). That is the split of Flow++'s official code, whose
+    ``CheckerboardSplit`` separates even from odd columns.
+
     Args:
         height: Image height ``H``.
         width: Image width ``W``; must be even.
-        flip: Keep the pixels with :math:`(i + j)` odd.
+        flip: Keep the pixels with :math:`(i + j)` odd (odd columns without ``alternate``).
+        alternate: Alternate the kept column from row to row (a checkerboard); False keeps
+            whole columns.
         owner: Name of the bijector building the split, for error messages.
 
     Shapes:
@@ -205,7 +211,13 @@ class CheckerboardSplit(Split):
     event_rank = 3
 
     def __init__(
-        self, height: int, width: int, *, flip: bool = False, owner: str = "CheckerboardSplit"
+        self,
+        height: int,
+        width: int,
+        *,
+        flip: bool = False,
+        alternate: bool = True,
+        owner: str = "CheckerboardSplit",
     ) -> None:
         super().__init__()
         for name, value in (("height", height), ("width", width)):
@@ -216,8 +228,10 @@ class CheckerboardSplit(Split):
                 f"{owner} pairs the columns of each row, so it expects an even width, got {width}"
             )
         self.height, self.width, self.flip = height, width, bool(flip)
-        # In row i the kept pixel of the pair (2k, 2k + 1) is the first where (i + flip) is even.
-        rows = torch.arange(height).view(-1, 1)
+        self.alternate = bool(alternate)
+        # In row i the kept pixel of the pair (2k, 2k + 1) is the first where (i + flip) is even
+        # (where flip is False, for whole columns).
+        rows = torch.arange(height).view(-1, 1) * int(self.alternate)
         self.register_buffer("first_kept", (rows + int(self.flip)) % 2 == 0)
 
     def pattern(self) -> tuple[int | None, ...]:
@@ -240,7 +254,10 @@ class CheckerboardSplit(Split):
 
     def extra_repr(self) -> str:
         """Board size and colour, for ``repr``."""
-        return f"height={self.height}, width={self.width}, flip={self.flip}"
+        return (
+            f"height={self.height}, width={self.width}, flip={self.flip}, "
+            f"alternate={self.alternate}"
+        )
 
 
 def _check_mask(owner: str, mask: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
-from flowkit.nn.convattn import ConvAttn, ConvAttnBlock
+from flowkit.nn.convattn import ConvAttn, ConvAttnBlock, GatedConv, GatedConvNet
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
@@ -15,6 +15,8 @@ __all__ = [
     "ActNorm",
     "ConvAttn",
     "ConvAttnBlock",
+    "GatedConv",
+    "GatedConvNet",
     "CausalTransformer",
     "EdgeConv2d",
     "GlowConditioner",

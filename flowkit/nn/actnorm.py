@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -28,7 +30,9 @@ class ActNormBase(DataDependentInit):
     learning rate of the scale): :math:`s = ` ``log_scale * log_scale_factor``, computed by
     :meth:`applied_log_scale` and nowhere else. :func:`flowkit.initialize` sets ``bias`` and
     ``log_scale`` from a batch so that each channel of ``y`` has zero mean and standard deviation
-    ``scale`` over batch and spatial positions; until then the map is the identity.
+    ``scale`` over batch and spatial positions; until then the map is the identity. Given
+    ``spatial_shape``, ``b`` and ``s`` are kept per channel *and position* (Flow++'s official
+    ``Norm``), each set from the batch alone.
 
     Used by the network layer :class:`ActNorm` and by the bijector
     :class:`flowkit.bijectors.ActNorm`.
@@ -38,6 +42,8 @@ class ActNormBase(DataDependentInit):
         event_rank: 3 for images ``(C, H, W)``, 1 for vectors ``(C,)``.
         log_scale_factor: Multiplier between the stored and the applied log-scale.
         scale: Target standard deviation after initialisation.
+        spatial_shape: The ``event_rank - 1`` spatial sizes, for parameters per position; None
+            for parameters per channel.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class ActNormBase(DataDependentInit):
         event_rank: int = 3,
         log_scale_factor: float = 3.0,
         scale: float = 1.0,
+        spatial_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -58,7 +65,18 @@ class ActNormBase(DataDependentInit):
         self.event_rank = int(event_rank)
         self.log_scale_factor = float(log_scale_factor)
         self.scale = float(scale)
-        param_shape = (self.channels,) + (1,) * (self.event_rank - 1)
+        self.spatial_shape: tuple[int, ...] | None = None
+        if spatial_shape is not None:
+            sizes = tuple(spatial_shape)
+            if len(sizes) != self.event_rank - 1 or not all(
+                isinstance(size, int) and size >= 1 for size in sizes
+            ):
+                raise ValueError(
+                    f"{name} expects spatial_shape as {self.event_rank - 1} positive ints "
+                    f"(event_rank - 1), got {spatial_shape!r}"
+                )
+            self.spatial_shape = sizes
+        param_shape = (self.channels,) + (self.spatial_shape or (1,) * (self.event_rank - 1))
         self.bias = nn.Parameter(torch.zeros(param_shape))
         self.log_scale = nn.Parameter(torch.zeros(param_shape))
 
@@ -78,21 +96,29 @@ class ActNormBase(DataDependentInit):
         :math:`(W x + d + b) e^{s} = (e^{s} W) x + e^{s} (d + b)`.
         """
         self._check_initialized()
+        if self.spatial_shape is not None:
+            raise ValueError(
+                f"{type(self).__name__} with a scale per position cannot be folded into a "
+                "convolution"
+            )
         scale = torch.exp(self.applied_log_scale()).flatten()
         return scale, self.bias.flatten() * scale
 
     def _initialize_from(self, x: Tensor) -> None:
         name = type(self).__name__
         channel_dim = x.dim() - self.event_rank
-        per_channel = x.numel() // max(x.shape[channel_dim], 1)
+        if self.spatial_shape is None:
+            reduce_dims = [d for d in range(x.dim()) if d != channel_dim]
+        else:
+            reduce_dims = list(range(channel_dim))
+        per_channel = math.prod(x.shape[d] for d in reduce_dims)
         if per_channel < 2:
             # One value per channel has zero spread: the scale would become 1 / INIT_STD_EPS.
             raise ValueError(
                 f"{name} initialisation needs at least 2 values per channel (batch size times "
-                f"positions), got {per_channel} from input shape {tuple(x.shape)}; initialise "
-                "with a larger batch"
+                f"positions, or the batch size alone with a scale per position), got "
+                f"{per_channel} from input shape {tuple(x.shape)}; initialise with a larger batch"
             )
-        reduce_dims = [d for d in range(x.dim()) if d != channel_dim]
         mean = x.mean(dim=reduce_dims, keepdim=True)
         std = (x - mean).square().mean(dim=reduce_dims, keepdim=True).sqrt()
         rounding = _ROUNDING_EPSILONS * torch.finfo(x.dtype).eps * mean.abs()
@@ -120,7 +146,8 @@ class ActNormBase(DataDependentInit):
 
     def extra_repr(self) -> str:
         """Channels and event rank, for ``repr``."""
-        return f"{self.channels}, event_rank={self.event_rank}"
+        spatial = "" if self.spatial_shape is None else f", spatial_shape={self.spatial_shape}"
+        return f"{self.channels}, event_rank={self.event_rank}{spatial}"
 
 
 class ActNorm(ActNormBase):

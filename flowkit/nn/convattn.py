@@ -1,4 +1,4 @@
-"""Flow++'s conv-attn conditioner: gated residual convolutions and multi-head self-attention."""
+"""Flow++'s networks: gated residual convolutions, with multi-head self-attention (conv-attn)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvAttn", "ConvAttnBlock"]
+__all__ = ["CONTEXT_MODES", "ConvAttn", "ConvAttnBlock", "GatedConv", "GatedConvNet"]
 
 # Flow++'s official code initialises the position embeddings with this standard deviation.
 POSITION_INIT_STD = 0.01
 # Added to the channel variance in the layer norms (the official code's value).
 LAYER_NORM_EPS = 1e-5
+# Where a ConvAttn takes its context: projected into every block's gated convolution (the
+# official code's ``a_proj``), or concatenated to the network's input.
+CONTEXT_MODES = ("blocks", "input")
 
 
 def _concat_elu(x: Tensor) -> Tensor:
@@ -48,7 +51,9 @@ class ConvAttnBlock(nn.Module):
     unit :math:`\mathrm{glu}([a, b]) = a \odot \sigma(b)`:
 
     1. :math:`h \leftarrow \mathrm{LN}(h + \mathrm{glu}(W_2 \,\mathrm{drop}(\mathrm{ce}(
-       W_1 * \mathrm{ce}(h)))))` with :math:`W_1` a 3x3 and :math:`W_2` a 1x1 convolution;
+       W_1 * \mathrm{ce}(h) + V \mathrm{ce}(a)))))` with :math:`W_1` a 3x3 and :math:`W_2`,
+       :math:`V` 1x1 convolutions, :math:`a` the context (:math:`V` only with
+       ``context_channels``);
     2. :math:`h \leftarrow \mathrm{LN}(h + \mathrm{glu}(W_4\, \mathrm{drop}(\mathrm{MHA}(
        W_3 (h + e)))))`: multi-head self-attention over the :math:`H W` positions, with
        queries, keys and values from the 1x1 convolution :math:`W_3` of :math:`h` plus the
@@ -60,16 +65,23 @@ class ConvAttnBlock(nn.Module):
         channels: Width ``F`` of the block (input and output channels).
         heads: Attention heads; must divide ``channels``. 0 leaves out the attention half.
         dropout: Dropout probability after each nonlinearity (active in training mode only).
+        context_channels: Channels of the context :math:`a`; 0 for a block without context.
 
     Shapes:
-        ``h``: ``(B, F, H, W)``; ``position``: ``(F, H, W)`` or None; output ``(B, F, H, W)``.
+        ``h``: ``(B, F, H, W)``; ``position``: ``(F, H, W)`` or None; ``context``:
+        ``(B, context_channels, H, W)`` or None; output ``(B, F, H, W)``.
     """
 
-    def __init__(self, channels: int, *, heads: int = 4, dropout: float = 0.0) -> None:
+    def __init__(
+        self, channels: int, *, heads: int = 4, dropout: float = 0.0, context_channels: int = 0
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = nn.Dropout(dropout)
         self.conv = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.context_proj = (
+            nn.Conv2d(2 * context_channels, channels, 1) if context_channels else None
+        )
         self.conv_gate = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.conv_norm = _ChannelLayerNorm(channels)
         if heads:
@@ -77,9 +89,14 @@ class ConvAttnBlock(nn.Module):
             self.attn_gate = nn.Conv2d(channels, 2 * channels, 1)
             self.attn_norm = _ChannelLayerNorm(channels)
 
-    def forward(self, h: Tensor, position: Tensor | None = None) -> Tensor:
+    def forward(
+        self, h: Tensor, position: Tensor | None = None, context: Tensor | None = None
+    ) -> Tensor:
         """Gated convolution then (with heads) gated attention, each residual and normalised."""
-        c = self.dropout(_concat_elu(self.conv(_concat_elu(h))))
+        c = self.conv(_concat_elu(h))
+        if self.context_proj is not None and context is not None:
+            c = c + self.context_proj(_concat_elu(context))
+        c = self.dropout(_concat_elu(c))
         h = self.conv_norm(h + _gate(self.conv_gate(c)))
         if not self.heads:
             return h
@@ -100,8 +117,10 @@ class ConvAttn(nn.Module):
     ``3x3 conv -> blocks x ConvAttnBlock -> 3x3 conv``. Each :class:`ConvAttnBlock` is a gated
     residual convolution and a gated multi-head self-attention over all :math:`H W` positions,
     each followed by a layer norm over channels, with optional dropout. A context of the same
-    height and width (features of the conditioning image, say) is concatenated to the input's
-    channels. The last convolution starts at zero (``zero_init``), so a coupling built on this
+    height and width (features of the conditioning image, say) is projected into every block's
+    gated convolution (``context_mode="blocks"``, as Flow++'s official code does) or
+    concatenated to the input's channels (``"input"``). The last convolution starts at zero
+    (``zero_init``), so a coupling built on this
     network starts from the map its all-zero parameters give (the identity for Flow++'s map).
 
     Given ``spatial_shape``, a learned position embedding of shape ``(filters, H, W)`` (shared by
@@ -118,6 +137,7 @@ class ConvAttn(nn.Module):
             convolution network without attention.
         dropout: Dropout probability inside the blocks (0.2 for CIFAR-10).
         context_channels: Channels of the context; 0 for a network without context.
+        context_mode: ``"blocks"`` or ``"input"``, where the context enters (see above).
         spatial_shape: ``(H, W)`` for a learned position embedding, or None.
         zero_init: Start the output convolution at zero (False keeps torch's default
             initialisation, for a network whose output feeds other networks).
@@ -150,6 +170,7 @@ class ConvAttn(nn.Module):
         heads: int = 4,
         dropout: float = 0.0,
         context_channels: int = 0,
+        context_mode: str = "blocks",
         spatial_shape: Sequence[int] | None = None,
         zero_init: bool = True,
     ) -> None:
@@ -170,11 +191,19 @@ class ConvAttn(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ConvAttn expects dropout in [0, 1), got {dropout!r}")
+        if context_mode not in CONTEXT_MODES:
+            raise ValueError(
+                f"ConvAttn expects context_mode in {CONTEXT_MODES}, got {context_mode!r}"
+            )
         self.in_channels = in_channels
         self.context_channels = context_channels
-        self.input = nn.Conv2d(in_channels + context_channels, filters, 3, padding=1)
+        self.context_mode = context_mode
+        into_input = context_channels if context_mode == "input" else 0
+        into_blocks = context_channels if context_mode == "blocks" else 0
+        self.input = nn.Conv2d(in_channels + into_input, filters, 3, padding=1)
         self.blocks = nn.ModuleList(
-            ConvAttnBlock(filters, heads=heads, dropout=dropout) for _ in range(blocks)
+            ConvAttnBlock(filters, heads=heads, dropout=dropout, context_channels=into_blocks)
+            for _ in range(blocks)
         )
         self.output = nn.Conv2d(filters, out_channels, 3, padding=1)
         if zero_init:
@@ -198,10 +227,12 @@ class ConvAttn(nn.Module):
         """The network's output for ``x``, with ``context`` concatenated to its channels."""
         self._check(x, context)
         if context is not None:
-            x = torch.cat([x, context.to(x.dtype)], dim=1)
+            context = context.to(x.dtype)
+            if self.context_mode == "input":
+                x, context = torch.cat([x, context], dim=1), None
         h = self.input(x)
         for block in self.blocks:
-            h = block(h, self.position)
+            h = block(h, self.position, context)
         return self.output(h)
 
     def _check(self, x: Tensor, context: Tensor | None) -> None:
@@ -229,5 +260,91 @@ class ConvAttn(nn.Module):
                 )
 
     def extra_repr(self) -> str:
-        """Context channels and position embedding size, for ``repr``."""
-        return f"context_channels={self.context_channels}, spatial_shape={self.spatial_shape}"
+        """Context channels and mode, and position embedding size, for ``repr``."""
+        return (
+            f"context_channels={self.context_channels}, context_mode={self.context_mode!r}, "
+            f"spatial_shape={self.spatial_shape}"
+        )
+
+
+class GatedConv(nn.Module):
+    r"""A gated residual convolution, Flow++'s ``gated_conv`` without a context.
+
+    :math:`h + \mathrm{glu}(W_2 * \mathrm{drop}(\mathrm{ce}(W_1 * \mathrm{ce}(h))))`, where
+    :math:`\mathrm{ce}` is the concatenated ELU and :math:`\mathrm{glu}([a, b]) = a \odot
+    \sigma(b)`, as in :class:`ConvAttnBlock`; :math:`W_1` is a 3x3 convolution and :math:`W_2` a
+    ``kernel_size`` one. Without a normalisation, this is the block of Flow++'s dequantizer
+    feature network (the official ``gated_conv`` with ``use_nin=False``: both convolutions 3x3).
+
+    Args:
+        channels: Width ``F`` (input and output channels).
+        kernel_size: Size of :math:`W_2` (3 in the feature network, 1 in :class:`ConvAttnBlock`).
+        dropout: Dropout probability after the inner nonlinearity (training mode only).
+
+    Shapes:
+        ``h``: ``(B, F, H, W)``; output the same.
+    """
+
+    def __init__(self, channels: int, *, kernel_size: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.conv_gate = nn.Conv2d(
+            2 * channels, 2 * channels, kernel_size, padding=kernel_size // 2
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """The block's output: ``h`` plus the gated residual."""
+        c = self.dropout(_concat_elu(self.conv(_concat_elu(h))))
+        return h + _gate(self.conv_gate(c))
+
+
+class GatedConvNet(nn.Module):
+    r"""Flow++'s dequantizer feature network: a 3x3 convolution, then ``blocks`` :class:`GatedConv`.
+
+    The official code's "shallow processor" (``run_cifar.py``): a 3x3 projection to ``filters``
+    channels and three gated residual 3x3 convolutions, without attention or normalisation. Its
+    output (``filters`` channels) conditions every coupling of the dequantizer.
+
+    Args:
+        in_channels: Input channels.
+        filters: Width ``F`` and output channels (32 in Flow++).
+        blocks: Gated convolutions (3 in Flow++).
+        dropout: Dropout inside the blocks (training mode only).
+
+    Shapes:
+        ``x``: ``(B, in_channels, H, W)``; output ``(B, filters, H, W)``.
+
+    References:
+        Ho, Chen, Srinivas, Duan & Abbeel, Flow++ (2019), section 3.1 and the official code.
+
+    Example:
+        >>> GatedConvNet(6, 32, blocks=3)(torch.randn(2, 6, 8, 4)).shape
+        torch.Size([2, 32, 8, 4])
+    """
+
+    def __init__(
+        self, in_channels: int, filters: int = 32, *, blocks: int = 3, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("in_channels", in_channels, 1),
+            ("filters", filters, 1),
+            ("blocks", blocks, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"GatedConvNet expects {name} as an int >= {low}, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"GatedConvNet expects dropout in [0, 1), got {dropout!r}")
+        self.in_channels = in_channels
+        self.input = nn.Conv2d(in_channels, filters, 3, padding=1)
+        self.blocks = nn.Sequential(*(GatedConv(filters, dropout=dropout) for _ in range(blocks)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The features of ``x``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"GatedConvNet expects input of shape (B, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.blocks(self.input(x))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +33,14 @@ from flowkit.bijectors import (
     LogisticMixtureCDF,
     Logit,
     Split,
+    SplitApply,
     Squeeze,
     channel_mask,
 )
+from flowkit.bijectors.splits import ChannelSplit
 from flowkit.distributions import Dequantized, Flow, StandardNormal, VariationalDequantizer
-from flowkit.nn import ConvAttn
+from flowkit.distributions.dequantized import check_bits
+from flowkit.nn import ConvAttn, GatedConvNet
 
 __all__ = [
     "CheckerboardFeatures",
@@ -50,8 +54,13 @@ __all__ = [
 FLOWPP_LOGIT_ALPHA = 0.05
 # Most mixture components per element; the paper uses 32 (CIFAR-10) and 4 to 32 elsewhere.
 MAX_COMPONENTS = 4096
-# Pixel depth of the images; 8 bits is the usual, 5 and 3 bits are used for CelebA.
-MAX_BITS = 16
+# The choices of each architecture option, the official code's first.
+SPLITS = ("columns", "checkerboard")
+NORMS = ("position", "channel")
+MIXINGS = ("halves", "whole")
+SQUEEZE_ORDERS = ("position_major", "channel_major")
+CONTEXT_MODES = ("blocks", "input")
+FEATURE_NETWORKS = ("gated_conv", "conv_attn")
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,38 @@ class FlowPPConfig:
         feature_blocks: Blocks of the network computing those features (3).
         n_bits: Bits per pixel of the images the model describes (8).
         seed: Seed of every initial weight (None draws from torch's global generator).
+        tanh_scale: Bound each coupling's affine log-scale by ``tanh`` (official: True).
+        split: ``"columns"``: the "checkerboard" couplings keep even, then odd columns, as the
+            official ``CheckerboardSplit`` does; ``"checkerboard"``: a true checkerboard.
+        norm: ``"position"``: each step's normalisation has a scale and shift per channel and
+            position (the official ``Norm``); ``"channel"``: per channel (Glow's ActNorm).
+        mixing: ``"halves"``: each step mixes the channels of the two halves of its coupling's
+            split by two unconstrained 1x1 convolutions (the official ``Pointwise``);
+            ``"whole"``: one LU-factored 1x1 convolution over all channels (Glow's).
+        squeeze_order: Channel layout of the squeeze: ``"position_major"`` is TensorFlow's
+            ``space_to_depth`` (official); ``"channel_major"`` is ``pixel_unshuffle``.
+        context_mode: Where the dequantizer's couplings take the image features:
+            ``"blocks"``, projected into every block (official), or ``"input"``, concatenated to
+            the network's input.
+        feature_network: The dequantizer's feature network: ``"gated_conv"``, a 3x3 convolution
+            and ``feature_blocks`` gated residual convolutions (official), or ``"conv_attn"``, a
+            :class:`~flowkit.nn.ConvAttn` with attention and layer norms.
+
+    Each architecture option defaults to the official code's choice. A stored config without
+    them (written before they existed) is read with :attr:`STORED_DEFAULTS`, the architecture
+    it was built with.
     """
+
+    # The architecture of configs stored before these options existed.
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "tanh_scale": False,
+        "split": "checkerboard",
+        "norm": "channel",
+        "mixing": "whole",
+        "squeeze_order": "channel_major",
+        "context_mode": "input",
+        "feature_network": "conv_attn",
+    }
 
     input_shape: tuple[int, int, int] = (3, 32, 32)
     filters: int = 96
@@ -92,6 +132,13 @@ class FlowPPConfig:
     feature_blocks: int = 3
     n_bits: int = 8
     seed: int | None = None
+    tanh_scale: bool = True
+    split: str = "columns"
+    norm: str = "position"
+    mixing: str = "halves"
+    squeeze_order: str = "position_major"
+    context_mode: str = "blocks"
+    feature_network: str = "gated_conv"
 
     def __post_init__(self) -> None:
         owner = "FlowPPConfig"
@@ -126,7 +173,24 @@ class FlowPPConfig:
                 name, MAX_STEPS if "blocks" in name or "couplings" in name else MAX_WIDTH
             )
             check_int(owner, name, getattr(self, name), minimum, maximum)
-        for name in ("filters", "dequantizer_filters", "feature_channels"):
+        if not isinstance(self.tanh_scale, bool):
+            raise TypeError(f"{owner} expects tanh_scale as a bool, got {self.tanh_scale!r}")
+        for name, choices in (
+            ("split", SPLITS),
+            ("norm", NORMS),
+            ("mixing", MIXINGS),
+            ("squeeze_order", SQUEEZE_ORDERS),
+            ("context_mode", CONTEXT_MODES),
+            ("feature_network", FEATURE_NETWORKS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{owner} expects {name} as one of {choices}, got {getattr(self, name)!r}"
+                )
+        attention_widths = ["filters", "dequantizer_filters"]
+        if self.feature_network == "conv_attn":
+            attention_widths.append("feature_channels")
+        for name in attention_widths:
             if getattr(self, name) % self.heads:
                 raise ValueError(
                     f"{owner} expects heads to divide {name}, got heads={self.heads}, "
@@ -145,7 +209,7 @@ class FlowPPConfig:
         if not sum(couplings):
             raise ValueError(f"{owner} expects at least one coupling, got couplings={couplings}")
         object.__setattr__(self, "couplings", couplings)
-        check_int(owner, "n_bits", self.n_bits, 1, MAX_BITS)
+        check_bits(owner, self.n_bits)
         check_int(owner, "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
         check_parameter_count(
             owner,
@@ -156,14 +220,41 @@ class FlowPPConfig:
 
 
 def _conv_attn_count(
-    in_channels: int, out_channels: int, filters: int, blocks: int, positions: int, heads: int
+    in_channels: int,
+    out_channels: int,
+    filters: int,
+    blocks: int,
+    positions: int,
+    heads: int,
+    context: int = 0,
+    context_mode: str = "blocks",
 ) -> int:
     """The parameters of a :class:`~flowkit.nn.ConvAttn` (exact)."""
-    count = (9 * in_channels + 1) * filters + (9 * filters + 1) * out_channels
-    # Gated convolution (3x3 then 1x1), attention (1x1 in, 1x1 out), two layer norms per block.
+    into_input = context if context_mode == "input" else 0
+    count = (9 * (in_channels + into_input) + 1) * filters + (9 * filters + 1) * out_channels
+    # Gated convolution (3x3 then 1x1) and its layer norm; attention (1x1 in, 1x1 out) and its.
     per_block = 18 * filters**2 + filters + 4 * filters**2 + 2 * filters + 2 * filters
     per_block += (5 * filters**2 + 5 * filters + 2 * filters) if heads else 0
+    if context and context_mode == "blocks":
+        per_block += (2 * context + 1) * filters
     return count + blocks * per_block + (filters * positions if heads else 0)
+
+
+def _gated_conv_net_count(in_channels: int, filters: int, blocks: int) -> int:
+    """The parameters of a :class:`~flowkit.nn.GatedConvNet` (exact): two 3x3 convs a block."""
+    return (9 * in_channels + 1) * filters + blocks * (54 * filters**2 + 3 * filters)
+
+
+def _step_count(config: FlowPPConfig, shape: tuple[int, int, int], halves: int) -> int:
+    """Normalisation and 1x1 convolution(s) of one step on ``shape``, whose halves have ``halves``.
+
+    A checkerboard's halves keep all channels, a channel split's half of them.
+    """
+    channels, height, width = shape
+    norm = 2 * channels * (height * width if config.norm == "position" else 1)
+    if config.mixing == "halves":
+        return norm + 2 * halves**2
+    return norm + 2 * channels**2 + channels
 
 
 def flowpp_parameter_count(config: FlowPPConfig) -> int:
@@ -171,42 +262,36 @@ def flowpp_parameter_count(config: FlowPPConfig) -> int:
     channels, height, width = config.input_shape
     params = 3 * config.components + 2
     k = config.filters
-    # ActNorm (2C) and the LU-factored 1x1 convolution (C^2 + C) of every step.
-    checkerboard = (
-        3 * channels
-        + 2 * channels**2
-        + _conv_attn_count(
-            channels, params * channels, k, config.blocks, height * width // 2, config.heads
-        )
+    checkerboard = _step_count(config, (channels, height, width), channels) + _conv_attn_count(
+        channels, params * channels, k, config.blocks, height * width // 2, config.heads
     )
-    squeezed, half = 4 * channels, 2 * channels
-    channel = (
-        3 * squeezed
-        + 2 * squeezed**2
-        + _conv_attn_count(half, params * half, k, config.blocks, height * width // 4, config.heads)
+    squeezed = (4 * channels, height // 2, width // 2)
+    half = 2 * channels
+    channel = _step_count(config, squeezed, half) + _conv_attn_count(
+        half, params * half, k, config.blocks, height * width // 4, config.heads
     )
-    small_checkerboard = (
-        3 * squeezed
-        + 2 * squeezed**2
-        + _conv_attn_count(
-            squeezed, params * squeezed, k, config.blocks, height * width // 8, config.heads
-        )
+    small_checkerboard = _step_count(config, squeezed, 4 * channels) + _conv_attn_count(
+        4 * channels, 4 * params * channels, k, config.blocks, height * width // 8, config.heads
     )
     first, middle, last = config.couplings
     count = first * checkerboard + middle * channel + last * small_checkerboard
     if config.dequantizer_couplings:
         features = config.feature_channels
-        count += _conv_attn_count(
-            2 * channels, features, features, config.feature_blocks, 0, config.heads
-        )
-        step = 3 * channels + 2 * channels**2
-        step += _conv_attn_count(
-            channels + features,
+        if config.feature_network == "gated_conv":
+            count += _gated_conv_net_count(2 * channels, features, config.feature_blocks)
+        else:
+            count += _conv_attn_count(
+                2 * channels, features, features, config.feature_blocks, 0, config.heads
+            )
+        step = _step_count(config, (channels, height, width), channels) + _conv_attn_count(
+            channels,
             params * channels,
             config.dequantizer_filters,
             config.dequantizer_blocks,
             height * width // 2,
             config.heads,
+            features,
+            config.context_mode,
         )
         count += config.dequantizer_couplings * step
     return count
@@ -251,35 +336,46 @@ def flowpp(
     feature_blocks: int = 3,
     n_bits: int = 8,
     seed: int | None = None,
+    tanh_scale: bool = True,
+    split: str = "columns",
+    norm: str = "position",
+    mixing: str = "halves",
+    squeeze_order: str = "position_major",
+    context_mode: str = "blocks",
+    feature_network: str = "gated_conv",
 ) -> Dequantized:
     r"""Flow++: a distribution over integer images, with a learned dequantizer.
 
-    The main flow maps :math:`y = (x + u) / 2^n - 1/2` to :math:`z`: the official code's logit
-    preprocessing :math:`\mathrm{logit}(0.05 + 0.9 (y + 1/2))`, then ``couplings[0]``
-    checkerboard couplings on ``(C, H, W)``, a squeeze to ``(4C, H/2, W/2)``, ``couplings[1]``
-    channel couplings and ``couplings[2]`` checkerboard couplings. Each step is an
-    :class:`~flowkit.bijectors.ActNorm`, an LU-factored
-    :class:`~flowkit.bijectors.InvertibleConv1x1` and a :class:`~flowkit.bijectors.Coupling`
-    whose map is :class:`~flowkit.bijectors.LogisticMixtureCDF` (``components`` logistics) and
-    whose conditioner is a :class:`~flowkit.nn.ConvAttn`; consecutive couplings keep alternate
-    halves. There is no factor-out: the base is :math:`N(0, I)` on the whole flattened latent.
+    The architecture of the official code (github.com/aravindsrinivas/flowpp, ``run_cifar.py``),
+    built from library parts. The main flow maps :math:`y = (x + u) / 2^n - 1/2` to :math:`z`: the
+    official logit preprocessing :math:`\mathrm{logit}(0.05 + 0.9 (y + 1/2))`, then
+    ``couplings[0]`` "checkerboard" couplings on ``(C, H, W)``, a squeeze to
+    ``(4C, H/2, W/2)`` in TensorFlow's ``space_to_depth`` channel order, ``couplings[1]`` channel
+    couplings and ``couplings[2]`` checkerboard couplings. Each step is a normalisation with a
+    scale and shift per channel and position (:class:`~flowkit.bijectors.ActNorm` with
+    ``spatial_shape``), one unconstrained :class:`~flowkit.bijectors.InvertibleConv1x1` on each
+    half of the coupling's split (:class:`~flowkit.bijectors.SplitApply`), and a
+    :class:`~flowkit.bijectors.Coupling` whose map is
+    :class:`~flowkit.bijectors.LogisticMixtureCDF` (``components`` logistics, the affine
+    log-scale bounded by ``tanh``) and whose conditioner is a :class:`~flowkit.nn.ConvAttn`;
+    consecutive couplings keep alternate halves. As in the official code, the "checkerboard"
+    split keeps even columns, then odd ones (``split="columns"``). There is no factor-out: the
+    base is :math:`N(0, I)` on the whole flattened latent.
 
     The dequantizer (:class:`~flowkit.distributions.VariationalDequantizer`) draws
-    :math:`u \sim q(u \mid x)` with its own ``dequantizer_couplings`` checkerboard steps, whose
-    conditioners also receive features of the image from a :class:`CheckerboardFeatures`
-    network.
+    :math:`u \sim q(u \mid x)` with its own ``dequantizer_couplings`` steps, whose conditioners
+    receive, projected into every block, features of the image: its two halves stacked along
+    channels (:class:`CheckerboardFeatures`) through a 3x3 convolution and ``feature_blocks``
+    gated residual convolutions (:class:`~flowkit.nn.GatedConvNet`). With the CIFAR-10 defaults
+    the model has the official 31,443,440 parameters.
 
-    Checkerboard couplings use :class:`~flowkit.bijectors.CheckerboardSplit`: the conditioner
-    sees the kept colour as a half-width image and parameterises the other colour, as the
-    official code runs its couplings on half images (which split even from odd columns there,
-    a true checkerboard here).
-
-    Departures from the official code: ActNorm per channel (the official ``Norm`` has a scale
-    per channel and position), one 1x1 convolution over all channels (the official
-    ``Pointwise`` mixes each half separately), the context concatenated to the conditioner's
-    input (the official code adds a projection of it in every block), and zero-initialised
-    output layers instead of data-dependent ones. With the CIFAR-10 defaults these leave the
-    parameter count within 1% of the official 31.4M.
+    Each architecture option (``tanh_scale`` to ``feature_network``) can select an earlier
+    flowkit design instead; see :class:`FlowPPConfig`. What still departs from the official
+    code: the dequantizer's noise is logistic (uniform through a logit) where the official one
+    is Gaussian; initialisation (zero-initialised output layers and random rotations for the
+    1x1 convolutions, where the official code initialises every layer from data and starts the
+    1x1 convolutions near the identity); the order of each element's mixture parameters in the
+    network's output (a permutation of its output channels).
 
     Args are the fields of :class:`FlowPPConfig`, where each default and its source is
     documented.
@@ -315,6 +411,13 @@ def flowpp(
         feature_blocks=feature_blocks,
         n_bits=n_bits,
         seed=seed,
+        tanh_scale=tanh_scale,
+        split=split,
+        norm=norm,
+        mixing=mixing,
+        squeeze_order=squeeze_order,
+        context_mode=context_mode,
+        feature_network=feature_network,
     )
     return build_flowpp(config)
 
@@ -333,7 +436,7 @@ def _build(config: FlowPPConfig, generator: torch.Generator | None) -> Dequantiz
     first, middle, last = config.couplings
     parts: list[Bijector] = [Affine(shift=0.5, learnable=False), Logit(FLOWPP_LOGIT_ALPHA)]
     parts += _steps(config, (channels, height, width), first, "checkerboard", generator)
-    parts.append(Squeeze(2))
+    parts.append(Squeeze(2, order=config.squeeze_order))
     squeezed = (4 * channels, height // 2, width // 2)
     parts += _steps(config, squeezed, middle, "channel", generator)
     parts += _steps(config, squeezed, last, "checkerboard", generator)
@@ -348,6 +451,28 @@ def _seed(generator: torch.Generator | None) -> int | None:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
+def _checkerboard(config: FlowPPConfig, height: int, width: int, flip: bool) -> CheckerboardSplit:
+    return CheckerboardSplit(height, width, flip=flip, alternate=config.split == "checkerboard")
+
+
+def _mixing(
+    config: FlowPPConfig, split: Split, channels: int, generator: torch.Generator | None
+) -> Bijector:
+    """The step's 1x1 convolution(s): one per half of ``split``, or one over all channels."""
+    if config.mixing == "whole":
+        return InvertibleConv1x1(channels, lu=True, seed=_seed(generator))
+    kept, transformed = (
+        (split.kept_channels, channels - split.kept_channels)
+        if isinstance(split, ChannelSplit)
+        else (channels, channels)
+    )
+    return SplitApply(
+        split,
+        InvertibleConv1x1(kept, lu=False, seed=_seed(generator)),
+        InvertibleConv1x1(transformed, lu=False, seed=_seed(generator)),
+    )
+
+
 def _steps(
     config: FlowPPConfig,
     shape: tuple[int, int, int],
@@ -359,20 +484,20 @@ def _steps(
     blocks: int | None = None,
     context_channels: int = 0,
 ) -> list[Bijector]:
-    """``count`` steps of [ActNorm, 1x1 convolution, coupling], the kept half alternating."""
+    """``count`` steps of [normalisation, 1x1 convolution, coupling], the kept half alternating."""
     channels, height, width = shape
     mixture_params = 3 * config.components + 2
     steps: list[Bijector] = []
     for index in range(count):
         flip = index % 2 == 1
-        splitter: Split | Tensor
+        splitter: Split
         if split == "checkerboard":
-            splitter = CheckerboardSplit(height, width, flip=flip)
+            splitter = _checkerboard(config, height, width, flip)
             kept, transformed, positions = channels, channels, (height, width // 2)
         else:
-            splitter = channel_mask(channels, flip=flip)
             # channel_mask keeps the first C // 2 channels, or the rest when flipped.
-            kept = channels - channels // 2 if flip else channels // 2
+            splitter = ChannelSplit(channel_mask(channels, flip=flip))
+            kept = splitter.kept_channels
             transformed, positions = channels - kept, (height, width)
         network = ConvAttn(
             kept,
@@ -382,12 +507,20 @@ def _steps(
             heads=config.heads,
             dropout=config.dropout,
             context_channels=context_channels,
+            context_mode=config.context_mode,
             spatial_shape=positions,
         )
+        norm = ActNorm(
+            channels, spatial_shape=(height, width) if config.norm == "position" else None
+        )
         steps += [
-            ActNorm(channels),
-            InvertibleConv1x1(channels, lu=True, seed=_seed(generator)),
-            Coupling(network, splitter, LogisticMixtureCDF(config.components)),
+            norm,
+            _mixing(config, splitter, channels, generator),
+            Coupling(
+                network,
+                splitter,
+                LogisticMixtureCDF(config.components, tanh_scale=config.tanh_scale),
+            ),
         ]
     return steps
 
@@ -398,9 +531,16 @@ def _dequantizer(
     if not config.dequantizer_couplings:
         return None
     channels, height, width = config.input_shape
-    features = CheckerboardFeatures(
-        CheckerboardSplit(height, width),
-        ConvAttn(
+    network: nn.Module
+    if config.feature_network == "gated_conv":
+        network = GatedConvNet(
+            2 * channels,
+            config.feature_channels,
+            blocks=config.feature_blocks,
+            dropout=config.dropout,
+        )
+    else:
+        network = ConvAttn(
             2 * channels,
             config.feature_channels,
             filters=config.feature_channels,
@@ -408,8 +548,8 @@ def _dequantizer(
             heads=config.heads,
             dropout=config.dropout,
             zero_init=False,
-        ),
-    )
+        )
+    features = CheckerboardFeatures(_checkerboard(config, height, width, False), network)
     steps = _steps(
         config,
         (channels, height, width),

@@ -158,7 +158,9 @@ def config_from_dict(name: str, values: Mapping[str, Any]) -> Any:
     """The config of model ``name`` from plain values (as stored in checkpoints and config.json).
 
     Lists become tuples where the field is a tuple; unknown fields and bad values raise a
-    :class:`PresetError` naming them, before anything is built.
+    :class:`PresetError` naming them, before anything is built. A field the values lack takes
+    the config class's ``STORED_DEFAULTS`` entry when it has one (the setting a model stored
+    before that field existed was built with), else the field's default.
     """
     entry = get_model(name)
     config_class = entry.config_class
@@ -171,6 +173,8 @@ def config_from_dict(name: str, values: Mapping[str, Any]) -> Any:
     converted = {
         key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
     }
+    stored_defaults: Mapping[str, Any] = getattr(config_class, "STORED_DEFAULTS", {})
+    converted = {**stored_defaults, **converted}
     try:
         return config_class(**converted)
     except FlowkitError:

@@ -1,4 +1,5 @@
-"""Squeeze has pixel_unshuffle's and official Glow's layout; Reshape and Flatten are row-major."""
+"""Squeeze has pixel_unshuffle's and official Glow's layout, or TensorFlow's space_to_depth;
+Reshape and Flatten are row-major."""
 
 from __future__ import annotations
 
@@ -32,6 +33,29 @@ def _loop_squeeze(x: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
+def _tf_space_to_depth(x_nhwc: np.ndarray, block: int) -> np.ndarray:
+    """TensorFlow's space_to_depth (NHWC) as its documentation states it, by reshape/transpose.
+
+    Each ``block x block`` patch becomes the depth of one output position, patch rows outer,
+    then patch columns, then input channels: output channel ``(dy * block + dx) * C + c``.
+    """
+    n, height, width, channels = x_nhwc.shape
+    x = x_nhwc.reshape(n, height // block, block, width // block, block, channels)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, height // block, width // block, block * block * channels)
+
+
+def _loop_space_to_depth(x: np.ndarray, block: int) -> np.ndarray:
+    """Brute force (NCHW): output channel (dy * f + dx) * C + c is channel c at offset (dy, dx)."""
+    n, channels, height, width = x.shape
+    out = np.empty((n, channels * block * block, height // block, width // block), x.dtype)
+    for dy in range(block):
+        for dx in range(block):
+            for c in range(channels):
+                out[:, (dy * block + dx) * channels + c] = x[:, c, dy::block, dx::block]
+    return out
+
+
 squeeze_inputs = st.tuples(
     st.sampled_from([1, 2, 3]),
     image_shapes(st.integers(1, 3), min_size=2, max_size=6, multiple_of=1),
@@ -49,6 +73,31 @@ def test_squeeze_layout(args) -> None:
     assert np.array_equal(z.permute(0, 2, 3, 1).numpy(), glow)
     assert torch.equal(log_abs_det, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(Squeeze(factor).inverse(z)[0], x)
+
+
+@given(args=squeeze_inputs)
+def test_position_major_squeeze_is_tensorflows_space_to_depth(args) -> None:
+    factor, event_shape = args
+    x = torch.randn((2,) + event_shape, dtype=torch.float64)
+    squeeze = Squeeze(factor, order="position_major")
+    z, log_abs_det = squeeze(x)
+    reference = _tf_space_to_depth(x.permute(0, 2, 3, 1).numpy(), factor)
+    assert np.array_equal(z.permute(0, 2, 3, 1).numpy(), reference)
+    assert np.array_equal(z.numpy(), _loop_space_to_depth(x.numpy(), factor))
+    assert torch.equal(log_abs_det, torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(squeeze.inverse(z)[0], x)
+
+
+def test_position_major_squeeze_keeps_extra_batch_dimensions_and_refuses_unknown_orders() -> None:
+    x = torch.randn(2, 3, 5, 4, 6)
+    squeeze = Squeeze(order="position_major")
+    z, log_abs_det = squeeze(x)
+    assert z.shape == (2, 3, 20, 2, 3) and log_abs_det.shape == (2, 3)
+    flat = _tf_space_to_depth(x.flatten(0, 1).permute(0, 2, 3, 1).numpy(), 2)
+    assert np.array_equal(z.flatten(0, 1).permute(0, 2, 3, 1).numpy(), flat)
+    assert torch.equal(squeeze.inverse(z)[0], x)
+    with pytest.raises(ValueError, match="order in .* got 'tensorflow'"):
+        Squeeze(order="tensorflow")
 
 
 def test_squeeze_keeps_extra_batch_dimensions() -> None:

@@ -113,21 +113,93 @@ def test_the_same_seed_gives_the_same_model() -> None:
         TINY,
         {**TINY, "input_shape": (3, 8, 12), "couplings": (2, 0, 1), "heads": 1},
         {**TINY, "dequantizer_couplings": 0},
+        {**TINY, **FlowPPConfig.STORED_DEFAULTS},
+        {**TINY, "split": "checkerboard", "mixing": "whole", "context_mode": "input"},
     ],
-    ids=["tiny", "rgb", "uniform"],
+    ids=["tiny", "rgb", "uniform", "earlier-design", "mixed-options"],
 )
 def test_parameter_count_formula_is_exact(config: dict) -> None:
     assert flowpp_parameter_count(FlowPPConfig(**config)) == _count(flowpp(**config))
 
 
-def test_cifar10_model_has_the_papers_size() -> None:
+def _official_parameter_count(config: FlowPPConfig) -> int:
+    """The trainable variables of the official TensorFlow model, from their shapes.
+
+    Read off the official code (github.com/aravindsrinivas/flowpp, flows/flows.py and
+    flows/run_cifar.py), in its own terms and NHWC shapes: each step is ``Norm`` (``g`` and
+    ``b`` of the half's shape ``[H, W, C]``, for each half of the tuple), ``Pointwise`` (a
+    ``[C, C]`` matrix for each half) and ``MixLogisticAttnCoupling`` on a half; the dequantizer
+    adds the ``shallow_processor``.
+    """
+
+    def conv(kernel: int, inputs: int, outputs: int) -> int:  # ``W`` and ``b``
+        return kernel * kernel * inputs * outputs + outputs
+
+    def coupling(half: tuple[int, int, int], filters: int, blocks: int, context: int) -> int:
+        height, width, channels = half
+        count = height * width * filters  # pos_emb
+        count += conv(3, channels, filters)  # proj_in
+        per_block = conv(3, 2 * filters, filters) + conv(1, 2 * filters, 2 * filters)  # c1, c2
+        per_block += conv(1, 2 * context, filters) if context else 0  # a_proj
+        per_block += conv(1, filters, 3 * filters) + conv(1, filters, 2 * filters)  # attention
+        per_block += 2 * 2 * filters  # ln1, ln2
+        count += blocks * per_block
+        return count + conv(3, filters, channels * (2 + 3 * config.components))  # proj_out
+
+    def step(half: tuple[int, int, int], filters: int, blocks: int, context: int = 0) -> int:
+        height, width, channels = half
+        norm_and_pointwise = 2 * (2 * height * width * channels + channels**2)
+        return norm_and_pointwise + coupling(half, filters, blocks, context)
+
+    channels, height, width = config.input_shape
+    first, middle, last = config.couplings
+    f, blocks = config.filters, config.blocks
+    count = first * step((height, width // 2, channels), f, blocks)
+    count += middle * step((height // 2, width // 2, 2 * channels), f, blocks)
+    count += last * step((height // 2, width // 4, 4 * channels), f, blocks)
+    if config.dequantizer_couplings:
+        features = config.feature_channels
+        count += conv(3, 2 * channels, features)  # proj
+        count += config.feature_blocks * (
+            conv(3, 2 * features, features) + conv(3, 2 * features, 2 * features)
+        )
+        count += config.dequantizer_couplings * step(
+            (height, width // 2, channels),
+            config.dequantizer_filters,
+            config.dequantizer_blocks,
+            features,
+        )
+    return count
+
+
+def test_cifar10_model_has_the_official_size() -> None:
     from flowkit.presets.runs import get_run_preset
 
     config = FlowPPConfig(**get_run_preset("flowpp-cifar10").model)
     assert config == FlowPPConfig(seed=0)  # the preset is the config's defaults
     count = _count(flowpp(**{**get_run_preset("flowpp-cifar10").model, "seed": None}))
     assert count == flowpp_parameter_count(config)
-    assert abs(count - OFFICIAL_CIFAR10_PARAMETERS) < 0.15 * OFFICIAL_CIFAR10_PARAMETERS
+    assert count == _official_parameter_count(config) == OFFICIAL_CIFAR10_PARAMETERS
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY,
+        {**TINY, "input_shape": (3, 8, 12), "couplings": (2, 1, 1), "heads": 1},
+        {**TINY, "dequantizer_couplings": 0, "components": 3},
+    ],
+    ids=["tiny", "rgb", "uniform"],
+)
+def test_the_official_architecture_has_the_same_parameters(config: dict) -> None:
+    assert _count(flowpp(**config)) == _official_parameter_count(FlowPPConfig(**config))
+
+
+def test_earlier_architecture_options_change_the_parameter_count_as_the_formula_says() -> None:
+    earlier = {**TINY, "input_shape": (3, 8, 8), **FlowPPConfig.STORED_DEFAULTS}
+    count = _count(flowpp(**earlier))
+    assert count == flowpp_parameter_count(FlowPPConfig(**earlier))
+    assert count != _official_parameter_count(FlowPPConfig(**earlier))
 
 
 @pytest.mark.parametrize(
@@ -137,7 +209,18 @@ def test_cifar10_model_has_the_papers_size() -> None:
         ({"input_shape": (1, 3, 4)}, ValueError, "height divisible by 2"),
         ({"input_shape": (1, 4)}, ValueError, "input_shape as"),
         ({"filters": 5}, ValueError, "heads to divide filters"),
-        ({"feature_channels": 3}, ValueError, "heads to divide feature_channels"),
+        (
+            {"feature_channels": 3, "feature_network": "conv_attn"},
+            ValueError,
+            "heads to divide feature_channels",
+        ),
+        ({"split": "rows"}, ValueError, "split as one of"),
+        ({"norm": "batch"}, ValueError, "norm as one of"),
+        ({"mixing": "lu"}, ValueError, "mixing as one of"),
+        ({"squeeze_order": "tensorflow"}, ValueError, "squeeze_order as one of"),
+        ({"context_mode": "concat"}, ValueError, "context_mode as one of"),
+        ({"feature_network": "resnet"}, ValueError, "feature_network as one of"),
+        ({"tanh_scale": 1}, TypeError, "tanh_scale as a bool"),
         ({"components": 0}, ValueError, "components as an int"),
         ({"blocks": 1.5}, TypeError, "blocks as an int"),
         ({"dropout": 1.0}, ValueError, "dropout as a finite number"),
