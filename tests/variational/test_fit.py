@@ -142,6 +142,28 @@ def test_zero_density_steps_are_named() -> None:
         )
 
 
+def test_alpha_2_takes_zero_density_as_zero_weight() -> None:
+    # A standard normal cut to x > 0: reverse KL is infinite at any sample below 0, alpha = 2
+    # only gives such samples no weight; the fit moves the flow onto the half line.
+    def half_normal(x: torch.Tensor) -> torch.Tensor:
+        inside = -0.5 * x.square().sum(-1)
+        return torch.where(x[:, 0] > 0, inside, torch.full_like(inside, -math.inf))
+
+    flow = gaussian_flow([0.5], [1.0])
+    result = fit(
+        flow,
+        half_normal,
+        steps=150,
+        batch_size=128,
+        objective="alpha_2",
+        lr=0.02,
+        seed=0,
+        progress=False,
+    )
+    assert result.skipped_steps == 0
+    assert result.ess_fractions[-1] > result.ess_fractions[0]
+
+
 def test_conditional_fit_draws_context_rows_for_the_target() -> None:
     from flowkit.distributions import ConditionalDiagonalNormal
     from flowkit.nn import MLP
