@@ -716,10 +716,13 @@ class Trainer:
             path.unlink(missing_ok=True)
         tensorboard = run.path / "tensorboard" if self.config.tensorboard else None
         self._metrics = MetricsWriter(path, tensorboard)
-        if not fresh and state.metrics_records is not None:
-            self._metrics.truncate_to(state.metrics_records)
-        elif not fresh:
-            self._metrics.truncate_after(state.step)
+        if not fresh:
+            # The file keeps what the checkpoint saw (records after it belong to lost steps); a
+            # resumed run's result holds the whole run's evaluations, read back from it.
+            if state.metrics_records is not None:
+                self._metrics.truncate_to(state.metrics_records)
+            else:
+                self._metrics.truncate_after(state.step)
             records = read_metrics(path)
             for key, history in (
                 (f"test_{self.objective.key}", self._result.test_history),

@@ -4,11 +4,13 @@ import warnings
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import flowkit
 from flowkit import load_flow
 from flowkit.train import NonFiniteError, TrainConfig, Trainer, load_checkpoint
 from flowkit.train.metrics import read_metrics
+from flowkit.train.schedule import LearningRateSchedule
 from tests.train.conftest import make_trainer
 
 
@@ -48,6 +50,9 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(blobs, tiny_model_c
         r["step"] for r in read_metrics(tmp_path / "split" / "metrics.jsonl") if "train_bpd" in r
     ]
     assert steps == sorted(set(steps)) == list(range(1, 13))
+    # The resumed result holds the whole run's evaluations: the first part's, then its own.
+    assert second.test_history[: len(first.test_history)] == first.test_history
+    assert second.test_history[-1] == whole.test_history[-1]
 
 
 KILL_SCRIPT = r"""
@@ -307,3 +312,91 @@ def test_an_early_stopped_table_run_resumes_exactly(tmp_path):
     # A finished run resumed with more patience goes on from where it stopped.
     third = run(tmp_path / "split", resume=True, patience=50, max_steps=whole.steps + 6)
     assert third.steps == whole.steps + 6
+
+
+# AdamW with the official TarFlow betas, three steps of warm-up, then a cosine to a tenth.
+SCHEDULED = dict(
+    optimizer="adamw",
+    beta2=0.95,
+    weight_decay=1e-3,
+    warmup_epochs=None,
+    warmup_steps=3,
+    lr_decay="cosine",
+    min_lr_ratio=0.1,
+)
+
+
+def test_every_step_sets_the_scheduled_rate_on_every_parameter_group(
+    blobs, tiny_model_config, tmp_path
+):
+    train, test = blobs
+    trainer = make_trainer(tiny_model_config, train, test, tmp_path, epochs=2, **SCHEDULED)
+    applied = []
+
+    def record(optimizer, args, kwargs):
+        applied.append([group["lr"] for group in optimizer.param_groups])
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        result = trainer.fit()
+    finally:
+        handle.remove()
+    # 96 images in batches of 16: 6 steps an epoch, so the decay ends at step 12.
+    schedule = LearningRateSchedule(
+        5e-3, warmup_steps=3, total_steps=12, decay="cosine", min_lr_ratio=0.1
+    )
+    expected = [schedule(step) for step in range(1, result.steps + 1)]
+    assert result.steps == 12 and expected[2] == 5e-3 and expected[-1] == pytest.approx(5e-4)
+    groups = len(trainer.state.optimizer.param_groups)
+    assert applied == [[rate] * groups for rate in expected]
+    logged = [r["lr"] for r in read_metrics(tmp_path / "metrics.jsonl") if "lr" in r]
+    assert logged == expected
+    optimizer = trainer.state.optimizer
+    assert type(optimizer) is torch.optim.AdamW
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_resume_is_exact_across_the_end_of_the_warm_up_and_ignores_old_scheduler_state(
+    blobs, tiny_model_config, tmp_path
+):
+    from flowkit.train import ResumeMismatchError, TrainingInterrupted
+    from flowkit.train.checkpoint import save_checkpoint
+    from tests.train.test_runs import _interrupt_at
+
+    train, test = blobs
+    whole = make_trainer(
+        tiny_model_config, train, test, tmp_path / "whole", epochs=2, **SCHEDULED
+    ).fit()
+    split = tmp_path / "split"
+    trainer = make_trainer(tiny_model_config, train, test, split, epochs=2, **SCHEDULED)
+    handle = _interrupt_at(trainer, 2)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    handle.remove()
+    path = tmp_path / "split" / "checkpoint.pt"
+    saved = load_checkpoint(path)
+    assert saved["step"] == 2 and "scheduler" not in saved
+    # Checkpoints of earlier versions carry a LambdaLR's state and its initial_lr in the groups.
+    saved["scheduler"] = {"base_lrs": [5e-3], "last_epoch": 2, "_last_lr": [5e-3], "verbose": 0}
+    for group in saved["optimizer"]["param_groups"]:
+        group["initial_lr"] = 5e-3
+    save_checkpoint(saved, path)
+    # A decay ends at the run's last step: moving that step on resume is refused.
+    with pytest.raises(ResumeMismatchError, match="cosine learning-rate decay ending at step 18"):
+        make_trainer(tiny_model_config, train, test, tmp_path / "split", epochs=3, **SCHEDULED).fit(
+            resume=True
+        )
+    resumed = make_trainer(
+        tiny_model_config, train, test, tmp_path / "split", epochs=2, **SCHEDULED
+    ).fit(resume=True)
+    assert resumed.train_losses == whole.train_losses[2:]
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = load_checkpoint(path)
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key])
+    logged = [
+        [r["lr"] for r in read_metrics(run / "metrics.jsonl") if "lr" in r]
+        for run in (tmp_path / "whole", tmp_path / "split")
+    ]
+    assert logged[0] == logged[1] and len(logged[0]) == 12
