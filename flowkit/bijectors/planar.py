@@ -67,7 +67,7 @@ class Planar(Bijector):
     Example:
         >>> planar = Planar(2, seed=0)
         >>> with torch.no_grad():
-        ...     planar.u.copy_(torch.tensor([2.0, -1.0]))
+        ...     _ = planar.u.copy_(torch.tensor([2.0, -1.0]))
         >>> x, log_abs_det = planar.inverse(torch.randn(5, 2))  # closed form
         >>> z, _ = planar(x)  # root find
         >>> x.shape, log_abs_det.shape

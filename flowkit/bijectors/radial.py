@@ -53,7 +53,7 @@ class Radial(Bijector):
     Example:
         >>> radial = Radial(2, seed=0)
         >>> with torch.no_grad():
-        ...     radial.raw_beta.fill_(2.0)
+        ...     _ = radial.raw_beta.fill_(2.0)
         >>> z = torch.randn(5, 2)
         >>> x, log_abs_det = radial.inverse(z)
         >>> bool(torch.allclose(radial(x)[0], z, atol=1e-5))
