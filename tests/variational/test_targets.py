@@ -191,6 +191,18 @@ def test_gmm40_samples_visit_every_mode() -> None:
     assert set(nearest.tolist()) == set(range(40))
 
 
+def test_modes_found_counts_components_with_samples_near_their_mean() -> None:
+    target = gmm40()
+    generator = _generator(6)
+    # Samples of 5 components only, and one far point that is near none.
+    chosen = target.means[:5].repeat(3, 1) + 0.5 * torch.randn(15, 2, generator=generator).double()
+    samples = torch.cat([chosen, torch.tensor([[100.0, 100.0]], dtype=torch.float64)])
+    assert target.modes_found(samples) == 5
+    assert target.modes_found(samples, minimum=4) == 0
+    assert target.modes_found(samples, within=1e-6) == 0
+    raises_with(ValueError, lambda: target.modes_found(torch.zeros(3, 3)), "(n, 2)", "(3, 3)")
+
+
 def test_sampler_is_reproducible_and_follows_the_dtype() -> None:
     first = DoubleWell().sample(5, generator=_generator(9))
     assert first.dtype == torch.get_default_dtype()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
+from flowkit._utils import check_float, check_int
 from flowkit.variational.targets.base import Target
 
 __all__ = ["GaussianMixture", "gmm40"]
@@ -70,6 +71,37 @@ class GaussianMixture(Target):
     def num_components(self) -> int:
         """The number of components ``K``."""
         return self.means.shape[0]
+
+    def modes_found(self, samples: Tensor, *, within: float = 3.0, minimum: int = 1) -> int:
+        r"""How many components hold at least ``minimum`` of ``samples`` near their mean.
+
+        A sample is near component :math:`k` when its standardised distance
+        :math:`\|(x - \mu_k) / \sigma_k\|` is at most ``within``; counting the components so
+        visited measures how many modes a sampler (a fitted flow) found.
+
+        Args:
+            samples: Points of shape ``(n, dim)``.
+            within: Radius in standard deviations.
+            minimum: Samples a component needs to count as found.
+
+        Example:
+            >>> target = gmm40()
+            >>> target.modes_found(target.sample(2000, generator=torch.Generator().manual_seed(0)))
+            40
+            >>> target.modes_found(target.means[:3])
+            3
+        """
+        owner = "GaussianMixture.modes_found"
+        if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != self.dim:
+            got = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
+            raise ValueError(f"{owner} expects samples of shape (n, {self.dim}), got {got}")
+        within = check_float(owner, "within", within, 0.0, exclusive_minimum=True)
+        minimum = check_int(owner, "minimum", minimum, 1)
+        x = samples.detach().to(torch.float64)
+        means, scales = self.means.to(x.device), self.scales.to(x.device)
+        distance = torch.linalg.vector_norm((x[:, None, :] - means) / scales, dim=-1)
+        counts = (distance <= within).sum(0)
+        return int((counts >= minimum).sum())
 
     def _log_density(self, x: Tensor) -> Tensor:
         means, scales = self.means.to(x), self.scales.to(x)
