@@ -34,7 +34,6 @@ def _small_flow() -> Flow:
 def test_a_small_flow_fits_a_correlated_gaussian(objective: str, path_gradient: bool) -> None:
     flow = _small_flow()
     samples = TARGET.sample((4096,)) if objective == "forward_kl" else None
-    started = time.perf_counter()
     result = fit(
         flow,
         TARGET.log_prob,
@@ -47,7 +46,6 @@ def test_a_small_flow_fits_a_correlated_gaussian(objective: str, path_gradient: 
         seed=0,
         progress=False,
     )
-    assert time.perf_counter() - started < 10
     assert result.steps == 300 and result.skipped_steps == 0
     assert len(result.losses) == len(result.ess_fractions) == len(result.seconds) == 300
     assert result.ess_fractions[0] < 0.5
