@@ -27,8 +27,8 @@ class Planar(Bijector):
 
     The generative map (``inverse``, latent :math:`z` to data :math:`x`) is
     :math:`x = z + \hat u \tanh(w^T z + b)`, with
-    :math:`\log|\det \partial x / \partial z| = \log(1 + w^T \hat u \tanh'(w^T z + b))`,
-    with :math:`w, u \in \mathbb{R}^D`, :math:`b \in \mathbb{R}`, and the paper's appendix
+    :math:`\log|\det \partial x / \partial z| = \log(1 + w^T \hat u \tanh'(w^T z + b))`;
+    here :math:`w, u \in \mathbb{R}^D`, :math:`b \in \mathbb{R}`, and the paper's appendix
     reparameterisation :math:`\hat u = u + (m(w^T u) - w^T u)\, w / \|w\|^2`,
     :math:`m(a) = -1 + \mathrm{softplus}(a)`, so that :math:`w^T \hat u > -1` and the map is
     invertible for every value of the raw parameters. (In floating point, while
