@@ -128,7 +128,7 @@ def load_flow(
 
 
 def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow | Dequantized:
-    from flowkit.presets.registry import build_model
+    from flowkit.presets.registry import build_model, config_from_stored
     from flowkit.presets.standardize import standardized_from_dict
 
     model_config = state.get("model_config")
@@ -144,7 +144,7 @@ def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow | Dequantiz
         raise CheckpointError(f"{path} records a model config that is not a mapping")
     values = {k: v for k, v in model_config.items() if k != "kind"}
     try:
-        flow = build_model(name, values)
+        flow = build_model(name, config_from_stored(name, values))
     except FlowkitError as error:
         raise CheckpointError(f"{path} describes a model flowkit cannot build: {error}") from None
     data = state.get("data") or {}

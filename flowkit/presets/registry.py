@@ -23,6 +23,7 @@ __all__ = [
     "PresetError",
     "build_model",
     "config_from_dict",
+    "config_from_stored",
     "config_to_dict",
     "get_model",
     "register_model",
@@ -158,9 +159,7 @@ def config_from_dict(name: str, values: Mapping[str, Any]) -> Any:
     """The config of model ``name`` from plain values (as stored in checkpoints and config.json).
 
     Lists become tuples where the field is a tuple; unknown fields and bad values raise a
-    :class:`PresetError` naming them, before anything is built. A field the values lack takes
-    the config class's ``STORED_DEFAULTS`` entry when it has one (the setting a model stored
-    before that field existed was built with), else the field's default.
+    :class:`PresetError` naming them, before anything is built.
     """
     entry = get_model(name)
     config_class = entry.config_class
@@ -173,14 +172,26 @@ def config_from_dict(name: str, values: Mapping[str, Any]) -> Any:
     converted = {
         key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
     }
-    stored_defaults: Mapping[str, Any] = getattr(config_class, "STORED_DEFAULTS", {})
-    converted = {**stored_defaults, **converted}
     try:
         return config_class(**converted)
     except FlowkitError:
         raise
     except (TypeError, ValueError) as error:
         raise PresetError(f"invalid {name} settings: {error}") from None
+
+
+def config_from_stored(name: str, values: Mapping[str, Any]) -> Any:
+    """The config of a model stored in a checkpoint, possibly by an earlier flowkit.
+
+    As :func:`config_from_dict`, except that a field the stored values lack takes the config
+    class's ``STORED_DEFAULTS`` entry when it has one: the setting models were built with before
+    that field existed (a config written since holds every field).
+    """
+    config_class = get_model(name).config_class
+    stored_defaults: Mapping[str, Any] = getattr(config_class, "STORED_DEFAULTS", {})
+    if isinstance(values, Mapping):
+        values = {**stored_defaults, **values}
+    return config_from_dict(name, values)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

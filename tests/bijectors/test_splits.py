@@ -74,3 +74,15 @@ def test_coupling_rejects_another_board_size() -> None:
     coupling = Coupling(ConvAttn(1, 2, filters=4, blocks=0), CheckerboardSplit(4, 4), AffineMap())
     with pytest.raises(ValueError, match=r"event shape \(\*, 4, 4\)"):
         coupling(torch.randn(2, 1, 4, 6))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_without_alternation_the_split_is_the_official_even_and_odd_columns(flip: bool) -> None:
+    x = torch.randn(2, 3, 4, 6)
+    split = CheckerboardSplit(4, 6, flip=flip, alternate=False)
+    x_a, x_b = split.split(x)
+    # Flow++'s official CheckerboardSplit: reshape [.., W / 2, 2, C] and unstack the pair.
+    even, odd = x[..., 0::2], x[..., 1::2]
+    assert torch.equal(x_a, odd if flip else even)
+    assert torch.equal(x_b, even if flip else odd)
+    assert torch.equal(split.merge(x_a, x_b), x)

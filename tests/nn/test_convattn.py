@@ -1,12 +1,14 @@
-"""Flow++'s conv-attn network: shapes, zero start, attention reach, context, dropout, errors."""
+"""Flow++'s networks: conv-attn (shapes, zero start, attention reach, context, dropout, errors)
+and the dequantizer's gated convolutions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from flowkit.nn import ConvAttn
+from flowkit.nn import ConvAttn, GatedConvNet
 
 
 def _with_random_output(net: ConvAttn, seed: int = 0) -> ConvAttn:
@@ -60,6 +62,58 @@ def test_context_is_used() -> None:
         assert (net(x, context) - net(x, context + 1.0)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["blocks", "input"])
+def test_context_enters_where_the_mode_says(mode: str) -> None:
+    torch.manual_seed(0)
+    net = ConvAttn(2, 3, filters=4, blocks=2, heads=2, context_channels=3, context_mode=mode)
+    # The official code projects the context into each block's gated convolution (``a_proj``, a
+    # 1x1 convolution of concat_elu(context)); "input" concatenates it to the input instead.
+    projections = [block.context_proj for block in net.blocks]
+    if mode == "blocks":
+        assert net.input.in_channels == 2
+        assert all(p is not None and tuple(p.weight.shape) == (4, 6, 1, 1) for p in projections)
+    else:
+        assert net.input.in_channels == 5 and all(p is None for p in projections)
+
+
+def test_context_projection_adds_to_the_first_convolution_of_each_block() -> None:
+    torch.manual_seed(0)
+    net = ConvAttn(2, 3, filters=4, blocks=1, heads=0, context_channels=3).eval()
+    block = net.blocks[0]
+    h, context = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 5, 5)
+
+    def concat_elu(x: torch.Tensor) -> torch.Tensor:
+        return F.elu(torch.cat([x, -x], 1))
+
+    c1 = block.conv(concat_elu(h)) + block.context_proj(concat_elu(context))
+    a, b = block.conv_gate(concat_elu(c1)).chunk(2, 1)
+    expected = block.conv_norm(h + a * torch.sigmoid(b))
+    with torch.no_grad():
+        torch.testing.assert_close(block(h, None, context), expected)
+
+
+def test_gated_conv_net_shapes_and_residual_blocks() -> None:
+    torch.manual_seed(0)
+    net = GatedConvNet(6, 8, blocks=2).eval()
+    x = torch.randn(3, 6, 5, 4)
+    assert net(x).shape == (3, 8, 5, 4)
+    without_blocks = GatedConvNet(6, 8, blocks=0)
+    without_blocks.input.load_state_dict(net.input.state_dict())
+    with torch.no_grad():
+        # The gates start away from zero: each block changes its input.
+        assert (net(x) - without_blocks(x)).abs().max() > 1e-3
+        nn.init.zeros_(net.blocks[0].conv_gate.weight)
+        nn.init.zeros_(net.blocks[1].conv_gate.weight)
+        nn.init.zeros_(net.blocks[0].conv_gate.bias)
+        nn.init.zeros_(net.blocks[1].conv_gate.bias)
+        # A zero gate input: glu gives 0 * sigmoid(0), and the blocks are the identity.
+        torch.testing.assert_close(net(x), without_blocks(x))
+    with pytest.raises(ValueError, match=r"input of shape \(B, 6, H, W\)"):
+        net(torch.randn(1, 5, 4, 4))
+    with pytest.raises(ValueError, match="blocks as an int >= 0"):
+        GatedConvNet(6, 8, blocks=-1)
+
+
 def test_position_embedding_tells_positions_apart() -> None:
     # A constant image: without a position embedding, attention sees identical tokens, and only
     # the zero padding separates the border from the interior.
@@ -99,6 +153,7 @@ def test_float64_gradients_match_finite_differences() -> None:
         (dict(blocks=-1), "blocks as an int >= 0"),
         (dict(dropout=1.0), "dropout in"),
         (dict(spatial_shape=(4,)), "spatial_shape as"),
+        (dict(context_mode="concat"), "context_mode in"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:

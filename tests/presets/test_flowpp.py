@@ -238,3 +238,103 @@ def test_config_rejects_bad_values(change: dict, error: type, message: str) -> N
 def test_config_takes_lists_from_json() -> None:
     config = FlowPPConfig(**{**TINY, "input_shape": [1, 4, 4], "couplings": [1, 1, 1]})
     assert config == FlowPPConfig(**TINY)
+
+
+def test_dequantizer_features_are_the_official_three_gated_convolutions() -> None:
+    import torch.nn.functional as F
+
+    from flowkit.nn import GatedConvNet
+
+    config = {**TINY, "input_shape": (3, 4, 8), "feature_channels": 5, "feature_blocks": 3}
+    model = flowpp(**config).eval()
+    assert model.dequantizer is not None and model.dequantizer.features is not None
+    network = model.dequantizer.features.network
+    assert isinstance(network, GatedConvNet)
+    # The official shallow processor's variables, as torch shapes (out, in, kh, kw): "proj" on
+    # both halves' channels, then per block "c1" (3x3 of concat_elu) and "c2" (3x3, gated).
+    expected = [("input.weight", (5, 6, 3, 3)), ("input.bias", (5,))]
+    for block in range(3):
+        expected += [
+            (f"blocks.{block}.conv.weight", (5, 10, 3, 3)),
+            (f"blocks.{block}.conv.bias", (5,)),
+            (f"blocks.{block}.conv_gate.weight", (10, 10, 3, 3)),
+            (f"blocks.{block}.conv_gate.bias", (10,)),
+        ]
+    assert [(name, tuple(p.shape)) for name, p in network.named_parameters()] == expected
+    # Its function, written out as the official gated_conv (use_nin=False, no context).
+    _perturbed(network)
+    image = torch.rand(2, 3, 4, 8) - 0.5
+
+    def concat_elu(h: torch.Tensor) -> torch.Tensor:
+        return F.elu(torch.cat([h, -h], 1))
+
+    weights = dict(network.named_parameters())
+    # The official code stacks the even and the odd columns of the image along channels.
+    h = torch.cat([image[..., 0::2], image[..., 1::2]], 1)
+    h = F.conv2d(h, weights["input.weight"], weights["input.bias"], padding=1)
+    for block in range(3):
+        w = {key: weights[f"blocks.{block}.{key}"] for key in ("conv.weight", "conv.bias")}
+        c1 = concat_elu(F.conv2d(concat_elu(h), w["conv.weight"], w["conv.bias"], padding=1))
+        c2 = F.conv2d(
+            c1,
+            weights[f"blocks.{block}.conv_gate.weight"],
+            weights[f"blocks.{block}.conv_gate.bias"],
+            padding=1,
+        )
+        a, b = c2.chunk(2, 1)
+        h = h + a * torch.sigmoid(b)
+    with torch.no_grad():
+        torch.testing.assert_close(model.dequantizer.features(image), h)
+
+
+def test_the_main_flow_is_built_as_the_official_code() -> None:
+    from flowkit.bijectors import ActNorm, CheckerboardSplit, Coupling, SplitApply, Squeeze
+
+    model = flowpp(**{**TINY, "input_shape": (3, 4, 8)})
+    parts = list(model.flow.bijector.bijectors)
+    squeeze = next(part for part in parts if isinstance(part, Squeeze))
+    assert squeeze.order == "position_major"
+    norms = [part for part in parts if isinstance(part, ActNorm)]
+    assert [tuple(norm.log_scale.shape) for norm in norms] == [(3, 4, 8), (12, 2, 4), (12, 2, 4)]
+    couplings = [part for part in parts if isinstance(part, Coupling)]
+    assert all(c.transform.tanh_scale for c in couplings)
+    first = couplings[0].splitter
+    assert isinstance(first, CheckerboardSplit) and not first.alternate
+    mixing = [part for part in parts if isinstance(part, SplitApply)]
+    assert len(mixing) == 3 and all(m.split is c.splitter for m, c in zip(mixing, couplings))
+
+
+def test_a_checkpoint_of_the_earlier_architecture_still_loads(tmp_path) -> None:
+    from flowkit.train import save_checkpoint
+    from flowkit.train.checkpoint import CHECKPOINT_FORMAT
+
+    # A config stored before the architecture options existed lacks them.
+    earlier = FlowPPConfig(**{**TINY, **FlowPPConfig.STORED_DEFAULTS})
+    model = flowpp(**{**TINY, **FlowPPConfig.STORED_DEFAULTS})
+    _perturbed(model)
+    images = torch.randint(0, 256, (4, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    flowkit.initialize(model, images)
+    stored = {key: list(v) if isinstance(v, tuple) else v for key, v in TINY.items()}
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "model_name": "flowpp",
+            "model_config": stored,
+        },
+        path,
+    )
+    loaded = flowkit.load(path, weights="raw")
+    assert isinstance(loaded, type(model))
+    model.eval()
+    with torch.no_grad():
+        expected = model.log_prob(images, generator=torch.Generator().manual_seed(2))
+        got = loaded.log_prob(images, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert _count(loaded) == flowpp_parameter_count(earlier)
+    # A fresh config without the options is the official architecture.
+    from flowkit.presets.registry import config_from_dict
+
+    fresh = config_from_dict("flowpp", stored)
+    assert fresh == FlowPPConfig(**TINY) and fresh.tanh_scale and fresh.norm == "position"
