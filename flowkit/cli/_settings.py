@@ -31,7 +31,6 @@ TRAIN_OPTIONS = {
     "max_minutes": "--max-minutes",
     "batch_size": "--batch-size",
     "lr": "--lr",
-    "n_bits": "--n-bits",
     "augment_shift": "--augment-shift",
     "augment_flip": "--augment-flip",
     "device": "--device",
@@ -43,8 +42,13 @@ TRAIN_OPTIONS = {
 }
 
 
-# Settings that only mean something for images (dequantisation, augmentation, padding) ...
-IMAGE_ONLY = ("n_bits", "augment_shift", "augment_flip", "pad")
+# Settings that only mean something for images (augmentation, padding; and the image model's bits,
+# BITS) ...
+IMAGE_ONLY = ("augment_shift", "augment_flip", "pad")
+
+
+# How messages name the image model's bits per value, whichever source set them.
+BITS = "--n-bits (model.n_bits)"
 
 
 # ... and for tables (the validation split and early stopping of the tabular protocol).
@@ -69,6 +73,8 @@ class Settings:
     train: dict[str, Any]
     inputs: dict[str, Any]
     given: frozenset[str] = frozenset()
+    # The image model's bits per value (its Dequantized's), or None for the model's default.
+    n_bits: Any = None
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -99,6 +105,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
     for section in ("model", "train"):
         if not isinstance(content.get(section) or {}, dict):
             raise UsageError(f"{file}: the {section!r} section must be an object")
+    record = content.get("data")
+    if isinstance(record, dict) and "n_bits" in record:
+        # A run's config.json records the image model's bits with its data (its model section
+        # holds them only where the family's config does).
+        content["model"] = {"n_bits": record["n_bits"], **(content.get("model") or {})}
     return {key: value for key, value in content.items() if key not in _RECORD_KEYS}
 
 
@@ -214,7 +225,11 @@ def read_settings(args: argparse.Namespace) -> Settings:
         if getattr(args, key) is not None:
             inputs[key] = getattr(args, key)
     _resolve_paths(train, inputs)
-    return Settings(preset_name, model_name, model, train, inputs, frozenset(given))
+    # The bits per value are the image model's; train.n_bits (which --n-bits sets) is their
+    # earlier spelling and wins over model.n_bits.
+    n_bits = train.pop("n_bits", model.pop("n_bits", None))
+    given.discard("n_bits")
+    return Settings(preset_name, model_name, model, train, inputs, frozenset(given), n_bits)
 
 
 def _train_defaults() -> dict[str, Any]:
@@ -281,7 +296,13 @@ def check_settings(settings: Settings, entry: Any) -> None:
         _refuse(
             settings, IMAGE_ONLY, f"is for images, but the {entry.name} model trains on a table"
         )
+        if settings.n_bits is not None:
+            raise UsageError(
+                f"{BITS} is for images, but the {entry.name} model trains on a table (got "
+                f"{settings.n_bits!r}); leave it out"
+            )
     else:
+        _check_bits(settings.n_bits)
         _check_image_data(settings, entry)
         _refuse(settings, TABLE_ONLY, f"is for tables, but the {entry.name} model trains on images")
         for key in ("columns", "context_columns"):
@@ -304,11 +325,12 @@ def _check_noise(settings: Settings, entry: Any) -> None:
     value = settings.train.get("noise_std", 0.0)
     default = entry.config_class.__dataclass_fields__["noise_std"].default
     owned = settings.model.get("noise_std", default)
-    if ("noise_std" in settings.given or value != 0.0) and value != owned:
+    # Refused even when equal: the model's value is in its own range, train's in flowkit's.
+    if "noise_std" in settings.given or value != 0.0:
         raise UsageError(
-            f"train.noise_std={value} disagrees with model.noise_std={owned}: the {entry.name} "
-            f"model trains with its own noise and removes it from its samples; set "
-            f"model.noise_std instead (--set model.noise_std={value})"
+            f"train.noise_std={value} is set beside model.noise_std={owned}: the {entry.name} "
+            f"model trains with its own noise (in its own range) and removes it from its "
+            f"samples; set model.noise_std instead (--set model.noise_std={value})"
         )
 
 
@@ -320,6 +342,19 @@ def _refuse(settings: Settings, names: tuple[str, ...], reason: str) -> None:
         value = settings.train[name]
         if name in settings.given or value != defaults.get(name):
             raise UsageError(f"{option_name(name)} {reason} (got {value!r}); leave it out")
+
+
+def _check_bits(value: Any) -> None:
+    """The model's own check of its bits, for the 8-bit images the command line reads."""
+    from flowkit.distributions.dequantized import check_bits
+
+    if value is None:
+        return
+    try:
+        check_bits("Dequantized", value, image_bits=8)
+    except (TypeError, ValueError) as error:
+        _, found, rest = one_line(error).partition(" expects n_bits as ")
+        raise UsageError(f"{BITS} expects {rest}" if found else f"{BITS}: {error}") from None
 
 
 def _check_image_data(settings: Settings, entry: Any) -> None:
@@ -370,6 +405,8 @@ def model_entry(name: str) -> Any:
 def model_config_of(settings: Settings, entry: Any, **from_data: Any) -> Any:
     """The model family's config; ``from_data`` (features, ...) must agree with any setting."""
     values = dict(settings.model)
+    if settings.n_bits is not None and "n_bits" in entry.config_class.__dataclass_fields__:
+        values["n_bits"] = settings.n_bits
     for name, value in from_data.items():
         if values.get(name, value) != value:
             raise UsageError(
@@ -377,6 +414,16 @@ def model_config_of(settings: Settings, entry: Any, **from_data: Any) -> Any:
             )
         values[name] = value
     return fill(entry.config_class, "model", values)
+
+
+def build_image_model(entry: Any, model_config: Any, n_bits: Any) -> Any:
+    """The family's model as a distribution over integer images of ``n_bits`` (None: its own)."""
+    from flowkit.distributions import Dequantized
+
+    model = entry.build(model_config)
+    if n_bits is None or isinstance(model, Dequantized):
+        return model  # a family whose config holds the bits has built them in
+    return Dequantized(model, n_bits)
 
 
 def resolve_configs(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -54,6 +54,8 @@ __all__ = [
 FLOWPP_LOGIT_ALPHA = 0.05
 # Most mixture components per element; the paper uses 32 (CIFAR-10) and 4 to 32 elsewhere.
 MAX_COMPONENTS = 4096
+# The official Pointwise starts at the identity plus Gaussian noise of this standard deviation.
+POINTWISE_INIT_NOISE = 0.001
 # The choices of each architecture option, the official code's first.
 SPLITS = ("columns", "checkerboard")
 NORMS = ("position", "channel")
@@ -468,9 +470,18 @@ def _mixing(
     )
     return SplitApply(
         split,
-        InvertibleConv1x1(kept, lu=False, seed=_seed(generator)),
-        InvertibleConv1x1(transformed, lu=False, seed=_seed(generator)),
+        _near_identity_conv(kept, generator),
+        _near_identity_conv(transformed, generator),
     )
+
+
+def _near_identity_conv(channels: int, generator: torch.Generator | None) -> InvertibleConv1x1:
+    """An unconstrained 1x1 convolution started at the official ``Pointwise``'s initial value."""
+    conv = InvertibleConv1x1(channels, lu=False, seed=_seed(generator))
+    noise = torch.randn(channels, channels, generator=generator)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(channels) + POINTWISE_INIT_NOISE * noise)
+    return conv
 
 
 def _steps(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sized
 from typing import Any
 
@@ -134,19 +133,21 @@ class TrainingData:
 
 
 class ImageTrainingData(TrainingData):
-    """uint8 images ``(N, C, H, W)`` with optional labels, reduced to ``n_bits`` and dequantised."""
+    """uint8 images ``(N, C, H, W)`` with optional labels, as the image model's integers.
+
+    The model (a :class:`~flowkit.distributions.Dequantized`, given to :meth:`check_against`)
+    says how many bits the images keep and draws their dequantisation noise.
+    """
 
     is_image = True
     # Training-time augmentation (see TrainConfig.augment_shift / augment_flip); never evaluation.
     augment_shift = 0.0
     augment_flip = False
-    # A variational dequantizer takes the logit of the noise, which needs it in the open (0, 1).
-    centered_noise = False
+    model: Dequantized
 
-    def __init__(self, images: Tensor, labels: Tensor | None, n_bits: int) -> None:
+    def __init__(self, images: Tensor, labels: Tensor | None) -> None:
         self.images = images
         self.labels = labels
-        self.n_bits = n_bits
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -157,10 +158,16 @@ class ImageTrainingData(TrainingData):
     def take(self, indices: Tensor) -> ImageTrainingData:
         """The images (and labels) at ``indices``, as a new view with the same settings."""
         labels = None if self.labels is None else self.labels[indices]
-        return ImageTrainingData(self.images[indices], labels, self.n_bits)
+        return ImageTrainingData(self.images[indices], labels)
 
     def check_against(self, flow: Flow | Dequantized, what: str) -> None:
-        """Raise a ValueError if the images or labels do not fit the flow's shape or classes."""
+        """Raise a ValueError if the images or labels do not fit the flow's shape or classes.
+
+        The view then reads the images as the model's integers (a plain flow: 8-bit uniform
+        dequantisation).
+        """
+        self.model = image_model(flow)
+        self.model.levels(self.images[:0])  # images the model's bits can describe
         shape = tuple(self.images.shape[1:])
         if shape != tuple(flow.event_shape):
             raise ValueError(
@@ -187,19 +194,15 @@ class ImageTrainingData(TrainingData):
         Drawn from ``generator`` in this order: augmentation, dequantisation noise, training noise
         (the first and last only for training batches, and only when switched on).
         """
-        from flowkit.data import reduce_bits
         from flowkit.data.augment import augment_images
-        from flowkit.distributions.dequantized import uniform_noise
 
         images = self.images[index]
         if augment:
             images = augment_images(
                 images, shift=self.augment_shift, flip=self.augment_flip, generator=generator
             )
-        levels = reduce_bits(images, self.n_bits)
-        noise = uniform_noise(
-            levels.shape, self.n_bits, generator=generator, centered=self.centered_noise
-        )
+        levels = self.model.levels(images)
+        noise = self.model.noise(levels.shape, generator=generator)
         perturbation = self._training_noise(levels.shape, generator) if augment else None
         return levels, noise, self._labels(index), perturbation
 
@@ -242,10 +245,8 @@ class ImageTrainingData(TrainingData):
         num_classes = int(self.labels.max()) + 1
         return (torch.arange(count) % num_classes).to(device)
 
-    def _eval_noise(self, start: int, stop: int, draws: int, centered: bool) -> list[Tensor]:
+    def _eval_noise(self, model: Dequantized, start: int, stop: int, draws: int) -> list[Tensor]:
         """``draws`` fixed noise tensors for images ``start:stop``, independent of batching."""
-        from flowkit.distributions.dequantized import uniform_noise
-
         pieces: list[list[Tensor]] = [[] for _ in range(draws)]
         first, last = start // EVAL_NOISE_BLOCK, (stop - 1) // EVAL_NOISE_BLOCK
         shape = tuple(self.images.shape[1:])
@@ -253,12 +254,7 @@ class ImageTrainingData(TrainingData):
             lo, hi = block * EVAL_NOISE_BLOCK, min((block + 1) * EVAL_NOISE_BLOCK, len(self))
             generator = torch.Generator().manual_seed(EVAL_SEED + block)
             for draw in range(draws):
-                noise = uniform_noise(
-                    (hi - lo, *shape),
-                    self.n_bits,
-                    generator=generator,
-                    centered=centered,
-                )
+                noise = model.noise((hi - lo, *shape), generator=generator)
                 pieces[draw].append(noise[max(start, lo) - lo : min(stop, hi) - lo])
         return [torch.cat(draw) for draw in pieces]
 
@@ -275,29 +271,21 @@ class ImageTrainingData(TrainingData):
         """Mean bits/dim over the set (fixed noise), summed over processes in float64.
 
         The model's :meth:`~flowkit.distributions.Dequantized.log_prob` bound on the discrete
-        probability, a plain flow with uniform dequantisation; with ``num_samples`` > 1 the
-        importance-weighted bound. ``dtype`` is the model's own (the noise follows it).
+        probability (a plain flow: the likelihood of the model this view was checked against,
+        around it); with ``num_samples`` > 1 the importance-weighted bound. ``dtype`` is the
+        model's own (the noise follows it).
         """
-        from flowkit.data import reduce_bits
-
-        model = image_model(flow, self.n_bits)
-        # A learned dequantizer takes the logit of the noise: it needs noise in the open (0, 1).
-        centered = model.dequantizer is not None
-        scale = model.num_dims * math.log(2.0)
+        model = image_model(flow, self.model)
         total = torch.zeros((), dtype=torch.float64, device=process.device)
         for start, stop in self._eval_ranges(batch_size, process):
-            levels = reduce_bits(self.images[start:stop], self.n_bits).to(process.device)
+            levels = model.levels(self.images[start:stop]).to(process.device)
             labels = self._labels(slice(start, stop))
             if labels is not None:
                 labels = labels.to(process.device)
-            bounds = torch.stack(
-                [
-                    model.latent_and_log_prob(levels, labels, noise=noise.to(process.device))[1]
-                    for noise in self._eval_noise(start, stop, num_samples, centered)
-                ]
-            )
-            log_prob = torch.logsumexp(bounds.double(), 0) - math.log(num_samples)
-            total += (-log_prob / scale).sum()
+            draws = self._eval_noise(model, start, stop, num_samples)
+            noise = [draw.to(process.device) for draw in draws]
+            log_prob = model.log_prob(levels, labels, noise=noise).double()
+            total += model.to_bits_per_dim(log_prob).sum()
         return float(all_reduce_sum(total, process)) / len(self)
 
 
@@ -313,20 +301,15 @@ class _WithNoise(nn.Module):
         return self.model.latent_and_log_prob(levels, context, noise=self.noise)[1]
 
 
-def image_model(flow: Flow | Dequantized, n_bits: int) -> Dequantized:
-    """The discrete image model of ``flow``: itself if it is a Dequantized, else uniform dequant.
+def image_model(flow: Flow | Dequantized, like: Dequantized | None = None) -> Dequantized:
+    """The discrete image model of ``flow``: itself if it is a Dequantized.
 
-    Raises:
-        ValueError: A Dequantized model of other bits per value than the data's.
+    A plain flow gets ``like``'s discrete likelihood around it (the weight average of a trained
+    model), or 8-bit uniform dequantisation without ``like``.
     """
     if isinstance(flow, Dequantized):
-        if flow.n_bits != n_bits:
-            raise ValueError(
-                f"the model is Dequantized with n_bits={flow.n_bits} but the data keeps "
-                f"{n_bits} bits per value; set n_bits to {flow.n_bits}"
-            )
         return flow
-    return Dequantized(flow, n_bits)
+    return Dequantized(flow) if like is None else like.with_flow(flow)
 
 
 class VectorTrainingData(TrainingData):
@@ -421,7 +404,7 @@ class VectorTrainingData(TrainingData):
         return float(all_reduce_sum(total, process)) / len(self)
 
 
-def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> TrainingData:
+def as_training_data(data: Any, limit: int | None = None) -> TrainingData:
     """Wrap the data the Trainer accepts in the view it trains on.
 
     Accepted: :class:`~flowkit.data.ImageData` (uint8 images and optional labels), a float tensor
@@ -439,7 +422,7 @@ def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> Tr
             images, labels = images[:limit], None if labels is None else labels[:limit]
         if images.dtype != torch.uint8:
             raise TypeError(f"image data must be uint8, got {images.dtype}")
-        return ImageTrainingData(images, labels, n_bits)
+        return ImageTrainingData(images, labels)
     context = None
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data, context = data
@@ -447,11 +430,11 @@ def as_training_data(data: Any, n_bits: int = 8, limit: int | None = None) -> Tr
             from flowkit.data import ImageData
 
             labels = None if context is None else torch.as_tensor(context).long()
-            return as_training_data(ImageData(data, labels, "tensor"), n_bits, limit)
+            return as_training_data(ImageData(data, labels, "tensor"), limit)
     if isinstance(data, Tensor) and data.dtype == torch.uint8 and data.dim() == 4:
         from flowkit.data import ImageData
 
-        return as_training_data(ImageData(data, None, "tensor"), n_bits, limit)
+        return as_training_data(ImageData(data, None, "tensor"), limit)
     values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
     if not values.is_floating_point():
         raise TypeError(

@@ -302,6 +302,11 @@ def test_the_main_flow_is_built_as_the_official_code() -> None:
     assert isinstance(first, CheckerboardSplit) and not first.alternate
     mixing = [part for part in parts if isinstance(part, SplitApply)]
     assert len(mixing) == 3 and all(m.split is c.splitter for m, c in zip(mixing, couplings))
+    # The official Pointwise starts at the identity plus noise of standard deviation 0.001.
+    for conv in [m.first for m in mixing] + [m.second for m in mixing]:
+        eye = torch.eye(conv.channels)
+        distance = (conv.weight - eye).abs().max().item()
+        assert 0 < distance < 0.01
 
 
 def test_a_checkpoint_of_the_earlier_architecture_still_loads(tmp_path) -> None:
