@@ -29,6 +29,12 @@ _TRAIN_FIELDS = frozenset(
         "max_minutes",
         "batch_size",
         "lr",
+        "optimizer",
+        "beta2",
+        "weight_decay",
+        "warmup_steps",
+        "lr_decay",
+        "min_lr_ratio",
         "n_bits",
         "augment_shift",
         "device",
@@ -201,6 +207,43 @@ def _add_train_parser(commands: Any) -> None:
     )
     train.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
     train.add_argument("--lr", type=float, help="base learning rate")
+    train.add_argument(
+        "--optimizer",
+        metavar="NAME",
+        help="adamax, adam or adamw (adam with decoupled weight decay)",
+    )
+    train.add_argument(
+        "--beta2",
+        type=float,
+        metavar="B",
+        help="second-moment decay of the optimizer (none: 1 - 1/(steps per epoch x "
+        "polyak_epochs), as Glow's official code)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="W",
+        help="decoupled weight decay, with --optimizer adamw only",
+    )
+    train.add_argument(
+        "--warmup-steps",
+        type=int,
+        metavar="N",
+        help="linear learning-rate warm-up over this many steps, instead of the preset's "
+        "warm-up in epochs (train.warmup_epochs)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        metavar="KIND",
+        help="learning rate after the warm-up: constant, or cosine or linear decay to "
+        "--min-lr-ratio x --lr at the run's last step (--max-steps or --epochs)",
+    )
+    train.add_argument(
+        "--min-lr-ratio",
+        type=float,
+        metavar="R",
+        help="the decay's floor as a fraction of --lr",
+    )
     train.add_argument("--n-bits", type=int, help="bits per pixel kept from the data (e.g. 5)")
     augment = train.add_mutually_exclusive_group()
     augment.add_argument(

@@ -31,6 +31,12 @@ TRAIN_OPTIONS = {
     "max_minutes": "--max-minutes",
     "batch_size": "--batch-size",
     "lr": "--lr",
+    "optimizer": "--optimizer",
+    "beta2": "--beta2",
+    "weight_decay": "--weight-decay",
+    "warmup_steps": "--warmup-steps",
+    "lr_decay": "--lr-decay",
+    "min_lr_ratio": "--min-lr-ratio",
     "augment_shift": "--augment-shift",
     "augment_flip": "--augment-flip",
     "device": "--device",
@@ -53,6 +59,10 @@ BITS = "--n-bits (model.n_bits)"
 
 # ... and for tables (the validation split and early stopping of the tabular protocol).
 TABLE_ONLY = ("val_fraction", "patience")
+
+
+# Settings checked alone need a companion that admits them; the pair is checked together later.
+_COMPANIONS: dict[str, dict[str, Any]] = {"weight_decay": {"optimizer": "adamw"}}
 
 
 # Table presets, suggested when a table is given to an image model.
@@ -186,6 +196,12 @@ def read_settings(args: argparse.Namespace) -> Settings:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "optimizer": args.optimizer,
+        "beta2": args.beta2,
+        "weight_decay": args.weight_decay,
+        "warmup_steps": args.warmup_steps,
+        "lr_decay": args.lr_decay,
+        "min_lr_ratio": args.min_lr_ratio,
         "max_steps": args.max_steps,
         "max_minutes": args.max_minutes,
         "device": args.device,
@@ -215,11 +231,17 @@ def read_settings(args: argparse.Namespace) -> Settings:
         train["progress"] = False
     if args.tensorboard:
         train["tensorboard"] = True
+    told = set(explicit)
     for text in args.set or []:
         section, name, value = _parse_override(text)
         (model if section == "model" else train)[name] = value
         if section == "train":
             given.add(name)
+            told.add(name)
+    # A warm-up told in steps replaces the preset's (or config file's) in epochs, and back.
+    for name, other in (("warmup_steps", "warmup_epochs"), ("warmup_epochs", "warmup_steps")):
+        if name in told and other not in told:
+            train.pop(other, None)
     inputs = {key: file_content.get(key) for key in INPUT_KEYS}
     for key in INPUT_KEYS:
         if getattr(args, key) is not None:
@@ -266,7 +288,7 @@ def check_settings(settings: Settings, entry: Any) -> None:
 
     for name, value in _normalized(TrainConfig, "train", settings.train).items():
         try:
-            TrainConfig(**{name: value})
+            TrainConfig(**{name: value, **_COMPANIONS.get(name, {})})
         except ConfigError as error:
             message = one_line(error)
             _, found, rest = message.partition(f" expects {name} as ")

@@ -32,6 +32,9 @@ __all__ = ["TarFlowConfig", "TarFlowFlow", "build_tarflow", "denoise", "tarflow"
 # A larger MLP multiple than this is a typo, not a design (transformers use 2 to 8).
 MAX_EXPANSION = 64
 
+# Channels per attention head: the official code fixes the head width at 64 for every model.
+HEAD_CHANNELS = 64
+
 
 @dataclass(frozen=True)
 class TarFlowConfig:
@@ -49,7 +52,10 @@ class TarFlowConfig:
         channels: Width of the transformers.
         blocks: Autoregressive blocks; the sequence is reversed between consecutive blocks.
         layers_per_block: Attention + MLP layers of each block's transformer.
-        heads: Attention heads (``channels`` must be divisible by it).
+        heads: Attention heads (``channels`` must be divisible by it). None (the default):
+            heads of ``HEAD_CHANNELS`` = 64 channels, ``channels // 64``, as the official code;
+            where 64 does not divide ``channels``, the most heads that divide it and are at
+            least 64 channels wide (one head below 128 channels).
         expansion: Hidden width of the MLPs in multiples of ``channels``.
         num_classes: Classes of a class-conditional model (labels as context), or None.
         label_dropout: Probability of training a label as the null class, for classifier-free
@@ -65,7 +71,7 @@ class TarFlowConfig:
     channels: int = 768
     blocks: int = 8
     layers_per_block: int = 8
-    heads: int = 12
+    heads: int | None = None
     expansion: int = 4
     num_classes: int | None = None
     label_dropout: float = 0.1
@@ -88,6 +94,8 @@ class TarFlowConfig:
         check_int(owner, "channels", self.channels, 1, MAX_WIDTH)
         check_int(owner, "blocks", self.blocks, 1, MAX_STEPS)
         check_int(owner, "layers_per_block", self.layers_per_block, 1, MAX_STEPS)
+        # Resolved once, so that configs (and the checkpoints recording them) compare by value.
+        object.__setattr__(self, "heads", _heads(self.channels, self.heads))
         check_int(owner, "heads", self.heads, 1, MAX_WIDTH)
         check_int(owner, "expansion", self.expansion, 1, MAX_EXPANSION)
         check_int(owner, "num_classes", self.num_classes, 2, MAX_CLASSES, optional=True)
@@ -120,6 +128,14 @@ class TarFlowConfig:
         return (height // p) * (width // p), channels * p * p
 
 
+def _heads(channels: int, heads: int | None) -> int:
+    """``heads``, or (None) the most heads of at least ``HEAD_CHANNELS`` that divide ``channels``."""
+    if heads is not None:
+        return heads
+    most = max(1, channels // HEAD_CHANNELS)
+    return next(count for count in range(most, 0, -1) if channels % count == 0)
+
+
 def _parameter_count(config: TarFlowConfig) -> int:
     """The exact number of parameters of the model ``config`` describes."""
     length, features = config.sequence_shape
@@ -137,7 +153,7 @@ def tarflow(
     channels: int = 768,
     blocks: int = 8,
     layers_per_block: int = 8,
-    heads: int = 12,
+    heads: int | None = None,
     expansion: int = 4,
     num_classes: int | None = None,
     label_dropout: float = 0.1,
@@ -209,7 +225,7 @@ def _bijector(config: TarFlowConfig) -> Bijector:
             2,
             channels=config.channels,
             layers=config.layers_per_block,
-            heads=config.heads,
+            heads=_heads(config.channels, config.heads),
             expansion=config.expansion,
             num_classes=config.num_classes,
             label_dropout=config.label_dropout,
