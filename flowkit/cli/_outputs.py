@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.cli._common import (
+    CommandError,
     UsageError,
     atomic_output,
     check_new_outputs,
@@ -70,11 +71,10 @@ def _sample_images(args: argparse.Namespace, run: Run) -> int:
     for temperature, path in zip(temperatures, paths):
         with atomic_output(path) as temporary:
             nonfinite = write_sample_grid(
-                run.flow,
+                run.model,
                 temporary,
                 num=args.num,
                 temperature=temperature,
-                n_bits=run.n_bits,
                 context=context,
                 seed=args.seed,
             )
@@ -193,18 +193,32 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     return 0
 
 
-def _model_inputs(images: Any, n_bits: int, device: str) -> Any:
-    from flowkit.data import to_model_input
-
+def _model_inputs(run: Run, images: Any, device: str) -> Any:
     # The centre of each pixel's bin: the same encoding every time, no dequantisation noise.
-    return to_model_input(images, n_bits, dequantize=False).to(device) + 0.5 / 2**n_bits
+    model = run.model
+    return model.bin_centres(model.levels(images)).to(device)
+
+
+def _pixels(run: Run, values: Any) -> Any:
+    """The model's continuous values as 8-bit pixels of its bins."""
+    import torch
+
+    values = values.float().cpu()
+    nan = torch.isnan(values)
+    if bool(nan.any()):
+        raise CommandError(
+            f"the model's decoded images hold {int(nan.sum())} NaN value(s) of {values.numel()} "
+            f"(a diverged model?); try --weights raw or an earlier checkpoint of {run.checkpoint}"
+        )
+    model = run.model
+    return model.to_uint8(model.quantize(values))
 
 
 def interpolate_command(args: argparse.Namespace) -> int:
     """Decode the line between the latents of two images, one row per pair."""
     import torch
 
-    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.data import save_image_grid
     from flowkit.latent import interpolate
 
     check_common(args)
@@ -226,13 +240,13 @@ def interpolate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"the model is class-conditional but {data.source} has no labels")
     rows = []
     for a, b in zip(args.first, args.second):
-        images = _model_inputs(data.images[[a, b]], run.n_bits, args.device)
+        images = _model_inputs(run, data.images[[a, b]], args.device)
         labels = None if run.flow.context_shape is None else data.labels[a].to(args.device)
         rows.append(
             interpolate(run.continuous_flow, images[0], images[1], args.steps, context=labels)
         )
     with atomic_output(path) as temporary:
-        grid = to_uint8(torch.cat(rows).float().cpu(), run.n_bits)
+        grid = _pixels(run, torch.cat(rows))
         save_image_grid(grid, temporary, nrow=args.steps)
     print(path)
     return 0
@@ -242,7 +256,7 @@ def manipulate_command(args: argparse.Namespace) -> int:
     """Move images along the direction between the mean latents with and without a label."""
     import torch
 
-    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.data import save_image_grid
     from flowkit.latent import attribute_direction, manipulate
 
     check_common(args)
@@ -270,7 +284,7 @@ def manipulate_command(args: argparse.Namespace) -> int:
             f"--attribute {args.attribute} is not among the labels of the first {count} "
             f"images of {data.source}: {present}"
         )
-    images = _model_inputs(data.images[:count], run.n_bits, args.device)
+    images = _model_inputs(run, data.images[:count], args.device)
     context = None if run.flow.context_shape is None else labels.to(args.device)
     direction = attribute_direction(
         run.continuous_flow, images, labels == args.attribute, context=context
@@ -278,11 +292,11 @@ def manipulate_command(args: argparse.Namespace) -> int:
     scales = torch.linspace(-args.scale, args.scale, args.steps).tolist()
     rows = []
     for index in args.indices:
-        image = _model_inputs(data.images[index : index + 1], run.n_bits, args.device)[0]
+        image = _model_inputs(run, data.images[index : index + 1], args.device)[0]
         label = None if context is None else data.labels[index].to(args.device)
         rows.append(manipulate(run.continuous_flow, image, direction, scales, context=label))
     with atomic_output(path) as temporary:
-        grid = to_uint8(torch.cat(rows).float().cpu(), run.n_bits)
+        grid = _pixels(run, torch.cat(rows))
         save_image_grid(grid, temporary, nrow=args.steps)
     print(path)
     return 0

@@ -35,7 +35,6 @@ _TRAIN_FIELDS = frozenset(
         "warmup_steps",
         "lr_decay",
         "min_lr_ratio",
-        "n_bits",
         "augment_shift",
         "device",
         "seed",
@@ -244,7 +243,12 @@ def _add_train_parser(commands: Any) -> None:
         metavar="R",
         help="the decay's floor as a fraction of --lr",
     )
-    train.add_argument("--n-bits", type=int, help="bits per pixel kept from the data (e.g. 5)")
+    train.add_argument(
+        "--n-bits",
+        type=int,
+        help="bits per pixel of the image model, kept from the data (e.g. 5; default: the "
+        "preset's or --config's, else 8)",
+    )
     augment = train.add_mutually_exclusive_group()
     augment.add_argument(
         "--augment-shift",

@@ -50,8 +50,18 @@ class Run:
         return self.data.get("kind") == "vector"
 
     @property
-    def n_bits(self) -> int:
-        return int(self.data.get("n_bits", self.train_config.get("n_bits", 8)))
+    def model(self) -> Any:
+        """The image model: a Dequantized, which owns the bits, the noise and bits/dim.
+
+        A flow trained under uniform dequantisation comes back as its flow alone; the run's
+        record gives its bits (earlier runs kept them as a train setting).
+        """
+        from flowkit.distributions import Dequantized
+
+        if isinstance(self.flow, Dequantized):
+            return self.flow
+        n_bits = self.data.get("n_bits", self.train_config.get("n_bits", 8))
+        return Dequantized(self.flow, int(n_bits))
 
     @property
     def columns(self) -> list[str]:
@@ -250,11 +260,12 @@ def eval_command(args: argparse.Namespace) -> int:
         source = table.source
     else:
         images = run_images(run, args.data, args.split)
-        data = as_training_data(images, run.n_bits, args.num_test)
+        data = as_training_data(images, args.num_test)
         source = images.source
-    data.check_against(run.flow, args.split)
+    scored = run.flow if run.is_table else run.model
+    data.check_against(scored, args.split)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    flow = run.flow.to(dtype)
+    flow = scored.to(dtype)
     process = Process(device=torch.device(args.device))
     with torch.no_grad():
         if run.is_table:

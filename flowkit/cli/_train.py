@@ -16,6 +16,7 @@ from flowkit.cli._common import (
 )
 from flowkit.cli._settings import (
     Settings,
+    build_image_model,
     check_settings,
     fill,
     model_config_of,
@@ -104,10 +105,13 @@ def _summary(result: Any) -> str:
 
 def _print_config(settings: Settings, model_config: Any, train_config: Any) -> None:
     inputs = {key: value for key, value in settings.inputs.items() if value is not None}
+    model = dataclasses.asdict(model_config)
+    if settings.n_bits is not None:
+        model.setdefault("n_bits", settings.n_bits)
     effective = {
         "preset": settings.preset,
         "model_name": settings.model_name,
-        "model": dataclasses.asdict(model_config),
+        "model": model,
         "train": dataclasses.asdict(train_config),
         **inputs,
     }
@@ -145,7 +149,8 @@ def _prepare_images(
         "test_examples": len(test_data),
         "num_classes": num_classes,
     }
-    return entry.build(model_config), model_config, train_data, test_data, data_info
+    model = build_image_model(entry, model_config, settings.n_bits)
+    return model, model_config, train_data, test_data, data_info
 
 
 def _image_splits(

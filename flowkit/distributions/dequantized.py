@@ -20,7 +20,7 @@ from flowkit.bijectors.base import Bijector
 from flowkit.distributions.base import SampleShape
 from flowkit.distributions.flow import AuxiliaryLoss, Flow
 
-__all__ = ["MAX_BITS", "Dequantized", "VariationalDequantizer", "uniform_noise"]
+__all__ = ["MAX_BITS", "Dequantized", "VariationalDequantizer", "check_bits", "uniform_noise"]
 
 # Uniform noise lies on a grid of 2**-24 in the model's space [-1/2, 1/2), float32's resolution in
 # [1/2, 1): every dequantized value is then exact in float32 and floor((y + 1/2) * 2**n) gives the
@@ -28,6 +28,22 @@ __all__ = ["MAX_BITS", "Dequantized", "VariationalDequantizer", "uniform_noise"]
 _NOISE_BITS = 24
 # Up to 16 bits per value (16-bit images), which leaves 8 bits of noise per bin on that grid.
 MAX_BITS = 16
+
+
+def check_bits(owner: str, n_bits: object, *, image_bits: int = MAX_BITS) -> int:
+    """The one check of a number of bits per value: an int from 1 to ``MAX_BITS``.
+
+    Args:
+        owner: Who asks, for the message.
+        n_bits: The value to check.
+        image_bits: The depth of the images it will describe, when known (8 for uint8 images),
+            which narrows the range.
+
+    Raises:
+        TypeError: Not an int.
+        ValueError: Outside the range.
+    """
+    return check_int(owner, "n_bits", n_bits, 1, min(image_bits, MAX_BITS))
 
 
 def uniform_noise(
@@ -60,7 +76,7 @@ def uniform_noise(
         >>> bool(((noise >= 0) & (noise < 1)).all())
         True
     """
-    n_bits = check_int("uniform_noise", "n_bits", n_bits, 1, MAX_BITS)
+    n_bits = check_bits("uniform_noise", n_bits)
     shift = _NOISE_BITS - n_bits
     grid = torch.randint(
         0, 2**shift, tuple(shape), generator=generator, dtype=torch.int32, device=device
@@ -155,9 +171,16 @@ class Dequantized(nn.Module):
     it (same formula, same order of operations, noise from :func:`uniform_noise`), so bits per
     dimension equal those of the flow on ``to_model_input``'s output.
 
+    This model is the one home of the discrete likelihood: the number of bits, the noise
+    (:meth:`noise`), the bin constant, the bound and its importance-weighted form, and the
+    conversion to bits per dimension (:meth:`to_bits_per_dim`). Trainers, evaluation and
+    benchmarks read them from here. A flow that works on another range (TarFlow's official
+    :math:`[-1, 1]`) scales :math:`y` inside its own bijector, so the scaling's log-determinant is
+    part of :math:`\log p(y)` and the bound stays one over the same integer images.
+
     Args:
         flow: The flow over :math:`y`; its event shape is that of the images.
-        n_bits: Bits per value :math:`n`, 1 to 16.
+        n_bits: Bits per value :math:`n`, 1 to 16 (the one check of this setting).
         dequantizer: A learned :math:`q(u \mid x)`, or None for uniform dequantization.
 
     Attributes:
@@ -198,7 +221,7 @@ class Dequantized(nn.Module):
                 "Dequantized expects a VariationalDequantizer or None as dequantizer, got "
                 f"{type(dequantizer).__name__}"
             )
-        self.n_bits = check_int("Dequantized", "n_bits", n_bits, 1, MAX_BITS)
+        self.n_bits = check_bits("Dequantized", n_bits)
         # Registration order fixes the parameters' order, which optimizer checkpoints rely on.
         self.flow = flow
         self.dequantizer = dequantizer
@@ -263,6 +286,76 @@ class Dequantized(nn.Module):
                     f"{high}"
                 )
 
+    # --- the data's side ------------------------------------------------------------------------
+    def noise(
+        self,
+        shape: Sequence[int],
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Dequantization noise for images of ``shape``, as :meth:`dequantize` draws it.
+
+        :func:`uniform_noise` for this model's bits, centred (in the open interval) when a
+        variational dequantizer takes its logit; float32 on ``device``.
+        """
+        return uniform_noise(
+            shape,
+            self.n_bits,
+            generator=generator,
+            device=device,
+            centered=self.dequantizer is not None,
+        )
+
+    def levels(self, images: Tensor) -> Tensor:
+        r"""8-bit images (uint8) as this model's integers: :math:`\lfloor x / 2^{8 - n} \rfloor`.
+
+        Keeps the ``n`` most significant bits, as :func:`flowkit.data.reduce_bits`; the identity
+        for 8 bits.
+
+        Raises:
+            TypeError: The images are not uint8.
+            ValueError: The model has more than 8 bits, which 8-bit images cannot fill.
+        """
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            got = images.dtype if isinstance(images, Tensor) else type(images).__name__
+            raise TypeError(f"Dequantized.levels expects uint8 images, got {got}")
+        if self.n_bits > 8:
+            raise ValueError(
+                f"Dequantized.levels: the model has n_bits={self.n_bits} but 8-bit (uint8) images "
+                "hold 8; give the model at most 8 bits for such data"
+            )
+        return images >> (8 - self.n_bits)
+
+    def to_uint8(self, levels: Tensor) -> Tensor:
+        """This model's integer images as 8-bit pixel values (bins spread over 0..255), to view."""
+        shift = 8 - self.n_bits
+        spread = levels << shift if shift >= 0 else levels >> -shift
+        return spread.clamp(0, 255).to(torch.uint8)
+
+    def bin_centres(self, levels: Tensor) -> Tensor:
+        r"""The centre of each integer's bin in the flow's space: :math:`(x + 1/2) / 2^n - 1/2`.
+
+        A fixed encoding of images (no noise), for latents, interpolation and manipulation; in
+        the flow's dtype.
+        """
+        return (levels.to(self._dtype_device()[0]) + 0.5) / 2**self.n_bits - 0.5
+
+    def quantize(self, y: Tensor) -> Tensor:
+        r"""The integer image of continuous :math:`y`: :math:`\lfloor (y + 1/2)\, 2^n \rfloor`.
+
+        Values outside :math:`[-1/2, 1/2)` (samples) are clipped to :math:`[0, 2^n)`; int64.
+        """
+        bins = 2**self.n_bits
+        return torch.floor((y + 0.5) * bins).clamp_(0, bins - 1).to(torch.int64)
+
+    def to_bits_per_dim(self, log_prob: Tensor) -> Tensor:
+        r"""A bound on :math:`\log P(x)` (nats) in bits per dimension: :math:`-\log P / (D \ln 2)`.
+
+        The one conversion: training, evaluation and :meth:`bits_per_dim` all go through it.
+        """
+        return -log_prob / (self.num_dims * math.log(2.0))
+
     # --- density --------------------------------------------------------------------------------
     def dequantize(
         self,
@@ -318,6 +411,7 @@ class Dequantized(nn.Module):
         *,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        perturbation: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         r"""The flow's latent and the one-draw lower bound on :math:`\log P(x)`, in nats.
 
@@ -326,13 +420,19 @@ class Dequantized(nn.Module):
             context: The flow's context, if it is conditional.
             noise: Dequantization noise as in :meth:`dequantize`, or None to draw it.
             generator: Random generator for the draw.
+            perturbation: Gaussian training noise added to :math:`y` before the flow (TarFlow's
+                training noise, :attr:`Flow.training_noise_std`); the value is then the bound of
+                the noisy data, not of the images. None adds nothing.
 
         Returns:
             ``z`` (shape ``(*batch, *flow.latent_shape)``, for :meth:`auxiliary_loss`) and
             :math:`\log p(y) - nD \log 2 - \log q(u \mid x)` of shape ``batch``.
         """
         y, log_q = self.dequantize(x, noise, generator)
+        if perturbation is not None:
+            y = y + perturbation.to(y.dtype)
         z, log_density = self.flow.latent_and_log_prob(y, context)
+        # The bin of x has volume 2^(-nD) in y.
         return z, log_density - self.num_dims * self.n_bits * math.log(2.0) - log_q
 
     def log_prob(
@@ -342,6 +442,7 @@ class Dequantized(nn.Module):
         *,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        noise: Sequence[Tensor] | None = None,
     ) -> Tensor:
         r"""Lower bound on :math:`\log P(x)` in nats, shape ``batch``.
 
@@ -349,19 +450,31 @@ class Dequantized(nn.Module):
             x: Integer images, shape ``(*batch, *event_shape)``.
             context: The flow's context, if it is conditional.
             num_samples: Draws :math:`K` of the noise; with :math:`K > 1` the importance-weighted
-                bound :math:`\log \frac1K \sum_k w_k` (one pass of the flow per draw).
+                bound :math:`\log \frac1K \sum_k w_k` (one pass of the flow per draw), summed in
+                float64.
             generator: Random generator for the draws.
+            noise: The draws themselves (fixed evaluation noise), each as in :meth:`dequantize`;
+                :math:`K` is their number and ``num_samples`` must be left at 1 or equal it.
         """
         num_samples = check_int("Dequantized.log_prob", "num_samples", num_samples, 1)
-        if num_samples == 1:
-            return self.latent_and_log_prob(x, context, generator=generator)[1]
-        log_weights = torch.stack(
-            [
-                self.latent_and_log_prob(x, context, generator=generator)[1]
-                for _ in range(num_samples)
-            ]
-        )
-        return torch.logsumexp(log_weights, dim=0) - math.log(num_samples)
+        if noise is not None:
+            draws: list[Tensor | None] = list(noise)
+            if not draws or num_samples not in (1, len(draws)):
+                raise ValueError(
+                    f"Dequantized.log_prob expects at least one noise draw and num_samples 1 or "
+                    f"their number, got {len(draws)} draw(s) and num_samples={num_samples}"
+                )
+        else:
+            draws = [None] * num_samples
+        log_weights = [
+            self.latent_and_log_prob(x, context, noise=draw, generator=generator)[1]
+            for draw in draws
+        ]
+        if len(log_weights) == 1:
+            return log_weights[0]
+        stacked = torch.stack(log_weights)
+        bound = torch.logsumexp(stacked.double(), dim=0) - math.log(len(log_weights))
+        return bound.to(stacked.dtype)
 
     def bits_per_dim(
         self,
@@ -370,10 +483,13 @@ class Dequantized(nn.Module):
         *,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
+        noise: Sequence[Tensor] | None = None,
     ) -> Tensor:
         r"""Upper bound on :math:`-\log_2 P(x) / D`: :meth:`log_prob` in bits per dimension."""
-        log_prob = self.log_prob(x, context, num_samples=num_samples, generator=generator)
-        return -log_prob / (self.num_dims * math.log(2.0))
+        log_prob = self.log_prob(
+            x, context, num_samples=num_samples, generator=generator, noise=noise
+        )
+        return self.to_bits_per_dim(log_prob)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob`, so that wrappers such as DistributedDataParallel call it."""
@@ -400,20 +516,21 @@ class Dequantized(nn.Module):
                 f"Dequantized.sample: the flow's sample holds {int(torch.isnan(y).sum())} NaN "
                 f"value(s) of {y.numel()}, which have no integer value"
             )
-        bins = 2**self.n_bits
-        return torch.floor((y + 0.5) * bins).clamp_(0, bins - 1).to(torch.int64)
+        return self.quantize(y)
 
     # --- hooks ----------------------------------------------------------------------------------
     def auxiliary_loss(self, z: Tensor, context: Tensor | None) -> AuxiliaryLoss | None:
         """The flow's :meth:`~flowkit.distributions.Flow.auxiliary_loss` hook."""
         return self.flow.auxiliary_loss(z, context)
 
+    def with_flow(self, flow: Flow) -> Dequantized:
+        """This discrete likelihood (bits, dequantizer) around another flow (averaged weights)."""
+        return Dequantized(flow, self.n_bits, self.dequantizer)
+
     def for_inference(self) -> Dequantized:
         """This model around ``flow.for_inference()``, with the same dequantizer."""
         flow = self.flow.for_inference()
-        if flow is self.flow:
-            return self
-        return Dequantized(flow, self.n_bits, self.dequantizer)
+        return self if flow is self.flow else self.with_flow(flow)
 
     def extra_repr(self) -> str:
         """Bits per value, for ``repr``."""

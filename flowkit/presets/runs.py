@@ -150,10 +150,16 @@ RUN_PRESETS: dict[str, RunPreset] = {
         RunPreset(
             "glow-celeba256",
             "Paper Table 5: CelebA-HQ 256x256, 5-bit, L=6, K=32, additive",
+            # n_bits: the bits of the image model (its Dequantized), not a training setting.
             model=dict(
-                K=32, L=6, input_shape=(3, 256, 256), hidden_channels=512, coupling="additive"
+                K=32,
+                L=6,
+                input_shape=(3, 256, 256),
+                hidden_channels=512,
+                coupling="additive",
+                n_bits=5,
             ),
-            train=dict(output="runs/glow-celeba256", n_bits=5, batch_size=40, epochs=100, lr=1e-3),
+            train=dict(output="runs/glow-celeba256", batch_size=40, epochs=100, lr=1e-3),
             source=(
                 "paper Table 5 and the official README's CelebA-HQ command (n_bits_x 5, learntop)"
             ),
@@ -265,7 +271,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 blocks=4,
                 layers_per_block=2,
                 seed=0,
-                noise_std=0.025,
+                noise_std=0.05,
             ),
             train=dict(
                 data="fashion-mnist-small",
@@ -281,8 +287,8 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             source=(
                 "our choice: the paper's architecture at a CPU-sized width, depth and sequence "
-                "(one attention head of 64 channels, the official head width); the paper's noise "
-                "(0.05 on [-1, 1] images, 0.025 on flowkit's range)"
+                "(one attention head of 64 channels, the official head width); the paper's data "
+                "range [-1, 1] and noise (0.05 in that range)"
             ),
             model_name="tarflow",
         ),
@@ -295,7 +301,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 channels=768,
                 blocks=8,
                 layers_per_block=8,
-                noise_std=0.025,
+                noise_std=0.05,
             ),
             # The official train.py: AdamW with betas (0.9, 0.95) and weight decay 1e-4; its
             # learning-rate schedule (utils.CosineLRSchedule) rises linearly over the first

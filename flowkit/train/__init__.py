@@ -2,7 +2,7 @@
 
 from flowkit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from flowkit.train.config import ConfigError, TrainConfig
-from flowkit.train.objectives import BitsPerDim, NatsPerExample, bits_per_dim
+from flowkit.train.objectives import BitsPerDim, NatsPerExample
 from flowkit.train.quick import fit
 from flowkit.train.rundir import RunExistsError, RunLockedError
 from flowkit.train.samples import write_sample_grid
@@ -29,7 +29,6 @@ __all__ = [
     "TrainState",
     "Trainer",
     "TrainingInterrupted",
-    "bits_per_dim",
     "fit",
     "load_checkpoint",
     "save_checkpoint",

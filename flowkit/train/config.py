@@ -65,7 +65,6 @@ class TrainConfig:
             ``flowkit.data.load_dataset`` (CIFAR batches, idx files, ImageNet npz, image
             folder/tar).
         output: Directory for checkpoints, samples, metrics and the learning curve.
-        n_bits: Bits per pixel kept from the data (8; 5 for the paper's qualitative models).
         pad: Zero pixels added on each side of every image (2 turns 28x28 MNIST into 32x32, as
             the official data loader does).
         batch_size: Global minibatch size, split across processes (official 64 per GPU; Table 4
@@ -142,7 +141,6 @@ class TrainConfig:
 
     data: str = "fashion-mnist-small"
     output: str = "runs/glow"
-    n_bits: int = 8
     pad: int = 0
     batch_size: int = 64
     test_batch_size: int = 256
@@ -203,7 +201,6 @@ class TrainConfig:
             raise ConfigError(
                 f"{owner} expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        check_int(owner, "n_bits", self.n_bits, 1, 8)
         check_int(owner, "pad", self.pad, 0)
         check_int(owner, "seed", self.seed, 0)
         for name in (

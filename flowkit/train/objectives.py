@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from flowkit.distributions import Dequantized, Flow
 
-__all__ = ["BitsPerDim", "NatsPerExample", "Objective", "bits_per_dim"]
-
-
-def bits_per_dim(log_prob: Tensor, num_dims: int, n_bits: int = 8) -> Tensor:
-    r"""Bits per dimension of discrete data from the flow's continuous log-density.
-
-    Data with ``2**n_bits`` levels per dimension, scaled to :math:`[-1/2, 1/2]` and dequantised with
-    uniform noise of one bin, has bins of width :math:`1 / 2^{n}`, so the discrete probability is
-    about :math:`p(x) / 2^{nD}` and
-
-    .. math:: \mathrm{bpd} = \frac{-\log p(x) + D \log 2^{n}}{D \log 2}.
-
-    Args:
-        log_prob: Log-density of each example, shape ``(*batch,)``.
-        num_dims: Number of dimensions ``D`` of one example (``C * H * W``).
-        n_bits: Bits per dimension of the data.
-    """
-    return (-log_prob + num_dims * n_bits * math.log(2.0)) / (num_dims * math.log(2.0))
+__all__ = ["BitsPerDim", "NatsPerExample", "Objective"]
 
 
 class Objective(nn.Module):
@@ -52,27 +33,23 @@ class Objective(nn.Module):
 class BitsPerDim(Objective):
     r"""Bits per dimension of integer images: the model's bound on :math:`-\log_2 P(x) / D`.
 
-    The model is a :class:`~flowkit.distributions.Dequantized` (a plain flow is wrapped with
-    uniform dequantisation, Glow's objective). Inputs: the images reduced to ``n_bits`` integers,
-    their dequantisation noise in :math:`[0, 1)`, the labels of a class-conditional model, and
-    optional Gaussian training noise added to the dequantised values (``TrainConfig.noise_std``;
-    the value is then the bound of the noisy data, not of the images).
+    The model is a :class:`~flowkit.distributions.Dequantized`, which owns the bound and its bits
+    (a plain flow is wrapped with 8-bit uniform dequantisation, Glow's objective). Inputs: the
+    model's integer images (:meth:`~flowkit.distributions.Dequantized.levels`), their
+    dequantisation noise in :math:`[0, 1)`, the labels of a class-conditional model, and optional
+    Gaussian training noise added to the dequantised values (the value is then the bound of the
+    noisy data, not of the images).
 
     Args:
         model: The image model.
-        n_bits: Bits per value of the data; must match a Dequantized model's.
     """
 
     key = "bpd"
     unit = "bits/dim"
 
-    def __init__(self, model: Flow | Dequantized, n_bits: int = 8) -> None:
+    def __init__(self, model: Flow | Dequantized) -> None:
         super().__init__()
-        from flowkit.train.data import image_model
-
-        self.model = image_model(model, n_bits)
-        self.n_bits = self.model.n_bits
-        self.num_dims = self.model.num_dims
+        self.model = model if isinstance(model, Dequantized) else Dequantized(model)
 
     def forward(
         self,
@@ -83,14 +60,10 @@ class BitsPerDim(Objective):
     ) -> dict[str, Tensor]:
         """The loss and the per-example metrics of one batch."""
         model = self.model
-        if perturbation is None:
-            z, log_prob = model.latent_and_log_prob(levels, context, noise=noise)
-        else:
-            y, log_q = model.dequantize(levels, noise)
-            z, log_density = model.flow.latent_and_log_prob(y + perturbation.to(y.dtype), context)
-            log_prob = log_density - self.num_dims * self.n_bits * math.log(2.0) - log_q
-        value = -log_prob / (self.num_dims * math.log(2.0))
-        return self._finish(model, z, value, context)
+        z, log_prob = model.latent_and_log_prob(
+            levels, context, noise=noise, perturbation=perturbation
+        )
+        return self._finish(model, z, model.to_bits_per_dim(log_prob), context)
 
 
 class NatsPerExample(Objective):

@@ -15,12 +15,11 @@ __all__ = ["write_sample_grid"]
 
 @torch.no_grad()
 def write_sample_grid(
-    flow: Flow | Dequantized,
+    model: Flow | Dequantized,
     path: str | os.PathLike,
     *,
     num: int,
     temperature: float,
-    n_bits: int,
     context: Tensor | None = None,
     seed: int = 0,
     nrow: int | None = None,
@@ -32,12 +31,12 @@ def write_sample_grid(
     high temperature: such values are drawn mid-grey and counted, never allowed to stop a run.
 
     Args:
-        flow: The model: a flow over images in ``[-1/2, 1/2]`` or a
-            :class:`~flowkit.distributions.Dequantized` one, whose samples are integers.
+        model: The image model, a :class:`~flowkit.distributions.Dequantized` (its bits turn
+            the flow's samples into pixels); a plain flow over images in ``[-1/2, 1/2]`` counts
+            as 8-bit.
         path: The PNG file.
         num: Number of images (ignored when ``context`` gives one row per image).
         temperature: Standard deviation of the base noise.
-        n_bits: Bits per pixel of the data the model was trained on.
         context: Class labels (or other context), one per image, for a conditional model.
         seed: Seed of the base noise.
         nrow: Images per row of the grid (default: about square).
@@ -45,23 +44,23 @@ def write_sample_grid(
     Returns:
         The number of non-finite sample values.
     """
-    from flowkit.data import save_image_grid, to_uint8
+    from flowkit.data import save_image_grid
 
-    device = next((p.device for p in flow.parameters()), torch.device("cpu"))
+    model = model if isinstance(model, Dequantized) else Dequantized(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     devices = [device] if device.type == "cuda" else []
+    # The flow's continuous samples, so that non-finite values can be counted before they become
+    # integers.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         if context is None:
-            images = flow.sample(num, temperature=temperature)
+            images = model.flow.sample(num, temperature=temperature)
         else:
-            images = flow.sample(context=context, temperature=temperature)
+            images = model.flow.sample(context=context, temperature=temperature)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not images.is_floating_point():
-        # Integer levels of n_bits each, spread over 0..255 as to_uint8 spreads bins.
-        save_image_grid((images.cpu() * 2 ** (8 - n_bits)).to(torch.uint8), path, nrow=nrow)
-        return 0
     images = images.float().cpu()
     bad = ~torch.isfinite(images)
-    save_image_grid(to_uint8(images.masked_fill(bad, 0.0), n_bits), path, nrow=nrow)
+    levels = model.quantize(images.masked_fill(bad, 0.0))
+    save_image_grid(model.to_uint8(levels), path, nrow=nrow)
     return int(bad.sum())

@@ -36,6 +36,7 @@ from flowkit.train.data import (
     TrainingData,
     VectorTrainingData,
     as_training_data,
+    image_model,
 )
 from flowkit.train.diagnostics import first_nonfinite_gradient, locate_nonfinite
 from flowkit.train.distributed import Process, all_reduce_sum, setup
@@ -190,29 +191,32 @@ class Trainer:
         self.config = config
         self.process: Process = setup(config.device)
         self.flow = flow.to(self.process.device)
-        self.train_data: TrainingData = as_training_data(
-            train_data, config.n_bits, config.num_train
-        )
+        # A Dequantized model owns the discrete likelihood (its bits, its noise). Without a learned
+        # dequantizer its weights are the flow's alone: the flow is trained and saved, as a plain
+        # flow (8-bit uniform dequantisation) would be.
+        scored: Flow | Dequantized = self.flow
+        if isinstance(flow, Dequantized) and flow.dequantizer is None:
+            self.flow = flow.flow
+        self.train_data: TrainingData = as_training_data(train_data, config.num_train)
         self.validation_data = self._validation_split(validation_data)
         self.test_data: TrainingData | None = (
-            None
-            if test_data is None
-            else as_training_data(test_data, config.n_bits, config.num_test)
+            None if test_data is None else as_training_data(test_data, config.num_test)
         )
         self._configure_perturbations()
         self.model_name, self.model_config = _model_description(model_name, model_config)
         self.data_info: dict[str, Any] = {"kind": "image" if self.train_data.is_image else "vector"}
-        if self.train_data.is_image:
-            self.data_info["n_bits"] = config.n_bits
         self.data_info.update(data_info or {})
         self.data_info["fingerprint"] = self.train_data.fingerprint()
         self.run_info = dict(run_info or {})
         self.output = Path(config.output)
-        self.train_data.check_against(self.flow, "training")
+        self.train_data.check_against(scored, "training")
+        if isinstance(self.train_data, ImageTrainingData):
+            # Recorded from the model, so that a run's images are read back with its bits.
+            self.data_info["n_bits"] = self.train_data.model.n_bits
         if self.test_data is not None:
-            self.test_data.check_against(self.flow, "test")
+            self.test_data.check_against(scored, "test")
         if self.validation_data is not None:
-            self.validation_data.check_against(self.flow, "validation")
+            self.validation_data.check_against(scored, "validation")
             self.data_info["validation_examples"] = len(self.validation_data)
         if config.batch_size % self.process.world_size:
             raise ConfigError(
@@ -227,10 +231,9 @@ class Trainer:
             )
         self.schedule = LearningRateSchedule.from_config(config, self.steps_per_epoch)
         if isinstance(self.train_data, ImageTrainingData):
-            self.objective: Objective = BitsPerDim(self.flow, config.n_bits)
-            # The model trained and initialised: the flow itself or its uniform dequantisation.
+            self.objective: Objective = BitsPerDim(self.train_data.model)
+            # The model trained and initialised: the Dequantized model of the flow.
             self.model: nn.Module = self.objective.model
-            self.train_data.centered_noise = self.objective.model.dequantizer is not None
         elif isinstance(self.flow, Dequantized):
             raise TypeError("a Dequantized model needs integer images, got vector data")
         else:
@@ -620,7 +623,7 @@ class Trainer:
         config = self.config
         view: TrainingData | None = None
         if data is not None:
-            view = as_training_data(data, config.n_bits)
+            view = as_training_data(data)
         elif config.val_fraction > 0:
             kept, held = split_indices(
                 len(self.train_data),
@@ -672,8 +675,13 @@ class Trainer:
 
     def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
         """Refuse to resume with settings that would make the continued run a different run."""
+        saved_train = dict(saved.get("train_config") or {})
+        saved_data = saved.get("data") or {}
+        # Earlier runs set the bits as a train setting; they are the model's now, recorded (then
+        # and now) with the data and compared there.
+        saved_train.pop("n_bits", None)
         try:
-            previous = TrainConfig.from_dict(saved.get("train_config") or {})
+            previous = TrainConfig.from_dict(saved_train)
         except ConfigError as error:
             raise CheckpointError(f"{path} records invalid train settings: {error}") from None
         changed = {
@@ -685,9 +693,10 @@ class Trainer:
             self.model_config
         ):
             changed["model"] = (saved.get("model_config"), self.model_config)
-        saved_data = saved.get("data") or {}
         if saved_data.get("fingerprint") not in (None, self.data_info["fingerprint"]):
             changed["training data"] = ("the checkpoint's", "other examples")
+        if saved_data.get("n_bits") not in (None, self.data_info.get("n_bits")):
+            changed["n_bits"] = (saved_data["n_bits"], self.data_info.get("n_bits"))
         # A decay ends at the run's last step: moving it would bend the rest of the schedule.
         last = horizon(previous, self.steps_per_epoch)
         new_last = horizon(self.config, self.steps_per_epoch)
@@ -815,14 +824,15 @@ class Trainer:
 
         Returns the count of non-finite sample values per temperature (drawn mid-grey).
         """
+        assert isinstance(self.train_data, ImageTrainingData), "vector runs draw no sample grids"
         context = self.train_data.sample_context(self.config.num_samples, self.process.device)
+        model = image_model(flow, self.train_data.model)
         return {
             f"{temperature:.2f}": write_sample_grid(
-                flow,
+                model,
                 self.output / "samples" / f"epoch{epoch:04d}_t{temperature:.2f}.png",
                 num=self.config.num_samples,
                 temperature=temperature,
-                n_bits=self.config.n_bits,
                 context=context,
                 seed=self.config.seed,
             )

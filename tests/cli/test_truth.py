@@ -349,7 +349,7 @@ def test_a_train_noise_that_disagrees_with_tarflows_is_refused(capsys, value):
 
 def test_tarflows_noise_is_set_on_the_model_and_turned_off_by_no_augment(capsys):
     effective = {}
-    for extra in ([], ["--set", "model.noise_std=0.05"], ["--no-augment"]):
+    for extra in ([], ["--set", "model.noise_std=0.1"], ["--no-augment"]):
         args = ["train", "--preset", "tarflow-small", *extra, "--print-config"]
         assert cli.main(args) == 0
         settings = json.loads(capsys.readouterr().out)
@@ -358,8 +358,8 @@ def test_tarflows_noise_is_set_on_the_model_and_turned_off_by_no_augment(capsys)
             settings["train"]["noise_std"],
         )
     assert effective == {
-        "": (0.025, 0.0),
-        "--set model.noise_std=0.05": (0.05, 0.0),
+        "": (0.05, 0.0),
+        "--set model.noise_std=0.1": (0.1, 0.0),
         "--no-augment": (0.0, 0.0),
     }
 

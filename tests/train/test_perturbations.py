@@ -118,17 +118,18 @@ def _tarflow_trainer(tmp_path, blobs, model_noise, train_noise):
     return Trainer(flow, config, *blobs)
 
 
-@pytest.mark.parametrize("train_noise", [0.0, 0.03], ids=["unset", "equal"])
+@pytest.mark.parametrize("train_noise", [0.0, 0.015], ids=["unset", "equal"])
 def test_tarflow_trains_with_the_noise_it_denoises_with(blobs, tmp_path, train_noise):
+    # 0.03 in TarFlow's range [-1, 1] is 0.015 in flowkit's [-1/2, 1/2], where noise is added.
     trainer = _tarflow_trainer(tmp_path, blobs, 0.03, train_noise)
-    assert trainer.train_data.noise_std == trainer.flow.noise_std == 0.03
+    assert trainer.train_data.noise_std == trainer.flow.noise_std == 0.015
     *_, noise = _batch(trainer)
-    assert float(noise.std()) == pytest.approx(0.03, rel=0.05)
+    assert float(noise.std()) == pytest.approx(0.015, rel=0.05)
 
 
 @pytest.mark.parametrize("model_noise", [0.0, 0.03])
 def test_a_training_noise_the_model_does_not_denoise_with_is_refused(blobs, tmp_path, model_noise):
     with pytest.raises(
-        ConfigError, match=f"noise_std=0.05 .*TarFlowFlow model \\({model_noise}\\)"
+        ConfigError, match=f"noise_std=0.05 .*TarFlowFlow model \\({model_noise / 2}\\)"
     ):
         _tarflow_trainer(tmp_path, blobs, model_noise, 0.05)
