@@ -38,6 +38,14 @@ class Autoregressive(Bijector):
     after as many passes as there are orders (``D`` for a MADE, ``T`` for a sequence) every
     :math:`\theta_i` is exact and so is :math:`x`.
 
+    **Incremental decoding.** A sequence conditioner may offer
+    ``incremental_decoder(context, N)``: a step function that, called with None and then with each
+    decoded position :math:`x_t` ``(N, d)`` in turn, returns the raw parameters ``(N, P * d)`` of
+    the next position (:class:`~flowkit.nn.CausalTransformer` does, with a key/value cache). The
+    inverse then does one position's work per step instead of a pass over the whole sequence,
+    with the same result up to round-off. The attribute ``incremental`` (True) switches it off
+    for comparison.
+
     The conditioner's output has the event shape except for the last axis, which holds the ``P``
     parameters of each of its elements next to each other (``P * d`` entries; entry ``j * P + p``
     is parameter ``p`` of element ``j``). It receives the context as a second argument if its
@@ -97,6 +105,7 @@ class Autoregressive(Bijector):
                 f"{event_shape}, got shape {tuple(order.shape)}"
             ) from None
         self.passes = int(order.max()) + 1
+        self.incremental = True
         flatten_state_of(self, ("transform",))
 
     def _order(self) -> Tensor:
@@ -133,6 +142,8 @@ class Autoregressive(Bijector):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Invert in ``passes`` conditioner passes, one per step of the order."""
         self._check(z, "latent")
+        if self.incremental and self._decodes_incrementally():
+            return self._inverse_incremental(z, context)
         order = self._order()
         x = torch.zeros_like(z)
         for step in range(self.passes):
@@ -140,6 +151,38 @@ class Autoregressive(Bijector):
             if step < self.passes - 1:
                 x = x.masked_fill(order > step, 0.0)
         return x, self._log_abs_det(log_derivative, z)
+
+    def _decodes_incrementally(self) -> bool:
+        return (
+            self.event_rank == 2
+            and getattr(self.conditioner, "order", None) is None
+            and callable(getattr(self.conditioner, "incremental_decoder", None))
+        )
+
+    def _inverse_incremental(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Invert position by position with the conditioner's incremental decoder."""
+        batch_shape = z.shape[:-2]
+        flat = z.reshape((-1,) + self.event_shape)
+        flat_context = None
+        if self.pass_context and context is not None:
+            context = context.expand(batch_shape + context.shape[len(batch_shape) :])
+            flat_context = context.reshape((-1,) + context.shape[len(batch_shape) :])
+        decode = self.conditioner.incremental_decoder(flat_context, flat.shape[0])
+        count = self.transform.params_per_element
+        positions: list[Tensor] = []
+        log_derivatives: list[Tensor | None] = []
+        previous = None
+        for t in range(self.event_shape[0]):
+            raw = decode(previous)
+            params = self.transform.unpack(raw.unflatten(-1, (-1, count)), raw.dim())
+            previous, log_derivative = self.transform.inverse(flat[:, t], params)
+            positions.append(previous)
+            log_derivatives.append(log_derivative)
+        x = torch.stack(positions, 1).reshape(z.shape)
+        if any(value is None for value in log_derivatives):
+            return x, self._log_abs_det(None, z)
+        stacked = torch.stack([value for value in log_derivatives if value is not None], 1)
+        return x, self._log_abs_det(stacked.reshape(z.shape), z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:
         """The shape unchanged, after checking the event shape."""

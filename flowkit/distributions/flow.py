@@ -355,6 +355,17 @@ class Flow(nn.Module):
         """
         return None
 
+    @property
+    def training_label_dropout(self) -> float | None:
+        r"""Hook: the probability of training an example's class label as the null class.
+
+        None (the default) trains every label as given. A class-conditional model that learns
+        its unconditional self for classifier-free guidance (TarFlow) returns its probability
+        :math:`p`; the trainer then replaces each training example's label by -1 (the null class)
+        with probability :math:`p`, drawn once per example from the training generator.
+        """
+        return None
+
     def for_inference(self) -> Flow:
         """Hook: this flow prepared for evaluation and sampling (no training afterwards).
 

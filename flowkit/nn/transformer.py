@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,6 +12,28 @@ __all__ = ["CausalTransformer"]
 
 # Standard deviation of the initial position and class embeddings (the official TarFlow code's).
 EMBEDDING_INIT_STD = 1e-2
+
+
+class _KeyValueCache:
+    """The keys and values of the positions decoded so far, for one attention layer."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.length = 0
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store one position's ``k`` and ``v`` ``(N, heads, 1, c)``; return all stored so far."""
+        assert k.shape[2] == 1 and self.length < self.capacity, "one position at a time"
+        if self.keys is None or self.values is None:
+            # Allocated once: growing by concatenation would copy the cache at every position.
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.keys, self.values = k.new_empty(shape), v.new_empty(shape)
+        self.keys[:, :, self.length] = k[:, :, 0]
+        self.values[:, :, self.length] = v[:, :, 0]
+        self.length += 1
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
 
 
 class _CausalSelfAttention(nn.Module):
@@ -22,11 +46,24 @@ class _CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = nn.Linear(channels, channels)
 
-    def forward(self, h: Tensor) -> Tensor:
+    def forward(
+        self, h: Tensor, query_scale: Tensor | None = None, cache: _KeyValueCache | None = None
+    ) -> Tensor:
+        """Attend causally over ``h``, or, with a cache, from one new position to all before it.
+
+        ``query_scale`` ``(N, 1, 1, 1)`` divides each sequence's attention logits by its
+        attention temperature.
+        """
         batch, length, channels = h.shape
         qkv = self.qkv(self.norm(h)).reshape(batch, length, 3, self.heads, channels // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if query_scale is not None:
+            q = q * query_scale
+        if cache is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            keys, values = cache.append(k, v)
+            out = F.scaled_dot_product_attention(q, keys, values)
         return self.proj(out.transpose(1, 2).reshape(batch, length, channels))
 
 
@@ -43,8 +80,10 @@ class _Block(nn.Module):
             nn.Linear(expansion * channels, channels),
         )
 
-    def forward(self, h: Tensor) -> Tensor:
-        h = h + self.attention(h)
+    def forward(
+        self, h: Tensor, query_scale: Tensor | None = None, cache: _KeyValueCache | None = None
+    ) -> Tensor:
+        h = h + self.attention(h, query_scale, cache)
         return h + self.mlp(h)
 
 
@@ -71,18 +110,32 @@ class CausalTransformer(nn.Module):
 
     **Class conditioning.** With ``num_classes``, the context is an integer label per sequence,
     and its embedding is added to every token. The null class of classifier-free guidance is the
-    mean of the class embeddings (as in the official code); the label -1 selects it. In training
-    mode, with autograd on, each label is replaced by the null class with probability
-    ``label_dropout``, so that the same network learns the unconditional model (the draws are
-    random: the map is then not deterministic, so do not combine a positive ``label_dropout`` with
-    memory-saving backpropagation).
+    mean of the class embeddings (as in the official code); the label -1 selects it. The map is
+    deterministic in training mode too: classifier-free training drops each example's label once
+    for all blocks, which is the caller's job (TarFlow's trainer does it, see
+    :attr:`~flowkit.Flow.training_label_dropout`).
 
-    **Guidance.** With ``guidance`` :math:`w > 0` (an attribute, 0 by default), each call
+    **Guidance.** With ``guidance`` :math:`w \ne 0` (an attribute, 0 by default), each call
     computes the conditional parameters :math:`\theta_c` and the unconditional ones
-    :math:`\theta_u` in one batched pass and returns :math:`\theta_c + w (\theta_c - \theta_u)`.
+    :math:`\theta_u` in one batched pass and returns :math:`\theta_c + w_t (\theta_c - \theta_u)`.
     Set it only while decoding (TarFlow's flow does so in ``sample``): in the autoregressive
     inverse every decoding step then mixes the two parameter sets, as the paper's guidance does,
-    while the density direction stays unguided.
+    while the density direction stays unguided. Three more attributes shape it, as the official
+    sampler's options do:
+
+    * ``annealed_guidance``: :math:`w_t = w\, t / (T - 1)` at position :math:`t`, a ramp from 0
+      at the first position to :math:`w` at the last (otherwise :math:`w_t = w`);
+    * ``guided_parameters``: the indices ``p`` (of the ``P`` parameters per element) that are
+      guided, the others left conditional; None guides all;
+    * ``attention_temperature`` :math:`\tau`: the unconditional pass divides its attention logits
+      by :math:`\tau` (the official code's ``attn_temp``). It is what makes guidance of a model
+      without classes meaningful: that model is then guided away from its own tempered-attention
+      version.
+
+    **Incremental decoding.** :meth:`incremental_decoder` returns a step function that computes
+    the parameters of one position at a time, keeping each attention layer's keys and values of
+    the positions already decoded (a key/value cache); :class:`~flowkit.bijectors.Autoregressive`
+    uses it to invert in one token's work per position instead of one full pass per position.
 
     Args:
         features: Size ``d`` of each position (``C p^2`` for patches of ``p x p`` pixels).
@@ -93,7 +146,6 @@ class CausalTransformer(nn.Module):
         heads: Attention heads; ``channels`` must be divisible by it.
         expansion: Width of the MLP's hidden layer, in multiples of ``channels``.
         num_classes: Classes of a class-conditional model, or None.
-        label_dropout: Probability of replacing a label by the null class in training.
 
     Shapes:
         ``x``: ``(N, T, d)``; ``context``: ``(N,)`` integer labels or None; output
@@ -120,7 +172,6 @@ class CausalTransformer(nn.Module):
         heads: int = 4,
         expansion: int = 4,
         num_classes: int | None = None,
-        label_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -144,16 +195,14 @@ class CausalTransformer(nn.Module):
             raise ValueError(
                 f"CausalTransformer expects num_classes as an int >= 2 or None, got {num_classes!r}"
             )
-        if not 0.0 <= label_dropout < 1.0:
-            raise ValueError(
-                f"CausalTransformer expects label_dropout in [0, 1), got {label_dropout}"
-            )
         self.features = features
         self.length = length
         self.params_per_element = params_per_element
         self.num_classes = num_classes
-        self.label_dropout = float(label_dropout)
         self.guidance = 0.0
+        self.annealed_guidance = False
+        self.guided_parameters: tuple[int, ...] | None = None
+        self.attention_temperature = 1.0
         self.input = nn.Linear(features, channels)
         self.position = nn.Parameter(torch.randn(length, channels) * EMBEDDING_INIT_STD)
         self.class_embedding: nn.Parameter | None = None
@@ -166,8 +215,15 @@ class CausalTransformer(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def _labels(self, context: Tensor | None, batch: int, device: torch.device) -> Tensor:
-        """Integer labels, -1 for the null class; dropped at random in training."""
+    def _labels(self, context: Tensor | None, batch: int) -> Tensor | None:
+        """Integer labels (-1 for the null class), None for a model without classes."""
+        if self.class_embedding is None:
+            if context is not None:
+                raise ValueError(
+                    "CausalTransformer was built without num_classes but got a context of shape "
+                    f"{tuple(context.shape)}"
+                )
+            return None
         if context is None:
             raise ValueError(
                 f"CausalTransformer is class-conditional ({self.num_classes} classes) and expects "
@@ -183,11 +239,7 @@ class CausalTransformer(nn.Module):
                 f"CausalTransformer expects one label per sequence, shape ({batch},), got "
                 f"{tuple(context.shape)}"
             )
-        labels = context.long()
-        if self.training and self.label_dropout > 0 and torch.is_grad_enabled():
-            dropped = torch.rand(batch, device=device) < self.label_dropout
-            labels = labels.masked_fill(dropped, -1)
-        return labels
+        return context.long()
 
     def _embed_classes(self, labels: Tensor) -> Tensor:
         table = self.class_embedding
@@ -196,12 +248,41 @@ class CausalTransformer(nn.Module):
         embedded = table[labels.clamp_min(0)]
         return torch.where(null.unsqueeze(-1), table.mean(0).expand_as(embedded), embedded)
 
-    def _network(self, x: Tensor, labels: Tensor | None) -> Tensor:
+    def _guided_batch(self, labels: Tensor | None, batch: int, like: Tensor) -> tuple:
+        """Labels and attention scales of the doubled batch: conditional, then unconditional."""
+        if labels is not None:
+            labels = torch.cat([labels, torch.full_like(labels, -1)])
+        query_scale = None
+        if self.attention_temperature != 1:
+            scales = [1.0] * batch + [1.0 / self.attention_temperature] * batch
+            query_scale = torch.tensor(scales, dtype=like.dtype, device=like.device)
+            query_scale = query_scale.view(-1, 1, 1, 1)
+        return labels, query_scale
+
+    def _mix(self, conditional: Tensor, unconditional: Tensor, position: Tensor | int) -> Tensor:
+        r"""The guided parameters :math:`\theta_c + w_t (\theta_c - \theta_u)` at ``position``.
+
+        ``position`` is a ``(T, 1)`` tensor or an int; the attributes set annealing and which
+        parameters are guided.
+        """
+        difference = conditional - unconditional
+        if self.guided_parameters is not None:
+            index = torch.arange(difference.shape[-1], device=difference.device)
+            guided = torch.zeros_like(index, dtype=torch.bool)
+            for parameter in self.guided_parameters:
+                guided |= index % self.params_per_element == parameter
+            difference = difference * guided.to(difference.dtype)
+        weight: Tensor | float = self.guidance
+        if self.annealed_guidance:
+            weight = self.guidance * (position / max(self.length - 1, 1))
+        return conditional + weight * difference
+
+    def _network(self, x: Tensor, labels: Tensor | None, query_scale: Tensor | None) -> Tensor:
         h = self.input(x) + self.position
         if labels is not None:
             h = h + self._embed_classes(labels).unsqueeze(-2).to(h.dtype)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, query_scale)
         out = self.output(h)
         # Position t's parameters come from the token at t - 1, which has seen x_0 .. x_{t-1}.
         return torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)
@@ -213,19 +294,30 @@ class CausalTransformer(nn.Module):
                 f"CausalTransformer expects input of shape (N, {self.length}, {self.features}), "
                 f"got {tuple(x.shape)}"
             )
-        if self.class_embedding is None:
-            if context is not None:
-                raise ValueError(
-                    "CausalTransformer was built without num_classes but got a context of shape "
-                    f"{tuple(context.shape)}"
-                )
-            return self._network(x, None)
-        labels = self._labels(context, x.shape[0], x.device)
+        labels = self._labels(context, x.shape[0])
         if self.guidance == 0:
-            return self._network(x, labels)
-        both = self._network(torch.cat([x, x]), torch.cat([labels, torch.full_like(labels, -1)]))
-        conditional, unconditional = both.chunk(2)
-        return conditional + self.guidance * (conditional - unconditional)
+            return self._network(x, labels, None)
+        labels, query_scale = self._guided_batch(labels, x.shape[0], x)
+        conditional, unconditional = self._network(torch.cat([x, x]), labels, query_scale).chunk(2)
+        positions = torch.arange(self.length, device=x.device).unsqueeze(-1)
+        return self._mix(conditional, unconditional, positions.to(x.dtype))
+
+    def incremental_decoder(
+        self, context: Tensor | None, batch: int
+    ) -> Callable[[Tensor | None], Tensor]:
+        """A step function for decoding ``batch`` sequences one position at a time.
+
+        Called first with None and then with each decoded position :math:`x_t` ``(N, d)`` in
+        turn, it returns the parameters of the next position ``(N, P * d)``: the same values as
+        :meth:`forward` at that position (with the same guidance settings), up to round-off.
+        Each call runs one token through the layers, attending to the keys and values it has
+        kept of the tokens before.
+
+        Args:
+            context: ``(N,)`` labels of a class-conditional model, else None.
+            batch: Number ``N`` of sequences.
+        """
+        return _IncrementalDecoder(self, self._labels(context, batch), batch)
 
     def extra_repr(self) -> str:
         """Sizes and conditioning, for ``repr``."""
@@ -233,3 +325,54 @@ class CausalTransformer(nn.Module):
             f"features={self.features}, length={self.length}, "
             f"params_per_element={self.params_per_element}, num_classes={self.num_classes}"
         )
+
+
+class _IncrementalDecoder:
+    """:meth:`CausalTransformer.incremental_decoder`'s step function, with its key/value caches."""
+
+    def __init__(self, net: CausalTransformer, labels: Tensor | None, batch: int) -> None:
+        self.net = net
+        self.batch = batch
+        self.guided = net.guidance != 0
+        self.labels = labels
+        weight = net.output.weight
+        self.query_scale: Tensor | None = None
+        if self.guided:
+            self.labels, self.query_scale = net._guided_batch(labels, batch, weight)
+        self.caches = [_KeyValueCache(net.length) for _ in net.blocks]
+        self.position = 0
+
+    def __call__(self, previous: Tensor | None) -> Tensor:
+        net, position = self.net, self.position
+        if position >= net.length:
+            raise ValueError(
+                f"CausalTransformer's decoder has produced all {net.length} positions already"
+            )
+        if (previous is None) != (position == 0):
+            got = "None" if previous is None else "a tensor"
+            raise ValueError(
+                "CausalTransformer's decoder expects None for the first position and the "
+                f"decoded previous position after it; got {got} at position {position}"
+            )
+        self.position += 1
+        if previous is None:
+            weight = net.output.weight
+            return weight.new_zeros(self.batch, net.params_per_element * net.features)
+        if previous.shape != (self.batch, net.features):
+            raise ValueError(
+                f"CausalTransformer's decoder expects a position of shape "
+                f"({self.batch}, {net.features}), got {tuple(previous.shape)}"
+            )
+        x = torch.cat([previous, previous]) if self.guided else previous
+        # The token at position - 1 gives the parameters of this position (see _network).
+        h = net.input(x) + net.position[position - 1]
+        if self.labels is not None:
+            h = h + net._embed_classes(self.labels).to(h.dtype)
+        h = h.unsqueeze(1)
+        for block, cache in zip(net.blocks, self.caches):
+            h = block(h, self.query_scale, cache)
+        out = net.output(h[:, 0])
+        if not self.guided:
+            return out
+        conditional, unconditional = out.chunk(2)
+        return net._mix(conditional, unconditional, position)

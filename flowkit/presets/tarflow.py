@@ -27,10 +27,14 @@ from flowkit.distributions import Distribution, Flow, StandardNormal
 from flowkit.distributions.base import SampleShape
 from flowkit.nn import CausalTransformer
 
-__all__ = ["TarFlowConfig", "TarFlowFlow", "build_tarflow", "denoise", "tarflow"]
+__all__ = ["GUIDE_WHAT", "TarFlowConfig", "TarFlowFlow", "build_tarflow", "denoise", "tarflow"]
 
 # A larger MLP multiple than this is a typo, not a design (transformers use 2 to 8).
 MAX_EXPANSION = 64
+
+# What guidance may act on, as the official sampler's ``guide_what``: "a" the log-scales, "b" the
+# shifts. AffineMap's parameters are (shift, raw scale), so these are its parameter indices.
+GUIDE_WHAT: dict[str, tuple[int, ...]] = {"ab": (0, 1), "a": (1,), "b": (0,)}
 
 # Channels per attention head: the official code fixes the head width at 64 for every model.
 HEAD_CHANNELS = 64
@@ -58,8 +62,9 @@ class TarFlowConfig:
             least 64 channels wide (one head below 128 channels).
         expansion: Hidden width of the MLPs in multiples of ``channels``.
         num_classes: Classes of a class-conditional model (labels as context), or None.
-        label_dropout: Probability of training a label as the null class, for classifier-free
-            guidance (the official ``--drop_label``, 0.1).
+        label_dropout: Probability of training an example's label as the null class, for
+            classifier-free guidance (the official ``--drop_label``, 0.1): drawn once per example
+            for all blocks, by the trainer (see :attr:`TarFlowFlow.training_label_dropout`).
         noise_std: Standard deviation of the Gaussian noise the model is trained with, in
             flowkit's image range :math:`[-1/2, 1/2]`; samples are denoised with it (0 turns
             denoising off). The official 0.05 is for images in :math:`[-1, 1]`: 0.025 here.
@@ -228,7 +233,6 @@ def _bijector(config: TarFlowConfig) -> Bijector:
             heads=_heads(config.channels, config.heads),
             expansion=config.expansion,
             num_classes=config.num_classes,
-            label_dropout=config.label_dropout,
         )
         parts.append(
             Autoregressive(conditioner, AffineMap("exp", shift_first=True), (length, features))
@@ -240,9 +244,11 @@ def _bijector(config: TarFlowConfig) -> Bijector:
 class TarFlowFlow(Flow):
     """The :class:`~flowkit.Flow` of :func:`tarflow`: sampling with guidance and denoising.
 
-    :meth:`sample` takes two more options than :meth:`Flow.sample`: ``guidance`` (classifier-free
-    guidance, class-conditional models) and ``denoise`` (one score-based denoising step with the
-    training noise ``config.noise_std``, on by default when that is positive).
+    :meth:`sample` takes the official sampler's options beyond :meth:`Flow.sample`: classifier-free
+    ``guidance``, ``annealed_guidance``, ``guide_what`` and ``attention_temperature``; ``cache``
+    (the key/value cache of the inverse, on by default) and ``denoise`` (one score-based denoising
+    step with the training noise ``config.noise_std``, on by default when that is positive).
+    :meth:`decoding` sets the same options for any decoding in a ``with`` block.
 
     Attributes:
         config: The :class:`TarFlowConfig` the model was built from.
@@ -264,32 +270,94 @@ class TarFlowFlow(Flow):
         """``config.noise_std``: the model owns its training noise, since it denoises with it."""
         return self.config.noise_std
 
-    @contextlib.contextmanager
-    def guided(self, weight: float) -> Iterator[None]:
-        r"""Within the block, every conditioner mixes conditional and unconditional parameters.
+    @property
+    def training_label_dropout(self) -> float | None:
+        """``config.label_dropout`` for a class-conditional model (None without classes).
 
-        Each decoding step then uses :math:`\theta_c + w(\theta_c - \theta_u)` (see
-        :class:`~flowkit.nn.CausalTransformer`); the previous setting is restored on exit. Use it
-        only around decoding: the density of a guided map is not the model's.
+        The trainer replaces each training example's label by the null class with this
+        probability, once for all blocks, so that the model learns its unconditional self as
+        the official training does (a training loop of one's own does the same: labels of -1).
+        """
+        return None if self.num_classes is None else self.config.label_dropout
+
+    @contextlib.contextmanager
+    def decoding(
+        self,
+        guidance: float = 0.0,
+        *,
+        annealed_guidance: bool = False,
+        guide_what: str = "ab",
+        attention_temperature: float = 1.0,
+        cache: bool = True,
+    ) -> Iterator[None]:
+        r"""Within the block, decoding (the inverse) uses these options; restored on exit.
+
+        With guidance, every conditioner mixes conditional and unconditional parameters: each
+        decoding step uses :math:`\theta_c + w_t(\theta_c - \theta_u)` (see
+        :class:`~flowkit.nn.CausalTransformer`). The forward map is changed the same way, so use
+        a positive weight only around decoding: the density of a guided map is not the model's.
 
         Args:
-            weight: Guidance weight :math:`w \ge 0` (0 is plain conditional sampling).
+            guidance: Guidance weight :math:`w \ge 0` (0 is plain conditional sampling). A model
+                without classes can be guided only with ``attention_temperature`` other than 1,
+                against its own tempered-attention version (the official unconditional guidance).
+            annealed_guidance: Ramp the weight over each block's positions,
+                :math:`w_t = w\, t / (T - 1)`, as the official evaluation does.
+            guide_what: Which parameters are guided: ``"ab"`` both, ``"a"`` the log-scales,
+                ``"b"`` the shifts (the official ``guide_what``).
+            attention_temperature: Temperature :math:`\tau > 0` of the unconditional pass's
+                attention (its logits are divided by :math:`\tau`; the official ``attn_temp``).
+                It acts only with guidance.
+            cache: Decode with the transformers' key/value caches (one token's work per
+                position); False reruns the whole sequence per position, for comparison.
         """
-        weight = check_float("TarFlowFlow.guided", "weight", weight, 0.0)
-        if weight and self.num_classes is None:
-            raise ValueError(
-                "TarFlowFlow: guidance needs a class-conditional model (built with num_classes), "
-                f"got guidance={weight} for an unconditional one"
+        owner = "TarFlowFlow"
+        weight = check_float(owner, "guidance", guidance, 0.0)
+        temperature = check_float(
+            owner, "attention_temperature", attention_temperature, 0.0, exclusive_minimum=True
+        )
+        if not isinstance(annealed_guidance, bool):
+            raise TypeError(
+                f"{owner} expects annealed_guidance as a bool, got {annealed_guidance!r}"
             )
+        if not isinstance(cache, bool):
+            raise TypeError(f"{owner} expects cache as a bool, got {cache!r}")
+        if guide_what not in GUIDE_WHAT:
+            raise ValueError(
+                f"{owner} expects guide_what as one of {', '.join(map(repr, GUIDE_WHAT))}, got "
+                f"{guide_what!r}"
+            )
+        if weight and self.num_classes is None and temperature == 1:
+            raise ValueError(
+                f"{owner}: guidance needs a class-conditional model (built with num_classes) or, "
+                "for a model without classes, an attention_temperature other than 1 (it is then "
+                f"guided away from its tempered-attention self); got guidance={weight} and "
+                f"attention_temperature={temperature}"
+            )
+        parameters = None if guide_what == "ab" else GUIDE_WHAT[guide_what]
+        settings = {
+            "guidance": weight,
+            "annealed_guidance": annealed_guidance,
+            "guided_parameters": parameters,
+            "attention_temperature": temperature,
+        }
         conditioners = [m for m in self.modules() if isinstance(m, CausalTransformer)]
-        previous = [m.guidance for m in conditioners]
+        blocks = [m for m in self.modules() if isinstance(m, Autoregressive)]
+        previous = [{name: getattr(m, name) for name in settings} for m in conditioners]
+        previous_cache = [m.incremental for m in blocks]
         for conditioner in conditioners:
-            conditioner.guidance = weight
+            for name, value in settings.items():
+                setattr(conditioner, name, value)
+        for block in blocks:
+            block.incremental = cache
         try:
             yield
         finally:
-            for conditioner, value in zip(conditioners, previous):
-                conditioner.guidance = value
+            for conditioner, values in zip(conditioners, previous):
+                for name, value in values.items():
+                    setattr(conditioner, name, value)
+            for block, value in zip(blocks, previous_cache):
+                block.incremental = value
 
     def sample(
         self,
@@ -298,6 +366,10 @@ class TarFlowFlow(Flow):
         temperature: float = 1.0,
         *,
         guidance: float = 0.0,
+        annealed_guidance: bool = False,
+        guide_what: str = "ab",
+        attention_temperature: float = 1.0,
+        cache: bool = True,
         denoise: bool = True,
     ) -> Tensor:
         r"""Draw samples as :meth:`Flow.sample`, with guidance, then denoise them.
@@ -309,10 +381,23 @@ class TarFlowFlow(Flow):
             guidance: Classifier-free guidance weight :math:`w \ge 0` (paper, section 2.4): each
                 decoding step uses the parameters :math:`\theta_c + w(\theta_c - \theta_u)`.
                 0 is plain conditional sampling.
+            annealed_guidance: Ramp the weight from 0 to :math:`w` over each block's positions.
+            guide_what: ``"ab"`` (both parameters), ``"a"`` (log-scales) or ``"b"`` (shifts).
+            attention_temperature: Attention temperature of the unconditional pass (with
+                guidance only).
+            cache: Use the key/value cache (the same samples up to round-off, much faster).
             denoise: Apply :func:`denoise` with ``config.noise_std`` (nothing happens when that
                 is 0).
+
+        See :meth:`decoding` for the options in full.
         """
-        with self.guided(guidance):
+        with self.decoding(
+            guidance,
+            annealed_guidance=annealed_guidance,
+            guide_what=guide_what,
+            attention_temperature=attention_temperature,
+            cache=cache,
+        ):
             x = super().sample(n, context, temperature)
         if denoise and self.noise_std > 0:
             x = _denoise(self, x, self.noise_std, context)

@@ -37,6 +37,8 @@ class TrainingData:
     conditional = False
     # Gaussian noise added to training batches only (TarFlow's training noise); see TrainConfig.
     noise_std = 0.0
+    # Probability of replacing a training label by the null class -1 (Flow.training_label_dropout).
+    label_dropout = 0.0
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -177,6 +179,8 @@ class ImageTrainingData(TrainingData):
         self.conditional = flow.context_shape is not None
         if not self.conditional:
             return
+        inner = flow.flow if isinstance(flow, Dequantized) else flow
+        self.label_dropout = inner.training_label_dropout or 0.0
         if self.labels is None:
             raise ValueError(f"the model is class-conditional but the {what} data has no labels")
         num_classes = flow.num_classes
@@ -191,8 +195,9 @@ class ImageTrainingData(TrainingData):
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """Reduced integer images, their uniform noise, labels, and training noise (or None).
 
-        Drawn from ``generator`` in this order: augmentation, dequantisation noise, training noise
-        (the first and last only for training batches, and only when switched on).
+        Drawn from ``generator`` in this order: augmentation, dequantisation noise, training
+        noise, label dropout (all but the second only for training batches, and only when
+        switched on).
         """
         from flowkit.data.augment import augment_images
 
@@ -204,7 +209,12 @@ class ImageTrainingData(TrainingData):
         levels = self.model.levels(images)
         noise = self.model.noise(levels.shape, generator=generator)
         perturbation = self._training_noise(levels.shape, generator) if augment else None
-        return levels, noise, self._labels(index), perturbation
+        labels = self._labels(index)
+        if augment and labels is not None and self.label_dropout > 0:
+            # Once per example, for the whole model: the official classifier-free training.
+            dropped = torch.rand(labels.shape, generator=generator) < self.label_dropout
+            labels = labels.long().masked_fill(dropped, -1)
+        return levels, noise, labels, perturbation
 
     def _labels(self, index: Tensor | slice) -> Tensor | None:
         """The labels at ``index`` when the model is class-conditional, else None."""

@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from flowkit.bijectors import Affine, Compose
-from flowkit.distributions import Flow, StandardNormal
+from flowkit.distributions import Dequantized, Flow, StandardNormal
+from flowkit.nn import CausalTransformer
 from flowkit.presets import TarFlowConfig, build_model, config_from_dict, denoise, tarflow
 from flowkit.presets.runs import RUN_PRESETS
 from flowkit.testing import check_bijector
+from flowkit.train.data import as_training_data
+from flowkit.train.distributed import Process
 
 TINY = dict(channels=8, blocks=2, layers_per_block=1, heads=2, seed=0)
 
@@ -28,7 +31,6 @@ def _perturb(flow: Flow, seed: int = 0, scale: float = 0.1) -> Flow:
 def test_whole_map_passes_the_bijector_contract(num_classes: int | None) -> None:
     flow = tarflow((1, 4, 8), 2, num_classes=num_classes, **TINY)
     context = None if num_classes is None else torch.tensor([0, 2, 1])
-    # Evaluation mode: training mode drops labels at random (label_dropout).
     check_bijector(
         flow.bijector.eval(), (1, 4, 8), context=context, requires_context=num_classes is not None
     )
@@ -109,34 +111,154 @@ def test_sample_denoises_with_the_training_noise() -> None:
     assert [module.training for module in flow.modules()] == modes
 
 
+def _draw(flow: Flow, labels: torch.Tensor | None, n: int | None = None, **options) -> torch.Tensor:
+    torch.manual_seed(7)
+    with torch.no_grad():
+        return flow.sample(n, context=labels, **options)
+
+
 def test_guidance_weight_zero_is_conditional_sampling() -> None:
     flow = _perturb(tarflow((1, 4, 4), 2, num_classes=3, **TINY))
     labels = torch.tensor([0, 1, 2, 2])
-
-    def draw(**options) -> torch.Tensor:
-        torch.manual_seed(7)
-        with torch.no_grad():
-            return flow.sample(context=labels, **options)
-
-    plain = draw()
-    assert torch.equal(draw(guidance=0.0), plain)
-    guided = draw(guidance=2.0)
+    plain = _draw(flow, labels)
+    assert torch.equal(_draw(flow, labels, guidance=0.0), plain)
+    # Options that shape the guidance do nothing without it.
+    unguided = dict(annealed_guidance=True, guide_what="a", attention_temperature=0.5)
+    assert torch.equal(_draw(flow, labels, **unguided), plain)
+    guided = _draw(flow, labels, guidance=2.0)
     assert not torch.allclose(guided, plain)
     # Guidance acts in decoding only: the density is the model's afterwards.
     assert all(module.guidance == 0.0 for module in flow.modules() if hasattr(module, "guidance"))
     # Decoding the guided sample with the guided map gives back its latent.
     torch.manual_seed(7)
     z = flow.base.sample(4)
-    with flow.guided(2.0), torch.no_grad():
+    with flow.decoding(2.0), torch.no_grad():
         assert torch.allclose(flow.bijector(flow.decode(z, labels), labels)[0], z, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"guidance": 2.0},
+        {"guidance": 1.5, "annealed_guidance": True, "guide_what": "b"},
+        {"guidance": 1.0, "guide_what": "a", "attention_temperature": 0.6},
+    ],
+    ids=["conditional", "guided", "annealed-shifts", "scales-tempered"],
+)
+def test_the_key_value_cache_samples_what_the_full_passes_sample(options: dict) -> None:
+    flow = _perturb(tarflow((2, 4, 8), 2, num_classes=3, **TINY), scale=0.05)
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    cached = _draw(flow, labels, **options)
+    full = _draw(flow, labels, cache=False, **options)
+    assert torch.allclose(cached, full, rtol=0, atol=1e-12)
+    assert all(block.incremental for block in flow.modules() if hasattr(block, "incremental"))
+
+
+def test_annealed_guidance_ramps_over_each_blocks_positions() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, num_classes=3, **TINY))
+    labels = torch.tensor([0, 1, 2])
+    plain, guided = _draw(flow, labels), _draw(flow, labels, guidance=2.0)
+    annealed = _draw(flow, labels, guidance=2.0, annealed_guidance=True)
+    assert not torch.allclose(annealed, plain) and not torch.allclose(annealed, guided)
+    # Position 1 of the first decoded block (the last block) gets w / (T - 1); a map guided with
+    # that weight throughout decodes it alike, and later positions differently.
+    torch.manual_seed(7)
+    z = flow.base.sample(3)
+    last = flow.bijector[-2]
+    with torch.no_grad():
+        with flow.decoding(2.0, annealed_guidance=True):
+            ramped = last.inverse(z, labels)[0]
+        with flow.decoding(2.0 / 3):
+            constant = last.inverse(z, labels)[0]
+    assert torch.allclose(ramped[:, :2], constant[:, :2], atol=1e-12)
+    assert not torch.allclose(ramped[:, 2:], constant[:, 2:])
+
+
+@pytest.mark.parametrize(("guide_what", "parameter"), [("b", 0), ("a", 1)])
+def test_guide_what_guides_the_shifts_or_the_log_scales(guide_what: str, parameter: int) -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, num_classes=3, **TINY))
+    labels = torch.tensor([0, 1, 2])
+    plain = _draw(flow, labels)
+    both = _draw(flow, labels, guidance=2.0)
+    assert not torch.allclose(_draw(flow, labels, guidance=2.0, guide_what=guide_what), both)
+    # With that parameter (0: shift, 1: log-scale; entry j * 2 + p) the same for every class,
+    # there is nothing left for guide_what to guide.
+    with torch.no_grad():
+        for module in flow.modules():
+            if isinstance(module, CausalTransformer):
+                module.output.weight[parameter::2] = 0.0
+                module.output.bias[parameter::2] = 0.1
+    assert torch.allclose(
+        _draw(flow, labels, guidance=2.0, guide_what=guide_what), _draw(flow, labels)
+    )
+    assert not torch.allclose(_draw(flow, labels), plain)
+
+
+def test_a_model_without_classes_is_guided_against_its_tempered_attention() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, **TINY))
+    plain = _draw(flow, None, 3)
+    assert torch.equal(_draw(flow, None, 3, attention_temperature=0.5), plain)
+    tempered = _draw(flow, None, 3, guidance=1.0, attention_temperature=0.5)
+    assert not torch.allclose(tempered, plain)
+    assert torch.allclose(
+        _draw(flow, None, 3, guidance=1.0, attention_temperature=0.5, cache=False),
+        tempered,
+        atol=1e-12,
+    )
 
 
 def test_guidance_needs_a_class_conditional_model() -> None:
     flow = tarflow((1, 4, 4), 2, **TINY)
     with pytest.raises(ValueError, match="class-conditional"):
         flow.sample(2, guidance=1.0)
-    with pytest.raises(ValueError, match="weight"):
-        tarflow((1, 4, 4), 2, num_classes=3, **TINY).sample(context=torch.tensor([0]), guidance=-1)
+    conditional = tarflow((1, 4, 4), 2, num_classes=3, **TINY)
+    label = torch.tensor([0])
+    for options, error, match in [
+        (dict(guidance=-1), ValueError, "guidance"),
+        (dict(guidance=float("nan")), ValueError, "guidance"),
+        (dict(attention_temperature=0.0), ValueError, "attention_temperature"),
+        (dict(attention_temperature=float("inf")), ValueError, "attention_temperature"),
+        (dict(guide_what="c"), ValueError, "guide_what as one of 'ab', 'a', 'b', got 'c'"),
+        (dict(guide_what=""), ValueError, "guide_what"),
+        (dict(annealed_guidance=1), TypeError, "annealed_guidance as a bool"),
+        (dict(cache="yes"), TypeError, "cache as a bool"),
+    ]:
+        with pytest.raises(error, match=match):
+            conditional.sample(context=label, **options)
+    assert all(
+        module.guidance == 0.0 for module in conditional.modules() if hasattr(module, "guidance")
+    )
+
+
+def test_labels_are_dropped_once_per_example_from_the_training_generator() -> None:
+    flow = _perturb(tarflow((1, 4, 4), 2, num_classes=3, label_dropout=0.3, **TINY))
+    assert flow.training_label_dropout == 0.3
+    assert tarflow((1, 4, 4), 2, **TINY).training_label_dropout is None
+    images = torch.randint(0, 256, (400, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(400) % 3
+    data = as_training_data((images.to(torch.uint8), labels))
+    data.check_against(Dequantized(flow), "training")
+    index = torch.arange(400)
+    levels, noise, dropped, _ = data.batch(index, torch.Generator().manual_seed(2), Process())
+    again = data.batch(index, torch.Generator().manual_seed(2), Process())[2]
+    assert torch.equal(dropped, again)  # the training generator alone decides: resumes exactly
+    model = Dequantized(flow)
+    with torch.no_grad():
+        conditional = model.latent_and_log_prob(levels, labels, noise=noise)[0]
+        unconditional = model.latent_and_log_prob(levels, torch.full_like(labels, -1), noise=noise)[
+            0
+        ]
+        flow.train()
+        trained = model.latent_and_log_prob(levels, dropped, noise=noise)[0]
+    is_conditional = torch.isclose(trained, conditional, rtol=0, atol=1e-12).flatten(1).all(1)
+    is_unconditional = torch.isclose(trained, unconditional, rtol=0, atol=1e-12).flatten(1).all(1)
+    assert torch.all(is_conditional ^ is_unconditional)
+    # 400 draws at p = 0.3: 120 expected, standard deviation 9.2; five of them either side.
+    assert 74 < int(is_unconditional.sum()) < 166
+    assert torch.equal(dropped[~is_unconditional], labels[~is_unconditional])
+    # Evaluation batches keep every label.
+    assert torch.equal(data._inputs(index, torch.Generator().manual_seed(2))[2], labels)
 
 
 @pytest.mark.parametrize(
