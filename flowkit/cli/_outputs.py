@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from collections.abc import Sequence
@@ -28,15 +29,58 @@ __all__: list[str] = []
 IMAGE_TEMPERATURES = (0.0, 0.5, 0.7, 1.0)
 
 
+# The guidance options of 'flowkit sample' and their defaults (no guidance).
+GUIDANCE_DEFAULTS = {
+    "guidance": 0.0,
+    "annealed_guidance": False,
+    "guide_what": "ab",
+    "attention_temperature": 1.0,
+}
+
+
 def sample_command(args: argparse.Namespace) -> int:
     """Sample image grids (one per temperature) or table rows (a CSV file)."""
     check_common(args)
     check_positive("--num", args.num)
     check_temperatures(args.temperatures)
+    _check_guidance(args)
     run = open_run(args)
-    if run.is_table:
-        return _sample_rows(args, run)
-    return _sample_images(args, run)
+    with _decoding(args, run):
+        if run.is_table:
+            return _sample_rows(args, run)
+        return _sample_images(args, run)
+
+
+def _check_guidance(args: argparse.Namespace) -> None:
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise UsageError(f"--guidance expects a finite number >= 0, got {args.guidance}")
+    if not (math.isfinite(args.attention_temperature) and args.attention_temperature > 0):
+        raise UsageError(
+            f"--attention-temperature expects a finite number > 0, got {args.attention_temperature}"
+        )
+
+
+def _decoding(args: argparse.Namespace, run: Run) -> contextlib.AbstractContextManager[None]:
+    """The model's decoding with the guidance options (a TarFlow's), or nothing to change."""
+    from flowkit.presets.tarflow import TarFlowFlow
+
+    options = {name: getattr(args, name) for name in GUIDANCE_DEFAULTS}
+    flow = None if run.is_table else run.continuous_flow
+    if not isinstance(flow, TarFlowFlow):
+        if options != GUIDANCE_DEFAULTS:
+            raise UsageError(
+                "--guidance, --annealed-guidance, --guide-what and --attention-temperature "
+                f"sample TarFlow models; the model in {run.checkpoint} is a "
+                f"{type(run.continuous_flow).__name__}"
+            )
+        return contextlib.nullcontext()
+    if options["guidance"] and flow.num_classes is None and options["attention_temperature"] == 1:
+        raise UsageError(
+            f"--guidance {options['guidance']:g}: the model in {run.checkpoint} has no classes; "
+            "guide it against its tempered attention with --attention-temperature other than 1"
+        )
+    weight = options.pop("guidance")
+    return flow.decoding(weight, **options)
 
 
 def _sample_images(args: argparse.Namespace, run: Run) -> int:

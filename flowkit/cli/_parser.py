@@ -381,6 +381,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="TarFlow: classifier-free guidance weight w >= 0; each decoding step uses "
+        "theta_c + w (theta_c - theta_u) (default: 0, no guidance)",
+    )
+    sample.add_argument(
+        "--annealed-guidance",
+        action="store_true",
+        help="TarFlow: ramp the guidance weight from 0 to w over each block's positions, as the "
+        "official evaluation does (default: off, w at every position)",
+    )
+    sample.add_argument(
+        "--guide-what",
+        choices=("ab", "a", "b"),
+        default="ab",
+        help="TarFlow: what guidance acts on: ab both parameters, a the log-scales, b the shifts "
+        "(default: ab)",
+    )
+    sample.add_argument(
+        "--attention-temperature",
+        type=float,
+        default=1.0,
+        metavar="TAU",
+        help="TarFlow: attention temperature of guidance's unconditional pass; with --guidance "
+        "it guides a model without classes against its tempered attention (default: 1)",
+    )
+    sample.add_argument(
         "--context",
         nargs="+",
         metavar="NAME=VALUE",
