@@ -1,6 +1,7 @@
 """Fitting a flow to an unnormalised log-density: objectives, importance sampling, targets."""
 
 from flowkit.variational import targets
+from flowkit.variational.ais import AISConfig, AISResult, AnnealedImportanceSampler, ais
 from flowkit.variational.fitting import FitResult, NonFiniteFitError, fit
 from flowkit.variational.objectives import (
     OBJECTIVES,
@@ -13,10 +14,14 @@ from flowkit.variational.objectives import (
 from flowkit.variational.sampling import ImportanceResult, expectation, importance
 
 __all__ = [
+    "AISConfig",
+    "AISResult",
+    "AnnealedImportanceSampler",
     "OBJECTIVES",
     "FitResult",
     "ImportanceResult",
     "NonFiniteFitError",
+    "ais",
     "alpha_2_loss",
     "effective_sample_size",
     "expectation",

@@ -164,11 +164,11 @@ def expectation(f: Callable[[Tensor], Tensor], result: ImportanceResult) -> Tens
     return (weights * values).sum(0)
 
 
-def _summarise(samples: Tensor, log_weights: Tensor) -> ImportanceResult:
+def _summarise(samples: Tensor, log_weights: Tensor, owner: str = "importance") -> ImportanceResult:
     count = log_weights.shape[0]
     if not bool(torch.isfinite(log_weights).any()):
         raise ValueError(
-            f"importance: every one of the {count} samples has zero target density "
+            f"{owner}: every one of the {count} samples has zero target density "
             "(log_target is -inf everywhere the flow puts its samples)"
         )
     # Weights relative to the largest, so that exp cannot overflow; in float64 for the sums.
