@@ -176,7 +176,7 @@ def run_one(spec: dict[str, Any]) -> None:
             return
         flow_used = trainer.averaged_flow
         flow_used.eval()
-        bpd = evaluate_bpd(flow_used.log_prob, test_images, n_bits=settings.n_bits)
+        bpd = evaluate_bpd(flow_used.log_prob, test_images)
         append_record(
             output / "records.jsonl",
             {

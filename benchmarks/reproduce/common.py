@@ -254,7 +254,6 @@ def evaluate_bpd(
     import torch
 
     from flowkit.data import to_model_input
-    from flowkit.train import bits_per_dim
 
     generator = torch.Generator().manual_seed(EVAL_NOISE_SEED)
     x = to_model_input(images, n_bits, generator=generator) + shift
@@ -264,7 +263,10 @@ def evaluate_bpd(
         for start in range(0, len(images), batch_size):
             part = slice(start, start + batch_size)
             context = None if labels is None else labels[part]
-            values = bits_per_dim(log_prob(x[part], context), num_dims, n_bits)
+            # Peers' densities are not flowkit models: the bound Dequantized forms for its own,
+            # log p(x) minus the bin constant nD log 2, in bits per dimension.
+            log_bound = log_prob(x[part], context) - num_dims * n_bits * math.log(2.0)
+            values = -log_bound / (num_dims * math.log(2.0))
             total += float(values.double().sum())
     return total / len(images)
 

@@ -149,9 +149,7 @@ def run_one(spec: dict[str, Any]) -> None:
     settings = train_config(base, spec["train_options"])
 
     def after(trainer: Any, stop: dict[str, Any]) -> None:
-        score = evaluator(
-            test_images, flow, settings.n_bits, settings.test_batch_size, trainer.process
-        )
+        score = evaluator(test_images, flow, settings.test_batch_size, trainer.process)
         append_record(
             output / "records.jsonl",
             {

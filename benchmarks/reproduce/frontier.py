@@ -230,7 +230,7 @@ def build_plan(
     return specs
 
 
-def evaluator(test_images: Any, flow: Any, n_bits: int, batch_size: int, process: Any) -> Any:
+def evaluator(test_images: Any, flow: Any, batch_size: int, process: Any) -> Any:
     """``score(model, draws)``: test bits/dim, the importance-weighted bound for ``draws`` > 1.
 
     The trainer's own evaluation: the same fixed noise for every model, in eval mode.
@@ -238,7 +238,8 @@ def evaluator(test_images: Any, flow: Any, n_bits: int, batch_size: int, process
     from flowkit.data import ImageData
     from flowkit.train.data import as_training_data
 
-    data = as_training_data(ImageData(test_images, None, "test subset"), n_bits)
+    # The model's own bits (a plain flow: 8), as the trainer evaluates it.
+    data = as_training_data(ImageData(test_images, None, "test subset"))
     data.check_against(flow, "test")
 
     def score(model: Any, draws: int) -> float:
@@ -315,9 +316,7 @@ def run_model(spec: dict[str, Any]) -> None:
     stops = [{"max_minutes": every * i} for i in range(1, sizes.eval_points + 1)]
 
     def after(trainer: Any, stop: dict[str, Any]) -> None:
-        score = evaluator(
-            test_images, flow, settings.n_bits, settings.test_batch_size, trainer.process
-        )
+        score = evaluator(test_images, flow, settings.test_batch_size, trainer.process)
         final = stop is stops[-1]
         weights = [("raw", trainer.flow)]
         if final:
@@ -359,7 +358,6 @@ def run_model(spec: dict[str, Any]) -> None:
             path,
             num=sizes.num_samples,
             temperature=temperature,
-            n_bits=settings.n_bits,
             nrow=int(math.isqrt(sizes.num_samples)),
         )
         grids[path.name] = bad
