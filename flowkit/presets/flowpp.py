@@ -302,13 +302,14 @@ def flowpp_parameter_count(config: FlowPPConfig) -> int:
 class CheckerboardFeatures(nn.Module):
     """Features of an image for the dequantizer's checkerboard couplings, at half width.
 
-    The checkerboard's two colours (:class:`~flowkit.bijectors.CheckerboardSplit`) are stacked
-    along channels, ``(C, H, W) -> (2C, H, W / 2)``, and fed to a network (Flow++'s official
-    code does the same before its dequantizer's "shallow processor"), so that the features line
-    up with the half-width images the couplings' conditioners see.
+    The two halves of a :class:`~flowkit.bijectors.CheckerboardSplit` (even and odd columns,
+    or a checkerboard's two colours) are stacked along channels,
+    ``(C, H, W) -> (2C, H, W / 2)``, and fed to a network (Flow++'s official code does the same
+    before its dequantizer's "shallow processor"), so that the features line up with the
+    half-width images the couplings' conditioners see.
 
     Args:
-        split: The checkerboard that gathers the two colours.
+        split: The split that gathers the two halves.
         network: Maps ``(B, 2C, H, W / 2)`` to the features ``(B, F, H, W / 2)``.
     """
 
@@ -374,10 +375,11 @@ def flowpp(
     Each architecture option (``tanh_scale`` to ``feature_network``) can select an earlier
     flowkit design instead; see :class:`FlowPPConfig`. What still departs from the official
     code: the dequantizer's noise is logistic (uniform through a logit) where the official one
-    is Gaussian; initialisation (zero-initialised output layers and random rotations for the
-    1x1 convolutions, where the official code initialises every layer from data and starts the
-    1x1 convolutions near the identity); the order of each element's mixture parameters in the
-    network's output (a permutation of its output channels).
+    is Gaussian; initialisation (zero-initialised output layers, where the official code
+    initialises every layer from data); the order of each element's mixture parameters in the
+    network's output (a permutation of its output channels); and a stage with an odd number of
+    couplings, whose halves the official code merges swapped (with the official counts only the
+    last stage, a permutation of the latent).
 
     Args are the fields of :class:`FlowPPConfig`, where each default and its source is
     documented.
