@@ -22,7 +22,15 @@ from flowkit._utils import (
     check_parameter_count,
     check_shape,
 )
-from flowkit.bijectors import AffineMap, Autoregressive, Bijector, Compose, Patchify, Permute
+from flowkit.bijectors import (
+    Affine,
+    AffineMap,
+    Autoregressive,
+    Bijector,
+    Compose,
+    Patchify,
+    Permute,
+)
 from flowkit.distributions import Distribution, Flow, StandardNormal
 from flowkit.distributions.base import SampleShape
 from flowkit.nn import CausalTransformer
@@ -32,12 +40,12 @@ __all__ = ["GUIDE_WHAT", "TarFlowConfig", "TarFlowFlow", "build_tarflow", "denoi
 # A larger MLP multiple than this is a typo, not a design (transformers use 2 to 8).
 MAX_EXPANSION = 64
 
+# Channels per attention head: the official code fixes the head width at 64 for every model.
+HEAD_CHANNELS = 64
+
 # What guidance may act on, as the official sampler's ``guide_what``: "a" the log-scales, "b" the
 # shifts. AffineMap's parameters are (shift, raw scale), so these are its parameter indices.
 GUIDE_WHAT: dict[str, tuple[int, ...]] = {"ab": (0, 1), "a": (1,), "b": (0,)}
-
-# Channels per attention head: the official code fixes the head width at 64 for every model.
-HEAD_CHANNELS = 64
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,15 @@ class TarFlowConfig:
         label_dropout: Probability of training an example's label as the null class, for
             classifier-free guidance (the official ``--drop_label``, 0.1): drawn once per example
             for all blocks, by the trainer (see :attr:`TarFlowFlow.training_label_dropout`).
-        noise_std: Standard deviation of the Gaussian noise the model is trained with, in
-            flowkit's image range :math:`[-1/2, 1/2]`; samples are denoised with it (0 turns
-            denoising off). The official 0.05 is for images in :math:`[-1, 1]`: 0.025 here.
+        noise_std: Standard deviation of the Gaussian noise the model is trained with, in the
+            units of the model's range (:attr:`data_scale`; the official 0.05 in
+            :math:`[-1, 1]`); samples are denoised with it (0 turns denoising off).
+        data_scale: The flow's first step multiplies flowkit's image range
+            :math:`[-1/2, 1/2]` by this: 2 (the default) gives the official :math:`[-1, 1]`,
+            1 keeps flowkit's range (the models before this setting). Its log-determinant
+            ``D log(data_scale)`` is part of the density, so bits/dim stay those of the same
+            integer images; TarFlow has no data-fitted normalisation and starts as the identity,
+            so the range changes its training.
         seed: Seed of the initial weights (None draws from torch's global generator).
     """
 
@@ -81,6 +95,7 @@ class TarFlowConfig:
     num_classes: int | None = None
     label_dropout: float = 0.1
     noise_std: float = 0.0
+    data_scale: float = 2.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -100,14 +115,15 @@ class TarFlowConfig:
         check_int(owner, "blocks", self.blocks, 1, MAX_STEPS)
         check_int(owner, "layers_per_block", self.layers_per_block, 1, MAX_STEPS)
         # Resolved once, so that configs (and the checkpoints recording them) compare by value.
-        object.__setattr__(self, "heads", _heads(self.channels, self.heads))
-        check_int(owner, "heads", self.heads, 1, MAX_WIDTH)
+        heads = check_int(owner, "heads", _heads(self.channels, self.heads), 1, MAX_WIDTH)
+        object.__setattr__(self, "heads", heads)
         check_int(owner, "expansion", self.expansion, 1, MAX_EXPANSION)
         check_int(owner, "num_classes", self.num_classes, 2, MAX_CLASSES, optional=True)
         check_float(owner, "label_dropout", self.label_dropout, 0.0, 1.0, exclusive_maximum=True)
         check_float(owner, "noise_std", self.noise_std, 0.0)
+        check_float(owner, "data_scale", self.data_scale, 0.0, exclusive_minimum=True)
         check_int(owner, "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
-        if self.channels % self.heads:
+        if self.channels % heads:
             raise ValueError(
                 f"{owner} expects channels divisible by heads, got channels={self.channels} and "
                 f"heads={self.heads}"
@@ -163,12 +179,14 @@ def tarflow(
     num_classes: int | None = None,
     label_dropout: float = 0.1,
     noise_std: float = 0.0,
+    data_scale: float = 2.0,
     seed: int | None = None,
 ) -> TarFlowFlow:
     r"""TarFlow: a stack of causal-transformer autoregressive flows over the patches of an image.
 
-    The bijector is: :class:`~flowkit.bijectors.Patchify` (image to a sequence of ``T``
-    patches of ``d`` values); then ``blocks`` times [an
+    The bijector is: a fixed :class:`~flowkit.bijectors.Affine` scaling by ``data_scale`` (the
+    official range :math:`[-1, 1]` by default) and :class:`~flowkit.bijectors.Patchify` (image to
+    a sequence of ``T`` patches of ``d`` values); then ``blocks`` times [an
     :class:`~flowkit.bijectors.Autoregressive` with a :class:`~flowkit.nn.CausalTransformer`
     conditioner and the affine map :math:`z_t = (x_t + \mu_t) e^{\alpha_t}` with
     :math:`(\mu_t, \alpha_t)` computed from :math:`x_{<t}`, followed by a reversal of the
@@ -205,6 +223,7 @@ def tarflow(
         num_classes=num_classes,
         label_dropout=label_dropout,
         noise_std=noise_std,
+        data_scale=data_scale,
         seed=seed,
     )
     return build_tarflow(config)
@@ -222,7 +241,12 @@ def build_tarflow(config: TarFlowConfig) -> TarFlowFlow:
 
 def _bijector(config: TarFlowConfig) -> Bijector:
     length, features = config.sequence_shape
-    parts: list[Bijector] = [Patchify(config.patch_size, image_width=config.input_shape[2])]
+    first: Bijector = Patchify(config.patch_size, image_width=config.input_shape[2])
+    if config.data_scale != 1:
+        # One step with the patching, so that the blocks keep their places in the state dict.
+        scale = Affine(scale=config.data_scale, learnable=False, event_rank=3)
+        first = Compose([scale, first])
+    parts: list[Bijector] = [first]
     for _ in range(config.blocks):
         conditioner = CausalTransformer(
             features,
@@ -262,13 +286,17 @@ class TarFlowFlow(Flow):
 
     @property
     def noise_std(self) -> float:
-        """The standard deviation of the training noise, which :meth:`sample` removes."""
-        return self.config.noise_std
+        """The training noise's standard deviation where it is added: in the flow's input range.
+
+        That is flowkit's :math:`[-1/2, 1/2]`, so ``config.noise_std / config.data_scale``: the
+        same noise as ``config.noise_std`` in the model's own range. :meth:`sample` removes it.
+        """
+        return self.config.noise_std / self.config.data_scale
 
     @property
     def training_noise_std(self) -> float:
-        """``config.noise_std``: the model owns its training noise, since it denoises with it."""
-        return self.config.noise_std
+        """:attr:`noise_std`: the model owns its training noise, since it denoises with it."""
+        return self.noise_std
 
     @property
     def training_label_dropout(self) -> float | None:

@@ -102,7 +102,9 @@ def test_sample_denoises_with_the_training_noise() -> None:
     raw = flow.sample(3, denoise=False).detach()
     torch.manual_seed(5)
     cleaned = flow.sample(3)
-    assert torch.allclose(cleaned, denoise(flow, raw, 0.1))
+    # 0.1 in the model's range [-1, 1] is 0.05 in the flow's input range [-1/2, 1/2].
+    assert flow.training_noise_std == 0.05
+    assert torch.allclose(cleaned, denoise(flow, raw, 0.05))
     assert not torch.allclose(cleaned, raw)
     flow.train()
     modes = [module.training for module in flow.modules()]
@@ -291,3 +293,43 @@ def test_registry_rebuilds_the_model_and_the_run_presets_are_valid() -> None:
         config = config_from_dict("tarflow", preset.model)
         length, features = config.sequence_shape
         assert length * features == math.prod(config.input_shape)
+
+
+# --- the official data range, as a scaling inside the flow ----------------------------------------
+@pytest.mark.parametrize("perturbed", [False, True], ids=["at-init", "trained"])
+def test_the_official_range_is_a_scaling_whose_log_det_is_counted(perturbed: bool) -> None:
+    # The same network on flowkit's range [-1/2, 1/2] (data_scale 1) and on the official [-1, 1],
+    # built in float64 so that the fixed scale's log(2) is stored exactly.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        official = tarflow((2, 4, 4), 2, **TINY).eval()
+        plain = tarflow((2, 4, 4), 2, data_scale=1.0, **TINY).eval()
+    finally:
+        torch.set_default_dtype(default)
+    if perturbed:
+        official, plain = _perturb(official), _perturb(plain)
+    assert official.config.data_scale == 2.0
+    levels = torch.randint(0, 256, (5, 2, 4, 4), generator=torch.Generator().manual_seed(1))
+    noise = torch.rand(
+        levels.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    model = Dequantized(official)
+    with torch.no_grad():
+        bits = model.bits_per_dim(levels, noise=[noise])
+        y, _ = model.dequantize(levels, noise)
+        dims = y[0].numel()
+        # The plain network applied to 2y, plus the scaling's log-det D log 2.
+        log_density = plain.log_prob(2 * y) + dims * math.log(2.0)
+    expected = (-log_density + dims * 8 * math.log(2.0)) / (dims * math.log(2.0))
+    assert torch.allclose(bits, expected, rtol=0, atol=1e-10)
+    # A model on the official range is not the model on flowkit's: the numbers differ.
+    with torch.no_grad():
+        assert not torch.allclose(Dequantized(plain).bits_per_dim(levels, noise=[noise]), bits)
+
+
+def test_the_official_noise_is_added_at_half_its_size_in_flowkits_range() -> None:
+    flow = tarflow((1, 4, 4), 2, noise_std=0.05, **TINY)
+    assert flow.config.noise_std == 0.05 and flow.training_noise_std == 0.025
+    plain = tarflow((1, 4, 4), 2, noise_std=0.05, data_scale=1.0, **TINY)
+    assert plain.training_noise_std == 0.05
