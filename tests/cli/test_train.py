@@ -225,3 +225,53 @@ def test_an_out_of_range_augment_shift_names_the_flag(capsys, value):
     assert status == 2
     [line] = error_lines(err)
     assert "--augment-shift" in line and value in line
+
+
+# The test images the tiny runs evaluate (train.num_test=64).
+EVAL_64 = ("--num-test", "64")
+
+
+def _last_test_value(output: Path) -> float:
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return [r["test_bpd"] for r in records if "test_bpd" in r][-1]
+
+
+def test_the_bits_are_the_models_and_an_earlier_runs_train_n_bits_resumes(tmp_path, capsys):
+    import torch
+
+    output = tmp_path / "run"
+    status, _, err = run_main(capsys, "train", *TINY_GLOW, "--n-bits", "5", "--output", output)
+    assert status == 0, err
+    # The model's bits are recorded with the run's data, not as a train setting ...
+    saved = json.loads((output / "config.json").read_text())
+    assert saved["data"]["n_bits"] == 5 and "n_bits" not in saved["train"]
+    # The trained weights are the flow's, saved as a plain flow's are (the same layout as ever).
+    import flowkit
+    from flowkit.distributions import Dequantized
+
+    assert not isinstance(flowkit.load(output / "checkpoint.pt"), Dequantized)
+    # ... and eval reads them back: its bits/dim are the run's own test value (at 8 bits the
+    # bin constant alone would add 3 bits/dim).
+    status, out, err = run_main(capsys, "eval", output / "checkpoint.pt", "--json", *EVAL_64)
+    assert status == 0, err
+    assert abs(json.loads(out)["bits_per_dim"] - _last_test_value(output)) < 1e-4
+
+    # An earlier run kept the bits as train.n_bits in config.json and the checkpoint: it resumes
+    # (from its config.json) with the same model.
+    checkpoint = torch.load(output / "checkpoint.pt", weights_only=False)
+    checkpoint["train_config"]["n_bits"] = 5
+    torch.save(checkpoint, output / "checkpoint.pt")
+    saved["train"]["n_bits"] = 5
+    (output / "config.json").write_text(json.dumps(saved))
+    args = ["--config", output / "config.json", "--resume", "--max-steps", "3", "--no-progress"]
+    status, _, err = run_main(capsys, "train", *args)
+    assert status == 0, err
+    resumed = json.loads((output / "config.json").read_text())
+    assert resumed["data"]["n_bits"] == 5
+    status, out, err = run_main(capsys, "eval", output / "checkpoint.pt", "--json", *EVAL_64)
+    assert status == 0, err
+    assert abs(json.loads(out)["bits_per_dim"] - _last_test_value(output)) < 1e-4
+    # Asked for other bits, the run is a different run: refused, nothing lost.
+    args = ["--config", output / "config.json", "--resume", "--n-bits", "6", "--max-steps", "4"]
+    status, _, err = run_main(capsys, "train", *args)
+    assert status == 1 and "n_bits" in err
