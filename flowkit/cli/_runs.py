@@ -60,8 +60,8 @@ class Run:
 
         if isinstance(self.flow, Dequantized):
             return self.flow
-        n_bits = self.data.get("n_bits", self.train_config.get("n_bits", 8))
-        return Dequantized(self.flow, int(n_bits))
+        # The run's data record, or an earlier run's train settings, which held the bits.
+        return Dequantized.from_record(self.flow, {**self.train_config, **self.data})
 
     @property
     def columns(self) -> list[str]:

@@ -438,14 +438,22 @@ def model_config_of(settings: Settings, entry: Any, **from_data: Any) -> Any:
     return fill(entry.config_class, "model", values)
 
 
-def build_image_model(entry: Any, model_config: Any, n_bits: Any) -> Any:
-    """The family's model as a distribution over integer images of ``n_bits`` (None: its own)."""
+def build_image_model(settings: Settings, entry: Any, model_config: Any) -> Any:
+    """The family's model as a distribution over integer images of the settings' bits."""
     from flowkit.distributions import Dequantized
 
     model = entry.build(model_config)
-    if n_bits is None or isinstance(model, Dequantized):
+    if settings.n_bits is None or isinstance(model, Dequantized):
         return model  # a family whose config holds the bits has built them in
-    return Dequantized(model, n_bits)
+    return Dequantized(model, settings.n_bits)
+
+
+def model_settings(settings: Settings, model_config: Any) -> dict[str, Any]:
+    """The model's settings as --print-config shows them: its config and the image bits."""
+    values = dataclasses.asdict(model_config)
+    if settings.n_bits is not None:
+        values.setdefault("n_bits", settings.n_bits)
+    return values
 
 
 def resolve_configs(args: argparse.Namespace) -> tuple[Any, Any]:

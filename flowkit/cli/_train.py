@@ -21,6 +21,7 @@ from flowkit.cli._settings import (
     fill,
     model_config_of,
     model_entry,
+    model_settings,
     read_settings,
 )
 
@@ -105,13 +106,10 @@ def _summary(result: Any) -> str:
 
 def _print_config(settings: Settings, model_config: Any, train_config: Any) -> None:
     inputs = {key: value for key, value in settings.inputs.items() if value is not None}
-    model = dataclasses.asdict(model_config)
-    if settings.n_bits is not None:
-        model.setdefault("n_bits", settings.n_bits)
     effective = {
         "preset": settings.preset,
         "model_name": settings.model_name,
-        "model": model,
+        "model": model_settings(settings, model_config),
         "train": dataclasses.asdict(train_config),
         **inputs,
     }
@@ -149,7 +147,7 @@ def _prepare_images(
         "test_examples": len(test_data),
         "num_classes": num_classes,
     }
-    model = build_image_model(entry, model_config, settings.n_bits)
+    model = build_image_model(settings, entry, model_config)
     return model, model_config, train_data, test_data, data_info
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -522,6 +523,18 @@ class Dequantized(nn.Module):
     def auxiliary_loss(self, z: Tensor, context: Tensor | None) -> AuxiliaryLoss | None:
         """The flow's :meth:`~flowkit.distributions.Flow.auxiliary_loss` hook."""
         return self.flow.auxiliary_loss(z, context)
+
+    def record(self) -> dict[str, int]:
+        """What a run stores of this likelihood beside its data, to read its images back.
+
+        Plain values (``{"n_bits": n}``); a learned dequantizer is part of the weights instead.
+        """
+        return {"n_bits": self.n_bits}
+
+    @classmethod
+    def from_record(cls, flow: Flow, record: Mapping[str, Any]) -> Dequantized:
+        """Uniform dequantization of ``flow`` as :meth:`record` stored it (8 bits without one)."""
+        return cls(flow, record.get("n_bits", 8))
 
     def with_flow(self, flow: Flow) -> Dequantized:
         """This discrete likelihood (bits, dequantizer) around another flow (averaged weights)."""

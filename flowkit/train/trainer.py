@@ -211,8 +211,8 @@ class Trainer:
         self.output = Path(config.output)
         self.train_data.check_against(scored, "training")
         if isinstance(self.train_data, ImageTrainingData):
-            # Recorded from the model, so that a run's images are read back with its bits.
-            self.data_info["n_bits"] = self.train_data.model.n_bits
+            # Recorded from the model, so that a run's images are read back as it read them.
+            self.data_info.update(self.train_data.model.record())
         if self.test_data is not None:
             self.test_data.check_against(scored, "test")
         if self.validation_data is not None:
@@ -677,9 +677,13 @@ class Trainer:
         """Refuse to resume with settings that would make the continued run a different run."""
         saved_train = dict(saved.get("train_config") or {})
         saved_data = saved.get("data") or {}
-        # Earlier runs set the bits as a train setting; they are the model's now, recorded (then
-        # and now) with the data and compared there.
-        saved_train.pop("n_bits", None)
+        # What the image model records with the data (its bits) was a train setting in earlier
+        # runs, recorded with the data then too: it is compared there.
+        recorded = (
+            self.train_data.model.record() if isinstance(self.train_data, ImageTrainingData) else {}
+        )
+        for name in recorded:
+            saved_train.pop(name, None)
         try:
             previous = TrainConfig.from_dict(saved_train)
         except ConfigError as error:
@@ -695,8 +699,9 @@ class Trainer:
             changed["model"] = (saved.get("model_config"), self.model_config)
         if saved_data.get("fingerprint") not in (None, self.data_info["fingerprint"]):
             changed["training data"] = ("the checkpoint's", "other examples")
-        if saved_data.get("n_bits") not in (None, self.data_info.get("n_bits")):
-            changed["n_bits"] = (saved_data["n_bits"], self.data_info.get("n_bits"))
+        for name, value in recorded.items():
+            if saved_data.get(name) not in (None, value):
+                changed[name] = (saved_data[name], value)
         # A decay ends at the run's last step: moving it would bend the rest of the schedule.
         last = horizon(previous, self.steps_per_epoch)
         new_last = horizon(self.config, self.steps_per_epoch)
