@@ -90,8 +90,8 @@ def save_image_grid(
 
     Example (needs the dataset files)::
 
-        samples = to_uint8(flow.sample((64,)), n_bits=5)
-        save_image_grid(samples, "runs/glow/samples.png")
+        model = Dequantized(flow, 5)  # a 5-bit image model owns its bits
+        save_image_grid(model.to_uint8(model.sample(64)), "runs/glow/samples.png")
     """
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
     target = Path(path)
