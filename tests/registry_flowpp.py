@@ -21,6 +21,7 @@ from flowkit.bijectors import (
     LogisticMixtureCDF,
     SplitApply,
     Squeeze,
+    SwapHalves,
     channel_mask,
 )
 from flowkit.nn import ConvAttn
@@ -81,6 +82,13 @@ ENTRIES: list[tuple[Any, ...]] = [
         None,
         PER_POSITION,
     ),
+    (
+        "swap-halves-columns",
+        lambda: SwapHalves(CheckerboardSplit(2, 4, alternate=False)),
+        (2, 2, 4),
+        None,
+    ),
+    ("swap-halves-channels", lambda: SwapHalves(ChannelSplit(channel_mask(4))), (4, 2, 2), None),
     ("flowpp-coupling-columns", lambda: mixture_coupling(2, 2, 4), (2, 2, 4), None),
     (
         "flowpp-coupling-context-in-blocks",

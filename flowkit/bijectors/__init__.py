@@ -24,7 +24,7 @@ from flowkit.bijectors.elementwise import (
     Softplus,
     Tanh,
 )
-from flowkit.bijectors.halves import SplitApply
+from flowkit.bijectors.halves import SplitApply, SwapHalves
 from flowkit.bijectors.interop import BijectorTransform, TransformBijector, from_transform
 from flowkit.bijectors.linear import AffineConv1x1, InvertibleConv1x1, Permute
 from flowkit.bijectors.linear_vector import (
@@ -60,6 +60,7 @@ __all__ = [
     "ChannelSplit",
     "CheckerboardSplit",
     "SplitApply",
+    "SwapHalves",
     "SplineMap",
     "ElementwiseMap",
     "AffineMap",

@@ -1,4 +1,4 @@
-"""SplitApply: one bijector for each part of a split (Flow++'s per-half steps)."""
+"""Bijectors on the two parts of a split: SplitApply (one bijector each) and SwapHalves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flowkit._utils import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.splits import Split
 
-__all__ = ["SplitApply"]
+__all__ = ["SplitApply", "SwapHalves"]
 
 
 class SplitApply(Bijector):
@@ -82,6 +82,64 @@ class SplitApply(Bijector):
     def forward_shape(self, shape: Shape) -> torch.Size:
         """The shape unchanged, after checking it against the split's."""
         check_event_shape("SplitApply", shape, self.split.pattern())
+        return torch.Size(shape)
+
+    def inverse_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, checked as in ``forward_shape``."""
+        return self.forward_shape(shape)
+
+
+class SwapHalves(Bijector):
+    r"""Exchange the two parts of a split: :math:`z = \mathrm{merge}(x_b, x_a)`.
+
+    A fixed permutation, :math:`\log|\det J| = 0`; the parts must have the same shape. Flow++'s
+    official code swaps its tuple of halves after every coupling and merges it in tuple order,
+    so a stage with an odd number of couplings ends with the halves exchanged: with
+    :class:`~flowkit.bijectors.CheckerboardSplit` (``alternate=False``) the odd columns move to
+    the even places, with a channel split the second half of the channels comes first.
+
+    Args:
+        split: The partition whose parts are exchanged.
+
+    Shapes:
+        ``x``: ``(*batch, *event)`` as ``split`` expects; ``z`` the same;
+        ``log_abs_det``: ``(*batch,)``.
+
+    Example:
+        >>> from flowkit.bijectors import CheckerboardSplit
+        >>> swap = SwapHalves(CheckerboardSplit(1, 4, alternate=False))
+        >>> swap(torch.arange(4.0).reshape(1, 1, 1, 4))[0]
+        tensor([[[[1., 0., 3., 2.]]]])
+    """
+
+    def __init__(self, split: Split) -> None:
+        super().__init__()
+        if not isinstance(split, Split):
+            raise TypeError(f"SwapHalves expects a Split, got {type(split).__name__}")
+        self.split = split
+        self.event_rank = split.event_rank
+
+    def _swap(self, x: Tensor, what: str) -> Tensor:
+        check_event_shape("SwapHalves", x, self.split.pattern(), what)
+        x_a, x_b = self.split.split(x)
+        if x_a.shape != x_b.shape:
+            raise ValueError(
+                f"SwapHalves expects parts of the same shape, got {tuple(x_a.shape)} and "
+                f"{tuple(x_b.shape)} from input shape {tuple(x.shape)}"
+            )
+        return self.split.merge(x_b, x_a)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Exchange the parts; the log-determinant is zero."""
+        return self._swap(x, "input"), x.new_zeros(x.shape[: x.dim() - self.event_rank])
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Exchange them back (the same map); the log-determinant is zero."""
+        return self._swap(z, "latent"), z.new_zeros(z.shape[: z.dim() - self.event_rank])
+
+    def forward_shape(self, shape: Shape) -> torch.Size:
+        """The shape unchanged, after checking it against the split's."""
+        check_event_shape("SwapHalves", shape, self.split.pattern())
         return torch.Size(shape)
 
     def inverse_shape(self, shape: Shape) -> torch.Size:

@@ -35,6 +35,7 @@ from flowkit.bijectors import (
     Split,
     SplitApply,
     Squeeze,
+    SwapHalves,
     channel_mask,
 )
 from flowkit.bijectors.splits import ChannelSplit
@@ -103,6 +104,9 @@ class FlowPPConfig:
         feature_network: The dequantizer's feature network: ``"gated_conv"``, a 3x3 convolution
             and ``feature_blocks`` gated residual convolutions (official), or ``"conv_attn"``, a
             :class:`~flowkit.nn.ConvAttn` with attention and layer norms.
+        swap_odd_stages: End a stage with an odd number of couplings by exchanging its halves
+            (:class:`~flowkit.bijectors.SwapHalves`), as the official code's merge of its
+            flipped tuple does (True); False merges them in place.
 
     Each architecture option defaults to the official code's choice. A stored config without
     them (written before they existed) is read with :attr:`STORED_DEFAULTS`, the architecture
@@ -118,6 +122,7 @@ class FlowPPConfig:
         "squeeze_order": "channel_major",
         "context_mode": "input",
         "feature_network": "conv_attn",
+        "swap_odd_stages": False,
     }
 
     input_shape: tuple[int, int, int] = (3, 32, 32)
@@ -141,6 +146,7 @@ class FlowPPConfig:
     squeeze_order: str = "position_major"
     context_mode: str = "blocks"
     feature_network: str = "gated_conv"
+    swap_odd_stages: bool = True
 
     def __post_init__(self) -> None:
         owner = "FlowPPConfig"
@@ -175,8 +181,9 @@ class FlowPPConfig:
                 name, MAX_STEPS if "blocks" in name or "couplings" in name else MAX_WIDTH
             )
             check_int(owner, name, getattr(self, name), minimum, maximum)
-        if not isinstance(self.tanh_scale, bool):
-            raise TypeError(f"{owner} expects tanh_scale as a bool, got {self.tanh_scale!r}")
+        for name in ("tanh_scale", "swap_odd_stages"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{owner} expects {name} as a bool, got {getattr(self, name)!r}")
         for name, choices in (
             ("split", SPLITS),
             ("norm", NORMS),
@@ -346,24 +353,25 @@ def flowpp(
     squeeze_order: str = "position_major",
     context_mode: str = "blocks",
     feature_network: str = "gated_conv",
+    swap_odd_stages: bool = True,
 ) -> Dequantized:
     r"""Flow++: a distribution over integer images, with a learned dequantizer.
 
     The architecture of the official code (github.com/aravindsrinivas/flowpp, ``run_cifar.py``),
     built from library parts. The main flow maps :math:`y = (x + u) / 2^n - 1/2` to :math:`z`: the
-    official logit preprocessing :math:`\mathrm{logit}(0.05 + 0.9 (y + 1/2))`, then
-    ``couplings[0]`` "checkerboard" couplings on ``(C, H, W)``, a squeeze to
-    ``(4C, H/2, W/2)`` in TensorFlow's ``space_to_depth`` channel order, ``couplings[1]`` channel
-    couplings and ``couplings[2]`` checkerboard couplings. Each step is a normalisation with a
-    scale and shift per channel and position (:class:`~flowkit.bijectors.ActNorm` with
-    ``spatial_shape``), one unconstrained :class:`~flowkit.bijectors.InvertibleConv1x1` on each
-    half of the coupling's split (:class:`~flowkit.bijectors.SplitApply`), and a
-    :class:`~flowkit.bijectors.Coupling` whose map is
-    :class:`~flowkit.bijectors.LogisticMixtureCDF` (``components`` logistics, the affine
+    official logit preprocessing :math:`\mathrm{logit}(0.05 + 0.9 (y + 1/2))`, then ``couplings[0]``
+    "checkerboard" couplings on ``(C, H, W)``, a squeeze to ``(4C, H/2, W/2)`` in TensorFlow's
+    ``space_to_depth`` channel order, ``couplings[1]`` channel couplings and ``couplings[2]``
+    checkerboard couplings; a stage with an odd number of couplings ends with its halves exchanged,
+    as the official merge of its flipped tuple does. Each step is a normalisation with a scale and
+    shift per channel and position (:class:`~flowkit.bijectors.ActNorm` with ``spatial_shape``), one
+    unconstrained :class:`~flowkit.bijectors.InvertibleConv1x1` on each half of the coupling's split
+    (:class:`~flowkit.bijectors.SplitApply`), and a :class:`~flowkit.bijectors.Coupling` whose map
+    is :class:`~flowkit.bijectors.LogisticMixtureCDF` (``components`` logistics, the affine
     log-scale bounded by ``tanh``) and whose conditioner is a :class:`~flowkit.nn.ConvAttn`;
-    consecutive couplings keep alternate halves. As in the official code, the "checkerboard"
-    split keeps even columns, then odd ones (``split="columns"``). There is no factor-out: the
-    base is :math:`N(0, I)` on the whole flattened latent.
+    consecutive couplings keep alternate halves. As in the official code, the "checkerboard" split
+    keeps even columns, then odd ones (``split="columns"``). There is no factor-out: the base is
+    :math:`N(0, I)` on the whole flattened latent.
 
     The dequantizer (:class:`~flowkit.distributions.VariationalDequantizer`) draws
     :math:`u \sim q(u \mid x)` with its own ``dequantizer_couplings`` steps, whose conditioners
@@ -372,14 +380,12 @@ def flowpp(
     gated residual convolutions (:class:`~flowkit.nn.GatedConvNet`). With the CIFAR-10 defaults
     the model has the official 31,443,440 parameters.
 
-    Each architecture option (``tanh_scale`` to ``feature_network``) can select an earlier
+    Each architecture option (``tanh_scale`` to ``swap_odd_stages``) can select an earlier
     flowkit design instead; see :class:`FlowPPConfig`. What still departs from the official
     code: the dequantizer's noise is logistic (uniform through a logit) where the official one
     is Gaussian; initialisation (zero-initialised output layers, where the official code
     initialises every layer from data); the order of each element's mixture parameters in the
-    network's output (a permutation of its output channels); and a stage with an odd number of
-    couplings, whose halves the official code merges swapped (with the official counts only the
-    last stage, a permutation of the latent).
+    network's output (a permutation of its output channels).
 
     Args are the fields of :class:`FlowPPConfig`, where each default and its source is
     documented.
@@ -422,6 +428,7 @@ def flowpp(
         squeeze_order=squeeze_order,
         context_mode=context_mode,
         feature_network=feature_network,
+        swap_odd_stages=swap_odd_stages,
     )
     return build_flowpp(config)
 
@@ -497,10 +504,14 @@ def _steps(
     blocks: int | None = None,
     context_channels: int = 0,
 ) -> list[Bijector]:
-    """``count`` steps of [normalisation, 1x1 convolution, coupling], the kept half alternating."""
+    """``count`` steps of [normalisation, 1x1 convolution, coupling], the kept half alternating.
+
+    After an odd count, with ``config.swap_odd_stages``, the halves are exchanged.
+    """
     channels, height, width = shape
     mixture_params = 3 * config.components + 2
     steps: list[Bijector] = []
+    first_split: Split | None = None
     for index in range(count):
         flip = index % 2 == 1
         splitter: Split
@@ -535,6 +546,11 @@ def _steps(
                 LogisticMixtureCDF(config.components, tanh_scale=config.tanh_scale),
             ),
         ]
+        if index == 0:
+            first_split = splitter
+    if count % 2 and config.swap_odd_stages:
+        assert first_split is not None
+        steps.append(SwapHalves(first_split))
     return steps
 
 

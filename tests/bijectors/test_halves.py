@@ -1,4 +1,4 @@
-"""SplitApply: each part of a split through its own bijector; ActNorm with a scale per position."""
+"""SplitApply and SwapHalves on the parts of a split; ActNorm with a scale per position."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flowkit.bijectors import (
     Flatten,
     InvertibleConv1x1,
     SplitApply,
+    SwapHalves,
     channel_mask,
 )
 
@@ -76,3 +77,19 @@ def test_actnorm_per_position_initialises_each_position_from_the_batch() -> None
         ActNorm(2, spatial_shape=(3,))
     with pytest.raises(ValueError, match="ActNorm expects"):
         norm(torch.randn(2, 2, 4, 3))
+
+
+def test_swap_halves_is_the_official_merge_of_a_flipped_tuple() -> None:
+    x = torch.randn(2, 3, 4, 6)
+    columns = SwapHalves(CheckerboardSplit(4, 6, alternate=False))
+    z, log_abs_det = columns(x)
+    # Official Inverse(CheckerboardSplit) of the tuple (odd, even): odd columns in even places.
+    assert torch.equal(z, torch.stack([x[..., 1::2], x[..., 0::2]], -1).flatten(-2))
+    assert torch.equal(log_abs_det, torch.zeros(2)) and torch.equal(columns.inverse(z)[0], x)
+    channels = SwapHalves(ChannelSplit(channel_mask(4)))
+    y = torch.randn(2, 4, 3, 3)
+    assert torch.equal(channels(y)[0], torch.cat([y[:, 2:], y[:, :2]], 1))
+    with pytest.raises(ValueError, match="parts of the same shape"):
+        SwapHalves(ChannelSplit(channel_mask(3)))(torch.randn(2, 3, 2, 2))
+    with pytest.raises(TypeError, match="expects a Split"):
+        SwapHalves(channel_mask(4))  # type: ignore[arg-type]

@@ -221,6 +221,7 @@ def test_earlier_architecture_options_change_the_parameter_count_as_the_formula_
         ({"context_mode": "concat"}, ValueError, "context_mode as one of"),
         ({"feature_network": "resnet"}, ValueError, "feature_network as one of"),
         ({"tanh_scale": 1}, TypeError, "tanh_scale as a bool"),
+        ({"swap_odd_stages": "yes"}, TypeError, "swap_odd_stages as a bool"),
         ({"components": 0}, ValueError, "components as an int"),
         ({"blocks": 1.5}, TypeError, "blocks as an int"),
         ({"dropout": 1.0}, ValueError, "dropout as a finite number"),
@@ -288,7 +289,14 @@ def test_dequantizer_features_are_the_official_three_gated_convolutions() -> Non
 
 
 def test_the_main_flow_is_built_as_the_official_code() -> None:
-    from flowkit.bijectors import ActNorm, CheckerboardSplit, Coupling, SplitApply, Squeeze
+    from flowkit.bijectors import (
+        ActNorm,
+        CheckerboardSplit,
+        Coupling,
+        SplitApply,
+        Squeeze,
+        SwapHalves,
+    )
 
     model = flowpp(**{**TINY, "input_shape": (3, 4, 8)})
     parts = list(model.flow.bijector.bijectors)
@@ -302,6 +310,9 @@ def test_the_main_flow_is_built_as_the_official_code() -> None:
     assert isinstance(first, CheckerboardSplit) and not first.alternate
     mixing = [part for part in parts if isinstance(part, SplitApply)]
     assert len(mixing) == 3 and all(m.split is c.splitter for m, c in zip(mixing, couplings))
+    # One coupling per stage: each stage ends with its halves exchanged (the official merge).
+    swaps = [index for index, part in enumerate(parts) if isinstance(part, SwapHalves)]
+    assert [type(parts[index - 1]).__name__ for index in swaps] == ["Coupling"] * 3
     # The official Pointwise starts at the identity plus noise of standard deviation 0.001.
     for conv in [m.first for m in mixing] + [m.second for m in mixing]:
         eye = torch.eye(conv.channels)
