@@ -2,6 +2,13 @@
 
 from flowkit.variational import targets
 from flowkit.variational.ais import AISConfig, AISResult, AnnealedImportanceSampler, ais
+from flowkit.variational.fab import (
+    PrioritisedReplayBuffer,
+    ReplayBufferConfig,
+    ReplaySample,
+    fab_loss,
+    fab_replay_loss,
+)
 from flowkit.variational.fitting import FitResult, NonFiniteFitError, fit
 from flowkit.variational.objectives import (
     OBJECTIVES,
@@ -21,10 +28,15 @@ __all__ = [
     "FitResult",
     "ImportanceResult",
     "NonFiniteFitError",
+    "PrioritisedReplayBuffer",
+    "ReplayBufferConfig",
+    "ReplaySample",
     "ais",
     "alpha_2_loss",
     "effective_sample_size",
     "expectation",
+    "fab_loss",
+    "fab_replay_loss",
     "fit",
     "forward_kl_loss",
     "importance",

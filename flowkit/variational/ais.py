@@ -292,7 +292,7 @@ class AnnealedImportanceSampler:
                     return message
                 raise ValueError(f"{owner}: {message}; check its parameters")
         needs_gradient = config.transition != "metropolis"
-        state = self._evaluate(owner, x, needs_gradient, strict=True, log_q=log_q)
+        state = self._evaluate(owner, x, needs_gradient, strict=strict, log_q=log_q)
         flow_log_weights = state.log_p - state.log_q
         betas = self.betas.tolist()
         log_weights = self._increment(state, 0.0, betas[1], power)
@@ -311,6 +311,8 @@ class AnnealedImportanceSampler:
             )
         # A NaN weight (both log-densities -inf) is a chain of zero weight.
         log_weights = torch.nan_to_num(log_weights, nan=-math.inf).detach()
+        if not strict and not bool(torch.isfinite(log_weights).any()):
+            return f"every one of the {num_chains} AIS chains ended with zero weight"
         summary = _summarise(state.x.detach(), log_weights, owner)
         return AISResult(
             **{field.name: getattr(summary, field.name) for field in fields(ImportanceResult)},

@@ -21,6 +21,8 @@ from flowkit.variational._checks import (
     check_flow_and_target,
     context_rows,
 )
+from flowkit.variational.ais import AISConfig
+from flowkit.variational.fab import ReplayBufferConfig, _FABSteps
 from flowkit.variational.objectives import (
     OBJECTIVES,
     alpha_2_loss,
@@ -90,6 +92,7 @@ class _Problem:
     path_gradient: bool
     context: Tensor | None
     target_samples: Tensor | None
+    fab: _FABSteps | None
 
 
 @dataclass
@@ -117,6 +120,8 @@ def fit(
     progress: bool = True,
     max_nonfinite: int = 10,
     max_seconds: float | None = None,
+    ais: AISConfig | None = None,
+    buffer: ReplayBufferConfig | None = None,
 ) -> FitResult:
     r"""Fit a flow :math:`q` to a target known up to its normalising constant, with Adam.
 
@@ -133,6 +138,14 @@ def fit(
       direction.
     * ``"forward_kl"``: :math:`-E_p[\log q]` on batches of ``target_samples``
       (:func:`forward_kl_loss`).
+    * ``"fab"``: the flow annealed importance sampling bootstrap: the α = 2 divergence with its
+      gradient estimated on annealed importance sampling (``ais``) from :math:`q` to
+      :math:`\tilde p^2 / q`, each step on ``batch_size`` fresh chains (:func:`fab_loss`), or,
+      with ``buffer``, on batches drawn from FAB's prioritised replay buffer
+      (:func:`fab_replay_loss`; one AIS run per ``buffer.updates_per_ais`` steps). Mass-covering;
+      it fits multimodal targets on which the reverse KL settles in a few modes. Unconditional
+      flows only; each step costs the AIS chains' evaluations of the flow and the target (and
+      their gradients).
 
     Each step's flow samples also give the effective sample size recorded in the history (for
     ``"forward_kl"`` a separate batch is drawn without gradients for it). A step whose loss or
@@ -147,7 +160,7 @@ def fit(
             :class:`~flowkit.variational.targets.Target` is one.
         steps: Number of optimizer steps (>= 1).
         batch_size: Samples per step (>= 1).
-        objective: ``"reverse_kl"``, ``"alpha_2"`` or ``"forward_kl"``.
+        objective: ``"reverse_kl"``, ``"alpha_2"``, ``"forward_kl"`` or ``"fab"``.
         lr: Adam's learning rate.
         context: For a conditional flow: one context (shape ``context_shape``) or a batch
             ``(n, *context_shape)`` from which each step draws its rows (amortised fitting;
@@ -162,6 +175,11 @@ def fit(
         max_nonfinite: Consecutive non-finite steps that stop the fit.
         max_seconds: Stop after the step that passes this wall time (None: run every step), for
             comparisons at equal time; ``FitResult.steps`` then says how many ran.
+        ais: For ``"fab"``: the AIS schedule and transitions (None: :class:`AISConfig`'s
+            defaults); the step sizes adapt over the fit.
+        buffer: For ``"fab"``: the prioritised replay buffer's settings, or None to train on
+            fresh AIS samples at every step. The ESS recorded at a step is that of the flow's
+            samples which started the latest AIS run.
 
     Returns:
         A :class:`FitResult` with the history of loss and effective sample size.
@@ -192,6 +210,8 @@ def fit(
         context,
         target_samples,
         path_gradient,
+        ais,
+        buffer,
     )
     lr = check_float(owner, "lr", lr, 0.0, exclusive_minimum=True)
     grad_clip = check_float(
@@ -271,6 +291,8 @@ def _check_arguments(
     context: Tensor | None,
     target_samples: Tensor | None,
     path_gradient: object,
+    ais: object,
+    buffer: object,
 ) -> _Problem:
     checked = check_flow_and_target(owner, flow, log_target)
     check_int(owner, "steps", steps, 1)
@@ -290,6 +312,24 @@ def _check_arguments(
             f"{owner}: target_samples are used by objective 'forward_kl' only, got objective "
             f"{objective!r}"
         )
+    fab = None
+    if objective == "fab":
+        if ais is not None and not isinstance(ais, AISConfig):
+            raise TypeError(
+                f"{owner} expects ais as an AISConfig or None, got {type(ais).__name__}"
+            )
+        if buffer is not None and not isinstance(buffer, ReplayBufferConfig):
+            raise TypeError(
+                f"{owner} expects buffer as a ReplayBufferConfig or None, got "
+                f"{type(buffer).__name__}"
+            )
+        if checked.context_shape is not None:
+            raise ValueError(f"{owner}: objective 'fab' fits unconditional flows only")
+        fab = _FABSteps(checked, log_target, batch, ais, buffer)  # type: ignore[arg-type]
+    elif ais is not None or buffer is not None:
+        raise ValueError(
+            f"{owner}: ais and buffer are settings of objective 'fab', got objective {objective!r}"
+        )
     return _Problem(
         flow=checked,
         log_target=log_target,  # type: ignore[arg-type]
@@ -298,6 +338,7 @@ def _check_arguments(
         path_gradient=path,
         context=context,
         target_samples=target_samples,
+        fab=fab,
     )
 
 
@@ -335,6 +376,11 @@ def _evaluate(problem: _Problem, first: bool) -> _Step:
     """The loss of one batch and the log-weights of flow samples; strict checks if ``first``."""
     flow, size = problem.flow, problem.batch_size
     owner = "fit"
+    if problem.fab is not None:
+        loss, log_weights, found = problem.fab.loss(first)
+        if found is None and not bool(torch.isfinite(loss)):
+            found = "the loss was not finite"
+        return _Step(loss, log_weights, found)
     if problem.objective == "forward_kl":
         samples = problem.target_samples
         assert samples is not None

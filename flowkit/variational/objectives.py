@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 # The objectives fit() knows, by name.
-OBJECTIVES = ("reverse_kl", "alpha_2", "forward_kl")
+OBJECTIVES = ("reverse_kl", "alpha_2", "forward_kl", "fab")
 
 
 def reverse_kl_loss(log_q: Tensor, log_target: Tensor) -> Tensor:
