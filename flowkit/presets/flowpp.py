@@ -99,8 +99,9 @@ class FlowPPConfig:
         squeeze_order: Channel layout of the squeeze: ``"position_major"`` is TensorFlow's
             ``space_to_depth`` (official); ``"channel_major"`` is ``pixel_unshuffle``.
         context_mode: Where the dequantizer's couplings take the image features:
-            ``"blocks"``, projected into every block (official), or ``"input"``, concatenated to
-            the network's input.
+            ``"blocks"``, projected into every block (official; with ``dequantizer_blocks=0``
+            the features then reach no coupling), or ``"input"``, concatenated to the network's
+            input.
         feature_network: The dequantizer's feature network: ``"gated_conv"``, a 3x3 convolution
             and ``feature_blocks`` gated residual convolutions (official), or ``"conv_attn"``, a
             :class:`~flowkit.nn.ConvAttn` with attention and layer norms.
