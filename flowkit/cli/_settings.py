@@ -184,6 +184,7 @@ def read_settings(args: argparse.Namespace) -> Settings:
         model_name = preset.model_name
     model.update(file_content.get("model") or {})
     train.update(file_content.get("train") or {})
+    _replace_warmup(train, set(file_content.get("train") or {}))
     defaults = _train_defaults()
     given = {
         name
@@ -238,10 +239,7 @@ def read_settings(args: argparse.Namespace) -> Settings:
         if section == "train":
             given.add(name)
             told.add(name)
-    # A warm-up told in steps replaces the preset's (or config file's) in epochs, and back.
-    for name, other in (("warmup_steps", "warmup_epochs"), ("warmup_epochs", "warmup_steps")):
-        if name in told and other not in told:
-            train.pop(other, None)
+    _replace_warmup(train, told)
     inputs = {key: file_content.get(key) for key in INPUT_KEYS}
     for key in INPUT_KEYS:
         if getattr(args, key) is not None:
@@ -252,6 +250,13 @@ def read_settings(args: argparse.Namespace) -> Settings:
     n_bits = train.pop("n_bits", model.pop("n_bits", None))
     given.discard("n_bits")
     return Settings(preset_name, model_name, model, train, inputs, frozenset(given), n_bits)
+
+
+def _replace_warmup(train: dict[str, Any], named: set[str]) -> None:
+    """A warm-up ``named`` in steps replaces one in epochs from an earlier source, and back."""
+    for name, other in (("warmup_steps", "warmup_epochs"), ("warmup_epochs", "warmup_steps")):
+        if name in named and other not in named:
+            train.pop(other, None)
 
 
 def _train_defaults() -> dict[str, Any]:
