@@ -150,7 +150,7 @@ class TarFlowConfig:
 
 
 def _heads(channels: int, heads: int | None) -> int:
-    """``heads``, or (None) the most heads of at least ``HEAD_CHANNELS`` that divide ``channels``."""
+    """``heads``, or (None) the most heads of 64 channels or more that divide ``channels``."""
     if heads is not None:
         return heads
     most = max(1, channels // HEAD_CHANNELS)
