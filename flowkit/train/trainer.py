@@ -265,8 +265,10 @@ class Trainer:
                 the directory holds no run; refused if it holds one without its checkpoint).
                 Settings listed in ``flowkit.train.config.RESUMABLE_SETTINGS`` (the learning
                 rate, epochs, step and time limits, logging, evaluation and sampling cadence, ...)
-                may differ from the checkpoint's and take effect; any other difference raises
-                :class:`ResumeMismatchError` listing them.
+                may differ from the checkpoint's and take effect (a new learning rate: the
+                schedule recomputed from it at the resumed step; under a decaying
+                ``lr_decay``, epochs and max_steps only where the decay's last step stays the
+                same); any other difference raises :class:`ResumeMismatchError` listing them.
             overwrite: Remove the run that ``config.output`` holds (its checkpoints, metrics,
                 curves and samples) and start afresh.
 
