@@ -19,6 +19,7 @@ from flowkit.bijectors import (
     Coupling,
     InvertibleConv1x1,
     LogisticMixtureCDF,
+    LogisticToNormal,
     SplitApply,
     Squeeze,
     SwapHalves,
@@ -62,6 +63,7 @@ def _halves_step(channels: int, height: int, width: int) -> SplitApply:
 
 
 ENTRIES: list[tuple[Any, ...]] = [
+    ("logistic-to-normal", lambda: LogisticToNormal(event_rank=3), (2, 3, 2), None),
     ("squeeze-position-major", lambda: Squeeze(order="position_major"), (3, 4, 6), None),
     (
         "actnorm-per-position",

@@ -13,7 +13,20 @@ from torch.distributions import constraints
 from flowkit._utils import check_dtype, check_support, sum_rightmost
 from flowkit.bijectors.base import Bijector
 
-__all__ = ["Affine", "Elementwise", "Exp", "LeakyReLU", "Logit", "Sigmoid", "Softplus", "Tanh"]
+__all__ = [
+    "Affine",
+    "Elementwise",
+    "Exp",
+    "LeakyReLU",
+    "LogisticToNormal",
+    "Logit",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+]
+
+# log(2 pi) / 2, the standard normal log-density's constant.
+_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class Elementwise(Bijector):
@@ -188,6 +201,40 @@ class Logit(Elementwise):
     def extra_repr(self) -> str:
         """The squeeze ``alpha`` and event rank, for ``repr``."""
         return ", ".join(filter(None, [f"alpha={self.alpha}", super().extra_repr()]))
+
+
+class LogisticToNormal(Elementwise):
+    r"""A standard logistic variable to a standard normal one: :math:`z = \Phi^{-1}(\sigma(x))`.
+
+    :math:`\Phi` is the standard normal CDF. The log-derivative is
+    :math:`\log\sigma(x) + \log\sigma(-x) - \log\varphi(z)`; the inverse is
+    :math:`x = \log\Phi(z) - \log\Phi(-z)`, both computed in log space, and the forward map uses
+    the symmetry :math:`\Phi^{-1}(\sigma(x)) = -\Phi^{-1}(\sigma(-x))` so that it keeps its
+    digits for large :math:`x`. Flow++'s official dequantizer starts from Gaussian noise; placed
+    first in a :class:`~flowkit.distributions.VariationalDequantizer`'s bijector (whose noise
+    enters as a logistic variable) it gives that start exactly.
+
+    Args:
+        event_rank: Number of rightmost dimensions summed into the log-determinant.
+
+    Example:
+        >>> z, _ = LogisticToNormal()(torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64))
+        >>> torch.special.ndtr(z)  # the logistic CDF at -2, 0 and 2
+        tensor([0.1192, 0.5000, 0.8808], dtype=torch.float64)
+    """
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # Each side from the tail below 1/2; clamping keeps the unused side finite for autograd.
+        above = -torch.special.ndtri(torch.sigmoid(-x.clamp(min=0)))
+        below = torch.special.ndtri(torch.sigmoid(x.clamp(max=0)))
+        z = torch.where(x >= 0, above, below)
+        log_density = -0.5 * z.square() - _HALF_LOG_TWO_PI
+        return z, F.logsigmoid(x) + F.logsigmoid(-x) - log_density
+
+    def _inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.special.log_ndtr(z) - torch.special.log_ndtr(-z)
+        log_density = -0.5 * z.square() - _HALF_LOG_TWO_PI
+        return x, log_density - F.logsigmoid(x) - F.logsigmoid(-x)
 
 
 class Tanh(Elementwise):

@@ -31,6 +31,7 @@ from flowkit.bijectors import (
     Flatten,
     InvertibleConv1x1,
     LogisticMixtureCDF,
+    LogisticToNormal,
     Logit,
     Split,
     SplitApply,
@@ -64,6 +65,7 @@ MIXINGS = ("halves", "whole")
 SQUEEZE_ORDERS = ("position_major", "channel_major")
 CONTEXT_MODES = ("blocks", "input")
 FEATURE_NETWORKS = ("gated_conv", "conv_attn")
+DEQUANTIZER_NOISES = ("gaussian", "logistic")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class FlowPPConfig:
         feature_network: The dequantizer's feature network: ``"gated_conv"``, a 3x3 convolution
             and ``feature_blocks`` gated residual convolutions (official), or ``"conv_attn"``, a
             :class:`~flowkit.nn.ConvAttn` with attention and layer norms.
+        dequantizer_noise: The noise the dequantizer's flow starts from: ``"gaussian"``,
+            standard normal (official; a :class:`~flowkit.bijectors.LogisticToNormal` first in
+            its bijector), or ``"logistic"``, the logit of the uniform noise.
         swap_odd_stages: End a stage with an odd number of couplings by exchanging its halves
             (:class:`~flowkit.bijectors.SwapHalves`), as the official code's merge of its
             flipped tuple does (True); False merges them in place.
@@ -124,6 +129,7 @@ class FlowPPConfig:
         "context_mode": "input",
         "feature_network": "conv_attn",
         "swap_odd_stages": False,
+        "dequantizer_noise": "logistic",
     }
 
     input_shape: tuple[int, int, int] = (3, 32, 32)
@@ -148,6 +154,7 @@ class FlowPPConfig:
     context_mode: str = "blocks"
     feature_network: str = "gated_conv"
     swap_odd_stages: bool = True
+    dequantizer_noise: str = "gaussian"
 
     def __post_init__(self) -> None:
         owner = "FlowPPConfig"
@@ -192,6 +199,7 @@ class FlowPPConfig:
             ("squeeze_order", SQUEEZE_ORDERS),
             ("context_mode", CONTEXT_MODES),
             ("feature_network", FEATURE_NETWORKS),
+            ("dequantizer_noise", DEQUANTIZER_NOISES),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(
@@ -355,6 +363,7 @@ def flowpp(
     context_mode: str = "blocks",
     feature_network: str = "gated_conv",
     swap_odd_stages: bool = True,
+    dequantizer_noise: str = "gaussian",
 ) -> Dequantized:
     r"""Flow++: a distribution over integer images, with a learned dequantizer.
 
@@ -375,16 +384,16 @@ def flowpp(
     :math:`N(0, I)` on the whole flattened latent.
 
     The dequantizer (:class:`~flowkit.distributions.VariationalDequantizer`) draws
-    :math:`u \sim q(u \mid x)` with its own ``dequantizer_couplings`` steps, whose conditioners
+    :math:`u \sim q(u \mid x)` from standard normal noise with its own ``dequantizer_couplings``
+    steps and a sigmoid, whose conditioners
     receive, projected into every block, features of the image: its two halves stacked along
     channels (:class:`CheckerboardFeatures`) through a 3x3 convolution and ``feature_blocks``
     gated residual convolutions (:class:`~flowkit.nn.GatedConvNet`). With the CIFAR-10 defaults
     the model has the official 31,443,440 parameters.
 
-    Each architecture option (``tanh_scale`` to ``swap_odd_stages``) can select an earlier
+    Each architecture option (``tanh_scale`` to ``dequantizer_noise``) can select an earlier
     flowkit design instead; see :class:`FlowPPConfig`. What still departs from the official
-    code: the dequantizer's noise is logistic (uniform through a logit) where the official one
-    is Gaussian; initialisation (zero-initialised output layers, where the official code
+    code: initialisation (zero-initialised output layers, where the official code
     initialises every layer from data); the order of each element's mixture parameters in the
     network's output (a permutation of its output channels).
 
@@ -430,6 +439,7 @@ def flowpp(
         context_mode=context_mode,
         feature_network=feature_network,
         swap_odd_stages=swap_odd_stages,
+        dequantizer_noise=dequantizer_noise,
     )
     return build_flowpp(config)
 
@@ -590,4 +600,6 @@ def _dequantizer(
         blocks=config.dequantizer_blocks,
         context_channels=config.feature_channels,
     )
+    if config.dequantizer_noise == "gaussian":
+        steps.insert(0, LogisticToNormal(event_rank=3))
     return VariationalDequantizer(Compose(steps), features)

@@ -9,7 +9,16 @@ import torch
 from hypothesis import given
 from torch.testing import assert_close
 
-from flowkit.bijectors import Affine, Exp, LeakyReLU, Logit, Sigmoid, Softplus, Tanh
+from flowkit.bijectors import (
+    Affine,
+    Exp,
+    LeakyReLU,
+    LogisticToNormal,
+    Logit,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from flowkit.testing.strategies import tensors
 
 FAR = torch.tensor([-100.0, -50.0, -20.0, 0.0, 20.0, 50.0, 100.0])
@@ -75,3 +84,18 @@ def test_fixed_affine_has_no_parameters() -> None:
     affine = Affine((2,), shift=1.0, scale=3.0, learnable=False)
     assert list(affine.parameters()) == []
     assert set(affine.state_dict()) == {"shift", "log_scale"}
+
+
+def test_logistic_to_normal_maps_the_logistic_cdf_to_the_normal_one() -> None:
+    x = torch.linspace(-35, 35, 141, dtype=torch.float64)
+    z, log_derivative = LogisticToNormal()(x)
+    # Phi(z) = sigma(x), compared in log space on the side where each keeps its digits.
+    assert_close(torch.special.log_ndtr(-z.abs()), torch.nn.functional.logsigmoid(-x.abs()))
+    slope = torch.autograd.functional.jacobian(lambda t: LogisticToNormal()(t)[0], x).diagonal()
+    assert_close(log_derivative, slope.log())
+    back, inverse_log_derivative = LogisticToNormal().inverse(z)
+    assert_close(back, x)
+    assert_close(inverse_log_derivative, -log_derivative)
+    # Logistic noise from float32 uniforms stays finite.
+    tails = LogisticToNormal()(torch.tensor([-17.0, 17.0]))
+    assert bool(torch.isfinite(tails[0]).all() and torch.isfinite(tails[1]).all())

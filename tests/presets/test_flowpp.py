@@ -222,6 +222,7 @@ def test_earlier_architecture_options_change_the_parameter_count_as_the_formula_
         ({"feature_network": "resnet"}, ValueError, "feature_network as one of"),
         ({"tanh_scale": 1}, TypeError, "tanh_scale as a bool"),
         ({"swap_odd_stages": "yes"}, TypeError, "swap_odd_stages as a bool"),
+        ({"dequantizer_noise": "uniform"}, ValueError, "dequantizer_noise as one of"),
         ({"components": 0}, ValueError, "components as an int"),
         ({"blocks": 1.5}, TypeError, "blocks as an int"),
         ({"dropout": 1.0}, ValueError, "dropout as a finite number"),

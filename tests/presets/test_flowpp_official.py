@@ -267,21 +267,31 @@ def test_the_dequantizer_is_the_official_function() -> None:
     dequantizer = model.dequantizer
     generator = torch.Generator().manual_seed(3)
     pixels = torch.randint(0, 256, (5, 3, 4, 8), generator=generator).double()
-    noise = torch.randn(5, 3, 4, 8, generator=generator, dtype=torch.float64)
+    uniform = torch.rand(5, 3, 4, 8, generator=generator, dtype=torch.float64)
     with torch.no_grad():
         features = dequantizer.features(pixels / 256 - 0.5)
         context = official_context(_nhwc(pixels), dequantizer.features.network)
         torch.testing.assert_close(_nhwc(features), context, rtol=0, atol=1e-12)
-        # The dequantizer's flow before its final sigmoid, from the same noise.
-        s, log_det = dequantizer.bijector(noise, features)
-        parts = [p for p in dequantizer.bijector.bijectors if not isinstance(p, SwapHalves)]
-        steps = _grouped(parts, 3)
-        halves, reference_log_det = run_steps(
-            checkerboard_split(_nhwc(noise)),
-            steps,
+        u, log_q = dequantizer(uniform, pixels / 256 - 0.5)
+        # The official Dequant.forward: Gaussian eps (here the same draw, through Phi^-1), the
+        # flow, then Sigmoid; it returns logd - log N(eps), that is -log q(u | x).
+        eps = torch.special.ndtri(_nhwc(uniform))
+        eps_log_p = (-0.5 * eps.square() - 0.5 * math.log(2 * math.pi)).flatten(1).sum(-1)
+        parts = [
+            p
+            for p in dequantizer.bijector.bijectors
+            if isinstance(p, (ActNorm, SplitApply, Coupling))
+        ]
+        halves, flow_log_det = run_steps(
+            checkerboard_split(eps),
+            _grouped(parts, 3),
             CONFIG["components"],
             CONFIG["heads"],
             context,
         )
-    torch.testing.assert_close(_nhwc(s), merge_columns(halves), rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(log_det, reference_log_det, rtol=1e-12, atol=1e-9)
+        h = merge_columns(halves)
+        sigmoid_log_det = (-F.softplus(h) - F.softplus(-h)).flatten(1).sum(-1)
+        reference_u = torch.sigmoid(h)
+        reference_log_q = eps_log_p - (flow_log_det + sigmoid_log_det)
+    torch.testing.assert_close(_nhwc(u), reference_u, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(log_q, reference_log_q, rtol=1e-12, atol=1e-8)
