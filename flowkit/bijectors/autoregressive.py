@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -167,7 +167,9 @@ class Autoregressive(Bijector):
         if self.pass_context and context is not None:
             context = context.expand(batch_shape + context.shape[len(batch_shape) :])
             flat_context = context.reshape((-1,) + context.shape[len(batch_shape) :])
-        decode = self.conditioner.incremental_decoder(flat_context, flat.shape[0])
+        start: Callable[[Tensor | None, int], Callable[[Tensor | None], Tensor]]
+        start = self.conditioner.incremental_decoder  # type: ignore[assignment]
+        decode = start(flat_context, flat.shape[0])
         count = self.transform.params_per_element
         positions: list[Tensor] = []
         log_derivatives: list[Tensor | None] = []
