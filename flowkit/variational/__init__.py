@@ -1,7 +1,7 @@
 """Fitting a flow to an unnormalised log-density: objectives, importance sampling, targets."""
 
 from flowkit.variational import targets
-from flowkit.variational.ais import AISConfig, AISResult, AnnealedImportanceSampler, ais
+from flowkit.variational.annealing import AISConfig, AISResult, AnnealedImportanceSampler, ais
 from flowkit.variational.fab import (
     PrioritisedReplayBuffer,
     ReplayBufferConfig,

@@ -11,7 +11,7 @@ from torch import Tensor
 from flowkit._utils import check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.variational._checks import LogTarget
-from flowkit.variational.ais import AISConfig, AnnealedImportanceSampler
+from flowkit.variational.annealing import AISConfig, AnnealedImportanceSampler
 
 __all__ = [
     "PrioritisedReplayBuffer",

@@ -21,7 +21,7 @@ from flowkit.variational._checks import (
     check_flow_and_target,
     context_rows,
 )
-from flowkit.variational.ais import AISConfig
+from flowkit.variational.annealing import AISConfig
 from flowkit.variational.fab import ReplayBufferConfig, _FABSteps
 from flowkit.variational.objectives import (
     OBJECTIVES,
