@@ -140,12 +140,12 @@ def fit(
       (:func:`forward_kl_loss`).
     * ``"fab"``: the flow annealed importance sampling bootstrap: the α = 2 divergence with its
       gradient estimated on annealed importance sampling (``ais``) from :math:`q` to
-      :math:`\tilde p^2 / q`, each step on ``batch_size`` fresh chains (:func:`fab_loss`), or,
-      with ``buffer``, on batches drawn from FAB's prioritised replay buffer
-      (:func:`fab_replay_loss`; one AIS run per ``buffer.updates_per_ais`` steps). Mass-covering;
-      it fits multimodal targets on which the reverse KL settles in a few modes. Unconditional
-      flows only; each step costs the AIS chains' evaluations of the flow and the target (and
-      their gradients).
+      :math:`\tilde p^2 / q`, each step on ``batch_size`` fresh chains
+      (:func:`~flowkit.variational.fab_loss`), or, with ``buffer``, on batches drawn from FAB's
+      prioritised replay buffer (:func:`~flowkit.variational.fab_replay_loss`; one AIS run per
+      ``buffer.updates_per_ais`` steps). Mass-covering; it fits multimodal targets on which the
+      reverse KL settles in a few modes. Unconditional flows only; each step costs the AIS
+      chains' evaluations of the flow and the target (and their gradients).
 
     Each step's flow samples also give the effective sample size recorded in the history (for
     ``"forward_kl"`` a separate batch is drawn without gradients for it). A step whose loss or
@@ -175,8 +175,8 @@ def fit(
         max_nonfinite: Consecutive non-finite steps that stop the fit.
         max_seconds: Stop after the step that passes this wall time (None: run every step), for
             comparisons at equal time; ``FitResult.steps`` then says how many ran.
-        ais: For ``"fab"``: the AIS schedule and transitions (None: :class:`AISConfig`'s
-            defaults); the step sizes adapt over the fit.
+        ais: For ``"fab"``: the AIS schedule and transitions (None: the defaults of
+            :class:`~flowkit.variational.AISConfig`); the step sizes adapt over the fit.
         buffer: For ``"fab"``: the prioritised replay buffer's settings, or None to train on
             fresh AIS samples at every step. The ESS recorded at a step is that of the flow's
             samples which started the latest AIS run.
