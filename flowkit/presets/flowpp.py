@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -107,12 +108,12 @@ class FlowPPConfig:
         feature_network: The dequantizer's feature network: ``"gated_conv"``, a 3x3 convolution
             and ``feature_blocks`` gated residual convolutions (official), or ``"conv_attn"``, a
             :class:`~flowkit.nn.ConvAttn` with attention and layer norms.
-        dequantizer_noise: The noise the dequantizer's flow starts from: ``"gaussian"``,
-            standard normal (official; a :class:`~flowkit.bijectors.LogisticToNormal` first in
-            its bijector), or ``"logistic"``, the logit of the uniform noise.
         swap_odd_stages: End a stage with an odd number of couplings by exchanging its halves
             (:class:`~flowkit.bijectors.SwapHalves`), as the official code's merge of its
             flipped tuple does (True); False merges them in place.
+        dequantizer_noise: The noise the dequantizer's flow starts from: ``"gaussian"``,
+            standard normal (official; a :class:`~flowkit.bijectors.LogisticToNormal` first in
+            its bijector), or ``"logistic"``, the logit of the uniform noise.
 
     Each architecture option defaults to the official code's choice. A stored config without
     them (written before they existed) is read with :attr:`STORED_DEFAULTS`, the architecture
@@ -120,17 +121,19 @@ class FlowPPConfig:
     """
 
     # The architecture of configs stored before these options existed.
-    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "tanh_scale": False,
-        "split": "checkerboard",
-        "norm": "channel",
-        "mixing": "whole",
-        "squeeze_order": "channel_major",
-        "context_mode": "input",
-        "feature_network": "conv_attn",
-        "swap_odd_stages": False,
-        "dequantizer_noise": "logistic",
-    }
+    STORED_DEFAULTS: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {
+            "tanh_scale": False,
+            "split": "checkerboard",
+            "norm": "channel",
+            "mixing": "whole",
+            "squeeze_order": "channel_major",
+            "context_mode": "input",
+            "feature_network": "conv_attn",
+            "swap_odd_stages": False,
+            "dequantizer_noise": "logistic",
+        }
+    )
 
     input_shape: tuple[int, int, int] = (3, 32, 32)
     filters: int = 96
