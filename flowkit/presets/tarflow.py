@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -83,7 +85,13 @@ class TarFlowConfig:
             integer images; TarFlow has no data-fitted normalisation and starts as the identity,
             so the range changes its training.
         seed: Seed of the initial weights (None draws from torch's global generator).
+
+    A stored config without ``data_scale`` (written before it existed) is read with
+    :attr:`STORED_DEFAULTS`: flowkit's range, the model it was trained as.
     """
+
+    # The range of configs stored before data_scale existed.
+    STORED_DEFAULTS: ClassVar[Mapping[str, Any]] = MappingProxyType({"data_scale": 1.0})
 
     input_shape: tuple[int, int, int] = (3, 64, 64)
     patch_size: int = 2

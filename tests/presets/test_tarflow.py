@@ -333,3 +333,20 @@ def test_the_official_noise_is_added_at_half_its_size_in_flowkits_range() -> Non
     assert flow.config.noise_std == 0.05 and flow.training_noise_std == 0.025
     plain = tarflow((1, 4, 4), 2, noise_std=0.05, data_scale=1.0, **TINY)
     assert plain.training_noise_std == 0.05
+
+
+def test_a_config_stored_before_data_scale_rebuilds_the_earlier_range() -> None:
+    from flowkit.presets.registry import config_from_stored, config_to_dict
+
+    earlier = tarflow((1, 4, 4), 2, data_scale=1.0, **TINY).eval()
+    stored = {k: v for k, v in config_to_dict(earlier.config).items() if k != "data_scale"}
+    config = config_from_stored("tarflow", stored)
+    assert config.data_scale == 1.0
+    rebuilt = build_model("tarflow", config).eval()
+    rebuilt.load_state_dict(earlier.state_dict())  # the same layout, strictly
+    x = torch.rand(3, 1, 4, 4) - 0.5
+    with torch.no_grad():
+        assert torch.equal(rebuilt.log_prob(x), earlier.log_prob(x))
+    # A config stored since holds its data_scale, the official range by default.
+    current = config_to_dict(tarflow((1, 4, 4), 2, **TINY).config)
+    assert config_from_stored("tarflow", current).data_scale == 2.0
