@@ -15,7 +15,8 @@ import argparse
 import torch
 
 from flowkit import load_flow
-from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
+from flowkit.data import load_dataset, save_image_grid
+from flowkit.distributions import Dequantized
 from flowkit.latent import attribute_direction, manipulate
 
 
@@ -43,13 +44,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give a checkpoint (or use --quick)")
 
     flow, state = load_flow(args.checkpoint)
-    n_bits = state["train_config"]["n_bits"]
+    # The image model the run trained: its bits are recorded with the run's data.
+    model = Dequantized.from_record(flow, state.get("data") or {})
     data = load_dataset(state["train_config"]["data"], split="test")
-    x = to_model_input(data.images, n_bits, dequantize=False) + 0.5 / 2**n_bits
+    x = model.bin_centres(model.levels(data.images))
     direction = attribute_direction(flow, x, data.labels == args.attribute)
     scales = torch.linspace(-args.scale, args.scale, 7).tolist()
     rows = [manipulate(flow, x[i], direction, scales) for i in args.indices]
-    save_image_grid(to_uint8(torch.cat(rows), n_bits), args.output, nrow=len(scales))
+    pixels = model.to_uint8(model.quantize(torch.cat(rows)))
+    save_image_grid(pixels, args.output, nrow=len(scales))
     print(f"columns at scales {[round(s, 2) for s in scales]}; wrote {args.output}")
 
 

@@ -11,7 +11,8 @@ import argparse
 import torch
 
 from flowkit import load_flow
-from flowkit.data import load_dataset, save_image_grid, to_model_input, to_uint8
+from flowkit.data import load_dataset, save_image_grid
+from flowkit.distributions import Dequantized
 from flowkit.latent import interpolate
 
 
@@ -36,15 +37,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give a checkpoint (or use --quick)")
 
     flow, state = load_flow(args.checkpoint)
-    n_bits = state["train_config"]["n_bits"]
+    # The image model the run trained: its bits are recorded with the run's data.
+    model = Dequantized.from_record(flow, state.get("data") or {})
     images = load_dataset(state["train_config"]["data"], split="test").images
     rows = []
     for pair in args.pairs:
         a, b = (int(i) for i in pair.split(":"))
         # Bin centres: the images as the model sees them, without dequantisation noise.
-        x = to_model_input(images[[a, b]], n_bits, dequantize=False) + 0.5 / 2**n_bits
+        x = model.bin_centres(model.levels(images[[a, b]]))
         rows.append(interpolate(flow, x[0], x[1], steps=args.steps))
-    save_image_grid(to_uint8(torch.cat(rows), n_bits), args.output, nrow=args.steps)
+    pixels = model.to_uint8(model.quantize(torch.cat(rows)))
+    save_image_grid(pixels, args.output, nrow=args.steps)
     print(f"wrote {args.output}")
 
 

@@ -11,7 +11,8 @@ import argparse
 import torch
 
 from flowkit import load_flow
-from flowkit.data import save_image_grid, to_uint8
+from flowkit.data import save_image_grid
+from flowkit.distributions import Dequantized
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,14 +33,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give a checkpoint (or use --quick)")
 
     flow, state = load_flow(args.checkpoint)
-    n_bits = state["train_config"]["n_bits"]
+    # The image model the run trained: its bits are recorded with the run's data.
+    model = Dequantized.from_record(flow, state.get("data") or {})
     temperatures = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # the official code's list
     rows = []
     for temperature in temperatures:
         torch.manual_seed(0)  # the same noise in every row, only its scale changes
         with torch.no_grad():
             rows.append(flow.sample(args.per_row, temperature=temperature))
-    save_image_grid(to_uint8(torch.cat(rows), n_bits), args.output, nrow=args.per_row)
+    pixels = model.to_uint8(model.quantize(torch.cat(rows)))
+    save_image_grid(pixels, args.output, nrow=args.per_row)
     print(f"rows at temperatures {temperatures}; wrote {args.output}")
 
 
