@@ -53,9 +53,6 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(blobs, tiny_model_c
     # The resumed result holds the whole run's evaluations: the first part's, then its own.
     assert second.test_history[: len(first.test_history)] == first.test_history
     assert second.test_history[-1] == whole.test_history[-1]
-    # The resumed result holds the whole run's evaluations: the first part's, then its own.
-    assert second.test_history[: len(first.test_history)] == first.test_history
-    assert second.test_history[-1] == whole.test_history[-1]
 
 
 KILL_SCRIPT = r"""
