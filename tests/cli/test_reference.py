@@ -40,6 +40,6 @@ def test_every_option_is_documented_in_its_section(command):
 @pytest.mark.parametrize("command", sorted(subcommands()))
 def test_every_documented_option_exists(command):
     known = options(subcommands()[command]) | options(build_parser())
-    documented = set(re.findall(r"`(--[a-z][a-z-]*)", section(command)))
+    documented = set(re.findall(r"`(--[a-z][a-z0-9-]*)", section(command)))
     unknown = sorted(documented - known)
     assert not unknown, f"docs/cli.md documents {unknown} that flowkit {command} does not have"
