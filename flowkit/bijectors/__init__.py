@@ -47,6 +47,7 @@ from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.planar import Planar
 from flowkit.bijectors.radial import Radial
 from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
+from flowkit.bijectors.residual import FixedPointError, ResidualBlock
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 from flowkit.bijectors.splits import ChannelSplit, CheckerboardSplit, MaskSplit, Split
 from flowkit.bijectors.sylvester import (
@@ -102,6 +103,8 @@ __all__ = [
     "Radial",
     "RationalQuadraticSpline",
     "Reshape",
+    "ResidualBlock",
+    "FixedPointError",
     "SVDLinear",
     "Sigmoid",
     "Softplus",

@@ -4,6 +4,14 @@ from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.convattn import ConvAttn, ConvAttnBlock, GatedConv, GatedConvNet
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
+from flowkit.nn.lipschitz import (
+    LipschitzConvNet,
+    LipschitzMLP,
+    LipSwish,
+    SpectralNormConv2d,
+    SpectralNormLinear,
+    refresh_spectral_norm,
+)
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
@@ -22,6 +30,9 @@ __all__ = [
     "GlowConditioner",
     "GlowTopPrior",
     "LinearZeros",
+    "LipSwish",
+    "LipschitzConvNet",
+    "LipschitzMLP",
     "MADE",
     "MLP",
     "MaskedInput",
@@ -29,6 +40,9 @@ __all__ = [
     "ResNet",
     "ResidualBlock",
     "ScaledTanh",
+    "SpectralNormConv2d",
+    "SpectralNormLinear",
     "ZeroConv2d",
     "autoregressive_order",
+    "refresh_spectral_norm",
 ]
