@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         get_model,
         register_model,
     )
+    from flowkit.presets.resflow import ResFlowConfig, build_resflow, resflow, resflow_image
     from flowkit.presets.standardize import StandardizedContext, standardized
     from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
     from flowkit.presets.tarflow import TarFlowConfig, TarFlowFlow, build_tarflow, denoise, tarflow
@@ -40,6 +41,7 @@ __all__ = [
     "PresetError",
     "RealNVPConfig",
     "RealNVPTabularConfig",
+    "ResFlowConfig",
     "StandardizedContext",
     "build_flowpp",
     "TarFlowConfig",
@@ -50,6 +52,7 @@ __all__ = [
     "build_nsf",
     "build_realnvp",
     "build_realnvp_tabular",
+    "build_resflow",
     "build_tarflow",
     "config_from_dict",
     "denoise",
@@ -63,6 +66,8 @@ __all__ = [
     "realnvp_levels",
     "realnvp_tabular",
     "register_model",
+    "resflow",
+    "resflow_image",
     "standardized",
     "tarflow",
 ]
@@ -87,6 +92,10 @@ _HOMES = {
     "config_from_dict": "flowkit.presets.registry",
     "get_model": "flowkit.presets.registry",
     "register_model": "flowkit.presets.registry",
+    "ResFlowConfig": "flowkit.presets.resflow",
+    "build_resflow": "flowkit.presets.resflow",
+    "resflow": "flowkit.presets.resflow",
+    "resflow_image": "flowkit.presets.resflow",
     "StandardizedContext": "flowkit.presets.standardize",
     "standardized": "flowkit.presets.standardize",
     "RealNVPTabularConfig": "flowkit.presets.tabular",

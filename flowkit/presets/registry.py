@@ -141,6 +141,14 @@ for _entry in (
         "build_nsf",
         "Neural spline flow (Durkan et al. 2019)",
     ),
+    ModelEntry(
+        "resflow",
+        "vector",
+        "flowkit.presets.resflow",
+        "ResFlowConfig",
+        "build_resflow",
+        "Residual flow: invertible residual blocks (Chen et al. 2019)",
+    ),
 ):
     register_model(_entry)
 
