@@ -7,6 +7,8 @@ from flowkit.bijectors.autoregressive import (
 )
 from flowkit.bijectors.base import Bijector, Compose, Inverse, InverseNotAvailable
 from flowkit.bijectors.cache import ParameterCache
+from flowkit.bijectors.circular import CircularSplineAutoregressive, CircularSplineCoupling
+from flowkit.bijectors.continuous import ContinuousFlow
 from flowkit.bijectors.coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -43,11 +45,20 @@ from flowkit.bijectors.maps import (
     SplineMap,
 )
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
+from flowkit.bijectors.neural import DeepDenseSigmoidMap, DeepSigmoidMap
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.planar import Planar
 from flowkit.bijectors.radial import Radial
 from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
 from flowkit.bijectors.residual import FixedPointError, ResidualBlock
+from flowkit.bijectors.spline_maps import (
+    SPLINE_KINDS,
+    CircularSplineMap,
+    CubicSplineMap,
+    LinearSplineMap,
+    QuadraticSplineMap,
+    spline_map,
+)
 from flowkit.bijectors.splines import RationalQuadraticSpline, SplineAutoregressive, SplineCoupling
 from flowkit.bijectors.splits import ChannelSplit, CheckerboardSplit, MaskSplit, Split
 from flowkit.bijectors.sylvester import (
@@ -55,8 +66,17 @@ from flowkit.bijectors.sylvester import (
     OrthogonalSylvester,
     TriangularSylvester,
 )
+from flowkit.bijectors.umnn import UMNNMap
 
 __all__ = [
+    "CircularSplineAutoregressive",
+    "CircularSplineCoupling",
+    "CircularSplineMap",
+    "CubicSplineMap",
+    "LinearSplineMap",
+    "QuadraticSplineMap",
+    "SPLINE_KINDS",
+    "spline_map",
     "Split",
     "MaskSplit",
     "ChannelSplit",
@@ -78,6 +98,9 @@ __all__ = [
     "Bijector",
     "BijectorTransform",
     "Compose",
+    "ContinuousFlow",
+    "DeepDenseSigmoidMap",
+    "DeepSigmoidMap",
     "Coupling",
     "Elementwise",
     "Exp",
@@ -115,6 +138,7 @@ __all__ = [
     "Tanh",
     "TransformBijector",
     "TriangularSylvester",
+    "UMNNMap",
     "channel_mask",
     "checkerboard_mask",
     "from_transform",
