@@ -1,6 +1,7 @@
 """Distributions: bases, torch-distribution wrappers, the Flow, and dequantized integer images."""
 
 from flowkit.distributions.base import Distribution, TorchBase
+from flowkit.distributions.circular import CircularUniform, VonMises
 from flowkit.distributions.dequantized import (
     Dequantized,
     VariationalDequantizer,
@@ -12,6 +13,8 @@ from flowkit.distributions.normal import ConditionalDiagonalNormal, DiagonalNorm
 from flowkit.distributions.uniform import UniformBox
 
 __all__ = [
+    "CircularUniform",
+    "VonMises",
     "AuxiliaryLoss",
     "ConditionalDiagonalNormal",
     "Dequantized",

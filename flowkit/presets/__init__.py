@@ -12,8 +12,17 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from flowkit.presets.circular import NCSFConfig, build_ncsf, ncsf
     from flowkit.presets.flowpp import FlowPPConfig, build_flowpp, flowpp
     from flowkit.presets.glow import GlowConfig, GlowFlow, build_glow, glow
+    from flowkit.presets.neural import (
+        NAFConfig,
+        UMNNConfig,
+        build_naf,
+        build_umnn,
+        naf,
+        umnn,
+    )
     from flowkit.presets.realnvp import RealNVPConfig, build_realnvp, realnvp, realnvp_levels
     from flowkit.presets.registry import (
         MODELS,
@@ -31,11 +40,15 @@ if TYPE_CHECKING:
     from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, iaf, maf, nsf
 
 __all__ = [
+    "NCSFConfig",
+    "build_ncsf",
+    "ncsf",
     "FlowPPConfig",
     "GlowConfig",
     "GlowFlow",
     "MAFConfig",
     "MODELS",
+    "NAFConfig",
     "ModelEntry",
     "NSFConfig",
     "PresetError",
@@ -48,12 +61,14 @@ __all__ = [
     "TarFlowFlow",
     "build_glow",
     "build_maf",
+    "build_naf",
     "build_model",
     "build_nsf",
     "build_realnvp",
     "build_realnvp_tabular",
     "build_resflow",
     "build_tarflow",
+    "build_umnn",
     "config_from_dict",
     "denoise",
     "get_model",
@@ -61,6 +76,7 @@ __all__ = [
     "iaf",
     "glow",
     "maf",
+    "naf",
     "nsf",
     "realnvp",
     "realnvp_levels",
@@ -70,10 +86,15 @@ __all__ = [
     "resflow_image",
     "standardized",
     "tarflow",
+    "umnn",
+    "UMNNConfig",
 ]
 
 # Where each name is defined.
 _HOMES = {
+    "NCSFConfig": "flowkit.presets.circular",
+    "build_ncsf": "flowkit.presets.circular",
+    "ncsf": "flowkit.presets.circular",
     "FlowPPConfig": "flowkit.presets.flowpp",
     "build_flowpp": "flowkit.presets.flowpp",
     "flowpp": "flowkit.presets.flowpp",
@@ -85,6 +106,12 @@ _HOMES = {
     "build_realnvp": "flowkit.presets.realnvp",
     "realnvp": "flowkit.presets.realnvp",
     "realnvp_levels": "flowkit.presets.realnvp",
+    "NAFConfig": "flowkit.presets.neural",
+    "UMNNConfig": "flowkit.presets.neural",
+    "build_naf": "flowkit.presets.neural",
+    "build_umnn": "flowkit.presets.neural",
+    "naf": "flowkit.presets.neural",
+    "umnn": "flowkit.presets.neural",
     "MODELS": "flowkit.presets.registry",
     "ModelEntry": "flowkit.presets.registry",
     "PresetError": "flowkit.presets.registry",

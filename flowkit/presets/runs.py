@@ -352,6 +352,37 @@ RUN_PRESETS: dict[str, RunPreset] = {
             model_name="nsf",
         ),
         RunPreset(
+            "naf",
+            "Neural autoregressive flow (deep sigmoidal) for a table: CSV, .npy or .npz via "
+            "--data; " + TABLE_LENGTH,
+            model=dict(transforms=3, transformer="dsf", sigmoids=16, hidden_features=(128, 128)),
+            train=dict(_TABLE_TRAINING, output="runs/naf"),
+            source=(
+                "Huang et al. 2018 (MADE conditioners, DSF transformers of 16 sigmoids); sizes and "
+                "Adam at 1e-3 as the other table presets (our choice)"
+            ),
+            model_name="naf",
+        ),
+        RunPreset(
+            "umnn",
+            "Unconstrained monotonic neural network flow for a table: CSV, .npy or .npz via "
+            "--data; " + TABLE_LENGTH,
+            model=dict(
+                transforms=3,
+                signal=8,
+                integrand_features=(32, 32),
+                nodes=33,
+                hidden_features=(128, 128),
+            ),
+            train=dict(_TABLE_TRAINING, output="runs/umnn"),
+            source=(
+                "Wehenkel & Louppe 2019 (MADE conditioners, integrand network of the embedding, "
+                "Clenshaw-Curtis quadrature); sizes and Adam at 1e-3 as the other table presets "
+                "(our choice)"
+            ),
+            model_name="umnn",
+        ),
+        RunPreset(
             "resflow",
             "Residual flow for a table: CSV, .npy or .npz via --data; " + TABLE_LENGTH,
             model=dict(blocks=5, hidden_features=(128, 128), coefficient=0.97),
@@ -362,6 +393,18 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 "at 1e-3 as the other table presets (our choice)"
             ),
             model_name="resflow",
+        ),
+        RunPreset(
+            "ncsf",
+            "Neural circular spline flow for a table of angles in radians in [-pi, pi) (not "
+            "standardised): CSV, .npy or .npz via --data; " + TABLE_LENGTH,
+            model=dict(transforms=4, bins=8, hidden_features=(128, 128)),
+            train=dict(_TABLE_TRAINING, output="runs/ncsf"),
+            source=(
+                "Rezende et al. 2020 (circular rational-quadratic spline couplings, uniform base "
+                "on the torus); sizes and Adam at 1e-3 as the nsf preset"
+            ),
+            model_name="ncsf",
         ),
         RunPreset(
             "maf",
