@@ -158,6 +158,14 @@ for _entry in (
         "Unconstrained monotonic neural networks (Wehenkel & Louppe 2019)",
     ),
     ModelEntry(
+        "ncsf",
+        "vector",
+        "flowkit.presets.circular",
+        "NCSFConfig",
+        "build_ncsf",
+        "Neural circular spline flow for angles on the torus (Rezende et al. 2020)",
+    ),
+    ModelEntry(
         "resflow",
         "vector",
         "flowkit.presets.resflow",
