@@ -236,6 +236,7 @@ def _prepare_tables(
         read_table,
         split_indices,
     )
+    from flowkit.distributions.standardized import check_data_support, standardizes_data
     from flowkit.presets.standardize import standardized_from_dict
 
     inputs = settings.inputs
@@ -290,7 +291,18 @@ def _prepare_tables(
     # Statistics of the training rows only, in float64; the flow standardises in float64 and only
     # then works in its own precision.
     statistics = Standardization.fit(train).to_dict()
-    flow = standardized_from_dict(entry.build(model_config), statistics)
+    model = entry.build(model_config)
+    if not standardizes_data(model):
+        # A flow over a bounded domain (angles) takes its values as they are: unit statistics
+        # for the data (the context is still standardised), and every value checked.
+        for part in (table,) if inputs["test_data"] is None else (table, test):
+            try:
+                check_data_support(model, part.values, part.source, part.columns)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+        features = len(train.columns)
+        statistics = {**statistics, "mean": [0.0] * features, "std": [1.0] * features}
+    flow = standardized_from_dict(model, statistics)
     # A cell the model's precision overflows on is named now, rather than found as a divergence.
     dtype = next(flow.parameters()).dtype
     for part in (table,) if inputs["test_data"] is None else (table, test):

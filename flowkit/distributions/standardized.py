@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import constraints
 
 from flowkit._utils import module_dtype_device
 from flowkit.distributions.base import SampleShape
 from flowkit.distributions.flow import Flow
 
-__all__ = ["StandardizedFlow"]
+__all__ = ["StandardizedFlow", "check_data_support", "standardizes_data"]
 
 
 class StandardizedFlow(Flow):
@@ -186,3 +187,50 @@ def _statistics(values: Any) -> Tensor:
     if isinstance(values, Tensor):
         return values.detach().to(device="cpu", dtype=torch.float64).reshape(-1).clone()
     return torch.as_tensor(list(values), dtype=torch.float64).reshape(-1)
+
+
+def standardizes_data(flow: Flow) -> bool:
+    r"""Whether the table pipeline standardises ``flow``'s data: only over the whole real line.
+
+    The flow declares where its data live through its bijector's ``domain``. A flow over the real
+    line (every preset's but the circular ones) has its data (and context) standardised by
+    ``flowkit train`` and :func:`flowkit.fit`. A flow with a bounded domain (angles in
+    :math:`[-\pi, \pi)` for :func:`~flowkit.presets.ncsf`) takes its data as they are, with
+    unit statistics stored for them (on the command line the context is still standardised),
+    and :func:`check_data_support` checks every value.
+    """
+    domain = flow.bijector.domain
+    while isinstance(domain, constraints.independent):
+        domain = domain.base_constraint
+    return domain is constraints.real
+
+
+def check_data_support(
+    flow: Flow, values: Any, source: str, columns: Sequence[str] | None = None
+) -> None:
+    """Raise a ValueError naming the first value of ``values`` outside ``flow``'s domain.
+
+    ``values`` is an array or tensor of rows ``(N, D)``; ``source`` names them in the message,
+    ``columns`` (optional) the columns.
+    """
+    domain = flow.bijector.domain
+    while isinstance(domain, constraints.independent):
+        domain = domain.base_constraint
+    table = torch.as_tensor(values, dtype=torch.float64)
+    inside = domain.check(table)
+    if not bool(inside.all()):
+        row, column = (int(i) for i in (~inside).nonzero()[0])
+        name = repr(columns[column]) if columns is not None else column
+        raise ValueError(
+            f"{source}: the model takes values in {_describe(domain)}, got "
+            f"{float(table[row, column])!r} in row {row}, column {name} "
+            f"({int((~inside).sum())} value(s) outside)"
+        )
+
+
+def _describe(domain: constraints.Constraint) -> str:
+    low, high = getattr(domain, "lower_bound", None), getattr(domain, "upper_bound", None)
+    if isinstance(low, float) and isinstance(high, float):
+        closing = ")" if isinstance(domain, constraints.half_open_interval) else "]"
+        return f"[{low:.6g}, {high:.6g}{closing}"
+    return str(domain)

@@ -12,7 +12,11 @@ import torch
 
 from flowkit.data.tables import split_indices
 from flowkit.distributions import Flow
-from flowkit.distributions.standardized import StandardizedFlow
+from flowkit.distributions.standardized import (
+    StandardizedFlow,
+    check_data_support,
+    standardizes_data,
+)
 from flowkit.train.config import TrainConfig
 from flowkit.train.trainer import Trainer, TrainResult
 
@@ -59,12 +63,15 @@ def fit(
     training examples is held out (seeded by ``seed``) and evaluated every epoch; the weights of
     the best validation evaluation are kept (``result.best``, and the checkpoint's default
     weights), and ``patience`` stops early. Vectors are standardised by default, as on the command
-    line: the statistics of the training examples (float64) go into the model, and
-    ``result.flow`` is the trained model in the data's own units
-    (:class:`~flowkit.distributions.standardized.StandardizedFlow`, sharing ``flow``'s weights;
-    ``flow`` itself then works on standardised values). A flow that is already a StandardizedFlow
-    keeps its own statistics. Image data keeps TrainConfig's Glow defaults. Without ``output``
-    the run's files go to a temporary directory that is removed afterwards.
+    line (except for a flow over a bounded domain, such as :func:`~flowkit.presets.ncsf`'s angles,
+    whose values are checked against it and kept as they are; see
+    :func:`~flowkit.distributions.standardized.standardizes_data`): the statistics of the
+    training examples (float64) go into the model, and ``result.flow`` is the trained model in
+    the data's own units (:class:`~flowkit.distributions.standardized.StandardizedFlow`,
+    sharing ``flow``'s weights; ``flow`` itself then works on standardised values). A flow that
+    is already a StandardizedFlow keeps its own statistics. Image data keeps TrainConfig's Glow
+    defaults. Without ``output`` the run's files go to a temporary directory that is removed
+    afterwards.
 
     Args:
         flow: The model; it is trained in place and ends with the weights of the best
@@ -124,7 +131,16 @@ def fit(
             VECTOR_DEFAULTS["batch_size"], max(1, rows // MIN_BATCHES_PER_EPOCH)
         )
         defaults["init_batch_size"] = min(1024, rows)
-        if standardize and not isinstance(flow, StandardizedFlow):
+        if not isinstance(flow, StandardizedFlow) and not standardizes_data(flow):
+            # A flow over a bounded domain (angles) takes its values as they are.
+            for part, name in (
+                (view, "the training data"),
+                (validation, "the validation data"),
+                (test, "the test data"),
+            ):
+                if part is not None:
+                    check_data_support(flow, part.values.reshape(len(part), -1), f"fit: {name}")
+        elif standardize and not isinstance(flow, StandardizedFlow):
             flow = _standardized(flow, view)
     config = TrainConfig(**{**defaults, **settings, "output": str(output or "unused")})
     if output is None:
