@@ -50,8 +50,11 @@ from flowkit.initialization import DataDependentInit, initialize
 from flowkit.nn import MLP, EdgeConv2d, GlowConditioner, GlowTopPrior, ZeroConv2d
 from flowkit.testing.strategies import batch_shapes, image_shapes, vector_shapes
 from tests.registry_autoregressive import ENTRIES as AUTOREGRESSIVE_ENTRIES
+from tests.registry_continuous import ENTRIES as CONTINUOUS_ENTRIES
 from tests.registry_flowpp import ENTRIES as FLOWPP_ENTRIES
 from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
+from tests.registry_neural import ENTRIES as NEURAL_ENTRIES
+from tests.registry_residual import ENTRIES as RESIDUAL_ENTRIES
 from tests.registry_variational import ENTRIES as VARIATIONAL_ENTRIES
 
 __all__ = [
@@ -478,4 +481,7 @@ REGISTRY += [
     + AUTOREGRESSIVE_ENTRIES
     + VARIATIONAL_ENTRIES
     + FLOWPP_ENTRIES
+    + NEURAL_ENTRIES
+    + CONTINUOUS_ENTRIES
+    + RESIDUAL_ENTRIES
 ]
