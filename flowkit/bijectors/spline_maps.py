@@ -251,7 +251,9 @@ class CircularSplineMap(ElementwiseMap):
         return f"bins={self.bins}"
 
 
-def spline_map(kind: str = "rational_quadratic", *, bins: int = 8, tail_bound: float = 3.0):
+def spline_map(
+    kind: str = "rational_quadratic", *, bins: int = 8, tail_bound: float = 3.0
+) -> ElementwiseMap:
     """The spline map of ``kind`` (one of :data:`SPLINE_KINDS`) with ``bins`` bins on ``[-B, B]``.
 
     Example:
@@ -265,4 +267,5 @@ def spline_map(kind: str = "rational_quadratic", *, bins: int = 8, tail_bound: f
         "quadratic": QuadraticSplineMap,
         "cubic": CubicSplineMap,
     }
-    return classes[kind](bins=bins, tail_bound=tail_bound)
+    spline: ElementwiseMap = classes[kind](bins=bins, tail_bound=tail_bound)
+    return spline

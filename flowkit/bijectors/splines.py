@@ -12,12 +12,12 @@ from flowkit.bijectors._rq_spline import (
     rq_spline_forward,
     rq_spline_inverse,
     spline_knots,
-    spline_params_per_element,
 )
 from flowkit.bijectors.autoregressive import Autoregressive, _made_conditioner
 from flowkit.bijectors.coupling import Coupling
 from flowkit.bijectors.elementwise import Elementwise
-from flowkit.bijectors.maps import SplineMap, check_spline_options
+from flowkit.bijectors.maps import ElementwiseMap, check_spline_options
+from flowkit.bijectors.spline_maps import spline_map
 from flowkit.bijectors.splits import Split
 from flowkit.nn.made import Order
 
@@ -119,6 +119,12 @@ class SplineCoupling(Coupling):
 
     :math:`\log|\det J| = \sum_b \log g'(x_b)`.
 
+    ``spline`` picks another monotone spline of :math:`[-B, B]` (identity outside):
+    ``"linear"`` (:class:`~flowkit.bijectors.LinearSplineMap`, :math:`P = K`), ``"quadratic"``
+    (:class:`~flowkit.bijectors.QuadraticSplineMap`, :math:`P = 2K + 1`) or ``"cubic"``
+    (:class:`~flowkit.bijectors.CubicSplineMap`, :math:`P = 2K + 2`); the conditioner then
+    returns that map's ``P`` parameters per element.
+
     Args:
         conditioner: Network mapping ``x_a`` (and context, if its forward takes one) to
             ``(3K - 1) * C_b`` channels (channel split) or ``(3K - 1) * C`` (mask split).
@@ -126,6 +132,7 @@ class SplineCoupling(Coupling):
             :class:`~flowkit.bijectors.Split` is accepted too.
         bins: Number of bins :math:`K`.
         tail_bound: :math:`B`.
+        spline: ``"rational_quadratic"``, ``"linear"``, ``"quadratic"`` or ``"cubic"``.
 
     Shapes:
         ``x``: ``(*batch, C)`` with a 1-D mask or ``(*batch, C, H, W)`` with a 3-D one; ``z`` the
@@ -143,7 +150,7 @@ class SplineCoupling(Coupling):
         torch.Size([5])
     """
 
-    transform: SplineMap
+    transform: ElementwiseMap
 
     def __init__(
         self,
@@ -152,9 +159,10 @@ class SplineCoupling(Coupling):
         *,
         bins: int = 8,
         tail_bound: float = 3.0,
+        spline: str = "rational_quadratic",
     ) -> None:
         check_spline_options("SplineCoupling", bins, tail_bound)
-        super().__init__(conditioner, mask, SplineMap(bins=bins, tail_bound=tail_bound))
+        super().__init__(conditioner, mask, spline_map(spline, bins=bins, tail_bound=tail_bound))
 
 
 class SplineAutoregressive(Autoregressive):
@@ -168,12 +176,14 @@ class SplineAutoregressive(Autoregressive):
     spline of :class:`RationalQuadraticSpline` on :math:`[-B, B]` (equations there), the identity
     outside.
 
-    :math:`\log|\det J| = \sum_i \log g'(x_i; \theta_i)`.
+    :math:`\log|\det J| = \sum_i \log g'(x_i; \theta_i)`. ``spline`` picks another monotone
+    spline, as in :class:`SplineCoupling`.
 
     Args:
         features: Number of features ``D``.
         bins: Number of bins :math:`K`.
         tail_bound: :math:`B`.
+        spline: ``"rational_quadratic"``, ``"linear"``, ``"quadratic"`` or ``"cubic"``.
         context_features: Features of the context, or None.
         hidden_features: Widths of the MADE's hidden layers.
         residual: Use residual blocks in the MADE.
@@ -193,7 +203,7 @@ class SplineAutoregressive(Autoregressive):
         True
     """
 
-    transform: SplineMap
+    transform: ElementwiseMap
 
     def __init__(
         self,
@@ -201,6 +211,7 @@ class SplineAutoregressive(Autoregressive):
         *,
         bins: int = 8,
         tail_bound: float = 3.0,
+        spline: str = "rational_quadratic",
         context_features: int | None = None,
         hidden_features: Sequence[int] = (64, 64),
         residual: bool = False,
@@ -208,9 +219,10 @@ class SplineAutoregressive(Autoregressive):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         check_spline_options("SplineAutoregressive", bins, tail_bound)
+        transform = spline_map(spline, bins=bins, tail_bound=tail_bound)
         made = _made_conditioner(
             features,
-            spline_params_per_element(bins),
+            transform.params_per_element,
             context_features=context_features,
             hidden_features=hidden_features,
             residual=residual,
@@ -218,7 +230,7 @@ class SplineAutoregressive(Autoregressive):
             activation=activation,
             identity_init=True,
         )
-        super().__init__(made, SplineMap(bins=bins, tail_bound=tail_bound), (features,))
+        super().__init__(made, transform, (features,))
         self.features = int(features)
         self.context_features = context_features
 
@@ -226,5 +238,5 @@ class SplineAutoregressive(Autoregressive):
         """Features, context features, bins and tail bound, for ``repr``."""
         return (
             f"features={self.features}, context_features={self.context_features}, "
-            f"bins={self.transform.bins}, tail_bound={self.transform.tail_bound}"
+            f"{self.transform.extra_repr()}"
         )

@@ -14,6 +14,7 @@ from flowkit._utils import (
     MIN_SEED,
     build_seeded,
     check_bool,
+    check_choice,
     check_float,
     check_int,
     check_parameter_count,
@@ -31,8 +32,8 @@ from flowkit.bijectors import (
     SplineCoupling,
     channel_mask,
 )
-from flowkit.bijectors._rq_spline import spline_params_per_element
 from flowkit.bijectors.scale import resolve_scale_fn
+from flowkit.bijectors.spline_maps import SPLINE_KINDS, spline_map
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP
 
@@ -118,9 +119,11 @@ class NSFConfig:
     residual: bool = False
     actnorm: bool = False
     seed: int | None = None
+    spline: str = "rational_quadratic"
 
     def __post_init__(self) -> None:
         check_int("NSFConfig", "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
+        check_choice("NSFConfig", "spline", self.spline, SPLINE_KINDS)
         # A rational-quadratic spline needs two bins to bend.
         check_int("NSFConfig", "bins", self.bins, 2, MAX_BINS)
         check_float("NSFConfig", "tail_bound", self.tail_bound, 0.0, exclusive_minimum=True)
@@ -132,7 +135,7 @@ class NSFConfig:
             self.context_features,
             self.transforms,
             self.hidden_features,
-            outputs_per_feature=spline_params_per_element(self.bins),
+            outputs_per_feature=spline_map(self.spline, bins=self.bins).params_per_element,
         )
         object.__setattr__(self, "hidden_features", widths)
         if not self.autoregressive and self.features < 2:
@@ -203,11 +206,12 @@ def _build_nsf(config: NSFConfig) -> Flow:
                 context_features=config.context_features,
                 hidden_features=config.hidden_features,
                 residual=config.residual,
+                spline=config.spline,
             )
         kept = features // 2
         conditioner = MLP(
             kept,
-            spline_params_per_element(bins) * (features - kept),
+            spline_map(config.spline, bins=bins).params_per_element * (features - kept),
             config.hidden_features,
             context_features=config.context_features,
         )
@@ -216,6 +220,7 @@ def _build_nsf(config: NSFConfig) -> Flow:
             channel_mask(features, event_rank=1),
             bins=bins,
             tail_bound=config.tail_bound,
+            spline=config.spline,
         )
 
     return _assemble(
@@ -355,6 +360,7 @@ def nsf(
     residual: bool = False,
     actnorm: bool = False,
     seed: int | None = None,
+    spline: str = "rational_quadratic",
 ) -> Flow:
     r"""Neural spline flow: ``transforms`` rational-quadratic spline steps on a normal base.
 
@@ -378,6 +384,9 @@ def nsf(
         actnorm: Put an ActNorm (vector form) before every step.
         seed: Draw every initial weight from this seed, whatever torch's global random state
             (None: from torch's global generator).
+        spline: The monotone spline of every step: ``"rational_quadratic"`` (the default),
+            ``"linear"``, ``"quadratic"`` (Müller et al. 2019) or ``"cubic"`` (Durkan et al.
+            2019); see :class:`~flowkit.bijectors.SplineCoupling`.
 
     Returns:
         The :class:`~flowkit.Flow`.
@@ -403,5 +412,6 @@ def nsf(
             residual=residual,
             actnorm=actnorm,
             seed=seed,
+            spline=spline,
         )
     )
