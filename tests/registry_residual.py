@@ -29,6 +29,11 @@ def _residual_image() -> ResidualBlock:
     return ResidualBlock(network, event_rank=3, log_det="exact", seed=1)
 
 
+def _residual_conditional() -> ResidualBlock:
+    network = LipschitzMLP(3, (8,), context_features=2, coefficient=COEFFICIENT)
+    return ResidualBlock(network, log_det="exact", seed=2)
+
+
 ENTRIES: list[tuple[str, Callable[[], Bijector], tuple[int, ...], tuple[int, ...] | None]] = [
     ("residual-block", lambda: residual_vector(3), (3,), None),
     ("residual-block-elu", lambda: residual_vector(2, "elu", seed=1), (2,), None),
@@ -40,4 +45,5 @@ ENTRIES: list[tuple[str, Callable[[], Bijector], tuple[int, ...], tuple[int, ...
     ),
     ("inverse-residual-block", lambda: Inverse(residual_vector(3, seed=4)), (3,), None),
     ("residual-block-image", _residual_image, (2, 2, 3), None),
+    ("residual-block-conditional", _residual_conditional, (3,), (2,)),
 ]

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_choice, check_float, check_int
+from flowkit._utils import accepts_context, check_choice, check_float, check_int
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["FixedPointError", "ResidualBlock"]
@@ -69,7 +69,9 @@ class ResidualBlock(Bijector):
     :math:`(I + J_g)^{-T}` applied by the same fixed-point iteration in the backward pass.
 
     Args:
-        network: The residual function ``g``: maps ``(*batch, *event)`` to the same shape.
+        network: The residual function ``g``: maps ``(*batch, *event)`` to the same shape. If its
+            ``forward`` takes a ``context`` argument the block is conditional,
+            :math:`z = x + g(x, c)`, and ``g`` need be contractive in ``x`` only.
         event_rank: 1 for vectors, 3 for ``(C, H, W)`` images.
         log_det: ``"russian_roulette"``, ``"exact"`` or ``"neumann"``, used in training mode.
         eval_log_det: The method in evaluation mode (None: the same as ``log_det``).
@@ -116,6 +118,7 @@ class ResidualBlock(Bijector):
                 f"ResidualBlock expects an nn.Module network, got {type(network).__name__}"
             )
         self.network = network
+        self.pass_context = accepts_context(network)
         self.event_rank = check_int("ResidualBlock", "event_rank", event_rank, 1)
         check_choice("ResidualBlock", "log_det", log_det, LOG_DETS)
         if eval_log_det is not None:
@@ -148,10 +151,10 @@ class ResidualBlock(Bijector):
         method = self.log_det if self.training else self.eval_log_det
         samples = 1 if self.training else self.eval_samples
         if method == "exact":
-            gx, log_abs_det = self._exact(x)
+            gx, log_abs_det = self._exact(x, context)
         else:
             gx, log_abs_det = self._series(
-                x, samples, neumann_gradient=method == "russian_roulette"
+                x, context, samples, neumann_gradient=method == "russian_roulette"
             )
         return x + gx, log_abs_det
 
@@ -162,7 +165,7 @@ class ResidualBlock(Bijector):
         with torch.no_grad():
             x = z.clone()
             for _ in range(self.max_iter):
-                step = z - self.network(x)
+                step = z - self._g(x, context)
                 change = float((step - x).abs().max()) if x.numel() else 0.0
                 x = step
                 if change <= atol:
@@ -174,23 +177,25 @@ class ResidualBlock(Bijector):
                     "below 1?)"
                 )
         if torch.is_grad_enabled():
-            x = self._implicit_step(z, x, atol)
-        _, log_abs_det = self.forward(x)
+            x = self._implicit_step(z, x, context, atol)
+        _, log_abs_det = self.forward(x, context)
         return x, -log_abs_det
 
-    def _implicit_step(self, z: Tensor, root: Tensor, atol: float) -> Tensor:
+    def _implicit_step(
+        self, z: Tensor, root: Tensor, context: Tensor | None, atol: float
+    ) -> Tensor:
         """The root with the implicit function theorem's gradients, as a differentiable step.
 
         ``x = z - g(root)`` has the root's value; a hook turns the gradient ``a`` arriving at it
         into ``w = (I + J_g)^{-T} a`` (solving ``w = a - J_g^T w`` by the same contraction), so the
         step's own backward gives ``dL/dz = w`` and ``dL/dtheta = -w^T dg/dtheta`` exactly.
         """
-        x = z - self.network(root)
+        x = z - self._g(root, context)
         if not x.requires_grad:
             return x
         with torch.enable_grad():
             leaf = root.detach().requires_grad_(True)
-            g_root = self.network(leaf)
+            g_root = self._g(leaf, context)
 
         def solve(incoming: Tensor) -> Tensor:
             w = incoming
@@ -214,15 +219,18 @@ class ResidualBlock(Bijector):
         self._check_rank(shape, self.event_rank, "input")
         return torch.Size(shape)
 
+    def _g(self, x: Tensor, context: Tensor | None) -> Tensor:
+        return self.network(x, context) if self.pass_context else self.network(x)
+
     # --- log-determinants -----------------------------------------------------------------------
     def _event_sum(self, value: Tensor) -> Tensor:
         return value.flatten(value.dim() - self.event_rank).sum(-1)
 
-    def _exact(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _exact(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         grad_on = torch.is_grad_enabled()
         with torch.enable_grad():
             leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-            gx = self.network(leaf)
+            gx = self._g(leaf, context)
             batch_shape = x.shape[: x.dim() - self.event_rank]
             size = math.prod(x.shape[x.dim() - self.event_rank :])
             flat = gx.reshape(*batch_shape, size)
@@ -250,12 +258,14 @@ class ResidualBlock(Bijector):
             return 1.0
         return (1.0 - self.geometric_p) ** -(k - self.exact_terms)
 
-    def _series(self, x: Tensor, samples: int, neumann_gradient: bool) -> tuple[Tensor, Tensor]:
+    def _series(
+        self, x: Tensor, context: Tensor | None, samples: int, neumann_gradient: bool
+    ) -> tuple[Tensor, Tensor]:
         grad_on = torch.is_grad_enabled()
         terms = self._draw_terms()
         with torch.enable_grad():
             leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-            gx = self.network(leaf)
+            gx = self._g(leaf, context)
             total = x.new_zeros(x.shape[: x.dim() - self.event_rank])
             for _ in range(samples):
                 v = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)

@@ -242,17 +242,25 @@ def _activation(name: str) -> nn.Module:
     return nn.ELU() if name == "elu" else nn.Tanh()
 
 
-class LipschitzMLP(nn.Sequential):
+class LipschitzMLP(nn.Module):
     r"""An MLP of spectrally normalised layers and 1-Lipschitz activations: Lipschitz < ``c``.
 
     The product of the layers' bounds is :math:`c^{L}` for :math:`L` layers, below ``coefficient``.
+    With ``context_features`` a plain linear map of the context is added to the first layer's
+    output: it shifts the function without changing its Lipschitz constant in ``x``, so a residual
+    block built on it stays invertible for every context.
 
     Args:
         features: Input and output size.
         hidden_features: Widths of the hidden layers.
+        context_features: Size of the context vector, or None.
         coefficient: Bound on each layer's spectral norm.
         activation: ``"lipswish"``, ``"elu"`` or ``"tanh"`` (all 1-Lipschitz).
         power_iterations: Power iterations after each parameter change in training mode.
+
+    Shapes:
+        ``x``: ``(*batch, features)``; ``context``: ``(*batch, context_features)``; output like
+        ``x``.
 
     Example:
         >>> net = LipschitzMLP(2, (16, 16), coefficient=0.9)
@@ -265,12 +273,18 @@ class LipschitzMLP(nn.Sequential):
         features: int,
         hidden_features: Sequence[int] = (64, 64),
         *,
+        context_features: int | None = None,
         coefficient: float = 0.97,
         activation: str = "lipswish",
         power_iterations: int = 1,
     ) -> None:
+        super().__init__()
         check_choice("LipschitzMLP", "activation", activation, ACTIVATIONS)
-        widths = [check_int("LipschitzMLP", "features", features, 1), *hidden_features, features]
+        self.features = check_int("LipschitzMLP", "features", features, 1)
+        self.context_features = check_int(
+            "LipschitzMLP", "context_features", context_features, 1, optional=True
+        )
+        widths = [features, *hidden_features, features]
         layers: list[nn.Module] = []
         for index, (inputs, outputs) in enumerate(zip(widths[:-1], widths[1:])):
             if index:
@@ -280,8 +294,23 @@ class LipschitzMLP(nn.Sequential):
                     inputs, outputs, coefficient=coefficient, power_iterations=power_iterations
                 )
             )
-        super().__init__(*layers)
-        self.features = features
+        self.layers = nn.Sequential(*layers)
+        self.context_embedding: nn.Linear | None = None
+        if self.context_features is not None:
+            self.context_embedding = nn.Linear(self.context_features, widths[1], bias=False)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Apply the network (to ``x`` and, when conditional, its context)."""
+        if self.context_embedding is None:
+            return self.layers(x)
+        if context is None:
+            raise ValueError(
+                f"LipschitzMLP expects a context of {self.context_features} features, got None"
+            )
+        h = self.layers[0](x) + self.context_embedding(context)
+        for layer in self.layers[1:]:
+            h = layer(h)
+        return h
 
 
 class LipschitzConvNet(nn.Sequential):

@@ -55,11 +55,7 @@ class ResFlowConfig:
         owner = "ResFlowConfig"
         check_int(owner, "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
         features = check_int(owner, "features", self.features, 1, MAX_FEATURES)
-        if self.context_features is not None:
-            raise ValueError(
-                f"{owner}: residual flows here are unconditional, got context_features="
-                f"{self.context_features!r}; use a conditional family (nsf, maf) for a context"
-            )
+        check_int(owner, "context_features", self.context_features, 1, MAX_FEATURES, optional=True)
         blocks = check_int(owner, "blocks", self.blocks, 1, MAX_STEPS)
         widths = check_shape(owner, "hidden_features", self.hidden_features, maximum=MAX_WIDTH)
         if not widths:
@@ -83,7 +79,7 @@ class ResFlowConfig:
         check_bool(owner, "actnorm", self.actnorm)
         check_parameter_count(
             owner,
-            blocks * mlp_parameter_count(features, widths, features),
+            blocks * mlp_parameter_count(features + (self.context_features or 0), widths, features),
             f"features={features}, blocks={blocks}, hidden_features={widths}",
         )
 
@@ -110,6 +106,7 @@ def _build_resflow(config: ResFlowConfig, generator: torch.Generator | None) -> 
         network = LipschitzMLP(
             features,
             config.hidden_features,
+            context_features=config.context_features,
             coefficient=config.coefficient,
             activation=config.activation,
         )
@@ -122,11 +119,13 @@ def _build_resflow(config: ResFlowConfig, generator: torch.Generator | None) -> 
                 seed=_block_seed(generator),
             )
         )
-    return Flow(StandardNormal((features,)), Compose(parts))
+    context_shape = None if config.context_features is None else (config.context_features,)
+    return Flow(StandardNormal((features,)), Compose(parts), context_shape=context_shape)
 
 
 def resflow(
     features: int,
+    context_features: int | None = None,
     *,
     blocks: int = 5,
     hidden_features: Sequence[int] = (64, 64),
@@ -151,6 +150,9 @@ def resflow(
 
     Args:
         features: Data dimension ``D``.
+        context_features: Dimension of the conditioning vector, or None. The context shifts each
+            block's first hidden layer (a linear map of it is added), so every block stays
+            contractive in ``x`` and invertible for each context.
         blocks: Number of residual blocks.
         hidden_features: Widths of each block's hidden layers.
         coefficient: Lipschitz bound :math:`c < 1` of each layer.
@@ -175,6 +177,7 @@ def resflow(
     return build_resflow(
         ResFlowConfig(
             features,
+            context_features,
             blocks=blocks,
             hidden_features=hidden_features,  # type: ignore[arg-type]
             coefficient=coefficient,

@@ -40,6 +40,7 @@ TINY = {
     },
     "maf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8, 8)},
     "nsf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8,)},
+    "resflow": {"features": 3, "context_features": 2, "blocks": 2, "hidden_features": (8,)},
     "naf": {
         "features": 3,
         "context_features": 2,
