@@ -55,6 +55,7 @@ from tests.registry_flowpp import ENTRIES as FLOWPP_ENTRIES
 from tests.registry_linear import ENTRIES as LINEAR_ENTRIES
 from tests.registry_neural import ENTRIES as NEURAL_ENTRIES
 from tests.registry_residual import ENTRIES as RESIDUAL_ENTRIES
+from tests.registry_splines import ENTRIES as SPLINE_ENTRIES
 from tests.registry_variational import ENTRIES as VARIATIONAL_ENTRIES
 
 __all__ = [
@@ -484,4 +485,5 @@ REGISTRY += [
     + NEURAL_ENTRIES
     + CONTINUOUS_ENTRIES
     + RESIDUAL_ENTRIES
+    + SPLINE_ENTRIES
 ]

@@ -210,7 +210,10 @@ class CircularSplineMap(ElementwiseMap):
     Each element has :math:`P = 3K + 1` raw parameters: ``K`` widths, ``K`` heights, ``K``
     derivatives (the first at :math:`\pm\pi`, then the ``K - 1`` inner ones) and :math:`\phi`.
     All zero is the identity. The inverse is
-    :math:`x = g^{-1}(\mathrm{wrap}(y - \phi))`, the spline's closed-form quadratic.
+    :math:`x = g^{-1}(\mathrm{wrap}(y - \phi))`, the spline's closed-form quadratic. The map is a
+    bijection of the circle, not of the real line: use it in a bijector over angles such as
+    :class:`~flowkit.bijectors.CircularSplineCoupling` or
+    :class:`~flowkit.bijectors.CircularSplineAutoregressive`, whose domain says so.
 
     Args:
         bins: Number of bins :math:`K`.
