@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from flowkit import __version__
+from flowkit._version import __version__
 from flowkit.cli._outputs import (
     interpolate_command,
     manipulate_command,

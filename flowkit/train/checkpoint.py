@@ -34,7 +34,7 @@ class CheckpointError(FlowkitError, ValueError):
 
 def versions() -> dict[str, str]:
     """The flowkit, torch and Python versions, as recorded in checkpoints and config.json."""
-    from flowkit import __version__
+    from flowkit._version import __version__
 
     return {
         "flowkit": str(__version__),
