@@ -24,6 +24,9 @@ FIXED_STEP_METHODS = (
     "explicit_adams",
     "implicit_adams",
 )
+# The tightest solver tolerance, in units of the dtype's machine epsilon (1.8e-15 in float64,
+# 9.5e-7 in float32).
+FLOOR_ULPS = 8
 INSTALL_HINT = 'pip install "flowkit-torch[cnf]"'
 
 
@@ -131,8 +134,9 @@ class ContinuousFlow(Bijector):
         t0: Time of the data end.
         t1: Time of the latent end.
         method: torchdiffeq solver (``"dopri5"``, ``"rk4"``, ``"euler"``, ...).
-        rtol: Relative tolerance of an adaptive solver.
-        atol: Absolute tolerance of an adaptive solver.
+        rtol: Relative tolerance of an adaptive solver (at least 8 machine epsilons of the
+            working dtype: 9.5e-7 in float32).
+        atol: Absolute tolerance of an adaptive solver (the same floor).
         step_size: Step of a fixed-grid solver (``rk4``, ``euler``, ...); default a tenth of the
             interval.
         adjoint: Compute gradients by the adjoint ODE (memory constant in the number of solver
@@ -274,7 +278,14 @@ class ContinuousFlow(Bijector):
             create_graph=create_graph,
         )
         times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
-        options = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self._options())
+        # Tolerances below what the dtype resolves would only shrink the steps without end.
+        floor = FLOOR_ULPS * torch.finfo(x.dtype).eps
+        options = dict(
+            rtol=max(self.rtol, floor),
+            atol=max(self.atol, floor),
+            method=self.method,
+            options=self._options(),
+        )
         if self.adjoint and create_graph:
             parameters = tuple(p for p in self.vector_field.parameters() if p.requires_grad)
             if context is not None and context.requires_grad:

@@ -18,6 +18,7 @@ from flowkit.nn.mlp import MLP
 from flowkit.nn.resnet import ResidualBlock, ResNet
 from flowkit.nn.scale import ScaledTanh
 from flowkit.nn.transformer import CausalTransformer
+from flowkit.nn.vector_field import VectorFieldMLP
 
 __all__ = [
     "ActNorm",
@@ -42,6 +43,7 @@ __all__ = [
     "ScaledTanh",
     "SpectralNormConv2d",
     "SpectralNormLinear",
+    "VectorFieldMLP",
     "ZeroConv2d",
     "autoregressive_order",
     "refresh_spectral_norm",
