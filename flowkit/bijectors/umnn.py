@@ -75,8 +75,8 @@ class UMNNMap(ElementwiseMap):
         g(t; h) = \mathrm{softplus}\big(\mathrm{MLP}([t, h])\big) + \epsilon,
         \qquad \epsilon = \texttt{MIN\_INTEGRAND} = 10^{-3},
 
-    positive, so the map increases; :math:`\epsilon` makes it a bijection of the line whatever
-    the network learns. The integral is Clenshaw–Curtis quadrature with ``nodes`` nodes,
+    positive, so the integral increases; :math:`\epsilon` makes it a bijection of the line
+    whatever the network learns. The integral is Clenshaw–Curtis quadrature with ``nodes`` nodes,
     :math:`\int_0^x g \approx \frac{x}{2} \sum_k w_k\, g\big(\tfrac{x}{2}(s_k + 1); h\big)`,
     exact for integrands polynomial in :math:`t` up to degree ``nodes - 1``; for the smooth
     integrands here (SiLU hidden layers and a softplus output, both analytic) the error falls
@@ -84,14 +84,21 @@ class UMNNMap(ElementwiseMap):
     stores the network's activations at every node (memory grows with ``nodes``; the adjoint
     quadrature of the UMNN paper would not, and is not needed at tens of nodes). The
     log-derivative is :math:`\log g(x; h)`, the exact derivative of the integral (the
-    quadrature's own derivative differs from it by the quadrature error). The network's output
+    quadrature's own derivative differs from it by the quadrature error). The computed map is
+    therefore increasing up to that error, as in the UMNN paper: an integrand that varies on a
+    scale much shorter than :math:`|x| / \text{nodes}` can break it, so raise ``nodes`` for
+    sharply peaked integrands (``tests/bijectors/test_umnn.py`` checks monotonicity for any
+    conditioner output with 17 and 33 nodes). The network's output
     layer starts at zero, where :math:`g = 1`, so with zero raw parameters the map is the
     identity.
 
     **Inverse.** The weights are positive and sum to 2, and :math:`g \ge \epsilon`, so the
     quadrature satisfies :math:`|y - \beta| \ge \epsilon |x|` with the sign of :math:`x`: the root
-    of :math:`y = f(x)` lies in the guaranteed bracket between 0 and
-    :math:`(y - \beta) / \epsilon`. It is found there by Newton's method (slope :math:`g(x)`)
+    of :math:`y = f(x)` lies between 0 and :math:`(y - \beta) / \epsilon`. Within that bound a
+    doubling search from the origin (:meth:`bracket`) finds the bracket :math:`[R/2, R]` in
+    which :math:`f` first passes :math:`y` (a bracket it is guaranteed to find, since the bound
+    ends the search), so the root returned is the one nearest the origin should the quadrature
+    ever make :math:`f` non-monotone. It is found there by Newton's method (slope :math:`g(x)`)
     safeguarded with bisection, until the step is below four units in the last place of
     :math:`x` (at most 100 quadratures). Gradients reach :math:`y` and the parameters through the
     implicit function theorem.
@@ -154,9 +161,37 @@ class UMNNMap(ElementwiseMap):
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
         """Solve for ``x`` in the guaranteed bracket; return it and the inverse's log-derivative."""
         with torch.no_grad():
-            end = (y - params[0][..., self.signal]) / MIN_INTEGRAND
-            low, high = torch.minimum(end, torch.zeros_like(end)), torch.clamp(end, min=0.0)
+            low, high = self.bracket(y, params)
         return invert_increasing(self.forward, y, params, low, high)
+
+    def bracket(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
+        r"""Bounds ``(low, high)`` of the root of :math:`f(x) = y`, by doubling from the origin.
+
+        :math:`f(x) - \beta` has the sign of :math:`x`, so the root lies on the side of
+        :math:`y - \beta`; the search doubles :math:`R = 1, 2, 4, \dots` until :math:`f(\pm R)`
+        passes :math:`y`, which happens by :math:`R = |y - \beta| / \epsilon` at the latest
+        (there :math:`|f - \beta| \ge \epsilon R`). The bracket is :math:`[R/2, R]` on that side
+        (:math:`[0, R]` if the first try passes).
+        """
+        theta = params[0].detach()
+        y = y.detach()
+        residual = y - theta[..., self.signal]
+        side = torch.where(residual < 0, -1.0, 1.0).to(y.dtype)
+        # The bound above, widened against rounding; every search stops there.
+        cap = residual.abs() / MIN_INTEGRAND * (1 + 1e-6) + torch.finfo(y.dtype).tiny
+        radius = torch.minimum(torch.ones_like(y), cap)
+        inner = torch.zeros_like(y)
+        active = residual != 0
+        while bool(active.any()):
+            value, _ = self.forward(side * radius, (theta,))
+            passed = (side * (value - y) >= 0) | (radius >= cap)
+            grow = active & ~passed
+            inner = torch.where(grow, radius, inner)
+            radius = torch.where(grow, torch.minimum(2 * radius, cap), radius)
+            active = grow
+        radius = torch.where(residual == 0, torch.zeros_like(radius), radius)
+        ends = side * inner, side * radius
+        return torch.minimum(*ends), torch.maximum(*ends)
 
     def extra_repr(self) -> str:
         """Signal size and quadrature nodes, for ``repr``."""
