@@ -43,9 +43,9 @@ from benchmarks.reproduce.common import (  # noqa: E402
     parse_options,
     prepare_dataset,
     read_records,
-    run_workers,
     worker_env,
 )
+from benchmarks.reproduce.worker import run_workers  # noqa: E402
 
 __all__ = ["main"]
 
