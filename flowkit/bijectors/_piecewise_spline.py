@@ -68,6 +68,14 @@ def _finish(inside: Tensor, mapped: Tensor, value: Tensor, log_derivative: Tenso
     )
 
 
+def _within(value: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    # Rounding can carry a value computed at the end of a bin an ulp past its knot, and one past
+    # the last knot would be read back as a tail value by the inverse.
+    # The correction is detached: the clamped value keeps the map's own derivative.
+    clamped = torch.where(value > high, high, torch.where(value < low, low, value))
+    return value - (value - clamped).detach()
+
+
 def _uniform_knots(raw: Tensor, tail_bound: float) -> Tensor:
     bins = raw.shape[-1]
     steps = torch.arange(bins + 1, dtype=raw.dtype, device=raw.device)
@@ -87,7 +95,7 @@ def linear_spline_forward(x: Tensor, raw: Tensor, tail_bound: float) -> tuple[Te
     index = _bin_of(x_in, x_knots.expand(y_knots.shape))
     x_k, x_k1, y_k, y_k1 = _gather((x_knots.expand(y_knots.shape), y_knots), index, x.shape)
     slope = (y_k1 - y_k) / (x_k1 - x_k)
-    return _finish(inside, y_k + (x_in - x_k) * slope, x, torch.log(slope))
+    return _finish(inside, _within(y_k + (x_in - x_k) * slope, y_k, y_k1), x, torch.log(slope))
 
 
 def linear_spline_inverse(y: Tensor, raw: Tensor, tail_bound: float) -> tuple[Tensor, Tensor]:
@@ -128,12 +136,12 @@ def quadratic_spline_forward(x: Tensor, raw: Tensor, tail_bound: float) -> tuple
     """
     x_knots, y_knots, vertices = _quadratic_knots(raw, tail_bound)
     x, inside, x_in = _prepare(x, y_knots, tail_bound)
-    x_k, x_k1, y_k, _, v_k, v_k1 = _gather(
+    x_k, x_k1, y_k, y_k1, v_k, v_k1 = _gather(
         (x_knots, y_knots, vertices), _bin_of(x_in, x_knots), x.shape
     )
     width = x_k1 - x_k
     alpha = (x_in - x_k) / width
-    y = y_k + width * alpha * (v_k + 0.5 * (v_k1 - v_k) * alpha)
+    y = _within(y_k + width * alpha * (v_k + 0.5 * (v_k1 - v_k) * alpha), y_k, y_k1)
     return _finish(inside, y, x, torch.log(v_k + (v_k1 - v_k) * alpha))
 
 
@@ -202,7 +210,7 @@ def cubic_spline_forward(x: Tensor, raw: Tensor, tail_bound: float) -> tuple[Ten
     width = x_k1 - x_k
     t = (x_in - x_k) / width
     rise, derivative = _cubic_terms(t, (y_k1 - y_k) / width, d_k, d_k1)
-    return _finish(inside, y_k + width * rise, x, torch.log(derivative))
+    return _finish(inside, _within(y_k + width * rise, y_k, y_k1), x, torch.log(derivative))
 
 
 def cubic_spline_inverse(
