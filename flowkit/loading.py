@@ -154,7 +154,7 @@ def _rebuild(path: str | os.PathLike, state: dict[str, Any]) -> Flow | Dequantiz
 
 
 # Before StandardizedFlow, a table model was Flow(base, Compose([fixed Affine, inner bijector])),
-# inside StandardizedContext(...) when it had context statistics.
+# inside a wrapper holding the context statistics (inner.*) when it had a context.
 _LEGACY_PREFIXES = ("bijector.bijectors.", "bijector.inner.bijectors.")
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowkit.presets.circular import NCSFConfig, build_ncsf, ncsf
+    from flowkit.presets.cnf import CNFConfig, CNFFlow, build_cnf, cnf
     from flowkit.presets.flowpp import FlowPPConfig, build_flowpp, flowpp
     from flowkit.presets.glow import GlowConfig, GlowFlow, build_glow, glow
     from flowkit.presets.neural import (
@@ -34,12 +35,16 @@ if TYPE_CHECKING:
         register_model,
     )
     from flowkit.presets.resflow import ResFlowConfig, build_resflow, resflow, resflow_image
-    from flowkit.presets.standardize import StandardizedContext, standardized
+    from flowkit.presets.standardize import standardized
     from flowkit.presets.tabular import RealNVPTabularConfig, build_realnvp_tabular, realnvp_tabular
     from flowkit.presets.tarflow import TarFlowConfig, TarFlowFlow, build_tarflow, denoise, tarflow
     from flowkit.presets.vector import MAFConfig, NSFConfig, build_maf, build_nsf, iaf, maf, nsf
 
 __all__ = [
+    "CNFConfig",
+    "CNFFlow",
+    "build_cnf",
+    "cnf",
     "NCSFConfig",
     "build_ncsf",
     "ncsf",
@@ -55,7 +60,6 @@ __all__ = [
     "RealNVPConfig",
     "RealNVPTabularConfig",
     "ResFlowConfig",
-    "StandardizedContext",
     "build_flowpp",
     "TarFlowConfig",
     "TarFlowFlow",
@@ -92,6 +96,10 @@ __all__ = [
 
 # Where each name is defined.
 _HOMES = {
+    "CNFConfig": "flowkit.presets.cnf",
+    "CNFFlow": "flowkit.presets.cnf",
+    "build_cnf": "flowkit.presets.cnf",
+    "cnf": "flowkit.presets.cnf",
     "NCSFConfig": "flowkit.presets.circular",
     "build_ncsf": "flowkit.presets.circular",
     "ncsf": "flowkit.presets.circular",
@@ -123,7 +131,6 @@ _HOMES = {
     "build_resflow": "flowkit.presets.resflow",
     "resflow": "flowkit.presets.resflow",
     "resflow_image": "flowkit.presets.resflow",
-    "StandardizedContext": "flowkit.presets.standardize",
     "standardized": "flowkit.presets.standardize",
     "RealNVPTabularConfig": "flowkit.presets.tabular",
     "build_realnvp_tabular": "flowkit.presets.tabular",

@@ -7,6 +7,7 @@ import torch
 
 import flowkit
 from flowkit import load
+from flowkit.bijectors import Bijector
 from flowkit.data import ImageData
 from flowkit.distributions import Dequantized
 from flowkit.presets.registry import MODELS, build_model, config_from_dict, get_model
@@ -241,13 +242,40 @@ def test_float64_tables_train_in_the_flows_precision(tmp_path):
     assert all(math.isfinite(loss) for loss in result.train_losses)
 
 
+class _LegacyContextScaling(Bijector):
+    """The earlier layout's context standardisation: ``inner`` at ``(c - mean) / std``."""
+
+    def __init__(self, inner, mean, std):
+        super().__init__()
+        self.inner = inner
+        self.event_rank = inner.event_rank
+        self.domain, self.codomain = inner.domain, inner.codomain
+        self.register_buffer("context_mean", mean)
+        self.register_buffer("context_std", std)
+
+    def forward(self, x, context=None):
+        return self.inner.forward(x, (context - self.context_mean) / self.context_std)
+
+    def inverse(self, z, context=None):
+        return self.inner.inverse(z, (context - self.context_mean) / self.context_std)
+
+    @property
+    def latent_rank(self):
+        return self.inner.latent_rank
+
+    def forward_shape(self, shape):
+        return self.inner.forward_shape(shape)
+
+    def inverse_shape(self, shape):
+        return self.inner.inverse_shape(shape)
+
+
 @pytest.mark.parametrize("context", [False, True], ids=["plain", "conditional"])
 def test_a_table_checkpoint_of_the_earlier_affine_layout_still_loads(tmp_path, context):
     import dataclasses
 
     from flowkit.bijectors import Affine, Compose
     from flowkit.distributions import Flow
-    from flowkit.presets.standardize import StandardizedContext
     from flowkit.presets.vector import NSFConfig, build_nsf
 
     config = NSFConfig(2, 1 if context else None, transforms=1, hidden_features=(8,), seed=0)
@@ -263,7 +291,7 @@ def test_a_table_checkpoint_of_the_earlier_affine_layout_still_loads(tmp_path, c
     bijector = Compose([scaling, inner.bijector])
     if context:
         statistics.update(context_mean=[3.0], context_std=[4.0])
-        bijector = StandardizedContext(bijector, torch.tensor([3.0]), torch.tensor([4.0]))
+        bijector = _LegacyContextScaling(bijector, torch.tensor([3.0]), torch.tensor([4.0]))
     old = Flow(inner.base, bijector, context_shape=inner.context_shape)
     state = {
         "format": 2,
