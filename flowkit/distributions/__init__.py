@@ -7,7 +7,7 @@ from flowkit.distributions.dequantized import (
     VariationalDequantizer,
     uniform_noise,
 )
-from flowkit.distributions.flow import AuxiliaryLoss, Flow, FlowDistribution
+from flowkit.distributions.flow import AuxiliaryLoss, Flow, FlowDistribution, TrainingLoss
 from flowkit.distributions.mixture import MixtureOfGaussians
 from flowkit.distributions.normal import ConditionalDiagonalNormal, DiagonalNormal, StandardNormal
 from flowkit.distributions.uniform import UniformBox
@@ -25,6 +25,7 @@ __all__ = [
     "MixtureOfGaussians",
     "StandardNormal",
     "TorchBase",
+    "TrainingLoss",
     "UniformBox",
     "VariationalDequantizer",
     "uniform_noise",

@@ -25,7 +25,7 @@ from flowkit.bijectors.base import Bijector
 from flowkit.bijectors.multiscale import latent_shapes
 from flowkit.distributions.base import Distribution, SampleShape, TorchBase
 
-__all__ = ["AuxiliaryLoss", "Flow", "FlowDistribution"]
+__all__ = ["AuxiliaryLoss", "Flow", "FlowDistribution", "TrainingLoss"]
 
 
 @dataclass
@@ -39,6 +39,23 @@ class AuxiliaryLoss:
     """
 
     loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingLoss:
+    """A loss that replaces the negative log-likelihood, from :meth:`Flow.training_loss`.
+
+    Attributes:
+        loss: Scalar to minimise.
+        nll: Per-example negative log-likelihood, shape ``(batch,)``, when the loss is its mean
+            plus other terms (a likelihood with penalties), else None (a loss that is no
+            likelihood, such as flow matching's).
+        metrics: Per-example values, shape ``(batch,)``, that the trainer logs as their means.
+    """
+
+    loss: Tensor
+    nll: Tensor | None = None
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -64,11 +81,13 @@ class Flow(nn.Module):
 
     Hooks:
         Presets subclass ``Flow`` to give the trainer what a model needs beyond its
-        log-likelihood, through three members that every flow has: :meth:`auxiliary_loss` (an
-        extra training term, such as Glow's class-prediction loss), :meth:`for_inference` (a copy
-        prepared for evaluation and sampling, such as Glow's ActNorm fusion) and
-        :attr:`training_noise_std` (Gaussian noise the model is trained under, such as TarFlow's).
-        The defaults add nothing, return the flow itself and add no noise.
+        log-likelihood, through members that every flow has: :meth:`auxiliary_loss` (an
+        extra training term, such as Glow's class-prediction loss), :meth:`training_loss` (a
+        loss that replaces the negative log-likelihood, such as a continuous flow's flow-matching
+        loss), :meth:`for_inference` (a copy prepared for evaluation and sampling, such as Glow's
+        ActNorm fusion) and :attr:`training_noise_std` (Gaussian noise the model is trained
+        under, such as TarFlow's). The defaults add nothing, replace nothing, return the flow
+        itself and add no noise. Evaluation always uses :meth:`log_prob`.
 
     Inputs are checked at every public method: a tensor of the flow's floating dtype (that of its
     parameters; a flow without parameters takes any) on its device, with the event shape; a context
@@ -341,6 +360,19 @@ class Flow(nn.Module):
         Called with the latent ``z`` and context of each training batch (after
         :meth:`latent_and_log_prob`). The default adds nothing; Glow's class-conditional preset
         returns its classifier's cross-entropy.
+        """
+        return None
+
+    def training_loss(self, x: Tensor, context: Tensor | None) -> TrainingLoss | None:
+        """Hook: the loss of a training batch, in place of the negative log-likelihood.
+
+        Called by the trainer with each training batch (data ``x`` and context) before anything
+        else; when it returns a :class:`TrainingLoss`, that is the step's loss and neither
+        :meth:`latent_and_log_prob` nor :meth:`auxiliary_loss` is called. The default (None)
+        trains by maximum likelihood. A continuous flow returns its flow-matching loss (no ODE
+        solved), or its likelihood with RNODE's penalties from one solve
+        (:class:`~flowkit.presets.CNFFlow`). Test and validation values are always
+        :meth:`log_prob`'s.
         """
         return None
 

@@ -11,7 +11,7 @@ from torch.distributions import constraints
 
 from flowkit._utils import module_dtype_device
 from flowkit.distributions.base import SampleShape
-from flowkit.distributions.flow import Flow
+from flowkit.distributions.flow import Flow, TrainingLoss
 
 __all__ = ["StandardizedFlow", "check_data_support", "standardizes_data"]
 
@@ -26,7 +26,8 @@ class StandardizedFlow(Flow):
     :math:`-\sum_i \log \sigma_i` and is a density of the data in its own units. Inputs may be of
     any floating dtype (float64 keeps the most); samples and decoded latents come back in float64.
 
-    The wrapped flow's base and bijector are shared, not copied.
+    The wrapped flow's base and bijector are shared, not copied, and its
+    :meth:`~flowkit.Flow.training_loss` hook is kept: it runs on the standardised batch.
 
     Args:
         flow: A flow over standardised vectors, event shape ``(D,)``.
@@ -62,6 +63,9 @@ class StandardizedFlow(Flow):
         if not isinstance(flow, Flow):
             raise TypeError(f"StandardizedFlow expects a flowkit Flow, got {type(flow).__name__}")
         super().__init__(flow.base, flow.bijector, context_shape=flow.context_shape)
+        # Held outside the module tree: its base and bijector are this flow's own (the state dict
+        # keeps one copy of each), and only its training_loss hook is called.
+        object.__setattr__(self, "_wrapped", flow)
         features = tuple(flow.event_shape)
         mean_t, std_t = _statistics(mean), _statistics(std)
         if len(features) != 1 or tuple(mean_t.shape) != features or mean_t.shape != std_t.shape:
@@ -149,6 +153,16 @@ class StandardizedFlow(Flow):
             self.standardize(x), self.standardize_context(context)
         )
         return z, log_prob - self.log_std_sum
+
+    def training_loss(self, x: Tensor, context: Tensor | None) -> TrainingLoss | None:
+        """The wrapped flow's training loss on the standardised batch (its NLL in data units)."""
+        wrapped: Flow = self.__dict__["_wrapped"]
+        replaced = wrapped.training_loss(self.standardize(x), self.standardize_context(context))
+        if replaced is None or replaced.nll is None:
+            return replaced
+        return TrainingLoss(
+            replaced.loss + self.log_std_sum, replaced.nll + self.log_std_sum, replaced.metrics
+        )
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The latent of data ``x`` (data units)."""

@@ -173,6 +173,14 @@ for _entry in (
         "build_resflow",
         "Residual flow: invertible residual blocks (Chen et al. 2019)",
     ),
+    ModelEntry(
+        "cnf",
+        "vector",
+        "flowkit.presets.cnf",
+        "CNFConfig",
+        "build_cnf",
+        "Continuous normalizing flow (FFJORD), by maximum likelihood or flow matching",
+    ),
 ):
     register_model(_entry)
 

@@ -77,6 +77,16 @@ class NatsPerExample(Objective):
         self.flow = flow
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> dict[str, Tensor]:
-        """The loss and the per-example metrics of one batch."""
+        """The loss and the per-example metrics of one batch.
+
+        A model whose :meth:`~flowkit.Flow.training_loss` hook returns a loss (a continuous flow
+        trained by flow matching) trains on that instead of its negative log-likelihood.
+        """
+        replaced = self.flow.training_loss(x, context)
+        if replaced is not None:
+            out = {"loss": replaced.loss, **replaced.metrics}
+            if replaced.nll is not None:
+                out[self.key] = replaced.nll
+            return out
         z, log_prob = self.flow.latent_and_log_prob(x, context)
         return self._finish(self.flow, z, -log_prob, context)
