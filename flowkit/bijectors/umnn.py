@@ -120,6 +120,9 @@ class UMNNMap(ElementwiseMap):
         tensor([-1.0000,  0.5000])
     """
 
+    fractions: Tensor
+    weights: Tensor
+
     def __init__(
         self,
         signal: int = 8,
