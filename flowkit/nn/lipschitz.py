@@ -46,7 +46,8 @@ class _SpectralNorm(nn.Module):
     estimate before measuring a Lipschitz constant, say).
     """
 
-    weight: nn.Parameter
+    weight: Tensor
+    bias: Tensor | None
     u: Tensor
     v: Tensor
 
@@ -129,7 +130,7 @@ class SpectralNormLinear(_SpectralNorm):
         out_features = check_int("SpectralNormLinear", "out_features", out_features, 1)
         linear = nn.Linear(in_features, out_features, bias=bias)
         self.weight = linear.weight
-        self.bias = linear.bias
+        self.bias = linear.bias if bias else None
         self.register_buffer("u", _normalize(torch.randn(out_features)))
         self.register_buffer("v", _normalize(torch.randn(in_features)))
         self.refresh(INITIAL_POWER_ITERATIONS)
@@ -307,8 +308,9 @@ class LipschitzMLP(nn.Module):
             raise ValueError(
                 f"LipschitzMLP expects a context of {self.context_features} features, got None"
             )
-        h = self.layers[0](x) + self.context_embedding(context)
-        for layer in self.layers[1:]:
+        first, *rest = list(self.layers)
+        h = first(x) + self.context_embedding(context)
+        for layer in rest:
             h = layer(h)
         return h
 
