@@ -23,7 +23,7 @@ from flowkit._utils import (
 )
 from flowkit.bijectors import Bijector, Compose, Permute, channel_mask
 from flowkit.bijectors.circular import CircularSplineAutoregressive, CircularSplineCoupling
-from flowkit.distributions import Flow
+from flowkit.distributions import Distribution, Flow
 from flowkit.distributions.circular import CircularUniform, VonMises
 from flowkit.nn import MLP
 
@@ -111,6 +111,7 @@ def _build_ncsf(config: NCSFConfig) -> Flow:
         if index:
             parts.append(Permute.reverse(features))
         parts.append(make_step())
+    base: Distribution
     if config.base == "von_mises":
         base = VonMises((features,), concentration=config.concentration)
     else:

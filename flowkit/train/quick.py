@@ -138,7 +138,7 @@ def fit(
                 (validation, "the validation data"),
                 (test, "the test data"),
             ):
-                if part is not None:
+                if isinstance(part, VectorTrainingData):
                     check_data_support(flow, part.values.reshape(len(part), -1), f"fit: {name}")
         elif standardize and not isinstance(flow, StandardizedFlow):
             flow = _standardized(flow, view)
