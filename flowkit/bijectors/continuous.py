@@ -287,7 +287,9 @@ class ContinuousFlow(Bijector):
             options=self._options(),
         )
         if self.adjoint and create_graph:
-            parameters = tuple(p for p in self.vector_field.parameters() if p.requires_grad)
+            parameters: tuple[Tensor, ...] = tuple(
+                p for p in self.vector_field.parameters() if p.requires_grad
+            )
             if context is not None and context.requires_grad:
                 parameters = parameters + (context,)
             solution = torchdiffeq.odeint_adjoint(

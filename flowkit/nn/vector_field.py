@@ -36,6 +36,8 @@ class VectorFieldMLP(nn.Module):
         torch.Size([4, 2])
     """
 
+    frequencies: Tensor
+
     def __init__(
         self,
         features: int,
