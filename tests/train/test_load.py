@@ -41,6 +41,23 @@ TINY = {
     },
     "maf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8, 8)},
     "nsf": {"features": 3, "context_features": 2, "transforms": 2, "hidden_features": (8,)},
+    "cnf": {
+        "features": 3,
+        "context_features": 2,
+        "hidden_features": (8,),
+        "method": "rk4",
+        "step_size": 0.5,
+        "kinetic_weight": 0.1,
+        "seed": 0,
+    },
+    "ncsf": {
+        "features": 3,
+        "context_features": 2,
+        "transforms": 2,
+        "bins": 4,
+        "hidden_features": (8,),
+        "base": "von_mises",
+    },
     "resflow": {"features": 3, "context_features": 2, "blocks": 2, "hidden_features": (8,)},
     "naf": {
         "features": 3,
