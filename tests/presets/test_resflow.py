@@ -21,7 +21,7 @@ from tests.cli.test_tables import read_csv, ring, write_csv
 GRID_BOUND = 20.0
 GRID_POINTS = 401
 # Evaluations averaged to compare the estimated log-density with the exact one.
-ESTIMATES = 200
+ESTIMATES = 100
 
 
 def _scramble(flow: torch.nn.Module, seed: int) -> None:
