@@ -116,7 +116,7 @@ class UMNNMap(ElementwiseMap):
     Example:
         >>> umnn = UMNNMap(signal=4, hidden_features=(8,), nodes=17)
         >>> y, log_derivative = umnn(torch.tensor([-1.0, 0.5]), (torch.zeros(2, 5),))
-        >>> y  # zero parameters and a zero output layer: the identity
+        >>> y.detach()  # zero parameters and a zero output layer: the identity
         tensor([-1.0000,  0.5000])
     """
 
