@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
@@ -9,6 +10,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from flowkit.cli import eval as evaluate
+from flowkit.cli import latent, presets, sample, train
 from flowkit.cli._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
@@ -18,10 +21,30 @@ from flowkit.cli._common import (
     UsageError,
     one_line,
 )
-from flowkit.cli._parser import build_parser
+from flowkit.cli._parser import HelpFormatter, add_global_options
 from flowkit.cli._settings import resolve_configs
 
 __all__ = ["CommandError", "UsageError", "build_parser", "main", "resolve_configs"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``flowkit`` command."""
+    parser = argparse.ArgumentParser(
+        prog="flowkit",
+        formatter_class=HelpFormatter,
+        description="Train normalizing flows (Glow and the other presets) and use trained ones.",
+        epilog="At start-up every command keeps large tensors on the C heap instead of mapping "
+        "and unmapping them at each step (flowkit.performance.tune_allocator(); glibc only; "
+        "MALLOC_MMAP_MAX_ and MALLOC_TRIM_THRESHOLD_ set in the environment take precedence).",
+    )
+    add_global_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.add_parser(commands)
+    evaluate.add_parser(commands)
+    sample.add_parser(commands)
+    latent.add_parsers(commands)
+    presets.add_parser(commands)
+    return parser
 
 
 def _describe(error: BaseException) -> tuple[str, int]:

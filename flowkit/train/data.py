@@ -489,23 +489,50 @@ def _materialise(data: Any) -> Any:
     return torch.stack([torch.as_tensor(item) for item in items])
 
 
-def load_image_splits(config: Any, num_classes: int | None = None) -> tuple[Any, Any]:
-    """Read the train and test splits named by ``config.data`` and pad them by ``config.pad``."""
+def load_image_splits(
+    source: str,
+    splits: tuple[str, ...] = ("train", "test"),
+    *,
+    test_source: str | None = None,
+    test_split: str | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
+    pad: int = 0,
+) -> tuple[Any, ...]:
+    """The images of a run's ``splits`` (``"train"``, ``"test"``), each padded by ``pad``.
+
+    Training reads them with the settings it then records with the run, and eval, sample and
+    interpolate read them back from that record, so they find exactly the same images:
+
+    - ``test_fraction``: the test images are this share of ``source``'s training images, held out
+      with ``seed``; the training images are the rest;
+    - ``test_source``: the test images are its test split when ``test_split`` is ``"test"``, all
+      its images when it is ``"all"`` (not given: its test split if it has one);
+    - otherwise ``source``'s own splits.
+    """
     import dataclasses
 
     import torch.nn.functional as F
 
-    from flowkit.data import load_dataset
+    from flowkit.data import has_test_split, load_dataset, split_images
 
-    splits = []
-    for split in ("train", "test"):
-        data = load_dataset(config.data, split=split)
-        if config.pad:
-            padded = F.pad(data.images, (config.pad,) * 4)
-            data = dataclasses.replace(data, images=padded.contiguous())
-        if num_classes is not None and data.labels is None:
-            raise ValueError(
-                f"a class-conditional model needs labels, but {config.data} ({split}) has none"
-            )
-        splits.append(data)
-    return splits[0], splits[1]
+    held_out: dict[str, Any] = {}
+    if test_fraction is not None:
+        train, test = split_images(load_dataset(source, split="train"), test_fraction, seed)
+        held_out = {"train": train, "test": test}
+
+    def read(split: str) -> Any:
+        if split in held_out:
+            return held_out[split]
+        if split == "test" and test_source:
+            which = test_split or ("test" if has_test_split(test_source) else "all")
+            return load_dataset(test_source, split="test" if which == "test" else "train")
+        return load_dataset(source, split=split)
+
+    images = [read(split) for split in splits]
+    if pad:
+        images = [
+            dataclasses.replace(part, images=F.pad(part.images, (pad,) * 4).contiguous())
+            for part in images
+        ]
+    return tuple(images)

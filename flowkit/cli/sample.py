@@ -1,4 +1,4 @@
-"""``flowkit sample``, ``interpolate``, ``manipulate`` and ``presets``."""
+"""``flowkit sample``: image grids or table rows drawn from a trained model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.cli._common import (
-    CommandError,
     UsageError,
     atomic_output,
     check_new_outputs,
@@ -20,9 +19,15 @@ from flowkit.cli._common import (
     first_overflow,
     overflow_message,
 )
-from flowkit.cli._runs import Run, check_common, check_indices, open_run, require_images, run_images
+from flowkit.cli._parser import (
+    HelpFormatter,
+    add_checkpoint_options,
+    add_global_options,
+    add_overwrite_option,
+)
+from flowkit.cli._runs import Run, check_common, open_run
 
-__all__: list[str] = []
+__all__ = ["add_parser", "sample_command"]
 
 
 # Temperatures of the image grids 'flowkit sample' draws by default.
@@ -36,6 +41,76 @@ GUIDANCE_DEFAULTS = {
     "guide_what": "ab",
     "attention_temperature": 1.0,
 }
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``flowkit sample`` to the commands of the top-level parser."""
+    sample = commands.add_parser(
+        "sample",
+        formatter_class=HelpFormatter,
+        help="sample image grids or table rows",
+        description="Sample from a trained model: image grids, one PNG per temperature, or rows "
+        "of a table (with the column names) as CSV.",
+    )
+    add_global_options(sample, top=False)
+    add_checkpoint_options(sample)
+    sample.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        help="standard deviations of the base noise (Glow's eps_std); images: several (default: "
+        "0 0.5 0.7 1); tables: one (default: 1)",
+    )
+    sample.add_argument("--num", type=int, default=64, help="images per grid or rows of a table")
+    sample.add_argument(
+        "--label",
+        type=int,
+        help="class-conditional models: sample this class only (default: every class in turn)",
+    )
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="TarFlow: classifier-free guidance weight w >= 0; each decoding step uses "
+        "theta_c + w (theta_c - theta_u) (default: 0, no guidance)",
+    )
+    sample.add_argument(
+        "--annealed-guidance",
+        action="store_true",
+        help="TarFlow: ramp the guidance weight from 0 to w over each block's positions, as the "
+        "official evaluation does (default: off, w at every position)",
+    )
+    sample.add_argument(
+        "--guide-what",
+        choices=("ab", "a", "b"),
+        default="ab",
+        help="TarFlow: what guidance acts on: ab both parameters, a the log-scales, b the shifts "
+        "(default: ab)",
+    )
+    sample.add_argument(
+        "--attention-temperature",
+        type=float,
+        default=1.0,
+        metavar="TAU",
+        help="TarFlow: attention temperature of guidance's unconditional pass; with --guidance "
+        "it guides a model without classes against its tempered attention (default: 1)",
+    )
+    sample.add_argument(
+        "--context",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="conditional table models: the value of every context column, each once "
+        "(default: none; required by a conditional model)",
+    )
+    sample.add_argument(
+        "--output",
+        help="images: a directory for the grids (default: samples/ in the run directory); "
+        "tables: a .csv file (default: samples/samples.csv in the run directory)",
+    )
+    add_overwrite_option(sample)
+    sample.set_defaults(handler=sample_command)
 
 
 def sample_command(args: argparse.Namespace) -> int:
@@ -234,125 +309,4 @@ def _sample_rows(args: argparse.Namespace, run: Run) -> int:
     with atomic_output(output) as temporary:
         write_table(temporary, rows, columns)
     print(output)
-    return 0
-
-
-def _model_inputs(run: Run, images: Any, device: str) -> Any:
-    # The centre of each pixel's bin: the same encoding every time, no dequantisation noise.
-    model = run.model
-    return model.bin_centres(model.levels(images)).to(device)
-
-
-def _pixels(run: Run, values: Any) -> Any:
-    """The model's continuous values as 8-bit pixels of its bins."""
-    import torch
-
-    values = values.float().cpu()
-    nan = torch.isnan(values)
-    if bool(nan.any()):
-        raise CommandError(
-            f"the model's decoded images hold {int(nan.sum())} NaN value(s) of {values.numel()} "
-            f"(a diverged model?); try --weights raw or an earlier checkpoint of {run.checkpoint}"
-        )
-    model = run.model
-    return model.to_uint8(model.quantize(values))
-
-
-def interpolate_command(args: argparse.Namespace) -> int:
-    """Decode the line between the latents of two images, one row per pair."""
-    import torch
-
-    from flowkit.data import save_image_grid
-    from flowkit.latent import interpolate
-
-    check_common(args)
-    if args.steps < 2:
-        raise UsageError(f"--steps expects an integer >= 2 (both ends are drawn), got {args.steps}")
-    if len(args.first) != len(args.second):
-        raise UsageError(
-            f"--first and --second expect the same number of indices (one row per pair), got "
-            f"{len(args.first)} and {len(args.second)}"
-        )
-    run = open_run(args)
-    require_images(run, "interpolate")
-    path = Path(args.output) if args.output else run.directory / "samples" / "interpolation.png"
-    check_new_outputs([path], args.overwrite)
-    data = run_images(run, args.data, args.split)
-    check_indices("--first", args.first, data)
-    check_indices("--second", args.second, data)
-    if run.flow.context_shape is not None and data.labels is None:
-        raise UsageError(f"the model is class-conditional but {data.source} has no labels")
-    rows = []
-    for a, b in zip(args.first, args.second):
-        images = _model_inputs(run, data.images[[a, b]], args.device)
-        labels = None if run.flow.context_shape is None else data.labels[a].to(args.device)
-        rows.append(
-            interpolate(run.continuous_flow, images[0], images[1], args.steps, context=labels)
-        )
-    with atomic_output(path) as temporary:
-        grid = _pixels(run, torch.cat(rows))
-        save_image_grid(grid, temporary, nrow=args.steps)
-    print(path)
-    return 0
-
-
-def manipulate_command(args: argparse.Namespace) -> int:
-    """Move images along the direction between the mean latents with and without a label."""
-    import torch
-
-    from flowkit.data import save_image_grid
-    from flowkit.latent import attribute_direction, manipulate
-
-    check_common(args)
-    if args.steps < 2:
-        raise UsageError(f"--steps expects an integer >= 2, got {args.steps}")
-    check_positive("--num-reference", args.num_reference)
-    if not math.isfinite(args.scale):
-        raise UsageError(f"--scale expects a finite number, got {args.scale}")
-    run = open_run(args)
-    require_images(run, "manipulate")
-    path = Path(args.output) if args.output else run.directory / "samples" / "manipulation.png"
-    check_new_outputs([path], args.overwrite)
-    data = run_images(run, args.data, args.split)
-    if data.labels is None:
-        raise UsageError(
-            f"manipulate needs labelled data (class labels serve as attributes); {data.source} "
-            "has no labels"
-        )
-    check_indices("--indices", args.indices, data)
-    count = min(args.num_reference, data.images.shape[0])
-    labels = data.labels[:count]
-    present = sorted(int(label) for label in torch.unique(labels))
-    if args.attribute not in present:
-        raise UsageError(
-            f"--attribute {args.attribute} is not among the labels of the first {count} "
-            f"images of {data.source}: {present}"
-        )
-    images = _model_inputs(run, data.images[:count], args.device)
-    context = None if run.flow.context_shape is None else labels.to(args.device)
-    direction = attribute_direction(
-        run.continuous_flow, images, labels == args.attribute, context=context
-    )
-    scales = torch.linspace(-args.scale, args.scale, args.steps).tolist()
-    rows = []
-    for index in args.indices:
-        image = _model_inputs(run, data.images[index : index + 1], args.device)[0]
-        label = None if context is None else data.labels[index].to(args.device)
-        rows.append(manipulate(run.continuous_flow, image, direction, scales, context=label))
-    with atomic_output(path) as temporary:
-        grid = _pixels(run, torch.cat(rows))
-        save_image_grid(grid, temporary, nrow=args.steps)
-    print(path)
-    return 0
-
-
-def presets_command(args: argparse.Namespace) -> int:
-    """List the named run presets and their sources."""
-    from flowkit.presets.runs import RUN_PRESETS, augmentation_of
-
-    for name, preset in sorted(RUN_PRESETS.items()):
-        print(
-            f"{name:18s} {preset.description}\n{'':18s} source: {preset.source}\n"
-            f"{'':18s} augmentation: {augmentation_of(preset)}"
-        )
     return 0

@@ -1,4 +1,4 @@
-"""``flowkit train``: images or a table into a run directory."""
+"""``flowkit train``: images or a table into a run directory; its parser and its handler."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flowkit.cli._common import (
     check_table_range,
     prepare_allocator,
 )
+from flowkit.cli._parser import HelpFormatter, add_global_options
 from flowkit.cli._settings import (
     Settings,
     build_image_model,
@@ -25,7 +26,245 @@ from flowkit.cli._settings import (
     read_settings,
 )
 
-__all__: list[str] = []
+__all__ = ["add_parser", "train_command"]
+
+
+# ``flowkit train`` options whose value, when not given, comes from the preset (or config file)
+# and else from TrainConfig's field of the same name.
+_TRAIN_FIELDS = frozenset(
+    {
+        "data",
+        "output",
+        "epochs",
+        "max_steps",
+        "max_minutes",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "beta2",
+        "weight_decay",
+        "warmup_steps",
+        "lr_decay",
+        "min_lr_ratio",
+        "augment_shift",
+        "device",
+        "seed",
+        "val_fraction",
+        "patience",
+    }
+)
+
+
+class _TrainHelpFormatter(HelpFormatter):
+    """Options left out take the preset's value, else TrainConfig's default: the help says which."""
+
+    def _help_without_default(self, action: argparse.Action, text: str) -> str:
+        if action.dest not in _TRAIN_FIELDS:
+            return text
+        return f"{text} (default: from the preset or --config, else {_train_default(action)})"
+
+
+def _train_default(action: argparse.Action) -> str:
+    # Imported only to show help: flowkit.train brings in torch, a second at start-up.
+    from flowkit.train.config import TrainConfig
+
+    fields = TrainConfig.__dataclass_fields__
+    if action.dest not in fields:
+        return "unset"
+    value = fields[action.dest].default
+    return "none" if value is None else str(value).replace("%", "%%")
+
+
+_SET_HELP = (
+    "override one setting, as section.name=value with section 'model' (the preset's model "
+    "config) or 'train' (TrainConfig); the value is read as JSON when it parses (numbers, "
+    "true/false, null, lists), else as a string; a single number is accepted where a list is "
+    "expected. Repeatable. Example: --set model.K=8 --set train.lr=0.0005 (default: no "
+    "overrides)"
+)
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``flowkit train`` to the commands of the top-level parser."""
+    train = commands.add_parser(
+        "train",
+        formatter_class=_TrainHelpFormatter,
+        help="train a model",
+        description="Train a model. Settings come from --preset, then --config, then the options "
+        "below, then --set overrides. Run under torchrun for several processes (DDP). Writes "
+        "config.json, checkpoint.pt, metrics.jsonl, a learning curve and samples to the output "
+        "directory.",
+    )
+    add_global_options(train, top=False)
+    train.add_argument(
+        "--preset",
+        help="named run (see 'flowkit presets'), e.g. glow-small, glow-cifar10 or, for a table, "
+        "nsf (default: the config file's preset, else none: a Glow with the defaults of "
+        "GlowConfig and TrainConfig)",
+    )
+    train.add_argument(
+        "--config",
+        help="JSON (or TOML on Python 3.11+) file with 'preset', 'model' and 'train' sections, "
+        "e.g. a run's own config.json, which repeats the run from any directory (default: none)",
+    )
+    train.add_argument(
+        "--data",
+        help="dataset: fashion-mnist-small (bundled) or a path. Images: a CIFAR-10/100 python "
+        "folder or its .tar.gz, a folder of MNIST-style idx files (gzipped or not), a folder of "
+        "downsampled ImageNet .npz batches, an image folder or tar (with train/ and test/ "
+        "folders, or whole). Tables, for --preset nsf, maf or realnvp-tabular: a .csv file with "
+        "a header row, a .npy array or a .npz archive",
+    )
+    train.add_argument(
+        "--test-data",
+        help="test set: a table with the columns of --data, or images (a folder or tar without "
+        "split folders counts whole) (default: the test split of --data)",
+    )
+    train.add_argument(
+        "--test-fraction",
+        type=float,
+        help="hold out this fraction of --data (seeded by --seed) as the test set when there "
+        "is no --test-data (default: none)",
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="tables: hold out this fraction of the training rows (seeded by --seed) as a "
+        "validation set, evaluated every epoch; the best validation weights are kept and used by "
+        "eval, sample and flowkit.load; 0 for none",
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        metavar="EPOCHS",
+        help="tables: stop when this many epochs pass without a better validation NLL (early "
+        "stopping; needs --val-fraction > 0)",
+    )
+    train.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: the data columns (default: every column not named by --context-columns)",
+    )
+    train.add_argument(
+        "--context-columns",
+        nargs="+",
+        metavar="NAME",
+        help="tables: columns the flow is conditioned on (a conditional density of the others; "
+        "default: none)",
+    )
+    train.add_argument("--output", help="output directory")
+    train.add_argument("--epochs", type=int, help="number of epochs")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this many minutes of wall-clock time (a checkpoint is written)",
+    )
+    train.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
+    train.add_argument("--lr", type=float, help="base learning rate")
+    train.add_argument(
+        "--optimizer",
+        metavar="NAME",
+        help="adamax, adam or adamw (adam with decoupled weight decay)",
+    )
+    train.add_argument(
+        "--beta2",
+        type=float,
+        metavar="B",
+        help="second-moment decay of the optimizer (none: 1 - 1/(steps per epoch x "
+        "polyak_epochs), as Glow's official code)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="W",
+        help="decoupled weight decay, with --optimizer adamw only",
+    )
+    train.add_argument(
+        "--warmup-steps",
+        type=int,
+        metavar="N",
+        help="linear learning-rate warm-up over this many steps, instead of the preset's "
+        "warm-up in epochs (train.warmup_epochs)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        metavar="KIND",
+        help="learning rate after the warm-up: constant, or cosine or linear decay to "
+        "--min-lr-ratio x --lr at the run's last step (--max-steps or --epochs)",
+    )
+    train.add_argument(
+        "--min-lr-ratio",
+        type=float,
+        metavar="R",
+        help="the decay's floor as a fraction of --lr",
+    )
+    train.add_argument(
+        "--n-bits",
+        type=int,
+        help="bits per pixel of the image model, kept from the data (e.g. 5; default: the "
+        "preset's or --config's, else 8)",
+    )
+    augment = train.add_mutually_exclusive_group()
+    augment.add_argument(
+        "--augment-shift",
+        type=float,
+        metavar="FRACTION",
+        help="random shifts of training images by up to this fraction of their size (official "
+        "CIFAR-10/MNIST runs: 0.1; see 'flowkit presets')",
+    )
+    augment.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="turn off the preset's training augmentation (shifts, flips, noise) (default: the "
+        "preset's augmentation)",
+    )
+    train.add_argument(
+        "--augment-flip",
+        action="store_true",
+        help="also mirror training images at random (default: from the preset, else off)",
+    )
+    train.add_argument(
+        "--num-classes",
+        type=int,
+        help="train a class-conditional model with this many classes (default: from the preset, "
+        "else unconditional)",
+    )
+    train.add_argument(
+        "--memory-saving",
+        action="store_true",
+        help="invertible backpropagation: memory flat in depth K (default: from the preset, else "
+        "off)",
+    )
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto: the GPU if any)")
+    train.add_argument("--seed", type=int, help="seed of data order, noise and initialisation")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly from OUTPUT/checkpoint.pt (a fresh start in an empty directory)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in the output directory and start afresh",
+    )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings as JSON and exit without training",
+    )
+    train.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard logs (needs tensorboard)"
+    )
+    train.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar and the per-epoch lines (default: shown)",
+    )
+    train.add_argument("--set", action="append", metavar="SECTION.NAME=VALUE", help=_SET_HELP)
+    train.set_defaults(handler=train_command)
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
@@ -161,11 +400,8 @@ def _image_splits(
     it has one (and always when it is ``--data`` itself), else all its images. The third value
     says which: ``"test"``, ``"held-out"`` or ``"all"``.
     """
-    import torch.nn.functional as F
-
-    from flowkit.data import load_dataset
-    from flowkit.data.base import split_images
-    from flowkit.data.loading import has_test_split, same_source
+    from flowkit.data import has_test_split, same_source
+    from flowkit.train.data import load_image_splits
 
     data = config.data
     if test_path is not None and fraction is not None:
@@ -178,7 +414,6 @@ def _image_splits(
                     "test_batch or val_data.npz); give test images with --test-data PATH or hold "
                     "out part of the training images with --test-fraction F (e.g. 0.1)"
                 )
-            train, test = split_images(load_dataset(data, split="train"), fraction, config.seed)
             test_split = "held-out"
         elif fraction is not None:
             raise UsageError(
@@ -186,35 +421,34 @@ def _image_splits(
                 f"but {data} has one; leave --test-fraction out to evaluate on it"
             )
         else:
-            train, test = load_dataset(data, split="train"), load_dataset(data, split="test")
             test_split = "test"
+    elif same_source(data, test_path):
+        if not has_test_split(data):
+            raise UsageError(
+                f"--test-data {test_path} is the training data itself, which has no test "
+                "split; give other test images with --test-data or hold out part of the "
+                "training images with --test-fraction F"
+            )
+        test_split = "test"
     else:
-        if same_source(data, test_path):
-            if not has_test_split(data):
-                raise UsageError(
-                    f"--test-data {test_path} is the training data itself, which has no test "
-                    "split; give other test images with --test-data or hold out part of the "
-                    "training images with --test-fraction F"
-                )
-            test_split = "test"
-        else:
-            # A source without a test split of its own (an unsplit folder or tar, one file) is
-            # a test set as a whole.
-            test_split = "test" if has_test_split(test_path) else "all"
-        train = load_dataset(data, split="train")
-        test = load_dataset(test_path, split="test" if test_split == "test" else "train")
-    splits = []
+        # A source without a test split of its own (an unsplit folder or tar, one file) is a test
+        # set as a whole.
+        test_split = "test" if has_test_split(test_path) else "all"
+    train, test = load_image_splits(
+        data,
+        test_source=test_path,
+        test_split=test_split,
+        test_fraction=fraction,
+        seed=config.seed,
+        pad=config.pad,
+    )
     for images, split in ((train, "training"), (test, "test")):
-        if config.pad:
-            padded = F.pad(images.images, (config.pad,) * 4)
-            images = dataclasses.replace(images, images=padded.contiguous())
         if num_classes is not None and images.labels is None:
             raise UsageError(
                 f"a class-conditional model needs labels, but the {split} images "
                 f"({images.source}) have none"
             )
-        splits.append(images)
-    return splits[0], splits[1], test_split
+    return train, test, test_split
 
 
 def _prepare_tables(
