@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -143,6 +144,16 @@ class ResidualBlock(Bijector):
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.generator = torch.Generator().manual_seed(seed)
+
+    # The generator's state travels in the state dict, so a checkpointed run resumes with the
+    # same estimator draws it would have made without the interruption.
+    def get_extra_state(self) -> Tensor:
+        """The estimator generator's state (saved with the weights)."""
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the estimator generator's state from :meth:`get_extra_state`."""
+        self.generator.set_state(torch.as_tensor(state, dtype=torch.uint8).cpu())
 
     # --- the map --------------------------------------------------------------------------------
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -9,6 +10,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -455,6 +457,12 @@ class Trainer:
 
     # --- end of an epoch: evaluation, samples, curves ---------------------------------------------
     def _end_of_epoch(self, state: TrainState, run: RunDirectory, event: str) -> None:
+        # Evaluation, validation and samples see the model in evaluation mode (no dropout, no
+        # estimator draws or power iterations), and training resumes in the mode it had.
+        with _evaluation_mode(state.averaged_flow):
+            self._evaluate_epoch(state, run, event)
+
+    def _evaluate_epoch(self, state: TrainState, run: RunDirectory, event: str) -> None:
         config = self.config
         evaluated = state.averaged_flow
         record: dict[str, Any] = {
@@ -824,7 +832,10 @@ class Trainer:
         if self.test_data is None:
             raise ValueError("Trainer.evaluate needs test data")
         flow = self.flow if flow is None else flow
-        return self.test_data.evaluate(flow, self.config.test_batch_size, self.process, dtype=dtype)
+        with _evaluation_mode(flow):
+            return self.test_data.evaluate(
+                flow, self.config.test_batch_size, self.process, dtype=dtype
+            )
 
     def write_samples(self, flow: Flow | Dequantized, epoch: int) -> dict[str, int]:
         """Write one sample grid per temperature (same noise every epoch, so grids are comparable).
@@ -856,6 +867,18 @@ class Trainer:
             )
         name = first_nonfinite_gradient(self.flow)
         return f"first non-finite gradient in {name}" if name else "gradient norm overflowed"
+
+
+@contextlib.contextmanager
+def _evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in evaluation mode for the block, each submodule's own mode restored after."""
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
 
 
 class _InterruptFlag:

@@ -400,3 +400,22 @@ def test_resume_is_exact_across_the_end_of_the_warm_up_and_ignores_old_scheduler
         for run in (tmp_path / "whole", tmp_path / "split")
     ]
     assert logged[0] == logged[1] and len(logged[0]) == 12
+
+
+def test_evaluation_sees_the_model_in_evaluation_mode_and_training_resumes_in_training_mode(
+    tmp_path,
+):
+    # Dropout, BatchNorm statistics and stochastic log-determinants must not act on the test set.
+    rows = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    flow = flowkit.presets.nsf(2, transforms=1, hidden_features=(8,), seed=0)
+    seen = []
+    flow.bijector.register_forward_hook(
+        lambda module, args, output: seen.append((torch.is_grad_enabled(), module.training))
+    )
+    config = TrainConfig(
+        output=str(tmp_path / "run"), batch_size=16, epochs=2, ema=False, progress=False
+    )
+    Trainer(flow, config, rows, rows[:32]).fit()
+    assert {training for grad, training in seen if grad} == {True}
+    assert {training for grad, training in seen if not grad} == {False}
+    assert flow.training
