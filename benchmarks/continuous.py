@@ -4,10 +4,11 @@ On two moons (8,192 training and 1,024 test points, standardised), each run trai
 budget of training wall time (evaluation excluded) with Adam at 1e-3 and batches of 256, and
 evaluates the exact test NLL (nats, in the data's units; dopri5 at 1e-5, exact trace) every
 ``--eval-every`` seconds of training. flowkit's runs share one architecture (``presets.cnf``, a
-64-64 softplus field) and train on rk4 with steps of 0.1: by maximum likelihood (exact trace
-through the solve) or by flow matching (no solve). zuko's ``CNF`` (same widths, its own defaults:
-dopri5, exact trace) trains by maximum likelihood. One JSON line per run:
-``{"run", "seed", "budget_s", "history": [[seconds, steps, test_nll], ...]}``.
+64-64 softplus field): by maximum likelihood (exact trace through the solve of ``--method``,
+dopri5 at 1e-5 by default, FFJORD's, or rk4 with steps of 0.1) or by flow matching (no solve).
+zuko's ``CNF`` (same widths, its own defaults: dopri5, exact trace) trains by maximum
+likelihood. One JSON line per run:
+``{"run", "seed", "budget_s", "method", "history": [[seconds, steps, test_nll], ...]}``.
 
     python -m benchmarks.continuous --budget 75
 """
@@ -64,7 +65,7 @@ def _train(
     return history
 
 
-def run(name: str, seed: int, budget: float, eval_every: float) -> dict:
+def run(name: str, seed: int, budget: float, eval_every: float, method: str = "dopri5") -> dict:
     """One run's history of (training seconds, steps, exact test NLL)."""
     train, test, log_std = _data(seed)
     torch.manual_seed(seed)
@@ -88,7 +89,8 @@ def run(name: str, seed: int, budget: float, eval_every: float) -> dict:
         )
     else:
         options = dict(hidden_features=(64, 64), seed=seed)
-        flow = cnf(2, method="rk4", step_size=0.1, objective=name, **options)
+        solver = dict(method="rk4", step_size=0.1) if method == "rk4" else dict(method="dopri5")
+        flow = cnf(2, objective=name, **solver, **options)
         exact = cnf(2, method="dopri5", rtol=1e-5, atol=1e-5, **options)
 
         def nll() -> float:
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=float, default=10.0, help="training seconds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument("--method", choices=("dopri5", "rk4"), default="dopri5")
     parser.add_argument("--quick", action="store_true", help="two seconds per run")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     eval_every = 1.0 if args.quick else args.eval_every
     for seed in args.seeds:
         for name in args.runs:
-            print(json.dumps(run(name, seed, budget, eval_every)), flush=True)
+            record = run(name, seed, budget, eval_every, args.method)
+            print(json.dumps({**record, "method": args.method}), flush=True)
 
 
 if __name__ == "__main__":
