@@ -232,7 +232,7 @@ def resflow_image(
         >>> from flowkit import initialize
         >>> flow = resflow_image((1, 4, 4), levels=2, blocks_per_level=1, hidden_channels=4)
         >>> x = torch.randn(3, 1, 4, 4)
-        >>> initialize(flow, x)
+        >>> _ = initialize(flow, x)
         >>> flow.log_prob(x).shape
         torch.Size([3])
     """
