@@ -23,7 +23,7 @@ class FixedPointError(RuntimeError):
 def _default_atol(z: Tensor) -> float:
     # 64 ulps of the largest value: reachable by a contraction in rounding arithmetic (whose
     # iterates stall at a few ulps), far below any test's tolerance.
-    largest = float(z.abs().max()) if z.numel() else 0.0
+    largest = float(z.detach().abs().max()) if z.numel() else 0.0
     return 64 * torch.finfo(z.dtype).eps * (1.0 + largest)
 
 
