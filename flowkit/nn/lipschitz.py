@@ -44,6 +44,12 @@ class _SpectralNorm(nn.Module):
     invertible backpropagation and fixed-point inversion need. In evaluation mode the stored vectors
     are used as they are. :func:`refresh_spectral_norm` advances them explicitly (to a tight
     estimate before measuring a Lipschitz constant, say).
+
+    The power iteration approaches :math:`\sigma` from below, so the bound is
+    :math:`c\,\sigma / \hat\sigma`: above ``coefficient`` by the estimate's relative error, which
+    is small after a few iterations except where the top two singular values nearly coincide
+    (1.5e-4 after 500 iterations in the worst case the tests have met). Keep ``coefficient``
+    that far below 1 where the block must stay invertible (Residual Flows use 0.97 or 0.98).
     """
 
     weight: Tensor

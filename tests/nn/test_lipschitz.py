@@ -46,8 +46,12 @@ def test_linear_spectral_norm_is_at_most_c(inputs, outputs, c, seed, scale) -> N
     layer = SpectralNormLinear(inputs, outputs, coefficient=c).double()
     _scramble(layer, seed, scale)
     refresh_spectral_norm(layer, 500)
+    sigma = float(torch.linalg.matrix_norm(layer.weight.detach(), 2))
+    estimate = float(layer.spectral_norm())
+    # From below, and slowly where the top two singular values nearly coincide (see the conv test).
+    assert sigma * 0.99 <= estimate <= sigma * (1 + SLACK), (estimate, sigma)
     norm = float(torch.linalg.matrix_norm(layer.normalized_weight().detach(), 2))
-    assert norm <= c * (1 + SLACK), (norm, c)
+    assert norm <= c * (sigma / estimate) * (1 + SLACK), (norm, c, sigma, estimate)
     # Below the bound the weight is left alone.
     unconstrained = float(torch.linalg.matrix_norm(layer.weight, 2))
     if unconstrained < c * (1 - 1e-3):
@@ -60,17 +64,22 @@ def test_conv_operator_norm_is_at_most_c(c, seed, kernel, size) -> None:
     conv = SpectralNormConv2d(2, 3, kernel, input_size=(size, size + 1), coefficient=c).double()
     _scramble(conv, seed, 2.0)
     refresh_spectral_norm(conv, 500)
-    weight = conv.normalized_weight().detach()
 
-    def operator(flat: torch.Tensor) -> torch.Tensor:
-        image = flat.reshape(1, 2, size, size + 1)
-        return torch.nn.functional.conv2d(image, weight, padding=kernel // 2).flatten()
+    def operator_norm(weight: torch.Tensor) -> float:
+        def operator(flat: torch.Tensor) -> torch.Tensor:
+            image = flat.reshape(1, 2, size, size + 1)
+            return torch.nn.functional.conv2d(image, weight, padding=kernel // 2).flatten()
 
-    matrix = torch.autograd.functional.jacobian(
-        operator, torch.zeros(2 * size * (size + 1)).double()
-    )
-    norm = float(torch.linalg.matrix_norm(matrix, 2))
-    assert norm <= c * (1 + SLACK), (norm, c)
+        zero = torch.zeros(2 * size * (size + 1)).double()
+        matrix = torch.autograd.functional.jacobian(operator, zero)
+        return float(torch.linalg.matrix_norm(matrix, 2))
+
+    sigma, estimate = operator_norm(conv.weight.detach()), float(conv.spectral_norm())
+    # The power iteration approaches the operator norm from below; where the top two singular
+    # values nearly coincide it converges slowly, so the bound holds to the estimate's accuracy.
+    assert sigma * 0.99 <= estimate <= sigma * (1 + SLACK), (estimate, sigma)
+    norm = operator_norm(conv.normalized_weight().detach())
+    assert norm <= c * (sigma / estimate) * (1 + SLACK), (norm, c, sigma, estimate)
 
 
 @given(c=coefficients, seed=seeds(), activation=st.sampled_from(["lipswish", "elu", "tanh"]))
