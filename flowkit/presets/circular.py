@@ -21,11 +21,12 @@ from flowkit._utils import (
     check_shape,
     mlp_parameter_count,
 )
-from flowkit.bijectors import Bijector, Compose, Permute, channel_mask
+from flowkit.bijectors import Bijector, channel_mask
 from flowkit.bijectors.circular import CircularSplineAutoregressive, CircularSplineCoupling
 from flowkit.distributions import Distribution, Flow
 from flowkit.distributions.circular import CircularUniform, VonMises
 from flowkit.nn import MLP
+from flowkit.presets.vector import _assemble
 
 __all__ = ["NCSFConfig", "build_ncsf", "ncsf"]
 
@@ -105,19 +106,14 @@ def _build_ncsf(config: NCSFConfig) -> Flow:
         )
         return CircularSplineCoupling(conditioner, channel_mask(features, event_rank=1), bins=bins)
 
-    parts: list[Bijector] = []
-    for index in range(config.transforms):
-        # Reversal between steps lets every angle be conditioned on every other one across steps.
-        if index:
-            parts.append(Permute.reverse(features))
-        parts.append(make_step())
     base: Distribution
     if config.base == "von_mises":
         base = VonMises((features,), concentration=config.concentration)
     else:
         base = CircularUniform((features,))
-    context_shape = None if config.context_features is None else (config.context_features,)
-    return Flow(base, Compose(parts), context_shape=context_shape)
+    return _assemble(
+        features, config.context_features, config.transforms, False, make_step, base=base
+    )
 
 
 def ncsf(

@@ -34,7 +34,7 @@ from flowkit.bijectors import (
 )
 from flowkit.bijectors.scale import resolve_scale_fn
 from flowkit.bijectors.spline_maps import SPLINE_KINDS, spline_map
-from flowkit.distributions import Flow, StandardNormal
+from flowkit.distributions import Distribution, Flow, StandardNormal
 from flowkit.nn import MLP
 
 __all__ = ["MAFConfig", "NSFConfig", "build_maf", "build_nsf", "iaf", "maf", "nsf"]
@@ -153,7 +153,12 @@ def _assemble(
     transforms: int,
     actnorm: bool,
     make_step: Callable[[], Bijector],
+    base: Distribution | None = None,
 ) -> Flow:
+    """``transforms`` steps with a reversal between them (and ActNorm before each), on ``base``.
+
+    ``base`` defaults to a standard normal over ``(features,)``.
+    """
     parts: list[Bijector] = []
     for index in range(transforms):
         # Reversal between steps lets every feature be conditioned on every other one across steps.
@@ -163,7 +168,8 @@ def _assemble(
             parts.append(ActNorm(features, event_rank=1))
         parts.append(make_step())
     context_shape = None if context_features is None else (context_features,)
-    return Flow(StandardNormal((features,)), Compose(parts), context_shape=context_shape)
+    base = StandardNormal((features,)) if base is None else base
+    return Flow(base, Compose(parts), context_shape=context_shape)
 
 
 def build_maf(config: MAFConfig) -> Flow:
