@@ -1,30 +1,54 @@
-"""FAB against the reverse KL at equal steps on GMM-40 and the 32-dimensional many-well.
+"""Variational objectives at equal steps on GMM-40, Neal's funnel and the 32-dimensional many-well.
 
     nice python -m benchmarks.variational gmm40 --steps 2000 --seeds 0,1,2
+    nice python -m benchmarks.variational funnel --steps 1000 --seeds 0,1,2
     nice python -m benchmarks.variational manywell --steps 600 --seeds 0 --batch-size 256
 
-Each method starts from the same flow (float64, one torch thread) and trains with
-``flowkit.variational.fit``; one JSON line per run reports the CPU seconds, ``importance``'s log Z
-(its error where the target's log Z is known) with its standard error and effective sample size
-over 10,000 flow samples, and for GMM-40 the number of modes that 10,000 flow samples reach
-(``modes_found``, at least 1 and at least 10 samples per mode). This measures quality, not speed.
+Each flowkit method starts from the same flow (float64, one torch thread) and trains with
+``flowkit.variational.fit``. ``normflows_reverse_kl`` is normflows' reverse KL
+(``NormalizingFlow.reverse_kld``) on normflows' RealNVP (``MaskedAffineFlow``, separate scale and
+shift MLPs, both zero-initialised so that it too starts as its base) whose hidden width is
+chosen to match flowkit's parameter count, with the same halves as masks, the same x / 20 on
+GMM-40, the same Adam settings, gradient clip, batch size and steps. One JSON line per run
+reports the CPU seconds, the parameter count, log Z from importance sampling with 10,000 flow
+samples (its error where the target's log Z is known) with its standard error and effective
+sample size, and for GMM-40 the number of modes that 10,000 flow samples reach
+(``modes_1``/``modes_10``: at least 1 and at least 10 samples within 3 sigma of a mean). This
+measures quality, not speed. The normflows rows need ``normflows``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from flowkit.bijectors import Affine, Compose
 from flowkit.distributions import Flow
 from flowkit.presets import realnvp_tabular
-from flowkit.variational import AISConfig, ReplayBufferConfig, fit, importance
-from flowkit.variational.targets import ManyWell, gmm40
+from flowkit.variational import (
+    AISConfig,
+    FitResult,
+    ReplayBufferConfig,
+    effective_sample_size,
+    fit,
+    importance,
+)
+from flowkit.variational.targets import Funnel, GaussianMixture, ManyWell, Target, gmm40
 
+NORMFLOWS = "normflows_reverse_kl"
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "gmm40": gmm40,
+    "funnel": lambda: Funnel(10),
+    "manywell": lambda: ManyWell(32),
+}
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "gmm40": {
         "reverse_kl": {"objective": "reverse_kl"},
@@ -40,6 +64,17 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
             "ais": AISConfig(num_intermediate=2, transition="hmc", step_size=1.0, leapfrog_steps=5),
             "buffer": ReplayBufferConfig(),
         },
+        NORMFLOWS: {},
+    },
+    "funnel": {
+        "reverse_kl": {"objective": "reverse_kl"},
+        "alpha_2": {"objective": "alpha_2"},
+        "fab": {
+            "objective": "fab",
+            "ais": AISConfig(num_intermediate=2, transition="hmc", step_size=0.5, leapfrog_steps=5),
+            "buffer": ReplayBufferConfig(),
+        },
+        NORMFLOWS: {},
     },
     "manywell": {
         "reverse_kl": {"objective": "reverse_kl"},
@@ -56,59 +91,175 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # The optimizer's settings per target, as the recorded runs used them.
-LEARNING_RATES = {"gmm40": 1e-3, "manywell": 3e-4}
+LEARNING_RATES = {"gmm40": 1e-3, "funnel": 1e-3, "manywell": 3e-4}
+GRAD_CLIP = 100.0
+# The flow per target: (dimension, couplings, hidden width of flowkit's two hidden layers).
+FLOWS = {"gmm40": (2, 8, 64), "funnel": (10, 8, 64), "manywell": (32, 10, 128)}
+# GMM-40's means fill [-40, 40]^2: the flow divides x by this first, so that it starts as
+# N(0, 20^2 I) over the box instead of N(0, I) at its centre.
+GMM40_SCALE = 20.0
 EVALUATION_SAMPLES = 10_000
 
 
 def make_flow(target_name: str, seed: int) -> Flow:
-    if target_name == "gmm40":
-        inner = realnvp_tabular(
-            2, transforms=8, hidden_features=(64, 64), normalization=None, seed=seed
-        )
-        # Data -> latent: x / 20 first, so the initial flow is N(0, 20^2 I) over the box.
-        bijector = Compose(Affine(shape=(2,), scale=1 / 20, event_rank=1), inner.bijector)
-        return Flow(inner.base, bijector).double()
-    return realnvp_tabular(
-        32, transforms=10, hidden_features=(128, 128), normalization=None, seed=seed
-    ).double()
-
-
-def run(target_name: str, method: str, steps: int, seed: int, batch_size: int) -> dict[str, Any]:
-    target = gmm40() if target_name == "gmm40" else ManyWell(32)
-    flow = make_flow(target_name, seed)
-    start = time.process_time()
-    result = fit(
-        flow,
-        target,
-        steps=steps,
-        batch_size=batch_size,
-        lr=LEARNING_RATES[target_name],
-        grad_clip=100.0,
-        seed=seed,
-        progress=False,
-        **METHODS[target_name][method],
+    """flowkit's RealNVP for the target (float64), the same for every objective at one seed."""
+    dim, couplings, hidden = FLOWS[target_name]
+    inner = realnvp_tabular(
+        dim, transforms=couplings, hidden_features=(hidden, hidden), normalization=None, seed=seed
     )
-    cpu = time.process_time() - start
-    estimate = importance(flow, target, EVALUATION_SAMPLES, seed=2000 + seed)
+    if target_name != "gmm40":
+        return inner.double()
+    # Data -> latent: x / 20 first.
+    bijector = Compose(Affine(shape=(2,), scale=1 / GMM40_SCALE, event_rank=1), inner.bijector)
+    return Flow(inner.base, bijector).double()
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters() if parameter.requires_grad)
+
+
+def run(
+    target_name: str, method: str, steps: int, seed: int, batch_size: int
+) -> tuple[dict[str, Any], FitResult | None]:
+    """One training run and its evaluation: the JSON record and flowkit's fit history."""
+    target = TARGETS[target_name]()
+    history = None
+    if method == NORMFLOWS:
+        model, cpu, skipped = _train_normflows(target_name, target, steps, seed, batch_size)
+        torch.manual_seed(2000 + seed)
+        log_weights = _normflows_log_weights(model, target)
+        torch.manual_seed(1000 + seed)
+        with torch.no_grad():
+            samples = model.sample(EVALUATION_SAMPLES)[0]
+        parameters = parameter_count(model)
+    else:
+        flow = make_flow(target_name, seed)
+        start = time.process_time()
+        history = fit(
+            flow,
+            target,
+            steps=steps,
+            batch_size=batch_size,
+            lr=LEARNING_RATES[target_name],
+            grad_clip=GRAD_CLIP,
+            seed=seed,
+            progress=False,
+            **METHODS[target_name][method],
+        )
+        cpu = time.process_time() - start
+        skipped = history.skipped_steps
+        log_weights = importance(flow, target, EVALUATION_SAMPLES, seed=2000 + seed).log_weights
+        torch.manual_seed(1000 + seed)
+        with torch.no_grad():
+            samples = flow.sample(EVALUATION_SAMPLES)
+        parameters = parameter_count(flow)
+    log_z, log_z_se, ess = _summary(log_weights)
     record: dict[str, Any] = {
         "target": target_name,
         "method": method,
         "steps": steps,
         "batch_size": batch_size,
         "seed": seed,
+        "parameters": parameters,
         "cpu_s": round(cpu, 1),
-        "log_z_error": round(estimate.log_z - float(target.log_z), 4),
-        "log_z_se": round(estimate.log_z_std_error, 4),
-        "ess": round(estimate.ess_fraction, 4),
-        "skipped_steps": result.skipped_steps,
+        "log_z_error": round(log_z - float(target.log_z), 4) if target.log_z is not None else None,
+        "log_z_se": round(log_z_se, 4),
+        "ess": round(ess, 4),
+        "skipped_steps": skipped,
     }
-    if target_name == "gmm40":
-        torch.manual_seed(1000 + seed)
-        with torch.no_grad():
-            samples = flow.sample(EVALUATION_SAMPLES)
+    if isinstance(target, GaussianMixture):
         record["modes_1"] = target.modes_found(samples)
         record["modes_10"] = target.modes_found(samples, minimum=10)
-    return record
+    return record, history
+
+
+def _summary(log_weights: Tensor) -> tuple[float, float, float]:
+    """log Z, its delta-method standard error and the ESS fraction, as ``importance`` gives them."""
+    log_weights = log_weights.double()
+    shift = log_weights.max()
+    relative = torch.exp(log_weights - shift)
+    mean = relative.mean()
+    count = log_weights.shape[0]
+    log_z = float(shift) + math.log(float(mean))
+    log_z_se = float(relative.std()) / (math.sqrt(count) * float(mean))
+    return log_z, log_z_se, float(effective_sample_size(log_weights)) / count
+
+
+def _normflows_model(target_name: str, target: Target, seed: int) -> nn.Module:
+    """normflows' RealNVP with flowkit's masks, start and (within 2 %) parameter count."""
+    import normflows as nf
+
+    dim, couplings, _ = FLOWS[target_name]
+    wanted = parameter_count(make_flow(target_name, seed))
+
+    def count(hidden: int) -> int:
+        # Each coupling: two MLPs dim -> hidden -> hidden -> dim.
+        per_network = (dim + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * dim
+        return couplings * 2 * per_network
+
+    hidden = min(range(4, 513), key=lambda width: abs(count(width) - wanted))
+    torch.manual_seed(seed)
+    # normflows' flows map latent to data; flowkit's first kept half is normflows' last masked one.
+    first = torch.cat([torch.ones(dim // 2), torch.zeros(dim - dim // 2)])
+    flows: list[nn.Module] = []
+    for k in reversed(range(couplings)):
+        mask = first if k % 2 == 0 else 1 - first
+        scale = nf.nets.MLP([dim, hidden, hidden, dim], init_zeros=True)
+        shift = nf.nets.MLP([dim, hidden, hidden, dim], init_zeros=True)
+        flows.append(nf.flows.MaskedAffineFlow(mask, shift, scale))
+    if target_name == "gmm40":
+        flows.append(_FixedScale(GMM40_SCALE))
+    base = nf.distributions.DiagGaussian(dim, trainable=False)
+    return nf.NormalizingFlow(base, flows, _NormflowsTarget(target)).double()
+
+
+class _FixedScale(nn.Module):
+    """x = c z in normflows' latent-to-data convention, with its log-determinant."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        log_det = torch.full(z.shape[:1], z.shape[1] * math.log(self.scale), dtype=z.dtype)
+        return self.scale * z, log_det
+
+
+class _NormflowsTarget(nn.Module):
+    """A flowkit target as normflows' ``NormalizingFlow.p`` (``log_prob`` is unnormalised)."""
+
+    def __init__(self, target: Target) -> None:
+        super().__init__()
+        self.target = target
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.target(x)
+
+
+def _train_normflows(
+    target_name: str, target: Target, steps: int, seed: int, batch_size: int
+) -> tuple[nn.Module, float, int]:
+    """normflows' own loop: reverse_kld, skip a non-finite loss, clip, Adam."""
+    model = _normflows_model(target_name, target, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATES[target_name])
+    skipped = 0
+    start = time.process_time()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.reverse_kld(batch_size)
+        if not bool(torch.isfinite(loss)):
+            skipped += 1
+            continue
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+    return model, time.process_time() - start, skipped
+
+
+@torch.no_grad()
+def _normflows_log_weights(model: nn.Module, target: Target) -> Tensor:
+    x, log_q = model.sample(EVALUATION_SAMPLES)
+    return target(x) - log_q
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",") if args.methods else list(METHODS[args.target])
     for seed in (int(seed) for seed in args.seeds.split(",")):
         for method in methods:
-            record = run(args.target, method, args.steps, seed, args.batch_size)
+            record, _ = run(args.target, method, args.steps, seed, args.batch_size)
             print(json.dumps(record), flush=True)
 
 
