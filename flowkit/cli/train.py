@@ -96,6 +96,18 @@ def add_parser(commands: Any) -> None:
         "directory.",
     )
     add_global_options(train, top=False)
+    _add_source_options(train)
+    _add_data_options(train)
+    _add_length_options(train)
+    _add_optimizer_options(train)
+    _add_image_options(train)
+    _add_model_options(train)
+    _add_run_options(train)
+    train.set_defaults(handler=train_command)
+
+
+def _add_source_options(train: argparse.ArgumentParser) -> None:
+    """Options naming where the settings come from: a preset, a config file."""
     train.add_argument(
         "--preset",
         help="named run (see 'flowkit presets'), e.g. glow-small, glow-cifar10 or, for a table, "
@@ -107,6 +119,10 @@ def add_parser(commands: Any) -> None:
         help="JSON (or TOML on Python 3.11+) file with 'preset', 'model' and 'train' sections, "
         "e.g. a run's own config.json, which repeats the run from any directory (default: none)",
     )
+
+
+def _add_data_options(train: argparse.ArgumentParser) -> None:
+    """Options choosing the training data, its test set and, for tables, validation and columns."""
     train.add_argument(
         "--data",
         help="dataset: fashion-mnist-small (bundled) or a path. Images: a CIFAR-10/100 python "
@@ -154,6 +170,10 @@ def add_parser(commands: Any) -> None:
         help="tables: columns the flow is conditioned on (a conditional density of the others; "
         "default: none)",
     )
+
+
+def _add_length_options(train: argparse.ArgumentParser) -> None:
+    """Options for the output directory, the run's length and the batch size."""
     train.add_argument("--output", help="output directory")
     train.add_argument("--epochs", type=int, help="number of epochs")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -163,6 +183,10 @@ def add_parser(commands: Any) -> None:
         help="stop after this many minutes of wall-clock time (a checkpoint is written)",
     )
     train.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
+
+
+def _add_optimizer_options(train: argparse.ArgumentParser) -> None:
+    """Options for the optimizer and its learning-rate schedule."""
     train.add_argument("--lr", type=float, help="base learning rate")
     train.add_argument(
         "--optimizer",
@@ -201,6 +225,10 @@ def add_parser(commands: Any) -> None:
         metavar="R",
         help="the decay's floor as a fraction of --lr",
     )
+
+
+def _add_image_options(train: argparse.ArgumentParser) -> None:
+    """Options for images: bits per value and training augmentation."""
     train.add_argument(
         "--n-bits",
         type=int,
@@ -226,6 +254,10 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="also mirror training images at random (default: from the preset, else off)",
     )
+
+
+def _add_model_options(train: argparse.ArgumentParser) -> None:
+    """Options changing the model: class conditioning, invertible backpropagation."""
     train.add_argument(
         "--num-classes",
         type=int,
@@ -238,6 +270,10 @@ def add_parser(commands: Any) -> None:
         help="invertible backpropagation: memory flat in depth K (default: from the preset, else "
         "off)",
     )
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """Options for the device, seed, run directory, logging and --set overrides."""
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto: the GPU if any)")
     train.add_argument("--seed", type=int, help="seed of data order, noise and initialisation")
     train.add_argument(
@@ -264,7 +300,6 @@ def add_parser(commands: Any) -> None:
         help="hide the progress bar and the per-epoch lines (default: shown)",
     )
     train.add_argument("--set", action="append", metavar="SECTION.NAME=VALUE", help=_SET_HELP)
-    train.set_defaults(handler=train_command)
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
@@ -460,19 +495,35 @@ def _prepare_tables(
     the file, stored with the run with the file's digest); the standardisation is measured on the
     training rows in float64 and kept in the model, which applies it before its own precision.
     """
-    import numpy as np
-    import torch
-
-    from flowkit.data.tables import (
-        Standardization,
-        check_same_columns,
-        file_digest,
-        read_table,
-        split_indices,
+    inputs = settings.inputs
+    train_config = _table_protocol(settings, train_config)
+    split = _split_table(train_config, inputs)
+    train = split.table.take(split.train_rows)
+    model_config = model_config_of(
+        settings,
+        entry,
+        features=len(train.columns),
+        context_features=len(train.context_columns) or None,
     )
-    from flowkit.distributions.standardized import check_data_support, standardizes_data
-    from flowkit.presets.standardize import standardized_from_dict
+    if args.print_config:
+        _print_config(settings, model_config, train_config)
+        return None
+    files = (split.table,) if inputs["test_data"] is None else (split.table, split.test)
+    flow, statistics = _standardized_flow(entry, model_config, train, files)
+    train_config = _batch_for(train_config, len(train))
+    data_info = _table_data_info(train_config, inputs, split, train, statistics)
+    options: dict[str, Any] = {"train_config": train_config}
+    if split.validation_rows is not None:
+        options["validation_data"] = _arrays(split.table.take(split.validation_rows))
+    return flow, model_config, _arrays(train), _arrays(split.test), data_info, options
 
+
+def _table_protocol(settings: Settings, train_config: Any) -> Any:
+    """``train_config`` once a table run's test set and early stopping are checked.
+
+    Without validation rows, a preset's early stopping is turned off; ``--patience`` given with
+    ``--val-fraction 0`` is refused.
+    """
     inputs = settings.inputs
     if inputs["test_data"] is None and inputs["test_fraction"] is None:
         raise UsageError(
@@ -489,6 +540,30 @@ def _prepare_tables(
             )
         # Without validation rows the preset's early stopping has nothing to watch.
         train_config = dataclasses.replace(train_config, patience=None)
+    return train_config
+
+
+@dataclasses.dataclass(frozen=True)
+class _TableSplit:
+    """A table run's rows: the table of ``--data``, the test table, and row indices into the first.
+
+    ``test`` is the held-out rows of ``table`` (``test_rows``) or, with ``--test-data``, a table
+    of its own (``test_rows`` None); ``validation_rows`` is None without a validation split.
+    """
+
+    table: Any
+    test: Any
+    train_rows: Any
+    validation_rows: Any
+    test_rows: Any
+
+
+def _split_table(train_config: Any, inputs: dict[str, Any]) -> _TableSplit:
+    """Read ``--data`` (and ``--test-data``) in float64 and split its rows, seeded by the run."""
+    import numpy as np
+
+    from flowkit.data.tables import check_same_columns, read_table, split_indices
+
     columns, context_columns = inputs["columns"], inputs["context_columns"]
     table = read_table(train_config.data, columns=columns, context_columns=context_columns)
     seed = train_config.seed
@@ -512,16 +587,21 @@ def _prepare_tables(
             source=f"{table.source}'s training rows",
         )
         train_rows, validation_rows = train_rows[kept], train_rows[held]
-    train = table.take(train_rows)
-    model_config = model_config_of(
-        settings,
-        entry,
-        features=len(train.columns),
-        context_features=len(train.context_columns) or None,
-    )
-    if args.print_config:
-        _print_config(settings, model_config, train_config)
-        return None
+    return _TableSplit(table, test, train_rows, validation_rows, test_rows)
+
+
+def _standardized_flow(
+    entry: Any, model_config: Any, train: Any, files: tuple
+) -> tuple[Any, dict[str, Any]]:
+    """The model behind the training rows' standardisation, and the statistics it keeps.
+
+    Every value of the tables read (``files``) is checked against the model's domain and the
+    range its precision holds once standardised.
+    """
+    from flowkit.data.tables import Standardization
+    from flowkit.distributions.standardized import check_data_support, standardizes_data
+    from flowkit.presets.standardize import standardized_from_dict
+
     # Statistics of the training rows only, in float64; the flow standardises in float64 and only
     # then works in its own precision.
     statistics = Standardization.fit(train).to_dict()
@@ -529,7 +609,7 @@ def _prepare_tables(
     if not standardizes_data(model):
         # A flow over a bounded domain (angles) takes its values as they are: unit statistics
         # for the data (the context is still standardised), and every value checked.
-        for part in (table,) if inputs["test_data"] is None else (table, test):
+        for part in files:
             try:
                 check_data_support(model, part.values, part.source, part.columns)
             except ValueError as error:
@@ -539,17 +619,22 @@ def _prepare_tables(
     flow = standardized_from_dict(model, statistics)
     # A cell the model's precision overflows on is named now, rather than found as a divergence.
     dtype = next(flow.parameters()).dtype
-    for part in (table,) if inputs["test_data"] is None else (table, test):
+    for part in files:
         check_table_range(part, statistics, dtype)
-    train_config = _batch_for(train_config, len(train))
+    return flow, statistics
 
-    def arrays(part: Any) -> Any:
-        return part.values if part.context is None else (part.values, part.context)
 
-    def indices(rows: Any) -> Any:
-        return None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
+def _table_data_info(
+    train_config: Any,
+    inputs: dict[str, Any],
+    split: _TableSplit,
+    train: Any,
+    statistics: dict[str, Any],
+) -> dict[str, Any]:
+    """What a table run records of its data: columns, statistics, sources and the split."""
+    from flowkit.data.tables import file_digest
 
-    data_info = {
+    return {
         "columns": list(train.columns),
         "context_columns": list(train.context_columns),
         "standardization": statistics,
@@ -557,22 +642,30 @@ def _prepare_tables(
         "test_source": None if inputs["test_data"] is None else _source(inputs["test_data"]),
         "test_fraction": inputs["test_fraction"],
         "val_fraction": train_config.val_fraction,
-        "split_seed": seed,
+        "split_seed": train_config.seed,
         # The split, as row indices of the file, and the files' digests: eval scores exactly
         # these rows and refuses a file that changed.
-        "rows": len(table),
+        "rows": len(split.table),
         "sha256": file_digest(train_config.data),
         "test_sha256": None if inputs["test_data"] is None else file_digest(inputs["test_data"]),
         "split": {
-            "train": indices(train_rows),
-            "validation": indices(validation_rows),
-            "test": indices(test_rows),
+            "train": _row_indices(split.train_rows),
+            "validation": _row_indices(split.validation_rows),
+            "test": _row_indices(split.test_rows),
         },
     }
-    options: dict[str, Any] = {"train_config": train_config}
-    if validation_rows is not None:
-        options["validation_data"] = arrays(table.take(validation_rows))
-    return flow, model_config, arrays(train), arrays(test), data_info, options
+
+
+def _arrays(part: Any) -> Any:
+    """A table's values, with its context when it has one, as the trainer takes them."""
+    return part.values if part.context is None else (part.values, part.context)
+
+
+def _row_indices(rows: Any) -> Any:
+    """Row indices as an int64 tensor (None stays None)."""
+    import torch
+
+    return None if rows is None else torch.as_tensor(rows, dtype=torch.int64)
 
 
 # Small tables get at least this many batches an epoch (as flowkit.fit does).
