@@ -167,12 +167,49 @@ def fill(config_class: type, section: str, values: dict[str, Any]) -> Any:
 
 def read_settings(args: argparse.Namespace) -> Settings:
     """Merge preset, config file, explicit options and --set overrides, in that order."""
+    file_content = _read_config_file(args.config) if args.config else {}
+    file_train = file_content.get("train") or {}
+    preset_name, model_name, model, train = _preset_and_file(args.preset, file_content)
+    _replace_warmup(train, set(file_train))
+    defaults = _train_defaults()
+    given = {
+        name
+        for name, value in file_train.items()
+        if name not in defaults or defaults[name] != value
+    }
+    explicit = _explicit_options(args)
+    train.update(explicit)
+    given.update(explicit)
+    _apply_switches(args, model_name, model, train, given)
+    told = set(explicit)
+    for text in args.set or []:
+        section, name, value = _parse_override(text)
+        (model if section == "model" else train)[name] = value
+        if section == "train":
+            given.add(name)
+            told.add(name)
+    _replace_warmup(train, told)
+    inputs = {key: file_content.get(key) for key in INPUT_KEYS}
+    for key in INPUT_KEYS:
+        if getattr(args, key) is not None:
+            inputs[key] = getattr(args, key)
+    _resolve_paths(train, inputs)
+    # The bits per value are the image model's; train.n_bits (which --n-bits sets) is their
+    # earlier spelling and wins over model.n_bits.
+    n_bits = train.pop("n_bits", model.pop("n_bits", None))
+    given.discard("n_bits")
+    return Settings(preset_name, model_name, model, train, inputs, frozenset(given), n_bits)
+
+
+def _preset_and_file(
+    preset_option: str | None, file_content: dict[str, Any]
+) -> tuple[str | None, str, dict[str, Any], dict[str, Any]]:
+    """The preset's name, the model family, and its model and train settings, the file's on top."""
     from flowkit.presets.runs import get_run_preset
 
     model: dict[str, Any] = {}
     train: dict[str, Any] = {}
-    file_content = _read_config_file(args.config) if args.config else {}
-    preset_name = args.preset or file_content.get("preset")
+    preset_name = preset_option or file_content.get("preset")
     model_name = file_content.get("model_name") or "glow"
     if preset_name:
         try:
@@ -184,13 +221,11 @@ def read_settings(args: argparse.Namespace) -> Settings:
         model_name = preset.model_name
     model.update(file_content.get("model") or {})
     train.update(file_content.get("train") or {})
-    _replace_warmup(train, set(file_content.get("train") or {}))
-    defaults = _train_defaults()
-    given = {
-        name
-        for name, value in (file_content.get("train") or {}).items()
-        if name not in defaults or defaults[name] != value
-    }
+    return preset_name, model_name, model, train
+
+
+def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The train settings given as options (those left out are absent)."""
     explicit = {
         "data": args.data,
         "output": args.output,
@@ -212,9 +247,17 @@ def read_settings(args: argparse.Namespace) -> Settings:
         "val_fraction": getattr(args, "val_fraction", None),
         "patience": getattr(args, "patience", None),
     }
-    explicit = {name: value for name, value in explicit.items() if value is not None}
-    train.update(explicit)
-    given.update(explicit)
+    return {name: value for name, value in explicit.items() if value is not None}
+
+
+def _apply_switches(
+    args: argparse.Namespace,
+    model_name: str,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    given: set[str],
+) -> None:
+    """The on/off options, applied to the model and train settings in place."""
     if args.no_augment:
         if args.augment_flip:
             raise UsageError("--no-augment and --augment-flip contradict each other")
@@ -232,24 +275,6 @@ def read_settings(args: argparse.Namespace) -> Settings:
         train["progress"] = False
     if args.tensorboard:
         train["tensorboard"] = True
-    told = set(explicit)
-    for text in args.set or []:
-        section, name, value = _parse_override(text)
-        (model if section == "model" else train)[name] = value
-        if section == "train":
-            given.add(name)
-            told.add(name)
-    _replace_warmup(train, told)
-    inputs = {key: file_content.get(key) for key in INPUT_KEYS}
-    for key in INPUT_KEYS:
-        if getattr(args, key) is not None:
-            inputs[key] = getattr(args, key)
-    _resolve_paths(train, inputs)
-    # The bits per value are the image model's; train.n_bits (which --n-bits sets) is their
-    # earlier spelling and wins over model.n_bits.
-    n_bits = train.pop("n_bits", model.pop("n_bits", None))
-    given.discard("n_bits")
-    return Settings(preset_name, model_name, model, train, inputs, frozenset(given), n_bits)
 
 
 def _replace_warmup(train: dict[str, Any], named: set[str]) -> None:
@@ -289,34 +314,8 @@ def check_settings(settings: Settings, entry: Any) -> None:
     The value checks are TrainConfig's own, one setting at a time, so the message names the
     option; then settings that mean nothing for the model's kind of data are refused.
     """
-    from flowkit.train.config import ConfigError, TrainConfig
-
-    for name, value in _normalized(TrainConfig, "train", settings.train).items():
-        try:
-            TrainConfig(**{name: value, **_COMPANIONS.get(name, {})})
-        except ConfigError as error:
-            message = one_line(error)
-            _, found, rest = message.partition(f" expects {name} as ")
-            named = option_name(name)
-            raise UsageError(
-                f"{named} expects {rest}" if found else f"{named}: {message}"
-            ) from None
-    fraction = settings.inputs.get("test_fraction")
-    if fraction is not None and not (
-        isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1
-    ):
-        raise UsageError(
-            f"--test-fraction expects a fraction between 0 and 1 (exclusive), got {fraction!r}"
-        )
-    for key in ("columns", "context_columns"):
-        names = settings.inputs.get(key)
-        flag = "--" + key.replace("_", "-")
-        if names is None:
-            continue
-        if isinstance(names, str) or not all(isinstance(name, str) for name in names):
-            raise UsageError(f"{flag} expects a list of column names, got {names!r}")
-        if any(not name.strip() for name in names):
-            raise UsageError(f"{flag} expects column names, got an empty one")
+    _check_train_values(settings.train)
+    _check_inputs(settings.inputs)
     check_device(settings.train.get("device"), auto=True)
     _check_noise(settings, entry)
     if entry.kind == "vector":
@@ -338,6 +337,42 @@ def check_settings(settings: Settings, entry: Any) -> None:
                     f"--{key.replace('_', '-')} is for tables, but the {entry.name} model trains "
                     "on images; leave it out"
                 )
+
+
+def _check_train_values(train: dict[str, Any]) -> None:
+    """TrainConfig's check of each train setting alone, the message naming its option."""
+    from flowkit.train.config import ConfigError, TrainConfig
+
+    for name, value in _normalized(TrainConfig, "train", train).items():
+        try:
+            TrainConfig(**{name: value, **_COMPANIONS.get(name, {})})
+        except ConfigError as error:
+            message = one_line(error)
+            _, found, rest = message.partition(f" expects {name} as ")
+            named = option_name(name)
+            raise UsageError(
+                f"{named} expects {rest}" if found else f"{named}: {message}"
+            ) from None
+
+
+def _check_inputs(inputs: dict[str, Any]) -> None:
+    """The test fraction and the column names, whichever source gave them."""
+    fraction = inputs.get("test_fraction")
+    if fraction is not None and not (
+        isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1
+    ):
+        raise UsageError(
+            f"--test-fraction expects a fraction between 0 and 1 (exclusive), got {fraction!r}"
+        )
+    for key in ("columns", "context_columns"):
+        names = inputs.get(key)
+        flag = "--" + key.replace("_", "-")
+        if names is None:
+            continue
+        if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+            raise UsageError(f"{flag} expects a list of column names, got {names!r}")
+        if any(not name.strip() for name in names):
+            raise UsageError(f"{flag} expects column names, got an empty one")
 
 
 def _owns_noise(entry: Any) -> bool:
