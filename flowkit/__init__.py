@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from flowkit import testing as testing
     from flowkit import train as train
     from flowkit import variational as variational
-    from flowkit._utils import set_validation
+    from flowkit._tensors import set_validation
     from flowkit.bijectors import Bijector, Compose, Inverse, InverseNotAvailable, from_transform
     from flowkit.distributions import (
         ConditionalDiagonalNormal,
@@ -82,7 +82,7 @@ _OBJECTS = {
     "fit": "flowkit.train",
     "load": "flowkit.loading",
     "load_flow": "flowkit.loading",
-    "set_validation": "flowkit._utils",
+    "set_validation": "flowkit._tensors",
 }
 
 # Subpackages and modules reachable as ``flowkit.NAME`` after a plain ``import flowkit``.

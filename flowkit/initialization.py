@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context
+from flowkit._checks import accepts_context
 
 __all__ = ["DataDependentInit", "initialize"]
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from flowkit._utils import MAX_STEPS, check_event_shape, check_float, check_int
+from flowkit._checks import MAX_STEPS, check_float, check_int
+from flowkit._tensors import check_event_shape
 from flowkit.distributions import Flow
 
 __all__ = ["attribute_direction", "interpolate", "manipulate"]

@@ -10,7 +10,7 @@ from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform, ExpTransform, ReshapeTransform
 
 from flowkit import Flow, from_transform
-from flowkit._utils import set_validation, validation_enabled
+from flowkit._tensors import set_validation, validation_enabled
 from flowkit.bijectors import Affine, AffineCoupling, channel_mask
 from flowkit.distributions import (
     ConditionalDiagonalNormal,

@@ -107,7 +107,7 @@ DEFINED_IN = {
     "StandardNormal": "flowkit.distributions",
     "VariationalDequantizer": "flowkit.distributions",
     "initialize": "flowkit.initialization",
-    "set_validation": "flowkit._utils",
+    "set_validation": "flowkit._tensors",
     "FlowkitError": "flowkit.errors",
     "fit": "flowkit.train",
     "load": "flowkit.loading",

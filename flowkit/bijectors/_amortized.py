@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_dtype, check_event_shape
+from flowkit._tensors import check_dtype, check_event_shape
 
 __all__ = ["ContextOffsets"]
 

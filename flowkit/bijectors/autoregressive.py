@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context, call_network, check_dtype, check_event_shape
+from flowkit._checks import accepts_context
+from flowkit._tensors import check_dtype, check_event_shape
+from flowkit.bijectors._conditioners import call_network
 from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Inverse, Shape
 from flowkit.bijectors.maps import AffineMap, ElementwiseMap, Params, check_conditioner_and_map

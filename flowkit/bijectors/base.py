@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from flowkit._utils import is_compiling, reduce_to_batch
+from flowkit._tensors import is_compiling, reduce_to_batch
 
 __all__ = ["Bijector", "Compose", "Inverse", "InverseNotAvailable"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import is_compiling
+from flowkit._tensors import is_compiling
 
 __all__ = ["DerivedWeights", "ParameterCache", "clear_caches"]
 

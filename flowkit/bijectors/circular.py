@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from flowkit._utils import accepts_context
+from flowkit._checks import accepts_context
 from flowkit.bijectors.autoregressive import Autoregressive, _made_conditioner
 from flowkit.bijectors.coupling import Coupling
 from flowkit.bijectors.spline_maps import CircularSplineMap

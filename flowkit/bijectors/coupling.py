@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context, call_network, check_event_shape
+from flowkit._checks import accepts_context
+from flowkit._tensors import check_event_shape
+from flowkit.bijectors._conditioners import call_network
 from flowkit.bijectors._state import flatten_state_of
 from flowkit.bijectors.base import Bijector, Rebuilt, Shape
 from flowkit.bijectors.maps import (

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from flowkit._utils import check_dtype, check_support, sum_rightmost
+from flowkit._tensors import check_dtype, sum_rightmost
+from flowkit.bijectors._domains import check_support
 from flowkit.bijectors.base import Bijector
 
 __all__ = [

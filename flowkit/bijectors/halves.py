@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_event_shape
+from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.splits import Split
 

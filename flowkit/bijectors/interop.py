@@ -14,7 +14,8 @@ from torch.distributions.transforms import (
     _InverseTransform,
 )
 
-from flowkit._utils import check_dtype, check_event_shape, check_support
+from flowkit._tensors import check_dtype, check_event_shape
+from flowkit.bijectors._domains import check_support
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["BijectorTransform", "TransformBijector", "from_transform"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape
+from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.cache import DerivedWeights
 

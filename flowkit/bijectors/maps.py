@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_float, check_int
+from flowkit._checks import check_float, check_int
 from flowkit.bijectors._rq_spline import (
     rq_spline_forward,
     rq_spline_inverse,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import reduce_to_batch
+from flowkit._tensors import reduce_to_batch
 from flowkit.bijectors.base import _first
 
 __all__ = ["ReconstructionError", "invertible_backprop"]

@@ -8,13 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import (
-    accepts_context,
-    call_network,
-    check_event_shape,
-    every_nth,
-    reduce_to_batch,
-)
+from flowkit._checks import accepts_context
+from flowkit._tensors import check_event_shape, reduce_to_batch
+from flowkit.bijectors._conditioners import call_network, every_nth
 from flowkit.bijectors.base import Bijector, Compose, Shape
 from flowkit.bijectors.reshape import Reshape
 

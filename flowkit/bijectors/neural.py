@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowkit._utils import check_int
+from flowkit._checks import check_int
 from flowkit.bijectors._monotone import solve_increasing
 from flowkit.bijectors.maps import ElementwiseMap, Params
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape
+from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, InverseNotAvailable, Shape
 from flowkit.nn.actnorm import ActNormBase
 

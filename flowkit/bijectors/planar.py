@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_dtype, check_event_shape, check_int
+from flowkit._checks import check_int
+from flowkit._tensors import check_dtype, check_event_shape
 from flowkit.bijectors._amortized import ContextOffsets
 from flowkit.bijectors._monotone import solve_increasing
 from flowkit.bijectors.base import Bijector, Shape

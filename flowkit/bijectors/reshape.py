@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowkit._utils import check_event_shape
+from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["SQUEEZE_ORDERS", "Flatten", "Patchify", "Reshape", "Squeeze"]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import accepts_context, check_choice, check_float, check_int
+from flowkit._checks import accepts_context, check_choice, check_float, check_int
 from flowkit.bijectors.base import Bijector, Shape
 
 __all__ = ["FixedPointError", "ResidualBlock"]

@@ -10,7 +10,7 @@ import math
 
 from torch import Tensor
 
-from flowkit._utils import check_choice, check_float
+from flowkit._checks import check_choice, check_float
 from flowkit.bijectors._piecewise_spline import (
     circular_spline_forward,
     circular_spline_inverse,

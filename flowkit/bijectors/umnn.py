@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_int
+from flowkit._checks import check_int
 from flowkit.bijectors.maps import ElementwiseMap, Params
 from flowkit.bijectors.neural import invert_increasing
 from flowkit.nn import MLP

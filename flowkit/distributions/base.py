@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution as TorchDistribution
 
-from flowkit._utils import check_event_shape, check_sample_shape, check_temperature
+from flowkit._tensors import check_event_shape
+from flowkit.distributions._inputs import check_sample_shape, check_temperature
 
 __all__ = ["Distribution", "SampleShape", "TorchBase", "sample_shape_of"]
 

@@ -10,14 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import (
-    check_event_shape,
-    check_int,
-    check_matches_module,
-    module_dtype_device,
-    validation_enabled,
-)
+from flowkit._checks import check_int
+from flowkit._tensors import check_event_shape, validation_enabled
 from flowkit.bijectors.base import Bijector
+from flowkit.distributions._inputs import check_matches_module, module_dtype_device
 from flowkit.distributions.base import SampleShape
 from flowkit.distributions.flow import AuxiliaryLoss, Flow
 

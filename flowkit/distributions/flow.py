@@ -11,18 +11,16 @@ from torch import Tensor, nn
 from torch.distributions import Distribution as TorchDistribution
 from torch.distributions import constraints
 
-from flowkit._utils import (
-    check_dtype,
-    check_event_shape,
+from flowkit._tensors import check_dtype, check_event_shape, reduce_to_batch
+from flowkit.bijectors.base import Bijector
+from flowkit.bijectors.multiscale import latent_shapes
+from flowkit.distributions._inputs import (
     check_finite,
     check_matches_module,
     check_sample_shape,
     check_temperature,
     module_dtype_device,
-    reduce_to_batch,
 )
-from flowkit.bijectors.base import Bijector
-from flowkit.bijectors.multiscale import latent_shapes
 from flowkit.distributions.base import Distribution, SampleShape, TorchBase
 
 __all__ = ["AuxiliaryLoss", "Flow", "FlowDistribution", "TrainingLoss"]

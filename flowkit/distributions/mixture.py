@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_int, check_shape, check_temperature, sum_rightmost
+from flowkit._checks import check_int, check_shape
+from flowkit._tensors import sum_rightmost
+from flowkit.distributions._inputs import check_temperature
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["MixtureOfGaussians"]

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape, check_temperature, sum_rightmost
+from flowkit._tensors import check_event_shape, sum_rightmost
+from flowkit.distributions._inputs import check_temperature
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["ConditionalDiagonalNormal", "DiagonalNormal", "StandardNormal"]

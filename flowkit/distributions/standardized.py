@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from flowkit._utils import module_dtype_device
+from flowkit.distributions._inputs import module_dtype_device
 from flowkit.distributions.base import SampleShape
 from flowkit.distributions.flow import Flow, TrainingLoss
 

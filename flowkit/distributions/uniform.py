@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from flowkit._utils import check_temperature, sum_rightmost
+from flowkit._tensors import sum_rightmost
+from flowkit.distributions._inputs import check_temperature
 from flowkit.distributions.base import Distribution, SampleShape, sample_shape_of
 
 __all__ = ["UniformBox"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_choice, check_float, check_int
+from flowkit._checks import check_choice, check_float, check_int
 
 __all__ = [
     "LipSwish",

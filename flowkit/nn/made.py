@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._utils import check_event_shape
+from flowkit._tensors import check_event_shape
 
 __all__ = ["MADE", "MaskedLinear", "autoregressive_order"]
 

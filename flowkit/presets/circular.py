@@ -5,27 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_BINS,
     MAX_FEATURES,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_bool,
     check_choice,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
-    mlp_parameter_count,
 )
 from flowkit.bijectors import Bijector, channel_mask
 from flowkit.bijectors.circular import CircularSplineAutoregressive, CircularSplineCoupling
 from flowkit.distributions import Distribution, Flow
 from flowkit.distributions.circular import CircularUniform, VonMises
 from flowkit.nn import MLP
+from flowkit.presets._construction import build_seeded, check_parameter_count, mlp_parameter_count
 from flowkit.presets.vector import _assemble
 
 __all__ = ["NCSFConfig", "build_ncsf", "ncsf"]

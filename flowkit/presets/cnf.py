@@ -8,24 +8,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_FEATURES,
     MAX_SEED,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_bool,
     check_choice,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
-    mlp_parameter_count,
 )
 from flowkit.bijectors import ContinuousFlow
 from flowkit.bijectors.continuous import PROBES, TRACES
 from flowkit.distributions import Distribution, Flow, StandardNormal, TrainingLoss
 from flowkit.nn import VectorFieldMLP
+from flowkit.presets._construction import build_seeded, check_parameter_count, mlp_parameter_count
 
 __all__ = ["CNFConfig", "CNFFlow", "build_cnf", "cnf"]
 

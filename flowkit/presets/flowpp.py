@@ -10,16 +10,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_IMAGE_SIZE,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
 )
 from flowkit.bijectors import (
@@ -44,6 +42,7 @@ from flowkit.bijectors.splits import ChannelSplit
 from flowkit.distributions import Dequantized, Flow, StandardNormal, VariationalDequantizer
 from flowkit.distributions.dequantized import check_bits
 from flowkit.nn import ConvAttn, GatedConvNet
+from flowkit.presets._construction import build_seeded, check_parameter_count
 from flowkit.presets.flowpp_count import flowpp_parameter_count
 
 __all__ = [

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_CLASSES,
     MAX_IMAGE_SIZE,
     MAX_LEVELS,
@@ -19,12 +19,10 @@ from flowkit._utils import (
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_bool,
     check_choice,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
 )
 from flowkit.bijectors import (
@@ -43,6 +41,7 @@ from flowkit.bijectors import (
 )
 from flowkit.distributions import AuxiliaryLoss, Distribution, Flow, StandardNormal
 from flowkit.nn import GlowConditioner, GlowTopPrior, ZeroConv2d
+from flowkit.presets._construction import build_seeded, check_parameter_count
 
 __all__ = [
     "COUPLINGS",

@@ -7,15 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from flowkit._utils import (
-    MAX_SEED,
-    MAX_WIDTH,
-    MIN_SEED,
-    build_seeded,
-    check_bool,
-    check_int,
-    check_shape,
-)
+from flowkit._checks import MAX_SEED, MAX_WIDTH, MIN_SEED, check_bool, check_int, check_shape
 from flowkit.bijectors import (
     Autoregressive,
     Bijector,
@@ -29,6 +21,7 @@ from flowkit.bijectors import (
 from flowkit.bijectors.autoregressive import _made_conditioner
 from flowkit.distributions import Flow
 from flowkit.nn import MLP
+from flowkit.presets._construction import build_seeded
 from flowkit.presets.vector import _assemble, _check_common
 
 __all__ = ["NAFConfig", "UMNNConfig", "build_naf", "build_umnn", "naf", "umnn"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_IMAGE_SIZE,
     MAX_LEVELS,
     MAX_STEPS,
@@ -16,7 +16,6 @@ from flowkit._utils import (
     check_bool,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
 )
 from flowkit.bijectors import (
@@ -34,6 +33,7 @@ from flowkit.bijectors import (
 )
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MaskedInput, ResNet, ScaledTanh
+from flowkit.presets._construction import check_parameter_count
 
 __all__ = ["RealNVPConfig", "build_realnvp", "realnvp", "realnvp_levels"]
 

@@ -7,25 +7,23 @@ from dataclasses import dataclass
 
 import torch
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_FEATURES,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_bool,
     check_choice,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
-    mlp_parameter_count,
 )
 from flowkit.bijectors import ActNorm, Bijector, Compose, ResidualBlock, Squeeze
 from flowkit.bijectors.residual import LOG_DETS
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn.lipschitz import ACTIVATIONS, LipschitzConvNet, LipschitzMLP
+from flowkit.presets._construction import build_seeded, check_parameter_count, mlp_parameter_count
 
 __all__ = ["ResFlowConfig", "build_resflow", "resflow", "resflow_image"]
 

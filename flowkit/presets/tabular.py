@@ -6,18 +6,15 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_FEATURES,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_choice,
     check_int,
-    check_parameter_count,
     check_shape,
-    mlp_parameter_count,
 )
 from flowkit.bijectors import (
     ActNorm,
@@ -29,6 +26,7 @@ from flowkit.bijectors import (
 )
 from flowkit.distributions import Flow, StandardNormal
 from flowkit.nn import MLP, ScaledTanh
+from flowkit.presets._construction import build_seeded, check_parameter_count, mlp_parameter_count
 
 __all__ = ["RealNVPTabularConfig", "build_realnvp_tabular", "realnvp_tabular"]
 

@@ -11,17 +11,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_CLASSES,
     MAX_IMAGE_SIZE,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
 )
 from flowkit.bijectors import (
@@ -36,6 +34,7 @@ from flowkit.bijectors import (
 from flowkit.distributions import Distribution, Flow, StandardNormal
 from flowkit.distributions.base import SampleShape
 from flowkit.nn import CausalTransformer
+from flowkit.presets._construction import build_seeded, check_parameter_count
 
 __all__ = ["GUIDE_WHAT", "TarFlowConfig", "TarFlowFlow", "build_tarflow", "denoise", "tarflow"]
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from flowkit._utils import (
+from flowkit._checks import (
     MAX_BINS,
     MAX_FEATURES,
     MAX_SEED,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_SEED,
-    build_seeded,
     check_bool,
     check_choice,
     check_float,
     check_int,
-    check_parameter_count,
     check_shape,
-    mlp_parameter_count,
 )
 from flowkit.bijectors import (
     ActNorm,
@@ -36,6 +33,7 @@ from flowkit.bijectors.scale import resolve_scale_fn
 from flowkit.bijectors.spline_maps import SPLINE_KINDS, spline_map
 from flowkit.distributions import Distribution, Flow, StandardNormal
 from flowkit.nn import MLP
+from flowkit.presets._construction import build_seeded, check_parameter_count, mlp_parameter_count
 
 __all__ = ["MAFConfig", "NSFConfig", "build_maf", "build_nsf", "iaf", "maf", "nsf"]
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Transform, constraints, transform_to
 
-from flowkit._utils import check_shape
+from flowkit._checks import check_shape
 from flowkit.bijectors.base import Bijector, InverseNotAvailable
 from flowkit.initialization import DataDependentInit, initialize
 

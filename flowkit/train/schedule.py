@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from flowkit._utils import check_choice, check_float, check_int
+from flowkit._checks import check_choice, check_float, check_int
 from flowkit.train.config import LR_DECAYS, TrainConfig
 
 __all__ = ["LearningRateSchedule", "build_optimizer", "horizon", "polyak_decay"]

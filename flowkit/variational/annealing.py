@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_bool, check_choice, check_float, check_int
+from flowkit._checks import check_bool, check_choice, check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.variational._checks import LogTarget, call_target, check_flow_and_target
 from flowkit.variational.sampling import ImportanceResult, _summarise

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_float, check_int
+from flowkit._checks import check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.variational._checks import LogTarget
 from flowkit.variational.annealing import AISConfig, AnnealedImportanceSampler

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from flowkit._utils import check_bool, check_choice, check_float, check_int
+from flowkit._checks import check_bool, check_choice, check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.errors import FlowkitError
 from flowkit.variational._checks import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_int
+from flowkit._checks import check_int
 from flowkit.distributions.flow import Flow
 from flowkit.variational._checks import (
     LogTarget,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit._utils import check_dtype, check_event_shape, check_int
+from flowkit._checks import check_int
+from flowkit._tensors import check_dtype, check_event_shape
 
 __all__ = ["Target"]
 

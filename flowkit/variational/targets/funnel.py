@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_float, check_int
+from flowkit._checks import check_float, check_int
 from flowkit.variational.targets.base import Target
 
 __all__ = ["Funnel"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
-from flowkit._utils import check_float, check_int
+from flowkit._checks import check_float, check_int
 from flowkit.variational.targets.base import Target
 
 __all__ = ["GaussianMixture", "gmm40"]

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowkit._utils import check_choice, check_int
+from flowkit._checks import check_choice, check_int
 from flowkit.variational.targets.base import Target
 
 __all__ = ["DoubleWell", "ManyWell", "double_well_log_z"]
