@@ -3,6 +3,7 @@
 from flowkit.nn.actnorm import ActNorm
 from flowkit.nn.conv import EdgeConv2d, LinearZeros, ZeroConv2d
 from flowkit.nn.convattn import ConvAttn, ConvAttnBlock, GatedConv, GatedConvNet
+from flowkit.nn.features import CheckerboardFeatures
 from flowkit.nn.glow import GlowConditioner, GlowTopPrior
 from flowkit.nn.lipschitz import (
     LipschitzConvNet,
@@ -22,6 +23,7 @@ from flowkit.nn.vector_field import VectorFieldMLP
 
 __all__ = [
     "ActNorm",
+    "CheckerboardFeatures",
     "ConvAttn",
     "ConvAttnBlock",
     "GatedConv",

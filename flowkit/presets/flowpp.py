@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from flowkit._checks import (
     MAX_IMAGE_SIZE,
@@ -41,12 +41,11 @@ from flowkit.bijectors import (
 from flowkit.bijectors.splits import ChannelSplit
 from flowkit.distributions import Dequantized, Flow, StandardNormal, VariationalDequantizer
 from flowkit.distributions.dequantized import check_bits
-from flowkit.nn import ConvAttn, GatedConvNet
+from flowkit.nn import CheckerboardFeatures, ConvAttn, GatedConvNet
 from flowkit.presets._construction import build_seeded, check_parameter_count
 from flowkit.presets.flowpp_count import flowpp_parameter_count
 
 __all__ = [
-    "CheckerboardFeatures",
     "FlowPPConfig",
     "build_flowpp",
     "flowpp",
@@ -240,30 +239,6 @@ class FlowPPConfig:
         )
 
 
-class CheckerboardFeatures(nn.Module):
-    """Features of an image for the dequantizer's checkerboard couplings, at half width.
-
-    The two halves of a :class:`~flowkit.bijectors.CheckerboardSplit` (even and odd columns,
-    or a checkerboard's two colours) are stacked along channels,
-    ``(C, H, W) -> (2C, H, W / 2)``, and fed to a network (Flow++'s official code does the same
-    before its dequantizer's "shallow processor"), so that the features line up with the
-    half-width images the couplings' conditioners see.
-
-    Args:
-        split: The split that gathers the two halves.
-        network: Maps ``(B, 2C, H, W / 2)`` to the features ``(B, F, H, W / 2)``.
-    """
-
-    def __init__(self, split: CheckerboardSplit, network: nn.Module) -> None:
-        super().__init__()
-        self.split = split
-        self.network = network
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The features of the image ``x`` (``(B, C, H, W)``, values in ``[-1/2, 1/2)``)."""
-        return self.network(torch.cat(self.split.split(x), dim=1))
-
-
 def flowpp(
     input_shape: Sequence[int] = (3, 32, 32),
     *,
@@ -312,9 +287,9 @@ def flowpp(
     :math:`u \sim q(u \mid x)` from standard normal noise with its own ``dequantizer_couplings``
     steps and a sigmoid, whose conditioners
     receive, projected into every block, features of the image: its two halves stacked along
-    channels (:class:`CheckerboardFeatures`) through a 3x3 convolution and ``feature_blocks``
-    gated residual convolutions (:class:`~flowkit.nn.GatedConvNet`). With the CIFAR-10 defaults
-    the model has the official 31,443,440 parameters.
+    channels (:class:`~flowkit.nn.CheckerboardFeatures`) through a 3x3 convolution and
+    ``feature_blocks`` gated residual convolutions (:class:`~flowkit.nn.GatedConvNet`). With the
+    CIFAR-10 defaults the model has the official 31,443,440 parameters.
 
     Each architecture option (``tanh_scale`` to ``dequantizer_noise``) can select an earlier
     flowkit design instead; see :class:`FlowPPConfig`. What still departs from the official

@@ -289,6 +289,14 @@ def test_dequantizer_features_are_the_official_three_gated_convolutions() -> Non
         torch.testing.assert_close(model.dequantizer.features(image), h)
 
 
+def test_the_dequantizer_features_keep_the_state_dict_keys_of_saved_models() -> None:
+    # Checkpoints written before the features moved to flowkit.nn hold these names.
+    model = flowpp(**TINY)
+    keys = [key for key in model.state_dict() if key.startswith("dequantizer.features.")]
+    assert keys[0] == "dequantizer.features.split.first_kept"
+    assert keys[1:] and all(key.startswith("dequantizer.features.network.") for key in keys[1:])
+
+
 def test_the_main_flow_is_built_as_the_official_code() -> None:
     from flowkit.bijectors import (
         ActNorm,
