@@ -41,31 +41,45 @@ def _zuko(kind: str, transforms: int) -> tuple[nn.Module, LogProb]:
 
 
 def _flowkit(
-    kind: str, transforms: int, width: int
+    kind: str, transforms: int, width: int, shared: bool = False
 ) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
     if kind == "naf":
         flow = naf(2, transforms=transforms, sigmoids=16, hidden_features=(width, width))
     else:
-        flow = umnn(2, transforms=transforms, hidden_features=(width, width))
+        flow = umnn(
+            2, transforms=transforms, hidden_features=(width, width), shared_integrand=shared
+        )
     return flow, flow.log_prob
 
 
-def _matched_width(kind: str, transforms: int, target: int) -> int:
+def _matched_width(kind: str, transforms: int, target: int, shared: bool = False) -> int:
     widths = range(8, 257, 4)
-    return min(widths, key=lambda w: abs(_parameters(_flowkit(kind, transforms, w)[0]) - target))
+    return min(
+        widths,
+        key=lambda w: abs(_parameters(_flowkit(kind, transforms, w, shared)[0]) - target),
+    )
 
 
-def run(library: str, kind: str, dataset: str, seed: int, steps: int, batch: int) -> dict:
+def run(
+    library: str,
+    kind: str,
+    dataset: str,
+    seed: int,
+    steps: int,
+    batch: int,
+    shared: bool = False,
+) -> dict:
     """Train one model; return its test NLL, parameter count and mean time per step."""
     transforms = 3
     torch.manual_seed(seed)
     zuko_flow, _ = _zuko(kind, transforms)
     target = _parameters(zuko_flow)
+    width = _matched_width(kind, transforms, target, shared)
     torch.manual_seed(seed)
     if library == "zuko":
         model, log_prob = _zuko(kind, transforms)
     else:
-        model, log_prob = _flowkit(kind, transforms, _matched_width(kind, transforms, target))
+        model, log_prob = _flowkit(kind, transforms, width, shared)
     generator = torch.Generator().manual_seed(1000 + seed)
     sample = DATASETS[dataset]
     test = sample(20_000, torch.Generator().manual_seed(99))
@@ -86,6 +100,7 @@ def run(library: str, kind: str, dataset: str, seed: int, steps: int, batch: int
         "seed": seed,
         "steps": steps,
         "batch_size": batch,
+        "shared_integrand": shared if library == "flowkit" and kind == "umnn" else None,
         "parameters": _parameters(model),
         "zuko_parameters": target,
         "test_nll": nll,
@@ -101,13 +116,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="+", default=["two-moons"], choices=list(DATASETS))
     parser.add_argument("--models", nargs="+", default=["naf", "umnn"], choices=["naf", "umnn"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--libraries", nargs="+", default=["flowkit", "zuko"], choices=["flowkit", "zuko"]
+    )
+    parser.add_argument(
+        "--shared-integrand",
+        action="store_true",
+        help="flowkit's UMNN with one integrand network per step (the earlier layout)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for dataset in args.datasets:
         for kind in args.models:
             for seed in args.seeds:
-                for library in ("flowkit", "zuko"):
-                    record = run(library, kind, dataset, seed, args.steps, args.batch_size)
+                for library in args.libraries:
+                    record = run(
+                        library,
+                        kind,
+                        dataset,
+                        seed,
+                        args.steps,
+                        args.batch_size,
+                        args.shared_integrand,
+                    )
                     print(json.dumps(record), flush=True)
     return 0
 

@@ -74,4 +74,16 @@ ENTRIES: list[tuple[Any, ...]] = [
         (4,),
         (2,),
     ),
+    (
+        "umnn-autoregressive-per-element",
+        lambda: _autoregressive(3, UMNNMap(3, (8,), nodes=UMNN_NODES, elements=3)),
+        (3,),
+        None,
+    ),
+    (
+        "umnn-coupling-per-element-context",
+        lambda: _coupling(5, UMNNMap(2, (8, 8), nodes=UMNN_NODES, elements=3), context=2),
+        (5,),
+        (2,),
+    ),
 ]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from flowkit._checks import check_int
 from flowkit.bijectors.maps import ElementwiseMap, Params
 from flowkit.bijectors.neural import invert_increasing
+from flowkit.bijectors.precision import as_dtype_of
 from flowkit.nn import MLP
 
 __all__ = ["MIN_INTEGRAND", "UMNNMap", "clenshaw_curtis"]
@@ -64,11 +65,53 @@ def clenshaw_curtis(nodes: int, dtype: torch.dtype = torch.float64) -> tuple[Ten
     return torch.cos(theta).to(dtype), weights.to(dtype)
 
 
+class _ElementwiseIntegrand(nn.Module):
+    """``elements`` independent MLPs with one output, run as one batched product per layer.
+
+    The input ``(..., elements, nodes, in_features)`` holds each element's own rows; element
+    ``e`` sees only network ``e``. Layers start as :class:`torch.nn.Linear`'s do, the output
+    layer at zero.
+    """
+
+    def __init__(
+        self,
+        elements: int,
+        in_features: int,
+        hidden_features: Sequence[int],
+        activation: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        widths = (in_features, *hidden_features, 1)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for inputs, outputs in zip(widths[:-1], widths[1:]):
+            bound = 1 / math.sqrt(inputs)
+            weight = torch.empty(elements, inputs, outputs).uniform_(-bound, bound)
+            bias = torch.empty(elements, 1, outputs).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+        with torch.no_grad():
+            self.weights[-1].zero_()
+            self.biases[-1].zero_()
+        self.activation = activation()
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Apply element ``e``'s network to ``h[..., e, :, :]``."""
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            h = torch.matmul(h, weight) + bias
+            if index < last:
+                h = self.activation(h)
+        return h
+
+
 class UMNNMap(ElementwiseMap):
     r"""UMNN's map: :math:`y = \int_0^x g(t; h)\, dt + \beta`, with :math:`g > 0` a network.
 
     Each element's ``signal + 1`` raw parameters are an embedding :math:`h` (``signal`` values)
-    and the offset :math:`\beta`. The integrand is a small network shared by all elements,
+    and the offset :math:`\beta`. The integrand is a small network, one per element with
+    ``elements`` (the features of a vector, as in the UMNN paper and zuko), otherwise one shared by
+    all elements,
 
     .. math::
 
@@ -109,6 +152,10 @@ class UMNNMap(ElementwiseMap):
         nodes: Clenshaw–Curtis nodes (at least 2).
         activation: Module class for the integrand's hidden activations (smooth ones keep the
             quadrature accurate).
+        elements: Give each index of the input's last axis its own integrand network (the
+            input's last axis must then have this size), or None for one network shared by all
+            elements. Separate networks fit better at equal parameter counts (``BENCHMARKS.md``);
+            a shared one is the layout of earlier flowkit models.
 
     References:
         Wehenkel & Louppe, Unconstrained Monotonic Neural Networks (2019).
@@ -130,12 +177,20 @@ class UMNNMap(ElementwiseMap):
         *,
         nodes: int = 33,
         activation: type[nn.Module] = nn.SiLU,
+        elements: int | None = None,
     ) -> None:
         super().__init__()
         self.signal = check_int("UMNNMap", "signal", signal, 1)
         self.nodes = check_int("UMNNMap", "nodes", nodes, 2)
+        self.elements = check_int("UMNNMap", "elements", elements, 1, optional=True)
         self.params_per_element = self.signal + 1
-        self.integrand = MLP(1 + self.signal, 1, tuple(hidden_features), activation=activation)
+        self.integrand: nn.Module
+        if self.elements is None:
+            self.integrand = MLP(1 + self.signal, 1, tuple(hidden_features), activation=activation)
+        else:
+            self.integrand = _ElementwiseIntegrand(
+                self.elements, 1 + self.signal, tuple(hidden_features), activation
+            )
         points, weights = clenshaw_curtis(self.nodes)
         # Fractions (s + 1) / 2 of x at which the integrand is evaluated; the first is x itself.
         self.register_buffer("fractions", (points + 1) / 2, persistent=False)
@@ -148,11 +203,16 @@ class UMNNMap(ElementwiseMap):
     def _log_integrand(self, t: Tensor, h: Tensor) -> Tensor:
         r""":math:`\log g(t; h)` for ``t`` ``(..., K)`` and ``h`` ``(..., E)``."""
         h = h.unsqueeze(-2).expand(t.shape + h.shape[-1:])
-        raw = self.integrand(torch.cat([t.unsqueeze(-1), h], dim=-1)).squeeze(-1)
+        raw = as_dtype_of(self.integrand(torch.cat([t.unsqueeze(-1), h], dim=-1)), t).squeeze(-1)
         return torch.log(F.softplus(raw + INTEGRAND_SHIFT) + MIN_INTEGRAND)
 
     def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor | None]:
         """The quadrature of the integral plus the offset; the log-derivative is ``log g(x)``."""
+        if self.elements is not None and x.shape[-1:] != (self.elements,):
+            raise ValueError(
+                f"UMNNMap with one integrand per element expects {self.elements} elements on "
+                f"the last axis, got shape {tuple(x.shape)}"
+            )
         theta = params[0]
         h, offset = theta[..., : self.signal], theta[..., self.signal]
         fractions = self.fractions.to(x.dtype)
@@ -198,4 +258,5 @@ class UMNNMap(ElementwiseMap):
 
     def extra_repr(self) -> str:
         """Signal size and quadrature nodes, for ``repr``."""
-        return f"signal={self.signal}, nodes={self.nodes}"
+        shared = "" if self.elements is None else f", elements={self.elements}"
+        return f"signal={self.signal}, nodes={self.nodes}{shared}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -85,7 +87,13 @@ class NAFConfig:
 
 @dataclass(frozen=True)
 class UMNNConfig:
-    """Architecture of a UMNN flow; :func:`umnn` explains each field."""
+    """Architecture of a UMNN flow; :func:`umnn` explains each field.
+
+    A stored config without ``shared_integrand`` was written before the field existed, when
+    every step shared one integrand network: :attr:`STORED_DEFAULTS` rebuilds that layout.
+    """
+
+    STORED_DEFAULTS: ClassVar[Mapping[str, Any]] = MappingProxyType({"shared_integrand": True})
 
     features: int
     context_features: int | None = None
@@ -98,6 +106,7 @@ class UMNNConfig:
     residual: bool = False
     actnorm: bool = False
     seed: int | None = None
+    shared_integrand: bool = False
 
     def __post_init__(self) -> None:
         check_int("UMNNConfig", "seed", self.seed, MIN_SEED, MAX_SEED, optional=True)
@@ -108,7 +117,7 @@ class UMNNConfig:
             "UMNNConfig", "integrand_features", self.integrand_features, maximum=MAX_WIDTH
         )
         object.__setattr__(self, "integrand_features", integrand)
-        for name in ("autoregressive", "residual", "actnorm"):
+        for name in ("shared_integrand", "autoregressive", "residual", "actnorm"):
             check_bool("UMNNConfig", name, getattr(self, name))
         widths = _check_common(
             "UMNNConfig",
@@ -122,8 +131,12 @@ class UMNNConfig:
         _check_layout("UMNNConfig", self.features, self.autoregressive, self.residual)
 
     def make_map(self) -> ElementwiseMap:
-        """A fresh transformer of one step (with its own integrand network)."""
-        return UMNNMap(self.signal, self.integrand_features, nodes=self.nodes)
+        """A fresh transformer of one step (with its own integrand networks)."""
+        elements = None
+        if not self.shared_integrand:
+            # The transformed features: all of them in a MADE step, the second half in a coupling.
+            elements = self.features if self.autoregressive else self.features - self.features // 2
+        return UMNNMap(self.signal, self.integrand_features, nodes=self.nodes, elements=elements)
 
 
 def _build(config: NAFConfig | UMNNConfig) -> Flow:
@@ -247,6 +260,7 @@ def umnn(
     signal: int = 8,
     integrand_features: Sequence[int] = (32, 32),
     nodes: int = 33,
+    shared_integrand: bool = False,
     hidden_features: Sequence[int] = (64, 64),
     autoregressive: bool = True,
     residual: bool = False,
@@ -271,6 +285,9 @@ def umnn(
         signal: Size of each feature's embedding.
         integrand_features: Widths of the integrand network's hidden layers.
         nodes: Clenshaw–Curtis nodes of the quadrature.
+        shared_integrand: One integrand network per step shared by all features (flowkit's
+            layout before per-feature networks) instead of one per transformed feature (the
+            UMNN paper's and zuko's), which fits better at equal parameter counts.
         hidden_features: Widths of each conditioner's hidden layers.
         autoregressive: MADE steps (True) or couplings (False).
         residual: Use residual blocks in the MADEs (autoregressive only).
@@ -297,6 +314,7 @@ def umnn(
             signal=signal,
             integrand_features=integrand_features,  # type: ignore[arg-type]
             nodes=nodes,
+            shared_integrand=shared_integrand,
             hidden_features=hidden_features,  # type: ignore[arg-type]
             autoregressive=autoregressive,
             residual=residual,

@@ -130,6 +130,35 @@ def test_zero_parameters_are_the_identity():
     torch.testing.assert_close(log_derivative, torch.zeros_like(x))
 
 
+def test_each_element_has_its_own_integrand():
+    torch.manual_seed(0)
+    transform = UMNNMap(2, (4,), nodes=9, elements=3).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    theta = torch.randn(5, 3, 3, dtype=torch.float64)
+    before, _ = transform(x, (theta,))
+    with torch.no_grad():
+        for parameter in transform.integrand.parameters():
+            parameter[1].add_(torch.randn_like(parameter[1]))
+    after, _ = transform(x, (theta,))
+    torch.testing.assert_close(after[:, [0, 2]], before[:, [0, 2]], rtol=0, atol=0)
+    assert (after[:, 1] - before[:, 1]).abs().min() > 0
+    # With the same weights and inputs, two elements give the same value.
+    with torch.no_grad():
+        for parameter in transform.integrand.parameters():
+            parameter[2].copy_(parameter[0])
+    same = torch.cat([x[:, :1], x[:, 1:2], x[:, :1]], dim=1)
+    y, _ = transform(same, (torch.stack([theta[:, 0], theta[:, 1], theta[:, 0]], dim=1),))
+    torch.testing.assert_close(y[:, 2], y[:, 0])
+
+
+def test_per_element_integrands_need_their_number_of_elements():
+    transform = UMNNMap(2, (4,), nodes=5, elements=3)
+    with pytest.raises(ValueError, match="3 elements on the last axis, got shape \\(2, 4\\)"):
+        transform(torch.zeros(2, 4), (torch.zeros(2, 4, 3),))
+    with pytest.raises(ValueError, match="elements"):
+        UMNNMap(elements=0)
+
+
 def test_constructor_checks_its_sizes():
     with pytest.raises(ValueError, match="nodes"):
         UMNNMap(nodes=1)

@@ -77,6 +77,28 @@ def test_samples_have_the_flows_log_density(name):
         torch.testing.assert_close(flow.log_prob(x), log_q, rtol=1e-7, atol=1e-7)
 
 
+def test_a_umnn_stored_before_per_feature_integrands_rebuilds_its_shared_layout():
+    from flowkit.presets.registry import config_from_stored, config_to_dict
+
+    settings = dict(transforms=2, signal=4, integrand_features=(8,), nodes=9, hidden_features=(8,))
+    earlier_config = UMNNConfig(3, shared_integrand=True, seed=6, **settings)
+    earlier = _perturbed(build_model("umnn", earlier_config), seed=7)
+    stored = config_to_dict(earlier_config)
+    del stored["shared_integrand"]
+    config = config_from_stored("umnn", stored)
+    assert config.shared_integrand
+    rebuilt = build_model("umnn", config)
+    rebuilt.load_state_dict(earlier.state_dict())  # the same layout, strictly
+    x = torch.randn(6, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.log_prob(x), earlier.log_prob(x), rtol=0, atol=0)
+    # Stored since, the field is kept; new models give each feature its own network.
+    current_config = UMNNConfig(3, seed=6, **settings)
+    assert not config_from_stored("umnn", config_to_dict(current_config)).shared_integrand
+    with pytest.raises(RuntimeError, match="integrand"):
+        build_model("umnn", current_config).load_state_dict(earlier.state_dict())
+
+
 def test_configs_refuse_bad_settings():
     with pytest.raises(ValueError, match="transformer"):
         NAFConfig(2, transformer="spline")
