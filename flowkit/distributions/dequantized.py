@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from flowkit._checks import check_int
 from flowkit._tensors import check_event_shape, validation_enabled
 from flowkit.bijectors.base import Bijector
+from flowkit.bijectors.cache import clear_caches
 from flowkit.distributions._inputs import check_matches_module, module_dtype_device
 from flowkit.distributions.base import SampleShape
 from flowkit.distributions.flow import AuxiliaryLoss, Flow
@@ -540,6 +541,14 @@ class Dequantized(nn.Module):
         """This model around ``flow.for_inference()``, with the same dequantizer."""
         flow = self.flow.for_inference()
         return self if flow is self.flow else self.with_flow(flow)
+
+    def clear_caches(self) -> None:
+        """Forget the derived weights cached by the flow's bijectors and the dequantizer's.
+
+        See :meth:`Flow.clear_caches <flowkit.distributions.Flow.clear_caches>`: needed after a
+        write to the parameters through ``.data``, which their version counters do not show.
+        """
+        clear_caches(self)
 
     def extra_repr(self) -> str:
         """Bits per value, for ``repr``."""

@@ -13,6 +13,7 @@ from torch.distributions import constraints
 
 from flowkit._tensors import check_dtype, check_event_shape, reduce_to_batch
 from flowkit.bijectors.base import Bijector
+from flowkit.bijectors.cache import clear_caches
 from flowkit.bijectors.multiscale import latent_shapes
 from flowkit.distributions._inputs import (
     check_finite,
@@ -403,6 +404,31 @@ class Flow(nn.Module):
         into its neighbouring linear map, which computes the same function faster.
         """
         return self
+
+    def clear_caches(self) -> None:
+        """Forget the weights that the bijectors derived from their parameters and cached.
+
+        Linear maps cache their weight, its inverse and its log-determinant outside autograd
+        (:class:`~flowkit.bijectors.cache.ParameterCache`) and recompute them when a parameter's
+        version changes: optimizer steps, ``load_state_dict`` and ``.to()`` are seen. A write
+        through ``.data`` is not, such as the broadcast of rank 0's parameters when
+        ``DistributedDataParallel`` wraps the model; call this after one. The caches refill at the
+        next evaluation.
+
+        Example:
+            >>> from flowkit.bijectors import InvertibleConv1x1
+            >>> from flowkit.distributions import StandardNormal
+            >>> conv = InvertibleConv1x1(2, lu=True)
+            >>> flow = Flow(StandardNormal((2, 1, 1)), conv)
+            >>> with torch.no_grad():
+            ...     _, log_det = conv.weight_and_log_det()
+            ...     _ = conv.log_s.data.add_(1.0)  # unseen by the version counter
+            ...     flow.clear_caches()
+            ...     _, fresh = conv.weight_and_log_det()
+            >>> round(float(fresh - log_det), 4)
+            2.0
+        """
+        clear_caches(self)
 
     # --- torch.distributions view ---------------------------------------------------------------
     def distribution(self, context: Tensor | None = None) -> FlowDistribution:
