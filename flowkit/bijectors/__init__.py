@@ -48,6 +48,7 @@ from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.neural import DeepDenseSigmoidMap, DeepSigmoidMap
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
 from flowkit.bijectors.planar import Planar
+from flowkit.bijectors.precision import as_dtype_of, outside_autocast
 from flowkit.bijectors.radial import Radial
 from flowkit.bijectors.reshape import Flatten, Patchify, Reshape, Squeeze
 from flowkit.bijectors.residual import FixedPointError, ResidualBlock
@@ -122,6 +123,8 @@ __all__ = [
     "Patchify",
     "Permute",
     "Planar",
+    "as_dtype_of",
+    "outside_autocast",
     "QRLinear",
     "Radial",
     "RationalQuadraticSpline",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from flowkit.bijectors.precision import as_dtype_of
+
 __all__ = ["call_network", "every_nth"]
 
 
@@ -25,11 +27,13 @@ def call_network(
 
     Convolutional layers take exactly one batch dimension, so a bijector with any batch shape
     (none, or several) hands its network ``(N, *event)`` and reshapes the result back. The context,
-    when passed, shares ``x``'s batch dimensions and is flattened the same way.
+    when passed, shares ``x``'s batch dimensions and is flattened the same way. The output comes
+    back in ``x``'s dtype, also when the network ran under autocast in half precision (see
+    :mod:`flowkit.bijectors.precision`).
     """
     batch_shape = x.shape[: x.dim() - event_rank]
     if len(batch_shape) == 1:
-        return network(x, context) if pass_context else network(x)
+        return as_dtype_of(network(x, context) if pass_context else network(x), x)
     flat_x = x.reshape((-1,) + x.shape[x.dim() - event_rank :])
     if pass_context:
         flat_context = None
@@ -39,4 +43,4 @@ def call_network(
         out = network(flat_x, flat_context)
     else:
         out = network(flat_x)
-    return out.reshape(batch_shape + out.shape[1:])
+    return as_dtype_of(out.reshape(batch_shape + out.shape[1:]), x)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from flowkit._tensors import is_compiling
+from flowkit.bijectors.precision import full_precision
 
 __all__ = ["DerivedWeights", "ParameterCache", "clear_caches"]
 
@@ -117,7 +118,12 @@ class DerivedWeights(nn.Module):
             "inverse": self._compute_inverse,
             "log_det": self._compute_log_det,
         }[name]
-        return self._cache.get(self, name, compute)
+        anchor = next(iter(self.parameters()), None)
+        if anchor is None:
+            return self._cache.get(self, name, compute)
+        # Derived in the parameters' dtype even under autocast: the cache outlives the context.
+        with full_precision(anchor):
+            return self._cache.get(self, name, compute)
 
     def weight_and_log_det(self) -> tuple[Tensor, Tensor]:
         r"""The current :math:`W` and :math:`\log|\det W|` (cached outside autograd)."""

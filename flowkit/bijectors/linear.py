@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.cache import DerivedWeights
+from flowkit.bijectors.precision import outside_autocast
 
 __all__ = ["AffineConv1x1", "InvertibleConv1x1", "Permute"]
 
@@ -121,12 +122,14 @@ class InvertibleConv1x1(DerivedWeights, Bijector):
     def _log_abs_det(self, x: Tensor, log_det: Tensor) -> Tensor:
         return (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
 
+    @outside_autocast
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Multiply every pixel's channels by :math:`W`; return ``(z, log_abs_det)``."""
         check_event_shape("InvertibleConv1x1", x, (self.channels, None, None))
         weight = self._derived("weight")
         return self._apply_matrix(x, weight), self._log_abs_det(x, self._derived("log_det"))
 
+    @outside_autocast
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Multiply every pixel's channels by :math:`W^{-1}`; return ``(x, log_abs_det)``."""
         check_event_shape("InvertibleConv1x1", z, (self.channels, None, None), "latent")
@@ -279,6 +282,7 @@ class AffineConv1x1(DerivedWeights, Bijector):
         flat = x.reshape((-1,) + x.shape[-3:])
         return F.conv2d(flat, matrix.view(self.channels, self.channels, 1, 1)).reshape(x.shape)
 
+    @outside_autocast
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Apply :math:`z = W x + b` at every pixel; return ``(z, log_abs_det)``."""
         check_event_shape("AffineConv1x1", x, (self.channels, None, None))
@@ -286,6 +290,7 @@ class AffineConv1x1(DerivedWeights, Bijector):
         z = self._conv(x, self.weight) + self.bias.view(-1, 1, 1)
         return z, (log_det * (x.shape[-1] * x.shape[-2])).expand(x.shape[:-3])
 
+    @outside_autocast
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Apply :math:`x = W^{-1} (z - b)` at every pixel; return ``(x, log_abs_det)``."""
         check_event_shape("AffineConv1x1", z, (self.channels, None, None), "latent")

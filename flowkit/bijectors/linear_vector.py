@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from flowkit._tensors import check_event_shape
 from flowkit.bijectors.base import Bijector, Shape
 from flowkit.bijectors.cache import DerivedWeights
+from flowkit.bijectors.precision import outside_autocast
 
 __all__ = [
     "HouseholderLinear",
@@ -84,12 +85,14 @@ class _DenseLinear(DerivedWeights, Bijector):
         self.bias: nn.Parameter | None
         self.register_parameter("bias", nn.Parameter(torch.zeros(self.features)) if bias else None)
 
+    @outside_autocast
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, x, (self.features,))
         z = F.linear(x, self._derived("weight"), self.bias)
         # A copy, so that in-place edits of the result cannot reach the cached value.
         return z, self._derived("log_det").expand(x.shape[:-1]).clone()
 
+    @outside_autocast
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, z, (self.features,), "latent")
         shifted = z if self.bias is None else z - self.bias

@@ -12,6 +12,7 @@ from flowkit._checks import accepts_context
 from flowkit._tensors import check_event_shape, reduce_to_batch
 from flowkit.bijectors._conditioners import call_network, every_nth
 from flowkit.bijectors.base import Bijector, Compose, Shape
+from flowkit.bijectors.precision import as_dtype_of
 from flowkit.bijectors.reshape import Reshape
 
 __all__ = ["FactorOut", "Standardize", "latent_shapes"]
@@ -189,8 +190,8 @@ class Standardize(Bijector):
     def _pattern(self) -> tuple[int | None, ...]:
         return (self.channels,) + (None,) * (self.event_rank - 1)
 
-    def _params(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        params = self.prior(context) if self.pass_context else self.prior()
+    def _params(self, context: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor]:
+        params = as_dtype_of(self.prior(context) if self.pass_context else self.prior(), like)
         _check_params("Standardize", params, self.channels, self.event_rank)
         dim = params.dim() - self.event_rank
         return every_nth(params, dim, 0, 2), every_nth(params, dim, 1, 2)
@@ -202,13 +203,13 @@ class Standardize(Bijector):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Standardise: :math:`z = (x - \mu) e^{-\log\sigma}`; return ``(z, log_abs_det)``."""
         check_event_shape("Standardize", x, self._pattern())
-        mean, log_scale = self._params(context)
+        mean, log_scale = self._params(context, x)
         return (x - mean) * torch.exp(-log_scale), -self._log_abs_det(log_scale, x)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         r"""Un-standardise: :math:`x = z e^{\log\sigma} + \mu`; return ``(x, log_abs_det)``."""
         check_event_shape("Standardize", z, self._pattern(), "latent")
-        mean, log_scale = self._params(context)
+        mean, log_scale = self._params(context, z)
         return z * log_scale.exp() + mean, self._log_abs_det(log_scale, z)
 
     def forward_shape(self, shape: Shape) -> torch.Size:

@@ -10,9 +10,19 @@ from typing import Any
 from flowkit._utils import check_float, check_int
 from flowkit.errors import FlowkitError
 
-__all__ = ["LR_DECAYS", "OPTIMIZERS", "RESUMABLE_SETTINGS", "ConfigError", "TrainConfig"]
+__all__ = [
+    "LR_DECAYS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "RESUMABLE_SETTINGS",
+    "ConfigError",
+    "TrainConfig",
+]
 
 OPTIMIZERS = ("adamax", "adam", "adamw")
+
+# The dtype the model's networks compute in under autocast (see TrainConfig.precision).
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 # What the learning rate does after its warm-up (see flowkit.train.schedule).
 LR_DECAYS = ("constant", "cosine", "linear")
@@ -48,6 +58,8 @@ RESUMABLE_SETTINGS = frozenset(
         "device",
         "tensorboard",
         "progress",
+        "compile",
+        "grad_accumulation",
     }
 )
 
@@ -135,6 +147,22 @@ class TrainConfig:
         seed: Seed of data order, dequantisation noise, initialisation batch and validation split.
         device: ``"auto"`` (the process's GPU under torchrun, else the CPU), ``"cpu"``, ``"cuda"``
             or ``"cuda:N"``.
+        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: the model runs
+            under ``torch.autocast`` in that dtype, so its networks (convolutions, linear layers,
+            attention) compute in half precision while the weights, the optimizer and the weight
+            average stay float32. The flow itself stays float32: every bijector returns its
+            output and log-determinant in its input's dtype (invertible convolutions and linear
+            maps run outside autocast, conditioner outputs are cast back), so log-densities and
+            the loss are accumulated in float32. ``"float16"`` scales the loss with
+            ``torch.amp.GradScaler`` (a step whose scaled gradients overflow is skipped and the
+            scale lowered, as torch does; such steps are not counted as non-finite). Evaluation,
+            sampling and the saved model are float32.
+        compile: Run the training step's model through ``torch.compile`` (the first steps are
+            slow while it compiles; the checkpoint holds the uncompiled model's weights).
+        grad_accumulation: Split each batch into this many micro-batches, run one after the
+            other, and step once on their averaged gradients: the same update as the whole
+            batch (up to rounding), with the activation memory of one micro-batch.
+            ``batch_size`` must be divisible by it times the number of processes.
         tensorboard: Also write TensorBoard event files.
         progress: Show tqdm progress bars.
     """
@@ -180,6 +208,9 @@ class TrainConfig:
     device: str = "auto"
     tensorboard: bool = False
     progress: bool = True
+    precision: str = "float32"
+    compile: bool = False
+    grad_accumulation: int = 1
 
     def __post_init__(self) -> None:
         try:
@@ -188,19 +219,40 @@ class TrainConfig:
             raise ConfigError(str(error)) from None
 
     def _check(self) -> None:
+        self._check_choices()
+        self._check_numbers()
+        for name in ("ema", "ema_warmup", "augment_flip", "tensorboard", "progress", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"TrainConfig expects {name} as true or false, got {getattr(self, name)!r}"
+                )
+        object.__setattr__(self, "temperatures", _temperatures(self.temperatures))
+        self._check_optimizer()
+
+    def _check_choices(self) -> None:
+        """The settings that name one of a few options."""
         owner = "TrainConfig"
-        for name in ("data", "output", "optimizer", "lr_decay", "device"):
+        for name in ("data", "output", "optimizer", "lr_decay", "device", "precision"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{owner} expects {name} as a non-empty string, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"{owner} expects optimizer in {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.lr_decay not in LR_DECAYS:
-            raise ConfigError(f"{owner} expects lr_decay in {LR_DECAYS}, got {self.lr_decay!r}")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("lr_decay", LR_DECAYS),
+            ("precision", PRECISIONS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"{owner} expects {name} in {choices}, got {getattr(self, name)!r}"
+                )
         if self.device not in ("auto", "cpu", "cuda") and not _is_cuda_index(self.device):
             raise ConfigError(
                 f"{owner} expects device 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
+
+    def _check_numbers(self) -> None:
+        """Counts, sizes, rates and fractions, each in its range."""
+        owner = "TrainConfig"
         check_int(owner, "pad", self.pad, 0)
         check_int(owner, "seed", self.seed, 0)
         for name in (
@@ -213,6 +265,7 @@ class TrainConfig:
             "num_samples",
             "log_every",
             "max_nonfinite",
+            "grad_accumulation",
         ):
             check_int(owner, name, getattr(self, name), 1)
         for name in ("max_steps", "checkpoint_every", "num_train", "num_test", "patience"):
@@ -233,13 +286,6 @@ class TrainConfig:
             check_float(
                 owner, name, getattr(self, name), 0.0, exclusive_minimum=True, optional=True
             )
-        for name in ("ema", "ema_warmup", "augment_flip", "tensorboard", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"{owner} expects {name} as true or false, got {getattr(self, name)!r}"
-                )
-        object.__setattr__(self, "temperatures", _temperatures(self.temperatures))
-        self._check_optimizer()
 
     def _check_optimizer(self) -> None:
         """Settings of the optimizer and schedule that only make sense together."""

@@ -427,24 +427,34 @@ def as_training_data(data: Any, limit: int | None = None) -> TrainingData:
         return data
     data = _materialise(data)
     if hasattr(data, "images") and hasattr(data, "labels"):
-        images, labels = data.images, data.labels
-        if limit is not None:
-            images, labels = images[:limit], None if labels is None else labels[:limit]
-        if images.dtype != torch.uint8:
-            raise TypeError(f"image data must be uint8, got {images.dtype}")
-        return ImageTrainingData(images, labels)
+        return _image_view(data.images, data.labels, limit)
     context = None
     if isinstance(data, (tuple, list)) and len(data) == 2:
         data, context = data
         if isinstance(data, Tensor) and data.dtype == torch.uint8:
-            from flowkit.data import ImageData
-
             labels = None if context is None else torch.as_tensor(context).long()
-            return as_training_data(ImageData(data, labels, "tensor"), limit)
+            return _tensor_images(data, labels, limit)
     if isinstance(data, Tensor) and data.dtype == torch.uint8 and data.dim() == 4:
-        from flowkit.data import ImageData
+        return _tensor_images(data, None, limit)
+    return _vector_view(data, context, limit)
 
-        return as_training_data(ImageData(data, None, "tensor"), limit)
+
+def _tensor_images(images: Tensor, labels: Tensor | None, limit: int | None) -> ImageTrainingData:
+    from flowkit.data import ImageData  # checks the images' shape and the labels' length
+
+    data = ImageData(images, labels, "tensor")
+    return _image_view(data.images, data.labels, limit)
+
+
+def _image_view(images: Tensor, labels: Tensor | None, limit: int | None) -> ImageTrainingData:
+    if limit is not None:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    if images.dtype != torch.uint8:
+        raise TypeError(f"image data must be uint8, got {images.dtype}")
+    return ImageTrainingData(images, labels)
+
+
+def _vector_view(data: Any, context: Any, limit: int | None) -> VectorTrainingData:
     values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
     if not values.is_floating_point():
         raise TypeError(

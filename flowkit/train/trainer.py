@@ -50,6 +50,7 @@ from flowkit.train.rundir import RunDirectory
 from flowkit.train.samples import write_sample_grid
 from flowkit.train.schedule import LearningRateSchedule, build_optimizer, horizon, polyak_decay
 from flowkit.train.state import TrainState
+from flowkit.train.step import MixedPrecision, accumulate_gradients
 
 __all__ = [
     "NonFiniteError",
@@ -211,36 +212,16 @@ class Trainer:
         self.data_info["fingerprint"] = self.train_data.fingerprint()
         self.run_info = dict(run_info or {})
         self.output = Path(config.output)
-        self.train_data.check_against(scored, "training")
-        if isinstance(self.train_data, ImageTrainingData):
-            # Recorded from the model, so that a run's images are read back as it read them.
-            self.data_info.update(self.train_data.model.record())
-        if self.test_data is not None:
-            self.test_data.check_against(scored, "test")
-        if self.validation_data is not None:
-            self.validation_data.check_against(scored, "validation")
-            self.data_info["validation_examples"] = len(self.validation_data)
-        if config.batch_size % self.process.world_size:
-            raise ConfigError(
-                f"batch_size {config.batch_size} must be divisible by the number of processes "
-                f"({self.process.world_size})"
-            )
+        self._check_data(scored)
+        self._check_batch_size()
         self.steps_per_epoch = len(self.train_data) // config.batch_size
-        if self.steps_per_epoch < 1:
-            raise ConfigError(
-                f"the training set has {len(self.train_data)} examples, fewer than one batch "
-                f"of {config.batch_size}; lower batch_size"
-            )
         self.schedule = LearningRateSchedule.from_config(config, self.steps_per_epoch)
-        if isinstance(self.train_data, ImageTrainingData):
-            self.objective: Objective = BitsPerDim(self.train_data.model)
-            # The model trained and initialised: the Dequantized model of the flow.
-            self.model: nn.Module = self.objective.model
-        elif isinstance(self.flow, Dequantized):
-            raise TypeError("a Dequantized model needs integer images, got vector data")
-        else:
-            self.objective = NatsPerExample(self.flow)
-            self.model = self.flow
+        self.precision = MixedPrecision(config.precision, self.process.device)
+        self.objective: Objective = self._objective()
+        # The model trained and initialised: the Dequantized model of the flow, or the flow.
+        self.model: nn.Module = (
+            self.objective.model if isinstance(self.objective, BitsPerDim) else self.flow
+        )
         self._state: TrainState | None = None
         self._metrics: MetricsWriter | None = None
         self._result = TrainResult(0, 0, unit=self.objective.unit)
@@ -251,6 +232,39 @@ class Trainer:
         self._plotted_records = 0
         self._last_save: float | None = None
         self._last_density = -math.inf
+
+    def _check_data(self, scored: Flow | Dequantized) -> None:
+        """Every split fits the model; what the data tell about themselves goes in data_info."""
+        self.train_data.check_against(scored, "training")
+        if isinstance(self.train_data, ImageTrainingData):
+            # Recorded from the model, so that a run's images are read back as it read them.
+            self.data_info.update(self.train_data.model.record())
+        if self.test_data is not None:
+            self.test_data.check_against(scored, "test")
+        if self.validation_data is not None:
+            self.validation_data.check_against(scored, "validation")
+            self.data_info["validation_examples"] = len(self.validation_data)
+
+    def _check_batch_size(self) -> None:
+        config, processes = self.config, self.process.world_size
+        parts = config.grad_accumulation * processes
+        if config.batch_size % parts:
+            raise ConfigError(
+                f"batch_size {config.batch_size} must be divisible by grad_accumulation "
+                f"({config.grad_accumulation}) times the number of processes ({processes})"
+            )
+        if len(self.train_data) < config.batch_size:
+            raise ConfigError(
+                f"the training set has {len(self.train_data)} examples, fewer than one batch "
+                f"of {config.batch_size}; lower batch_size"
+            )
+
+    def _objective(self) -> Objective:
+        if isinstance(self.train_data, ImageTrainingData):
+            return BitsPerDim(self.train_data.model)
+        if isinstance(self.flow, Dequantized):
+            raise TypeError("a Dequantized model needs integer images, got vector data")
+        return NatsPerExample(self.flow)
 
     # --- the run, top to bottom ------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -298,78 +312,20 @@ class Trainer:
             run.close()
 
     def _fit(self, run: RunDirectory, resume: bool) -> TrainResult:
-        config, result = self.config, self._result
-        # Start fresh (data-dependent initialisation, broadcast from rank 0) or continue exactly
-        # from the checkpoint, with the resumable settings of this call taking effect.
-        saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
-        # The weight average starts as a copy of the flow, so it is made after initialisation.
-        if saved is None:
-            self.train_data.initialize(
-                self.model, config.init_batch_size, config.seed, self.process.device
-            )
-            state = self._new_state()
-        else:
-            self._check_resumable(saved, run.checkpoint)
-            state = self._new_state()
-            # No schedule to restore: the learning rate follows from the step and this call's
-            # settings, so a new lr takes effect from the next step.
-            state.load_state_dict(saved)
-            # A resumed run stopped early goes on if its patience was raised (or removed).
-            if state.stopped and state.best is not None:
-                waited = state.epoch - int(state.best["epoch"])
-                state.stopped = config.patience is not None and waited >= config.patience
+        result = self._result
+        state, fresh = self._start(run, resume)
         self._state = state
         result.steps, result.epochs_completed, result.output = state.step, state.epoch, self.output
-        # The objective is a module so that DistributedDataParallel can wrap it. Wrapping
-        # broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
-        model: nn.Module = (
-            DistributedDataParallel(self.objective) if self.process.distributed else self.objective
-        )
-        clear_caches(self.flow)
-        self._open_outputs(run, state, fresh=saved is None)
-        if saved is None:
+        model = self._step_model()
+        self._open_outputs(run, state, fresh=fresh)
+        if fresh:
             self._end_of_epoch(state, run, "start")
-
-        # The loop: one global batch per step, each process taking its shard. Ctrl-C only sets a
-        # flag, so the step in flight completes and the checkpoint holds a consistent state.
-        session_start, elapsed_before = time.monotonic(), state.elapsed
+        # Ctrl-C only sets a flag, so the step in flight completes and the checkpoint holds a
+        # consistent state.
         steps_before = state.step
         with _InterruptFlag() as interrupt:
-            while (
-                state.epoch < config.epochs and not self._limit_reached(state) and not state.stopped
-            ):
-                batches = self.train_data.epoch_batches(state.epoch, config.batch_size, config.seed)
-                progress = self._progress.start_epoch(
-                    state.epoch, len(batches), state.batch_in_epoch, state.step
-                )
-                while state.batch_in_epoch < len(batches) and not self._limit_reached(state):
-                    self._train_step(state, model, batches[state.batch_in_epoch], run)
-                    state.elapsed = elapsed_before + time.monotonic() - session_start
-                    progress.update(1)
-                    if interrupt.requested:
-                        progress.close()
-                        self._interrupted(state, run)
-                    if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                        self._save(state, run)
-                progress.close()
-                if state.batch_in_epoch < len(batches):
-                    break  # a step or time limit, mid-epoch
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
-                    self._end_of_epoch(state, run, "epoch")
-                self._save(state, run, when_due=True)
-                if interrupt.requested:
-                    self._interrupted(state, run)
-
-            # Finish: a run stopped by its step or time limit mid-epoch is evaluated as at an
-            # epoch end (still under the flag: a Ctrl-C here lets the checkpoint be written).
-            if state.batch_in_epoch != 0:
-                self._end_of_epoch(state, run, "end")
-            if state.best is not None and state.step != steps_before:
-                self._write_best(state)
-            # The last state is always written, whenever the last epoch-end checkpoint was.
-            if state.step != steps_before or state.last_saved_step != state.step:
-                self._save(state, run)
+            self._train_epochs(state, model, run, interrupt)
+            self._finish(state, run, steps_before)
         self._progress.finish()
         self._plot(run, final=True)
         result.steps, result.epochs_completed = state.step, state.epoch
@@ -377,64 +333,160 @@ class Trainer:
         result.stopped_early = state.stopped
         return result
 
+    def _start(self, run: RunDirectory, resume: bool) -> tuple[TrainState, bool]:
+        """A fresh state, or the checkpoint's: whether it is fresh.
+
+        A fresh start runs the data-dependent initialisation (broadcast from rank 0); a resumed
+        one continues exactly, with the resumable settings of this call taking effect.
+        """
+        config = self.config
+        saved = load_checkpoint(run.checkpoint) if resume and run.checkpoint.exists() else None
+        # The weight average starts as a copy of the flow, so it is made after initialisation.
+        if saved is None:
+            self.train_data.initialize(
+                self.model, config.init_batch_size, config.seed, self.process.device
+            )
+            return self._new_state(), True
+        self._check_resumable(saved, run.checkpoint)
+        state = self._new_state()
+        # No schedule to restore: the learning rate follows from the step and this call's
+        # settings, so a new lr takes effect from the next step.
+        state.load_state_dict(saved)
+        self.precision.load_state_dict(saved.get("grad_scaler"))
+        # A resumed run stopped early goes on if its patience was raised (or removed).
+        if state.stopped and state.best is not None:
+            waited = state.epoch - int(state.best["epoch"])
+            state.stopped = config.patience is not None and waited >= config.patience
+        return state, False
+
+    def _step_model(self) -> nn.Module:
+        """The module a training step calls: the objective, wrapped for processes and compiled.
+
+        The objective is a module so that DistributedDataParallel can wrap it. Wrapping
+        broadcasts rank 0's parameters through .data, which version-keyed caches cannot see.
+        """
+        model: nn.Module = (
+            DistributedDataParallel(self.objective) if self.process.distributed else self.objective
+        )
+        clear_caches(self.flow)
+        if self.config.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        return model
+
+    def _train_epochs(
+        self, state: TrainState, model: nn.Module, run: RunDirectory, interrupt: _InterruptFlag
+    ) -> None:
+        """The loop: one global batch per step, each process taking its shard."""
+        config = self.config
+        session_start, elapsed_before = time.monotonic(), state.elapsed
+        while state.epoch < config.epochs and not self._limit_reached(state) and not state.stopped:
+            batches = self.train_data.epoch_batches(state.epoch, config.batch_size, config.seed)
+            progress = self._progress.start_epoch(
+                state.epoch, len(batches), state.batch_in_epoch, state.step
+            )
+            while state.batch_in_epoch < len(batches) and not self._limit_reached(state):
+                self._train_step(state, model, batches[state.batch_in_epoch], run)
+                state.elapsed = elapsed_before + time.monotonic() - session_start
+                progress.update(1)
+                if interrupt.requested:
+                    progress.close()
+                    self._interrupted(state, run)
+                if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                    self._save(state, run)
+            progress.close()
+            if state.batch_in_epoch < len(batches):
+                return  # a step or time limit, mid-epoch
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+                self._end_of_epoch(state, run, "epoch")
+            self._save(state, run, when_due=True)
+            if interrupt.requested:
+                self._interrupted(state, run)
+
+    def _finish(self, state: TrainState, run: RunDirectory, steps_before: int) -> None:
+        """The run's last evaluation, best weights and checkpoint.
+
+        A run stopped by its step or time limit mid-epoch is evaluated as at an epoch end (still
+        under the interrupt flag: a Ctrl-C here lets the checkpoint be written).
+        """
+        if state.batch_in_epoch != 0:
+            self._end_of_epoch(state, run, "end")
+        if state.best is not None and state.step != steps_before:
+            self._write_best(state)
+        # The last state is always written, whenever the last epoch-end checkpoint was.
+        if state.step != steps_before or state.last_saved_step != state.step:
+            self._save(state, run)
+
     # --- one training step -----------------------------------------------------------------------
     def _train_step(
         self, state: TrainState, model: nn.Module, index: Tensor, run: RunDirectory
     ) -> None:
-        config = self.config
-        inputs = self.train_data.batch(index, state.noise, self.process)
-        out = model(*inputs)
-        loss = out["loss"]
+        config, precision = self.config, self.precision
+        batches = [
+            self.train_data.batch(part, state.noise, self.process)
+            for part in index.chunk(config.grad_accumulation)
+        ]
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        means = accumulate_gradients(model, batches, precision)
+        precision.unscale(state.optimizer)
         limit = config.grad_clip if config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), limit)
-        # Gradients are already averaged over processes, so every process agrees on this.
-        finite = bool(torch.isfinite(all_reduce_sum(loss.detach(), self.process))) and bool(
-            torch.isfinite(grad_norm)
-        )
+        # The step's one read by the host: the loss here and summed over processes (every process
+        # then agrees on skipping), and the gradient norm (gradients are already averaged).
+        loss = means["loss"]
+        value, total, norm = torch.stack(
+            [loss, all_reduce_sum(loss, self.process), grad_norm.float()]
+        ).tolist()
         state.step += 1
         state.batch_in_epoch += 1
-        if not finite:
-            self._skip_nonfinite(state, inputs, loss, grad_norm, run)
+        if not (math.isfinite(total) and math.isfinite(norm)):
+            overflow = precision.scaler is not None and math.isfinite(total)
+            precision.update()  # a float16 scale that overflowed is lowered
+            if not overflow:
+                self._skip_nonfinite(state, batches, value, norm, run)
             return
         state.nonfinite_streak = 0
         # The learning rate is a function of the step; every group follows the schedule.
         lr = self.schedule(state.step)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        state.optimizer.step()
+        precision.step(state.optimizer)
+        precision.update()
         if state.ema is not None:
             state.ema.update_parameters(self.flow)
-        value = float(loss.detach())
         self._progress.loss(value)
         state.window.append(value)
         self._result.train_losses.append(value)
         if state.step % config.log_every == 0:
-            record = {
-                "step": state.step,
-                "epoch": state.epoch + 1,
-                "time": round(state.elapsed, 3),
-                f"train_{self.objective.key}": sum(state.window) / len(state.window),
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-            }
-            for key, values in out.items():
-                if key not in ("loss", self.objective.key):
-                    record[key] = float(values.detach().float().mean())
-            self._write(record)
-            state.window = []
+            self._log_step(state, lr, norm, means)
+
+    def _log_step(
+        self, state: TrainState, lr: float, norm: float, means: dict[str, Tensor]
+    ) -> None:
+        record = {
+            "step": state.step,
+            "epoch": state.epoch + 1,
+            "time": round(state.elapsed, 3),
+            f"train_{self.objective.key}": sum(state.window) / len(state.window),
+            "lr": lr,
+            "grad_norm": norm,
+        }
+        for key, value in means.items():
+            if key not in ("loss", self.objective.key):
+                record[key] = float(value)
+        self._write(record)
+        state.window = []
 
     def _skip_nonfinite(
-        self, state: TrainState, inputs: tuple, loss: Tensor, grad_norm: Tensor, run: RunDirectory
+        self, state: TrainState, batches: list[tuple], loss: float, norm: float, run: RunDirectory
     ) -> None:
         """A non-finite step is never applied; too many in a row stop the run (see _diverged)."""
         state.nonfinite_streak += 1
         state.optimizer.zero_grad(set_to_none=True)
-        where = self._diagnose(inputs, loss)
+        where = self._diagnose(batches, loss)
         warnings.warn(
-            f"step {state.step}: non-finite loss ({float(loss.detach()):.4g}) or gradient norm "
-            f"({float(grad_norm):.4g}); step skipped; {where}",
+            f"step {state.step}: non-finite loss ({loss:.4g}) or gradient norm ({norm:.4g}); "
+            f"step skipped; {where}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -594,6 +646,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             **state.state_dict(),
+            "grad_scaler": self.precision.state_dict(),
             "model_name": self.model_name,
             "model_config": self.model_config,
             "train_config": self.config.to_dict(),
@@ -857,14 +910,14 @@ class Trainer:
             for temperature in self.config.temperatures
         }
 
-    def _diagnose(self, inputs: tuple, loss: Tensor) -> str:
-        if not bool(torch.isfinite(loss)):
-            name = locate_nonfinite(self.objective, *inputs)
-            return (
-                f"first non-finite output at {name}"
-                if name
-                else "no layer output was non-finite (the loss was)"
-            )
+    def _diagnose(self, batches: list[tuple], loss: float) -> str:
+        if not math.isfinite(loss):
+            for inputs in batches:
+                with self.precision.autocast():
+                    name = locate_nonfinite(self.objective, *inputs)
+                if name:
+                    return f"first non-finite output at {name}"
+            return "no layer output was non-finite (the loss was)"
         name = first_nonfinite_gradient(self.flow)
         return f"first non-finite gradient in {name}" if name else "gradient norm overflowed"
 
