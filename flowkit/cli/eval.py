@@ -61,7 +61,6 @@ def eval_command(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint: mean negative log-likelihood, and bits/dim for images."""
     import torch
 
-    from flowkit.train.data import as_training_data
     from flowkit.train.distributed import Process
 
     check_common(args)
@@ -69,30 +68,13 @@ def eval_command(args: argparse.Namespace) -> int:
     check_positive("--num-test", args.num_test)
     check_positive("--samples", args.samples)
     run = open_run(args)
-    rows_of = args.split
     if not run.is_table and args.split == "validation":
         raise UsageError("--split validation is for table runs (their validation rows)")
     if run.is_table and args.samples != 1:
         raise UsageError(
             "--samples applies to image models (dequantisation draws); this is a table"
         )
-    if run.is_table:
-        table, rows_of = _run_table(
-            run, args.data, args.split, getattr(args, "allow_changed_data", False)
-        )
-        if run.data.get("standardization"):
-            dtype = torch.float64 if args.dtype == "float64" else torch.float32
-            check_table_range(table, run.data["standardization"], dtype)
-        # float64: a standardised model scales the rows in float64 before its own precision.
-        examples: Any = table.values
-        if table.context is not None:
-            examples = (table.values, table.context)
-        data = as_training_data(examples, limit=args.num_test)
-        source = table.source
-    else:
-        images = run_images(run, args.data, args.split)
-        data = as_training_data(images, args.num_test)
-        source = images.source
+    data, source, split, dims = _eval_data(args, run)
     scored = run.flow if run.is_table else run.model
     data.check_against(scored, args.split)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
@@ -105,38 +87,77 @@ def eval_command(args: argparse.Namespace) -> int:
             value = data.evaluate(
                 flow, args.batch_size, process, dtype=dtype, num_samples=args.samples
             )
+    result = _result(args, run, value, source, dims, split, len(data))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_describe(result, run.is_table, args.samples))
+    return 0
+
+
+def _eval_data(args: argparse.Namespace, run: Run) -> tuple[Any, Any, str, int | None]:
+    """The examples to score, their source, the split's name and, for images, values per image."""
+    import torch
+
+    from flowkit.train.data import as_training_data
+
+    if not run.is_table:
+        images = run_images(run, args.data, args.split)
+        dims = math.prod(images.images.shape[1:])
+        return as_training_data(images, args.num_test), images.source, args.split, dims
+    table, rows_of = _run_table(
+        run, args.data, args.split, getattr(args, "allow_changed_data", False)
+    )
+    if run.data.get("standardization"):
+        dtype = torch.float64 if args.dtype == "float64" else torch.float32
+        check_table_range(table, run.data["standardization"], dtype)
+    # float64: a standardised model scales the rows in float64 before its own precision.
+    examples: Any = table.values
+    if table.context is not None:
+        examples = (table.values, table.context)
+    return as_training_data(examples, limit=args.num_test), table.source, rows_of, None
+
+
+def _result(
+    args: argparse.Namespace,
+    run: Run,
+    value: float,
+    source: Any,
+    dims: int | None,
+    split: str,
+    examples: int,
+) -> dict[str, Any]:
+    """What an evaluation prints as JSON; a non-finite log-likelihood is an error."""
     result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "data": str(source)}
-    if run.is_table:
+    if dims is None:
         result["nll"] = value
     else:
-        dims = math.prod(images.images.shape[1:])
         result["nll"] = value * dims * math.log(2)
         result["bits_per_dim"] = value
     if not math.isfinite(result["nll"]):
         raise CommandError(
             f"the model in {run.checkpoint} gives a non-finite log-likelihood ({result['nll']}) "
-            f"on {len(data)} examples of {source}; try --weights raw or an earlier checkpoint"
+            f"on {examples} examples of {source}; try --weights raw or an earlier checkpoint"
         )
-    result.update(
-        split=rows_of if run.is_table else args.split,
-        examples=len(data),
-        dtype=args.dtype,
-        weights=args.weights,
-    )
+    result.update(split=split, examples=examples, dtype=args.dtype, weights=args.weights)
     if not run.is_table:
         result["samples"] = args.samples
-    if args.json:
-        print(json.dumps(result))
-    elif run.is_table:
-        rows = "rows" if rows_of == "all" else f"{rows_of} rows"
-        print(f"{result['nll']:.4f} nats per example on {len(data)} {rows} of {source}")
-    else:
-        bound = "" if args.samples == 1 else f", importance-weighted over {args.samples} draws"
-        print(
-            f"{value:.4f} bits/dim ({result['nll']:.2f} nats per image{bound}) on {len(data)} "
-            f"{args.split} images of {source}"
+    return result
+
+
+def _describe(result: dict[str, Any], is_table: bool, samples: int) -> str:
+    """An evaluation's result in one line."""
+    if is_table:
+        rows = "rows" if result["split"] == "all" else f"{result['split']} rows"
+        return (
+            f"{result['nll']:.4f} nats per example on {result['examples']} {rows} of "
+            f"{result['data']}"
         )
-    return 0
+    bound = "" if samples == 1 else f", importance-weighted over {samples} draws"
+    return (
+        f"{result['bits_per_dim']:.4f} bits/dim ({result['nll']:.2f} nats per image{bound}) on "
+        f"{result['examples']} {result['split']} images of {result['data']}"
+    )
 
 
 def _run_table(run: Run, data: str | None, split: str, allow_changed: bool = False) -> Any:
