@@ -13,6 +13,7 @@ from flowkit._checks import check_bool, check_choice, check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.variational._checks import LogTarget, call_target, check_flow_and_target
 from flowkit.variational.sampling import ImportanceResult, _summarise
+from flowkit.variational.transitions import ChainState, Intermediate, transition
 
 __all__ = ["AISConfig", "AISResult", "AnnealedImportanceSampler", "ais"]
 
@@ -157,33 +158,6 @@ class AISResult(ImportanceResult):
     flow_log_weights: Tensor
     acceptance: Tensor
     step_sizes: Tensor
-
-
-@dataclass
-class _State:
-    """The chains: positions, both log-densities and (for gradient transitions) their gradients."""
-
-    x: Tensor
-    log_q: Tensor
-    log_p: Tensor
-    grad_q: Tensor | None
-    grad_p: Tensor | None
-
-    def where(self, accept: Tensor, other: _State) -> _State:
-        mask = accept[:, None]
-
-        def pick(mine: Tensor | None, theirs: Tensor | None) -> Tensor | None:
-            if mine is None or theirs is None:
-                return None
-            return torch.where(mask, theirs, mine)
-
-        return _State(
-            torch.where(mask, other.x, self.x),
-            torch.where(accept, other.log_q, self.log_q),
-            torch.where(accept, other.log_p, self.log_p),
-            pick(self.grad_q, other.grad_q),
-            pick(self.grad_p, other.grad_p),
-        )
 
 
 class AnnealedImportanceSampler:
@@ -340,14 +314,14 @@ class AnnealedImportanceSampler:
         *,
         strict: bool,
         log_q: Tensor | None = None,
-    ) -> _State:
+    ) -> ChainState:
         """Both log-densities at ``x`` (and their gradients in ``x`` if ``gradient``)."""
         if not gradient:
             with torch.no_grad():
                 if log_q is None:
                     log_q = self.flow.log_prob(x)
                 log_p = call_target(owner, self.log_target, x, None, strict=strict)
-            return _State(x, log_q, log_p, None, None)
+            return ChainState(x, log_q, log_p, None, None)
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             log_q_leaf = self.flow.log_prob(leaf)
@@ -359,77 +333,32 @@ class AnnealedImportanceSampler:
                 )
             (grad_q,) = torch.autograd.grad(log_q_leaf.sum(), leaf)
             (grad_p,) = torch.autograd.grad(log_p.sum(), leaf)
-        return _State(x.detach(), log_q_leaf.detach(), log_p.detach(), grad_q, grad_p)
-
-    def _log_density(self, state: _State, beta: float, power: float) -> Tensor:
-        value = state.log_q + power * beta * (state.log_p - state.log_q)
-        # Off the support (a log-density -inf or NaN) the intermediate density is zero.
-        return torch.nan_to_num(value, nan=-math.inf, posinf=-math.inf)
-
-    def _gradient(self, state: _State, beta: float, power: float) -> Tensor:
-        assert state.grad_q is not None and state.grad_p is not None
-        mix = power * beta
-        gradient = (1 - mix) * state.grad_q + mix * state.grad_p
-        gradient = torch.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
-        limit = self.config.max_gradient
-        return gradient if limit is None else gradient.clamp(-limit, limit)
+        return ChainState(x.detach(), log_q_leaf.detach(), log_p.detach(), grad_q, grad_p)
 
     @staticmethod
-    def _increment(state: _State, beta: float, next_beta: float, power: float) -> Tensor:
+    def _increment(state: ChainState, beta: float, next_beta: float, power: float) -> Tensor:
         return power * (next_beta - beta) * (state.log_p - state.log_q)
 
     def _transition(
         self,
         owner: str,
-        state: _State,
+        state: ChainState,
         beta: float,
         power: float,
         step: float,
         generator: torch.Generator | None,
-    ) -> tuple[_State, float]:
+    ) -> tuple[ChainState, float]:
         """One Metropolis-Hastings transition leaving the intermediate distribution invariant."""
-        kind = self.config.transition
-        noise = _normal(state.x, generator)
-        current = self._log_density(state, beta, power)
-        if kind == "metropolis":
-            proposed = self._evaluate(owner, state.x + step * noise, False, strict=False)
-            log_ratio = self._log_density(proposed, beta, power) - current
-        elif kind == "mala":
-            drift = 0.5 * step**2 * self._gradient(state, beta, power)
-            proposed = self._evaluate(owner, state.x + drift + step * noise, True, strict=False)
-            back = 0.5 * step**2 * self._gradient(proposed, beta, power)
-            forward_log = -0.5 * noise.square().sum(-1)
-            reverse = (state.x - proposed.x - back) / step
-            log_ratio = (
-                self._log_density(proposed, beta, power)
-                - current
-                - 0.5 * reverse.square().sum(-1)
-                - forward_log
-            )
-        else:
-            proposed, momentum = self._leapfrog(owner, state, noise, beta, power, step)
-            log_ratio = (
-                self._log_density(proposed, beta, power)
-                - 0.5 * momentum.square().sum(-1)
-                - current
-                + 0.5 * noise.square().sum(-1)
-            )
-        log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf, posinf=-math.inf)
-        uniform = _uniform(log_ratio, generator)
-        accept = uniform.log() < log_ratio
-        mean_acceptance = float(log_ratio.clamp(max=0.0).exp().mean())
-        return state.where(accept, proposed), mean_acceptance
-
-    def _leapfrog(
-        self, owner: str, state: _State, momentum: Tensor, beta: float, power: float, step: float
-    ) -> tuple[_State, Tensor]:
-        momentum = momentum + 0.5 * step * self._gradient(state, beta, power)
-        steps = self.config.leapfrog_steps
-        for index in range(steps):
-            state = self._evaluate(owner, state.x + step * momentum, True, strict=False)
-            kick = step if index < steps - 1 else 0.5 * step
-            momentum = momentum + kick * self._gradient(state, beta, power)
-        return state, momentum
+        config = self.config
+        return transition(
+            config.transition,
+            state,
+            Intermediate(beta, power, config.max_gradient),
+            step,
+            lambda x, gradient: self._evaluate(owner, x, gradient, strict=False),
+            leapfrog_steps=config.leapfrog_steps,
+            generator=generator,
+        )
 
 
 def ais(
@@ -468,15 +397,3 @@ def ais(
     return AnnealedImportanceSampler(flow, log_target, config).sample(
         num_chains, generator=generator
     )
-
-
-def _normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    device = like.device if generator is None else generator.device
-    noise = torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype)
-    return noise.to(like.device)
-
-
-def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    device = like.device if generator is None else generator.device
-    draws = torch.rand(like.shape, generator=generator, device=device, dtype=like.dtype)
-    return draws.to(like.device)
