@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit.bijectors import Bijector
-
 __all__ = ["first_nonfinite_gradient", "locate_nonfinite"]
 
 
@@ -33,11 +31,9 @@ def locate_nonfinite(model: nn.Module, *inputs: Tensor | None) -> str | None:
         if not found and _nonfinite(output):
             found.append(f"{names.get(module, '?')} ({type(module).__name__})")
 
-    handles = [
-        module.register_forward_hook(hook)
-        for module in model.modules()
-        if isinstance(module, Bijector) or not list(module.children())
-    ]
+    # A module finishes after its children, so the first hook to see a non-finite output is
+    # that of the innermost module that produced it.
+    handles = [module.register_forward_hook(hook) for module in model.modules()]
     try:
         model(*inputs)
     except (ValueError, RuntimeError):

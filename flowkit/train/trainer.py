@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from flowkit.bijectors.cache import clear_caches
 from flowkit.data.tables import split_indices
 from flowkit.distributions import Dequantized, Flow
 from flowkit.errors import FlowkitError
@@ -368,7 +367,7 @@ class Trainer:
         model: nn.Module = (
             DistributedDataParallel(self.objective) if self.process.distributed else self.objective
         )
-        clear_caches(self.flow)
+        self.flow.clear_caches()
         if self.config.compile:
             model = torch.compile(model)  # type: ignore[assignment]
         return model
