@@ -68,6 +68,25 @@ def add_parser(commands: Any) -> None:
         help="class-conditional models: sample this class only (default: every class in turn)",
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_guidance_options(sample)
+    sample.add_argument(
+        "--context",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="conditional table models: the value of every context column, each once "
+        "(default: none; required by a conditional model)",
+    )
+    sample.add_argument(
+        "--output",
+        help="images: a directory for the grids (default: samples/ in the run directory); "
+        "tables: a .csv file (default: samples/samples.csv in the run directory)",
+    )
+    add_overwrite_option(sample)
+    sample.set_defaults(handler=sample_command)
+
+
+def _add_guidance_options(sample: argparse.ArgumentParser) -> None:
+    """TarFlow's classifier-free guidance options (defaults in GUIDANCE_DEFAULTS)."""
     sample.add_argument(
         "--guidance",
         type=float,
@@ -97,20 +116,6 @@ def add_parser(commands: Any) -> None:
         help="TarFlow: attention temperature of guidance's unconditional pass; with --guidance "
         "it guides a model without classes against its tempered attention (default: 1)",
     )
-    sample.add_argument(
-        "--context",
-        nargs="+",
-        metavar="NAME=VALUE",
-        help="conditional table models: the value of every context column, each once "
-        "(default: none; required by a conditional model)",
-    )
-    sample.add_argument(
-        "--output",
-        help="images: a directory for the grids (default: samples/ in the run directory); "
-        "tables: a .csv file (default: samples/samples.csv in the run directory)",
-    )
-    add_overwrite_option(sample)
-    sample.set_defaults(handler=sample_command)
 
 
 def sample_command(args: argparse.Namespace) -> int:
