@@ -160,62 +160,10 @@ class FlowPPConfig:
 
     def __post_init__(self) -> None:
         owner = "FlowPPConfig"
-        shape = check_shape(
-            owner,
-            "input_shape",
-            self.input_shape,
-            rank=3,
-            maximum=MAX_IMAGE_SIZE,
-            labels="(C, H, W)",
-        )
-        object.__setattr__(self, "input_shape", shape)
-        _, height, width = shape
-        if height % 2 or width % 4:
-            raise ValueError(
-                "Flow++ squeezes the image once and runs checkerboards that pair the columns of "
-                f"each row before and after, so it expects a height divisible by 2 and a width "
-                f"divisible by 4, got {height}x{width}"
-            )
-        for name, minimum in (
-            ("filters", 1),
-            ("components", 1),
-            ("blocks", 0),
-            ("heads", 1),
-            ("dequantizer_couplings", 0),
-            ("dequantizer_filters", 1),
-            ("dequantizer_blocks", 0),
-            ("feature_channels", 1),
-            ("feature_blocks", 0),
-        ):
-            maximum = {"components": MAX_COMPONENTS, "heads": MAX_WIDTH}.get(
-                name, MAX_STEPS if "blocks" in name or "couplings" in name else MAX_WIDTH
-            )
-            check_int(owner, name, getattr(self, name), minimum, maximum)
-        for name in ("tanh_scale", "swap_odd_stages"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{owner} expects {name} as a bool, got {getattr(self, name)!r}")
-        for name, choices in (
-            ("split", SPLITS),
-            ("norm", NORMS),
-            ("mixing", MIXINGS),
-            ("squeeze_order", SQUEEZE_ORDERS),
-            ("context_mode", CONTEXT_MODES),
-            ("feature_network", FEATURE_NETWORKS),
-            ("dequantizer_noise", DEQUANTIZER_NOISES),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"{owner} expects {name} as one of {choices}, got {getattr(self, name)!r}"
-                )
-        attention_widths = ["filters", "dequantizer_filters"]
-        if self.feature_network == "conv_attn":
-            attention_widths.append("feature_channels")
-        for name in attention_widths:
-            if getattr(self, name) % self.heads:
-                raise ValueError(
-                    f"{owner} expects heads to divide {name}, got heads={self.heads}, "
-                    f"{name}={getattr(self, name)}"
-                )
+        self._check_input_shape(owner)
+        self._check_sizes(owner)
+        self._check_choices(owner)
+        self._check_heads(owner)
         check_float(owner, "dropout", self.dropout, 0.0, 1.0, exclusive_maximum=True)
         couplings = check_shape(
             owner,
@@ -234,9 +182,77 @@ class FlowPPConfig:
         check_parameter_count(
             owner,
             flowpp_parameter_count(self),
-            f"input_shape={shape}, filters={self.filters}, blocks={self.blocks}, "
+            f"input_shape={self.input_shape}, filters={self.filters}, blocks={self.blocks}, "
             f"components={self.components}, couplings={couplings}",
         )
+
+    def _check_input_shape(self, owner: str) -> None:
+        """``input_shape`` as a tuple (C, H, W) whose height and width Flow++'s splits pair up."""
+        shape = check_shape(
+            owner,
+            "input_shape",
+            self.input_shape,
+            rank=3,
+            maximum=MAX_IMAGE_SIZE,
+            labels="(C, H, W)",
+        )
+        object.__setattr__(self, "input_shape", shape)
+        _, height, width = shape
+        if height % 2 or width % 4:
+            raise ValueError(
+                "Flow++ squeezes the image once and runs checkerboards that pair the columns of "
+                f"each row before and after, so it expects a height divisible by 2 and a width "
+                f"divisible by 4, got {height}x{width}"
+            )
+
+    def _check_sizes(self, owner: str) -> None:
+        """The integer sizes (widths, counts, depths), each within its bounds."""
+        for name, minimum in (
+            ("filters", 1),
+            ("components", 1),
+            ("blocks", 0),
+            ("heads", 1),
+            ("dequantizer_couplings", 0),
+            ("dequantizer_filters", 1),
+            ("dequantizer_blocks", 0),
+            ("feature_channels", 1),
+            ("feature_blocks", 0),
+        ):
+            maximum = {"components": MAX_COMPONENTS, "heads": MAX_WIDTH}.get(
+                name, MAX_STEPS if "blocks" in name or "couplings" in name else MAX_WIDTH
+            )
+            check_int(owner, name, getattr(self, name), minimum, maximum)
+
+    def _check_choices(self, owner: str) -> None:
+        """The switches are bools and the named choices among their known values."""
+        for name in ("tanh_scale", "swap_odd_stages"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{owner} expects {name} as a bool, got {getattr(self, name)!r}")
+        for name, choices in (
+            ("split", SPLITS),
+            ("norm", NORMS),
+            ("mixing", MIXINGS),
+            ("squeeze_order", SQUEEZE_ORDERS),
+            ("context_mode", CONTEXT_MODES),
+            ("feature_network", FEATURE_NETWORKS),
+            ("dequantizer_noise", DEQUANTIZER_NOISES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{owner} expects {name} as one of {choices}, got {getattr(self, name)!r}"
+                )
+
+    def _check_heads(self, owner: str) -> None:
+        """The attention heads divide the width of every network that attends."""
+        attention_widths = ["filters", "dequantizer_filters"]
+        if self.feature_network == "conv_attn":
+            attention_widths.append("feature_channels")
+        for name in attention_widths:
+            if getattr(self, name) % self.heads:
+                raise ValueError(
+                    f"{owner} expects heads to divide {name}, got heads={self.heads}, "
+                    f"{name}={getattr(self, name)}"
+                )
 
 
 def flowpp(
