@@ -236,49 +236,72 @@ def fit(
         if seed is not None:
             torch.manual_seed(seed)
         for step in range(steps):
-            # Draw, evaluate the target (strictly checked at the first step) and form the loss.
-            values = _evaluate(problem, first=step == 0)
-            optimizer.zero_grad(set_to_none=True)
-            if values.problem is None:
-                values.loss.backward()
-                limit = grad_clip if grad_clip is not None else math.inf
-                grad_norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
-                if not bool(torch.isfinite(grad_norm)):
-                    values.problem = _gradient_problem(flow)
+            values = _backward(problem, optimizer, parameters, grad_clip, first=step == 0)
             # A non-finite step is never applied; too many in a row stop the fit.
             if values.problem is not None:
                 streak += 1
                 result.skipped_steps += 1
                 optimizer.zero_grad(set_to_none=True)
-                warnings.warn(
-                    f"fit: step {step + 1}: {values.problem}; step skipped",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                if streak >= max_nonfinite:
-                    raise NonFiniteFitError(
-                        f"fit: {streak} consecutive steps had a non-finite loss or gradient (last, "
-                        f"step {step + 1}: {values.problem}); the flow keeps the parameters of its "
-                        "last finite step"
-                    )
+                _skip(step, values.problem, streak, max_nonfinite)
             else:
                 streak = 0
                 optimizer.step()
-            # Record the history: skipped steps keep their place with a NaN loss.
-            loss = float(values.loss.detach()) if values.problem is None else math.nan
-            ess = float(effective_sample_size(values.log_weights)) / values.log_weights.shape[0]
-            result.steps = step + 1
-            result.losses.append(loss)
-            result.ess_fractions.append(ess)
-            result.seconds.append(time.perf_counter() - started)
+            _record(result, values, step, started)
             bar.update(1)
             out_of_time = max_seconds is not None and result.seconds[-1] >= max_seconds
             last = step == steps - 1 or out_of_time
             if step % PROGRESS_EVERY == 0 or last:
+                loss, ess = result.losses[-1], result.ess_fractions[-1]
                 bar.set_postfix(loss=f"{loss:.4g}", ess=f"{ess:.3f}", refresh=last)
             if out_of_time:
                 break
     return result
+
+
+def _backward(
+    problem: _Problem,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[torch.nn.Parameter],
+    grad_clip: float | None,
+    first: bool,
+) -> _Step:
+    """One step's values and gradients (clipped); ``problem`` also names a non-finite gradient."""
+    # Draw, evaluate the target (strictly checked at the first step) and form the loss.
+    values = _evaluate(problem, first=first)
+    optimizer.zero_grad(set_to_none=True)
+    if values.problem is None:
+        values.loss.backward()
+        limit = grad_clip if grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
+        if not bool(torch.isfinite(grad_norm)):
+            values.problem = _gradient_problem(problem.flow)
+    return values
+
+
+def _skip(step: int, problem: str, streak: int, max_nonfinite: int) -> None:
+    """Warn of a skipped step (at fit's caller); stop once ``max_nonfinite`` came in a row."""
+    warnings.warn(
+        f"fit: step {step + 1}: {problem}; step skipped",
+        RuntimeWarning,
+        # The caller of fit, which calls this function.
+        stacklevel=3,
+    )
+    if streak >= max_nonfinite:
+        raise NonFiniteFitError(
+            f"fit: {streak} consecutive steps had a non-finite loss or gradient (last, "
+            f"step {step + 1}: {problem}); the flow keeps the parameters of its "
+            "last finite step"
+        )
+
+
+def _record(result: FitResult, values: _Step, step: int, started: float) -> None:
+    """Add a step to the history: a skipped one keeps its place with a NaN loss."""
+    loss = float(values.loss.detach()) if values.problem is None else math.nan
+    ess = float(effective_sample_size(values.log_weights)) / values.log_weights.shape[0]
+    result.steps = step + 1
+    result.losses.append(loss)
+    result.ess_fractions.append(ess)
+    result.seconds.append(time.perf_counter() - started)
 
 
 def _check_arguments(

@@ -104,8 +104,10 @@ def test_a_nan_step_is_skipped_and_training_goes_on() -> None:
     flow = gaussian_flow([1.0], [2.0])
     with pytest.warns(
         RuntimeWarning, match="step 3: log_target returned NaN or \\+inf for 1 of 16"
-    ):
+    ) as caught:
         result = fit(flow, _NaNAfter(3, 1), steps=6, batch_size=16, seed=0, progress=False)
+    # The warning points at the line that called fit.
+    assert [warning.filename for warning in caught] == [__file__]
     assert result.skipped_steps == 1
     assert math.isnan(result.losses[2])
     assert all(math.isfinite(loss) for i, loss in enumerate(result.losses) if i != 2)
