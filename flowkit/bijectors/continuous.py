@@ -108,6 +108,27 @@ def _exact_divergence(velocity: Tensor, x: Tensor, create_graph: bool) -> Tensor
     return divergence
 
 
+def _check_solver_settings(
+    t0: float, t1: float, rtol: float, atol: float, step_size: float | None
+) -> None:
+    """ContinuousFlow's interval, tolerances and fixed step, each checked with its name."""
+    for name, value in (("t0", t0), ("t1", t1)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"ContinuousFlow expects a finite number as {name}, got {value!r}")
+    if t0 == t1:
+        raise ValueError(f"ContinuousFlow expects t0 != t1, got both {t0}")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"ContinuousFlow expects a positive {name}, got {value!r}")
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and 0 < step_size <= abs(t1 - t0)
+    ):
+        raise ValueError(
+            f"ContinuousFlow expects step_size in (0, |t1 - t0|] = (0, {abs(t1 - t0)}], "
+            f"got {step_size!r}"
+        )
+
+
 class ContinuousFlow(Bijector):
     r"""Continuous normalizing flow (FFJORD): the solution map of :math:`dx/dt = f(t, x, c)`.
 
@@ -191,21 +212,7 @@ class ContinuousFlow(Bijector):
             raise ValueError(
                 f"ContinuousFlow expects features as an integer >= 1, got {features!r}"
             )
-        for name, value in (("t0", t0), ("t1", t1)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"ContinuousFlow expects a finite number as {name}, got {value!r}")
-        if t0 == t1:
-            raise ValueError(f"ContinuousFlow expects t0 != t1, got both {t0}")
-        for name, value in (("rtol", rtol), ("atol", atol)):
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"ContinuousFlow expects a positive {name}, got {value!r}")
-        if step_size is not None and not (
-            isinstance(step_size, (int, float)) and 0 < step_size <= abs(t1 - t0)
-        ):
-            raise ValueError(
-                f"ContinuousFlow expects step_size in (0, |t1 - t0|] = (0, {abs(t1 - t0)}], "
-                f"got {step_size!r}"
-            )
+        _check_solver_settings(t0, t1, rtol, atol, step_size)
         if trace not in TRACES:
             raise ValueError(f"ContinuousFlow expects trace in {TRACES}, got {trace!r}")
         if probe not in PROBES:
