@@ -43,6 +43,9 @@ TRAIN_OPTIONS = {
     "seed": "--seed",
     "val_fraction": "--val-fraction",
     "patience": "--patience",
+    "precision": "--precision",
+    "grad_accumulation": "--grad-accumulation",
+    "compile": "--compile",
     "tensorboard": "--tensorboard",
     "progress": "--no-progress",
 }
@@ -246,6 +249,9 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         "augment_shift": args.augment_shift,
         "val_fraction": getattr(args, "val_fraction", None),
         "patience": getattr(args, "patience", None),
+        "precision": getattr(args, "precision", None),
+        "grad_accumulation": getattr(args, "grad_accumulation", None),
+        "compile": True if getattr(args, "compile", False) else None,
     }
     return {name: value for name, value in explicit.items() if value is not None}
 

@@ -51,6 +51,8 @@ _TRAIN_FIELDS = frozenset(
         "seed",
         "val_fraction",
         "patience",
+        "precision",
+        "grad_accumulation",
     }
 )
 
@@ -100,6 +102,7 @@ def add_parser(commands: Any) -> None:
     _add_data_options(train)
     _add_length_options(train)
     _add_optimizer_options(train)
+    _add_compute_options(train)
     _add_image_options(train)
     _add_model_options(train)
     _add_run_options(train)
@@ -224,6 +227,27 @@ def _add_optimizer_options(train: argparse.ArgumentParser) -> None:
         type=float,
         metavar="R",
         help="the decay's floor as a fraction of --lr",
+    )
+
+
+def _add_compute_options(train: argparse.ArgumentParser) -> None:
+    """Options for how the step is computed: precision, micro-batches, compilation."""
+    train.add_argument(
+        "--precision",
+        metavar="DTYPE",
+        help="float32, bfloat16 or float16 (with loss scaling): the dtype the model's networks "
+        "compute in under autocast; weights, log-densities and the loss stay float32",
+    )
+    train.add_argument(
+        "--grad-accumulation",
+        type=int,
+        metavar="N",
+        help="split each batch into N micro-batches (same update, 1/N of the activation memory)",
+    )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the training step through torch.compile (slow first steps)",
     )
 
 

@@ -65,3 +65,42 @@ def test_a_warm_up_in_epochs_replaces_the_config_files_in_steps(capsys, tmp_path
 )
 def test_bad_optimizer_settings_are_one_error_line(capsys, args, expected):
     assert expected in error_line(capsys, "--preset", "glow-small", *args)
+
+
+def test_precision_accumulation_and_compile_options_reach_the_train_settings(capsys, tmp_path):
+    train = effective_train(capsys, "--preset", "glow-small")
+    assert (train["precision"], train["grad_accumulation"], train["compile"]) == (
+        "float32",
+        1,
+        False,
+    )
+    train = effective_train(
+        capsys,
+        *("--preset", "glow-small", "--precision", "bfloat16", "--grad-accumulation", "4"),
+        "--compile",
+    )
+    assert (train["precision"], train["grad_accumulation"], train["compile"]) == (
+        "bfloat16",
+        4,
+        True,
+    )
+    # The same values from a config file, as users keep them.
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"preset": "glow-small", "train": {"precision": "float16", "compile": True}})
+    )
+    train = effective_train(capsys, "--config", str(config))
+    assert (train["precision"], train["compile"]) == ("float16", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--precision", "half"], "(train.precision): TrainConfig expects precision in"),
+        (["--grad-accumulation", "0"], "--grad-accumulation (train.grad_accumulation)"),
+        (["--set", "train.compile=yes"], "--compile (train.compile) expects true or false"),
+    ],
+    ids=["precision", "accumulation", "compile"],
+)
+def test_bad_compute_settings_are_one_error_line(capsys, args, expected):
+    assert expected in error_line(capsys, "--preset", "glow-small", *args)
