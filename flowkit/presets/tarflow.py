@@ -346,6 +346,36 @@ class TarFlowFlow(Flow):
             cache: Decode with the transformers' key/value caches (one token's work per
                 position); False reruns the whole sequence per position, for comparison.
         """
+        settings = self._guidance_settings(
+            guidance, annealed_guidance, guide_what, attention_temperature, cache
+        )
+        conditioners = [m for m in self.modules() if isinstance(m, CausalTransformer)]
+        blocks = [m for m in self.modules() if isinstance(m, Autoregressive)]
+        previous = [{name: getattr(m, name) for name in settings} for m in conditioners]
+        previous_cache = [m.incremental for m in blocks]
+        for conditioner in conditioners:
+            for name, value in settings.items():
+                setattr(conditioner, name, value)
+        for block in blocks:
+            block.incremental = cache
+        try:
+            yield
+        finally:
+            for conditioner, values in zip(conditioners, previous):
+                for name, value in values.items():
+                    setattr(conditioner, name, value)
+            for block, value in zip(blocks, previous_cache):
+                block.incremental = value
+
+    def _guidance_settings(
+        self,
+        guidance: float,
+        annealed_guidance: bool,
+        guide_what: str,
+        attention_temperature: float,
+        cache: bool,
+    ) -> dict[str, Any]:
+        """:meth:`decoding`'s options checked, as the conditioners' guidance attributes."""
         owner = "TarFlowFlow"
         weight = check_float(owner, "guidance", guidance, 0.0)
         temperature = check_float(
@@ -370,29 +400,12 @@ class TarFlowFlow(Flow):
                 f"attention_temperature={temperature}"
             )
         parameters = None if guide_what == "ab" else GUIDE_WHAT[guide_what]
-        settings = {
+        return {
             "guidance": weight,
             "annealed_guidance": annealed_guidance,
             "guided_parameters": parameters,
             "attention_temperature": temperature,
         }
-        conditioners = [m for m in self.modules() if isinstance(m, CausalTransformer)]
-        blocks = [m for m in self.modules() if isinstance(m, Autoregressive)]
-        previous = [{name: getattr(m, name) for name in settings} for m in conditioners]
-        previous_cache = [m.incremental for m in blocks]
-        for conditioner in conditioners:
-            for name, value in settings.items():
-                setattr(conditioner, name, value)
-        for block in blocks:
-            block.incremental = cache
-        try:
-            yield
-        finally:
-            for conditioner, values in zip(conditioners, previous):
-                for name, value in values.items():
-                    setattr(conditioner, name, value)
-            for block, value in zip(blocks, previous_cache):
-                block.incremental = value
 
     def sample(
         self,
