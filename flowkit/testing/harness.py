@@ -182,18 +182,18 @@ def check_bijector(
     subject = copy.deepcopy(bijector).to(dtype)
     checker = _Checker(subject, tolerance, name)
 
-    shape = tuple(batch_shape) + tuple(event_shape)
-    if x is None:
-        x = _draw(subject.domain, shape, generator, dtype, device, input_scale)
-    else:
-        x = x.to(dtype=dtype, device=device)
-    batch_rank = x.dim() - len(event_shape)
-    if context is None and context_shape is not None:
-        context = torch.randn(
-            tuple(x.shape[:batch_rank]) + tuple(context_shape), generator=generator, dtype=dtype
-        ).to(device)
-    elif context is not None and context.is_floating_point():
-        context = context.to(dtype=dtype, device=device)
+    x, context, batch_rank = _inputs(
+        subject,
+        tuple(batch_shape),
+        tuple(event_shape),
+        context_shape,
+        x,
+        context,
+        generator,
+        dtype,
+        device,
+        input_scale,
+    )
 
     if perturb:
         _perturb(subject, perturb, generator)
@@ -215,15 +215,50 @@ def check_bijector(
     if requires_context is None:
         requires_context = context_shape is not None
     if requires_context:
-        try:
-            subject(x, None)
-        except (ValueError, TypeError):
-            pass
-        else:
-            checker.fail("forward ran without its context; expected a ValueError or TypeError")
+        _check_context_required(checker, subject, x)
     if check_transform:
         with torch.no_grad():
             _check_transform(checker, subject, x, context, batch_rank)
+
+
+def _inputs(
+    subject: Bijector,
+    batch_shape: tuple[int, ...],
+    event_shape: tuple[int, ...],
+    context_shape: Sequence[int] | None,
+    x: Tensor | None,
+    context: Tensor | None,
+    generator: torch.Generator,
+    dtype: torch.dtype,
+    device: torch.device,
+    input_scale: float,
+) -> tuple[Tensor, Tensor | None, int]:
+    """The input (drawn from the domain unless given), its context and its batch rank.
+
+    A given input, and a given floating context, are moved to ``dtype`` and ``device``.
+    """
+    if x is None:
+        x = _draw(subject.domain, batch_shape + event_shape, generator, dtype, device, input_scale)
+    else:
+        x = x.to(dtype=dtype, device=device)
+    batch_rank = x.dim() - len(event_shape)
+    if context is None and context_shape is not None:
+        context = torch.randn(
+            tuple(x.shape[:batch_rank]) + tuple(context_shape), generator=generator, dtype=dtype
+        ).to(device)
+    elif context is not None and context.is_floating_point():
+        context = context.to(dtype=dtype, device=device)
+    return x, context, batch_rank
+
+
+def _check_context_required(checker: _Checker, subject: Bijector, x: Tensor) -> None:
+    """Calling a conditional bijector without its context must raise ValueError or TypeError."""
+    try:
+        subject(x, None)
+    except (ValueError, TypeError):
+        pass
+    else:
+        checker.fail("forward ran without its context; expected a ValueError or TypeError")
 
 
 def _check_arguments(
