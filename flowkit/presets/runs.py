@@ -66,88 +66,107 @@ _TABLE_TRAINING: Mapping[str, Any] = MappingProxyType(
 # without augmentation.
 OFFICIAL_SHIFT = 0.1
 
+# The runs on the bundled Fashion-MNIST subset ("-small"): a few CPU minutes each, warm-up over
+# half an epoch, grids of 64 samples.
+_SMALL_TRAINING: Mapping[str, Any] = MappingProxyType(
+    dict(
+        data="fashion-mnist-small",
+        batch_size=64,
+        epochs=8,
+        lr=1e-3,
+        warmup_epochs=0.5,
+        test_batch_size=500,
+        temperatures=(0.7, 1.0),
+        num_samples=64,
+    )
+)
+
+# What the Glow runs on full datasets share: the paper's learning rate, and 100 epochs.
+_GLOW_PAPER_TRAINING: Mapping[str, Any] = MappingProxyType(dict(epochs=100, lr=1e-3))
+
+
+def _run(
+    name: str,
+    description: str,
+    *,
+    model: dict[str, Any],
+    source: str,
+    model_name: str = "glow",
+    defaults: Mapping[str, Any] = MappingProxyType({}),
+    train: Mapping[str, Any] = MappingProxyType({}),
+) -> RunPreset:
+    """A preset writing to ``runs/NAME``, training with ``defaults`` updated by ``train``."""
+    settings = {**defaults, "output": f"runs/{name}", **train}
+    return RunPreset(
+        name, description, model=model, train=settings, source=source, model_name=model_name
+    )
+
+
 # Paper Table 4 (likelihood results) and Table 5 (5-bit qualitative results); the official code's
 # choices where the paper is silent (Adamax, learn_top, warm-up 10 epochs, width 512, edge bias).
 RUN_PRESETS: dict[str, RunPreset] = {
     preset.name: preset
     for preset in [
-        RunPreset(
+        _run(
             "glow-small",
             "Small Glow on the bundled Fashion-MNIST subset; minutes on a laptop CPU",
             # Seeded weights: the README's main job gives the same numbers on every run.
             model=dict(
                 K=12, L=2, input_shape=(1, 28, 28), hidden_channels=96, coupling="affine", seed=0
             ),
+            defaults=_SMALL_TRAINING,
             train=dict(
-                data="fashion-mnist-small",
-                output="runs/glow-small",
-                batch_size=64,
-                epochs=8,
-                lr=2e-3,
-                warmup_epochs=0.5,
-                test_batch_size=500,
-                init_batch_size=256,
-                temperatures=(0.0, 0.5, 0.7, 1.0),
-                num_samples=64,
-                log_every=10,
+                lr=2e-3, init_batch_size=256, temperatures=(0.0, 0.5, 0.7, 1.0), log_every=10
             ),
             source="our choice: the smallest Glow that learns visibly in a few CPU minutes",
         ),
-        RunPreset(
+        _run(
             "glow-mnist",
             "Glow on MNIST-like 28x28 grey images padded to 32x32 (as the official data loader)",
             model=dict(K=16, L=3, input_shape=(1, 32, 32), hidden_channels=512, coupling="affine"),
-            train=dict(
-                output="runs/glow-mnist",
-                pad=2,
-                batch_size=64,
-                epochs=100,
-                lr=1e-3,
-                augment_shift=OFFICIAL_SHIFT,
-            ),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(pad=2, batch_size=64, augment_shift=OFFICIAL_SHIFT),
             source=(
                 "official data loader: pads MNIST to 32x32, random shifts (--dal 1); depth and "
                 "width are our choice"
             ),
         ),
-        RunPreset(
+        _run(
             "glow-cifar10",
             "Paper Table 4: CIFAR-10 32x32, L=3, K=32, affine, LU 1x1 convolutions, width 512",
             model=dict(K=32, L=3, input_shape=(3, 32, 32), hidden_channels=512, coupling="affine"),
-            train=dict(
-                output="runs/glow-cifar10",
-                batch_size=512,
-                epochs=1000,
-                lr=1e-3,
-                augment_shift=OFFICIAL_SHIFT,
-            ),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(batch_size=512, epochs=1000, augment_shift=OFFICIAL_SHIFT),
             source=(
                 "paper Table 4 (batch 512 over 8 GPUs); Adamax, warm-up, learn_top and random "
                 "shifts (--dal 1) from the official code"
             ),
         ),
-        RunPreset(
+        _run(
             "glow-imagenet32",
             "Paper Table 4: ImageNet 32x32, L=3, K=48, affine",
             model=dict(K=48, L=3, input_shape=(3, 32, 32), hidden_channels=512, coupling="affine"),
-            train=dict(output="runs/glow-imagenet32", batch_size=512, epochs=100, lr=1e-3),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(batch_size=512),
             source="paper Table 4",
         ),
-        RunPreset(
+        _run(
             "glow-imagenet64",
             "Paper Table 4: ImageNet 64x64, L=4, K=48, affine",
             model=dict(K=48, L=4, input_shape=(3, 64, 64), hidden_channels=512, coupling="affine"),
-            train=dict(output="runs/glow-imagenet64", batch_size=128, epochs=100, lr=1e-3),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(batch_size=128),
             source="paper Table 4",
         ),
-        RunPreset(
+        _run(
             "glow-lsun64",
             "Paper Table 4: LSUN 64x64 (8-bit), L=4, K=48, affine",
             model=dict(K=48, L=4, input_shape=(3, 64, 64), hidden_channels=512, coupling="affine"),
-            train=dict(output="runs/glow-lsun64", batch_size=128, epochs=100, lr=1e-3),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(batch_size=128),
             source="paper Table 4",
         ),
-        RunPreset(
+        _run(
             "glow-celeba256",
             "Paper Table 5: CelebA-HQ 256x256, 5-bit, L=6, K=32, additive",
             # n_bits: the bits of the image model (its Dequantized), not a training setting.
@@ -159,31 +178,22 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 coupling="additive",
                 n_bits=5,
             ),
-            train=dict(output="runs/glow-celeba256", batch_size=40, epochs=100, lr=1e-3),
+            defaults=_GLOW_PAPER_TRAINING,
+            train=dict(batch_size=40),
             source=(
                 "paper Table 5 and the official README's CelebA-HQ command (n_bits_x 5, learntop)"
             ),
         ),
-        RunPreset(
+        _run(
             "realnvp-small",
             "Small RealNVP (multi-scale, checkerboard and channel couplings) on the bundled subset",
             model=dict(input_shape=(1, 28, 28), levels=3, hidden_channels=16, blocks=2),
-            train=dict(
-                data="fashion-mnist-small",
-                output="runs/realnvp-small",
-                optimizer="adam",
-                batch_size=64,
-                epochs=8,
-                lr=1e-3,
-                warmup_epochs=0.5,
-                test_batch_size=500,
-                temperatures=(0.7, 1.0),
-                num_samples=64,
-            ),
+            defaults=_SMALL_TRAINING,
+            train=dict(optimizer="adam"),
             source="our choice; architecture from Dinh et al. 2017 at a CPU-sized width",
             model_name="realnvp",
         ),
-        RunPreset(
+        _run(
             "flowpp-small",
             "Small Flow++ (learned dequantization, logistic-mixture couplings with attention) on "
             "the bundled Fashion-MNIST subset",
@@ -202,19 +212,13 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 feature_blocks=1,
                 seed=0,
             ),
+            defaults=_SMALL_TRAINING,
             train=dict(
-                data="fashion-mnist-small",
-                output="runs/flowpp-small",
                 optimizer="adam",
-                batch_size=64,
                 epochs=2,
-                lr=1e-3,
-                warmup_epochs=0.5,
                 grad_clip=1.0,
-                test_batch_size=500,
                 init_batch_size=256,
                 temperatures=(1.0,),
-                num_samples=64,
                 log_every=10,
             ),
             source=(
@@ -223,7 +227,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="flowpp",
         ),
-        RunPreset(
+        _run(
             "flowpp-cifar10",
             "Flow++ CIFAR-10 (31.4M parameters): 32 logistics, 10 conv-attn blocks of width 96, "
             "dropout 0.2, variational dequantization",
@@ -243,7 +247,6 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 seed=0,
             ),
             train=dict(
-                output="runs/flowpp-cifar10",
                 optimizer="adam",
                 batch_size=64,
                 init_batch_size=128,
@@ -261,7 +264,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="flowpp",
         ),
-        RunPreset(
+        _run(
             "tarflow-small",
             "Small TarFlow (7x7 patches, 4 causal transformer blocks) on the bundled subset",
             model=dict(
@@ -273,18 +276,8 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 seed=0,
                 noise_std=0.05,
             ),
-            train=dict(
-                data="fashion-mnist-small",
-                output="runs/tarflow-small",
-                optimizer="adam",
-                batch_size=64,
-                epochs=8,
-                lr=1e-3,
-                warmup_epochs=0.5,
-                test_batch_size=500,
-                temperatures=(0.7, 1.0),
-                num_samples=64,
-            ),
+            defaults=_SMALL_TRAINING,
+            train=dict(optimizer="adam"),
             source=(
                 "our choice: the paper's architecture at a CPU-sized width, depth and sequence "
                 "(one attention head of 64 channels, the official head width); the paper's data "
@@ -292,7 +285,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="tarflow",
         ),
-        RunPreset(
+        _run(
             "tarflow-imagenet64",
             "TarFlow on ImageNet 64x64: 2x2 patches, 8 blocks of 8 layers, width 768",
             model=dict(
@@ -309,7 +302,6 @@ RUN_PRESETS: dict[str, RunPreset] = {
             # step of the last epoch; its data loader flips images left to right at random; it
             # keeps no average of the weights. Its warm-up starts from 1e-6 rather than 0.
             train=dict(
-                output="runs/tarflow-imagenet64",
                 optimizer="adamw",
                 beta1=0.9,
                 beta2=0.95,
@@ -332,7 +324,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="tarflow",
         ),
-        RunPreset(
+        _run(
             "nsf",
             "Neural spline flow (autoregressive) for a table: CSV, .npy or .npz via --data; "
             + TABLE_LENGTH,
@@ -343,7 +335,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 hidden_features=(128, 128),
                 autoregressive=True,
             ),
-            train=dict(_TABLE_TRAINING, output="runs/nsf"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Durkan et al. 2019 (RQ-NSF (AR), their best on the UCI tables); sizes and Adam at "
                 "1e-3 as in their UCI runs; splines on [-5, 5] (our choice: skewed columns reach "
@@ -351,19 +343,19 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="nsf",
         ),
-        RunPreset(
+        _run(
             "naf",
             "Neural autoregressive flow (deep sigmoidal) for a table: CSV, .npy or .npz via "
             "--data; " + TABLE_LENGTH,
             model=dict(transforms=3, transformer="dsf", sigmoids=16, hidden_features=(128, 128)),
-            train=dict(_TABLE_TRAINING, output="runs/naf"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Huang et al. 2018 (MADE conditioners, DSF transformers of 16 sigmoids); sizes and "
                 "Adam at 1e-3 as the other table presets (our choice)"
             ),
             model_name="naf",
         ),
-        RunPreset(
+        _run(
             "umnn",
             "Unconstrained monotonic neural network flow for a table: CSV, .npy or .npz via "
             "--data; " + TABLE_LENGTH,
@@ -374,7 +366,7 @@ RUN_PRESETS: dict[str, RunPreset] = {
                 nodes=33,
                 hidden_features=(128, 128),
             ),
-            train=dict(_TABLE_TRAINING, output="runs/umnn"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Wehenkel & Louppe 2019 (MADE conditioners, integrand network of the embedding, "
                 "Clenshaw-Curtis quadrature); sizes and Adam at 1e-3 as the other table presets "
@@ -382,11 +374,11 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="umnn",
         ),
-        RunPreset(
+        _run(
             "resflow",
             "Residual flow for a table: CSV, .npy or .npz via --data; " + TABLE_LENGTH,
             model=dict(blocks=5, hidden_features=(128, 128), coefficient=0.97),
-            train=dict(_TABLE_TRAINING, output="runs/resflow"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Chen et al. 2019 (LipSwish, Lipschitz 0.97, Russian-roulette log-determinant with "
                 "geometric p = 0.5 and two exact terms, ActNorm between blocks); widths and Adam "
@@ -394,24 +386,24 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="resflow",
         ),
-        RunPreset(
+        _run(
             "ncsf",
             "Neural circular spline flow for a table of angles in radians in [-pi, pi) (not "
             "standardised): CSV, .npy or .npz via --data; " + TABLE_LENGTH,
             model=dict(transforms=4, bins=8, hidden_features=(128, 128)),
-            train=dict(_TABLE_TRAINING, output="runs/ncsf"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Rezende et al. 2020 (circular rational-quadratic spline couplings, uniform base "
                 "on the torus); sizes and Adam at 1e-3 as the nsf preset"
             ),
             model_name="ncsf",
         ),
-        RunPreset(
+        _run(
             "cnf",
             "Continuous normalizing flow (FFJORD) for a table: CSV, .npy or .npz via --data; "
             "--set model.objective=flow_matching trains it by flow matching; " + TABLE_LENGTH,
             model=dict(hidden_features=(64, 64), method="dopri5", rtol=1e-5, atol=1e-5),
-            train=dict(_TABLE_TRAINING, output="runs/cnf"),
+            defaults=_TABLE_TRAINING,
             source=(
                 "Grathwohl et al. 2019 (FFJORD: dopri5 at 1e-5, exact trace for small tables, "
                 "softplus field); flow matching: Lipman et al. 2023; Adam at 1e-3 as the other "
@@ -419,19 +411,19 @@ RUN_PRESETS: dict[str, RunPreset] = {
             ),
             model_name="cnf",
         ),
-        RunPreset(
+        _run(
             "maf",
             "Masked autoregressive flow for a table: CSV, .npy or .npz via --data; " + TABLE_LENGTH,
             model=dict(transforms=5, hidden_features=(128, 128)),
-            train=dict(_TABLE_TRAINING, output="runs/maf"),
+            defaults=_TABLE_TRAINING,
             source="Papamakarios et al. 2017 (MAF 5); Adam at 1e-3",
             model_name="maf",
         ),
-        RunPreset(
+        _run(
             "realnvp-tabular",
             "RealNVP couplings for a table: CSV, .npy or .npz via --data; " + TABLE_LENGTH,
             model=dict(transforms=5, hidden_features=(128, 128), normalization="act"),
-            train=dict(_TABLE_TRAINING, output="runs/realnvp-tabular"),
+            defaults=_TABLE_TRAINING,
             source="Dinh et al. 2017 couplings; ActNorm instead of batch norm (no train/eval gap)",
             model_name="realnvp-tabular",
         ),
