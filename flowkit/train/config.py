@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit._utils import check_float, check_int
+from flowkit._checks import check_float, check_int
 from flowkit.errors import FlowkitError
 
 __all__ = [
