@@ -6,7 +6,7 @@ Usage::
     python -m benchmarks.reproduce ablation --jobs 2      # Figure 3: permutation x coupling
     python -m benchmarks.reproduce samples                # temperatures, classes, latent space
     python -m benchmarks.reproduce time-to-quality --minutes 20
-    python -m benchmarks.reproduce frontier --minutes 4     # Glow, Flow++, TarFlow, equal time
+    python -m benchmarks.reproduce frontier --seeds 0,1,2   # Glow, Flow++, TarFlow, equal time
     python -m benchmarks.reproduce dequantization --jobs 2  # Flow++: variational vs uniform
 
 Records (JSON lines), run directories and Markdown tables go to ``--output`` (default
@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("ablation", "dequantization", "all"):
             sub.add_argument("--jobs", type=int, default=1, help="runs in parallel")
             sub.add_argument(
-                "--seeds", help="seeds, comma-separated (ablation 0,1,2; dequantization 0,1)"
+                "--seeds",
+                help="seeds, comma-separated (ablation and frontier 0,1,2; dequantization 0,1)",
             )
             sub.add_argument(
                 "--steps",
@@ -97,18 +98,39 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--minutes",
                 type=float,
-                help="training budget per model (time-to-quality 20, frontier 4)",
+                help="training budget per model (time-to-quality 20, frontier 1.5)",
             )
             sub.add_argument(
                 "--threads",
                 type=int,
                 help="torch threads (time-to-quality: torch's default; frontier: 2)",
             )
-            sub.add_argument("--seed", type=int, default=0, help="seed of the timed runs")
-        if name in ("frontier", "dequantization", "all"):
-            sub.add_argument("--num-test", type=int, help="test images scored (2000)")
             sub.add_argument(
-                "--iw-samples", type=int, help="draws of the importance-weighted bound (16)"
+                "--seed", type=int, default=0, help="seed of the timed runs (time-to-quality)"
+            )
+        if name == "frontier":
+            sub.add_argument("--seeds", help="seeds, comma-separated (0,1,2)")
+        if name in ("frontier", "all"):
+            sub.add_argument(
+                "--warmup-steps",
+                type=int,
+                help="frontier: linear warm-up of every model, in optimizer steps (10; 0: none)",
+            )
+            sub.add_argument(
+                "--sample-images",
+                type=int,
+                help="frontier: images drawn for the sampling time (16)",
+            )
+        if name in ("frontier", "dequantization", "all"):
+            sub.add_argument(
+                "--num-test",
+                type=int,
+                help="test images scored (frontier 500, dequantization 2000)",
+            )
+            sub.add_argument(
+                "--iw-samples",
+                type=int,
+                help="draws of the importance-weighted bound (frontier 4, dequantization 16)",
             )
     return parser
 
@@ -244,13 +266,20 @@ def _evaluation(args: argparse.Namespace, sizes: Any) -> Any:
 
 
 def run_frontier(args: argparse.Namespace, output: Path, figures: Path) -> int:
-    """Train Glow, Flow++ and TarFlow one at a time per dataset; then table and figures."""
+    """Train Glow, Flow++ and TarFlow per dataset and seed, one at a time; then table, figures."""
     import dataclasses
 
     sizes = _evaluation(args, frontier.QUICK if args.quick else frontier.FULL)
-    if args.minutes is not None:
-        sizes = dataclasses.replace(sizes, minutes=args.minutes)
+    changes = {
+        "minutes": args.minutes,
+        "warmup_steps": args.warmup_steps,
+        "sample_images": args.sample_images,
+    }
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in changes.items() if v is not None})
     threads = args.threads or 2
+    seeds = [int(s) for s in (args.seeds or "0,1,2").split(",")]
+    if args.quick:
+        seeds = seeds[:2]
     where = output / "frontier"
     caches = _datasets(args, args.datasets.split(","), output / "data")
     train_options, model_options = _options(args)
@@ -260,10 +289,11 @@ def run_frontier(args: argparse.Namespace, output: Path, figures: Path) -> int:
         output=where,
         figures=figures,
         threads=threads,
-        seed=args.seed,
+        seeds=seeds,
         train_options=train_options,
         model_options=model_options,
     )
+    frontier.check_settings(plan)
     statuses = run_workers(
         plan,
         jobs=1,
@@ -271,9 +301,13 @@ def run_frontier(args: argparse.Namespace, output: Path, figures: Path) -> int:
         in_process=args.quick,
         python=args.python,
         env=worker_env(threads),
-        label=lambda s: f"frontier {s['dataset']} {s['model']}",
+        label=lambda s: f"frontier {s['dataset']} seed {s['seed']} {s['model']}",
     )
-    records = [r for r in read_records(where / "records.jsonl") if r["dataset"] in caches]
+    records = [
+        r
+        for r in read_records(where / "records.jsonl")
+        if r["dataset"] in caches and r.get("seed") in seeds
+    ]
     summary = frontier.summarize(records)
     table = frontier.render_table(summary)
     (where / "frontier.md").write_text(table)
