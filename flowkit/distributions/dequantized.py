@@ -545,7 +545,7 @@ class Dequantized(nn.Module):
     def clear_caches(self) -> None:
         """Forget the derived weights cached by the flow's bijectors and the dequantizer's.
 
-        See :meth:`Flow.clear_caches <flowkit.distributions.Flow.clear_caches>`: needed after a
+        See ``Flow.clear_caches``: needed after a
         write to the parameters through ``.data``, which their version counters do not show.
         """
         clear_caches(self)
