@@ -68,8 +68,9 @@ TABLE_ONLY = ("val_fraction", "patience")
 _COMPANIONS: dict[str, dict[str, Any]] = {"weight_decay": {"optimizer": "adamw"}}
 
 
-# Table presets, suggested when a table is given to an image model.
-TABLE_PRESETS = "nsf|maf|realnvp-tabular"
+# Table presets, suggested when a table is given to an image model (every run preset of a vector
+# model family; tests/cli check the list against the registry).
+TABLE_PRESETS = "nsf|maf|realnvp-tabular|naf|umnn|resflow|ncsf|cnf"
 
 
 @dataclasses.dataclass

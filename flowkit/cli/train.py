@@ -131,8 +131,8 @@ def _add_data_options(train: argparse.ArgumentParser) -> None:
         help="dataset: fashion-mnist-small (bundled) or a path. Images: a CIFAR-10/100 python "
         "folder or its .tar.gz, a folder of MNIST-style idx files (gzipped or not), a folder of "
         "downsampled ImageNet .npz batches, an image folder or tar (with train/ and test/ "
-        "folders, or whole). Tables, for --preset nsf, maf or realnvp-tabular: a .csv file with "
-        "a header row, a .npy array or a .npz archive",
+        "folders, or whole). Tables, for the table presets (nsf, maf, realnvp-tabular, naf, "
+        "umnn, resflow, ncsf, cnf): a .csv file with a header row, a .npy array or a .npz archive",
     )
     train.add_argument(
         "--test-data",

@@ -141,7 +141,7 @@ def test_nonfinite_evaluation_is_an_error_naming_the_checkpoint(glow_run, tmp_pa
         (["train", "--preset", "nsf", "--n-bits", "5"], ["--n-bits", "table"]),
         (["train", "--preset", "nsf", "--set", "train.pad=2"], ["train.pad", "table"]),
         (["train", "--columns", "a"], ["--columns", "images"]),
-        (["train", "--data", "rows.csv"], ["rows.csv", "--preset nsf|maf|realnvp-tabular"]),
+        (["train", "--data", "rows.csv"], ["rows.csv", "--preset nsf|maf|realnvp-tabular|naf"]),
         (
             ["train", "--preset", "tarflow-small", "--set", "train.noise_std=0.1"],
             ["train.noise_std=0.1", "model.noise_std"],
