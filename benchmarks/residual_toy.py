@@ -9,16 +9,15 @@ gradient), Adam at ``lr``, the same batches. Test NLL (nats) is exact for both: 
 with the brute-force Jacobian in eval mode; normflows' residual block does the same for 2-D
 inputs in eval mode (the Residual Flows code's rule).
 
-normflows' spectral normalisation divides each weight by ``u^T W v`` with the vectors ``u, v``
-left as they are until ``nf.utils.update_lipschitz`` advances them; its training scripts call
+normflows' spectral normalisation divides each weight by ``u^T W v`` with the vectors ``u, v`` left
+as they are until ``nf.utils.update_lipschitz`` advances them; training scripts written for it call
 ``update_lipschitz(model, 5)`` after every step, and so does this benchmark (flowkit advances its
-vectors by itself). Without it the vectors stay those of the initial weights, the bound holds
-for no trained weight, and the "residual" blocks stop being invertible (after 500 steps at seed
-0 the four blocks' networks had Lipschitz bounds 4.8, 1.1, 12.3 and 6.7), so their NLL is not a
-normalised density's. normflows draws its Russian-roulette lengths from numpy's global
-generator, seeded here with the run's seed. Each run
-reports the largest Lipschitz bound of a block's network, the product of its layers' spectral
-norms, as ``max_lipschitz``: below 1 for an invertible flow.
+vectors by itself). Without it the vectors stay those of the initial weights, the bound holds for
+no trained weight, and the "residual" blocks stop being invertible (after 500 steps at seed 0 the
+four blocks' networks had Lipschitz bounds 4.8, 1.1, 12.3 and 6.7), so their NLL is not a
+normalised density's. normflows draws its Russian-roulette lengths from numpy's global generator,
+seeded here with the run's seed. Each run reports the largest Lipschitz bound of a block's network,
+the product of its layers' spectral norms, as ``max_lipschitz``: below 1 for an invertible flow.
 
 One JSON line per run: parameters, test NLL, ``max_lipschitz``, milliseconds per training step
 (one torch thread). Needs ``normflows``.
