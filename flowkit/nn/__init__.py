@@ -16,7 +16,7 @@ from flowkit.nn.lipschitz import (
 from flowkit.nn.made import MADE, MaskedLinear, autoregressive_order
 from flowkit.nn.masked import MaskedInput
 from flowkit.nn.mlp import MLP
-from flowkit.nn.resnet import ResidualBlock, ResNet
+from flowkit.nn.resnet import ResNet, ResNetBlock
 from flowkit.nn.scale import ScaledTanh
 from flowkit.nn.transformer import CausalTransformer
 from flowkit.nn.vector_field import VectorFieldMLP
@@ -41,7 +41,7 @@ __all__ = [
     "MaskedInput",
     "MaskedLinear",
     "ResNet",
-    "ResidualBlock",
+    "ResNetBlock",
     "ScaledTanh",
     "SpectralNormConv2d",
     "SpectralNormLinear",

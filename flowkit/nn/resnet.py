@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-__all__ = ["ResidualBlock", "ResNet"]
+__all__ = ["ResNetBlock", "ResNet"]
 
 
 def _conv(
@@ -24,7 +24,7 @@ def _norm(channels: int, batch_norm: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
-class ResidualBlock(nn.Module):
+class ResNetBlock(nn.Module):
     """Pre-activation residual block: ``x + conv(relu(norm(conv(relu(norm(x))))))``.
 
     Args:
@@ -61,7 +61,7 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
     r"""Residual convolutional network with a zero-initialised output (RealNVP's :math:`s, t` net).
 
-    ``conv(k x k) -> blocks x ResidualBlock -> norm -> ReLU -> zero-initialised conv(1 x 1)``.
+    ``conv(k x k) -> blocks x ResNetBlock -> norm -> ReLU -> zero-initialised conv(1 x 1)``.
     The output convolution starts at zero weight and bias, so a coupling built on this network
     starts as the identity. Hidden convolutions use He initialisation and, by default, weight
     normalisation (:math:`w = g\, v / \|v\|` per output channel); batch normalisation, which
@@ -118,7 +118,7 @@ class ResNet(nn.Module):
             in_channels, hidden_channels, kernel_size, bias=True, weight_norm=weight_norm
         )
         self.blocks = nn.ModuleList(
-            ResidualBlock(
+            ResNetBlock(
                 hidden_channels,
                 kernel_size=kernel_size,
                 weight_norm=weight_norm,
