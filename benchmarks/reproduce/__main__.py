@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--minutes",
                 type=float,
-                help="training budget per model (time-to-quality 20, frontier 1.5)",
+                help="training budget per model (time-to-quality 20, frontier 1.25)",
             )
             sub.add_argument(
                 "--threads",

@@ -95,7 +95,7 @@ class FrontierSizes:
         overrides: Model config fields per model name.
     """
 
-    minutes: float = 1.5
+    minutes: float = 1.25
     warmup_steps: int = 10
     eval_points: int = 4
     num_test: int = 500
@@ -107,9 +107,9 @@ class FrontierSizes:
 
 
 # The full run's sizes fit 2 datasets x 3 seeds x 3 models in about 40 minutes on two idle
-# cores: 27 minutes of training, the rest evaluation (13 passes over 500 test images per run),
+# cores: 22.5 minutes of training, the rest evaluation (13 passes over 500 test images per run),
 # sampling, start-up and reading the CIFAR-10 archive once. Ten warm-up steps: Flow++ makes about
-# 36 steps in 1.5 CIFAR-10 minutes, so a longer warm-up would again keep it below its peak rate.
+# 30 steps in 1.25 CIFAR-10 minutes, so a longer warm-up would again keep it below its peak rate.
 FULL = FrontierSizes()
 QUICK = FrontierSizes(
     minutes=0.005,
