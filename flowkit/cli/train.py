@@ -352,7 +352,8 @@ def train_command(args: argparse.Namespace) -> int:
     train_config = fill(TrainConfig, "train", settings.train)
     if not args.print_config:
         # Refused before reading any data: a run there that is neither resumed nor replaced.
-        RunDirectory(train_config.output).check(resume=args.resume, overwrite=args.overwrite)
+        run = RunDirectory(train_config.output, choices=("--resume", "--overwrite"))
+        run.check(resume=args.resume, overwrite=args.overwrite)
     # Every model's initial weights come from --seed (presets that carry a seed of their own
     # build under it instead), so the same seed gives the same run.
     torch.manual_seed(train_config.seed)

@@ -50,12 +50,20 @@ class RunDirectory:
 
     Args:
         path: The directory (created if missing).
+        choices: How the caller spells resuming and overwriting, named in the errors
+            (``("--resume", "--overwrite")`` on the command line).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        choices: tuple[str, str] = ("resume=True", "overwrite=True"),
+    ) -> None:
         if str(path).strip() == "":
             raise ValueError("the output directory is empty; give a directory such as runs/my-run")
         self.path = Path(path)
+        self.choices = choices
         self._lock_file: int | None = None
 
     @property
@@ -100,24 +108,27 @@ class RunDirectory:
 
         Lets a caller refuse before it spends time on data and models.
         """
+        resume_choice, overwrite_choice = self.choices
         if resume and overwrite:
-            raise ValueError("resume and overwrite exclude each other; choose one")
+            raise ValueError(
+                f"{resume_choice} and {overwrite_choice} exclude each other; choose one"
+            )
         if self.path.exists() and not self.path.is_dir():
             raise RunExistsError(f"the output {self.path} is a file, not a directory")
         if not self.holds_run():
             return
         if not (resume or overwrite):
             raise RunExistsError(
-                f"{self.path} already holds a run; continue it with --resume or replace it "
-                "with --overwrite (resume=True or overwrite=True in Python)"
+                f"{self.path} already holds a run; continue it with {resume_choice} or replace "
+                f"it with {overwrite_choice}"
             )
         if resume and not self.checkpoint.exists():
             # Starting afresh here would replace the run's metrics and config.
             written = ", ".join(name for name in _RUN_MARKERS if (self.path / name).exists())
             raise RunExistsError(
                 f"cannot resume the run in {self.path}: it has {written} but no "
-                f"{self.checkpoint.name} to continue from; replace it with --overwrite "
-                "(overwrite=True in Python) or choose another output directory"
+                f"{self.checkpoint.name} to continue from; replace it with {overwrite_choice} "
+                "or choose another output directory"
             )
 
     def clear(self) -> None:

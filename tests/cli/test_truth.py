@@ -92,8 +92,11 @@ def test_resume_without_the_checkpoint_refuses_and_keeps_the_metrics(table, tmp_
     args = ["train", *TINY_TABLE, "--data", table, "--test-fraction", "0.2", "--output", output]
     status, line = one_error(capsys, *args, "--resume")
     assert status == 1
-    assert "checkpoint.pt" in line and "--overwrite" in line
+    assert "checkpoint.pt" in line and "--overwrite" in line and "=True" not in line
     assert (output / "metrics.jsonl").read_text() == metrics
+    # A run there and neither option: both options named, in the command line's words only.
+    status, line = one_error(capsys, *args)
+    assert "already holds a run" in line and "--resume" in line and "=True" not in line
     assert not (output / "checkpoint.pt").exists()
 
 

@@ -46,7 +46,8 @@ def test_a_finished_run_is_never_overwritten_without_being_asked(
     train, test = blobs
     before = _snapshot(finished)
     for overrides in ({"lr": 1e-4}, {"max_steps": 1}):
-        with pytest.raises(RunExistsError, match="--resume.*--overwrite"):
+        # In Python the error names the arguments; the command line names its options.
+        with pytest.raises(RunExistsError, match="resume=True.*overwrite=True"):
             make_trainer(tiny_model_config, train, test, finished, **overrides).fit()
     assert _snapshot(finished) == before
 
