@@ -1,7 +1,7 @@
 """Variational objectives at equal steps on GMM-40, Neal's funnel and the 32-dimensional many-well.
 
     nice python -m benchmarks.variational gmm40 --steps 2000 --seeds 0,1,2
-    nice python -m benchmarks.variational funnel --steps 1000 --seeds 0,1,2
+    nice python -m benchmarks.variational funnel --steps 2000 --seeds 0,1,2
     nice python -m benchmarks.variational manywell --steps 600 --seeds 0 --batch-size 256
 
 Each flowkit method starts from the same flow (float64, one torch thread) and trains with
