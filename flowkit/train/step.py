@@ -7,6 +7,7 @@ the gradients of one batch, split into micro-batches, in the configured precisio
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from flowkit.train.config import ConfigError
 __all__ = ["MixedPrecision", "accumulate_gradients"]
 
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# torch's (private, version-dependent) probes of the CPU's half-precision instructions.
+_HALF_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 class MixedPrecision:
@@ -48,6 +52,14 @@ class MixedPrecision:
         self.scaler: Any = None
         if precision == "float16":
             self.scaler = _grad_scaler(self.device_type)
+        if self.dtype is not None and self.device_type == "cpu" and not _native_half_on_cpu():
+            warnings.warn(
+                f"precision {precision!r}: this CPU has no native bfloat16 or float16 "
+                "instructions (AVX-512 BF16 or AMX), so half-precision networks run emulated "
+                "and usually slower than float32",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The context the model's forward pass runs in."""
@@ -84,6 +96,13 @@ class MixedPrecision:
         """Restore :meth:`state_dict`'s output."""
         if self.scaler is not None and state is not None:
             self.scaler.load_state_dict(state)
+
+
+def _native_half_on_cpu() -> bool:
+    """Whether the CPU computes bfloat16 in hardware (True where torch cannot tell)."""
+    probes = [getattr(torch.cpu, name, None) for name in _HALF_PROBES]
+    known = [probe for probe in probes if callable(probe)]
+    return not known or any(bool(probe()) for probe in known)
 
 
 def _grad_scaler(device_type: str) -> Any:

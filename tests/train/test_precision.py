@@ -186,3 +186,20 @@ def test_compiled_training_matches_eager_training(tmp_path, monkeypatch):
     compiled = run(True, tmp_path / "compiled")
     assert len(calls) == 1
     assert compiled == pytest.approx(eager, rel=1e-5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_half_precision_on_a_cpu_without_its_instructions_warns(monkeypatch, native):
+    import warnings
+
+    from flowkit.train import step
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step.MixedPrecision("bfloat16", torch.device("cpu"))
+        step.MixedPrecision("float32", torch.device("cpu"))
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == (0 if native else 1)
+    assert native or "no native bfloat16" in messages[0]
