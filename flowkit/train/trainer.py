@@ -396,7 +396,9 @@ class Trainer:
             if state.batch_in_epoch < len(batches):
                 return  # a step or time limit, mid-epoch
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            if state.epoch % config.eval_every == 0 or state.epoch == config.epochs:
+            # The run's last epoch is always evaluated, also when a step or time limit ends it.
+            last = state.epoch == config.epochs or self._limit_reached(state)
+            if state.epoch % config.eval_every == 0 or last:
                 self._end_of_epoch(state, run, "epoch")
             self._save(state, run, when_due=True)
             if interrupt.requested:

@@ -203,3 +203,28 @@ def test_half_precision_on_a_cpu_without_its_instructions_warns(monkeypatch, nat
     messages = [str(warning.message) for warning in caught]
     assert len(messages) == (0 if native else 1)
     assert native or "no native bfloat16" in messages[0]
+
+
+def test_a_step_limit_at_an_epoch_end_still_evaluates_the_last_state(tmp_path):
+    # eval_every skips epochs 1 and 2; the limit ends the run at the end of epoch 2, whose state
+    # is the run's result and must be scored.
+    torch.manual_seed(0)
+    model = build_model("nsf", config_from_dict("nsf", TINY["nsf"]))
+    generator = torch.Generator().manual_seed(0)
+    values, context = (
+        torch.randn(80, 3, generator=generator),
+        torch.randn(80, 2, generator=generator),
+    )
+    config = TrainConfig(
+        output=str(tmp_path),
+        batch_size=16,
+        epochs=10,
+        max_steps=8,
+        eval_every=3,
+        warmup_epochs=0.0,
+        progress=False,
+        device="cpu",
+    )
+    result = Trainer(model, config, (values[:64], context[:64]), (values[64:], context[64:])).fit()
+    assert result.steps == 8
+    assert [step for step, _ in result.test_nll] == [0, 8]
