@@ -25,6 +25,9 @@ TRANSITIONS = ("hmc", "mala", "metropolis")
 GEOMETRIC_START = 0.01
 # Step-size adaptation multiplies or divides a step size by this after each run (FAB's factor).
 ADAPTATION_FACTOR = 1.05
+# The largest change of log(step size) that one run's proportional adaptation may make: a factor
+# of e either way, so that one run whose chains all fail to move cannot shrink a step to nothing.
+MAX_LOG_STEP_CHANGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,18 @@ class AISConfig:
         leapfrog_steps: Leapfrog steps of one HMC transition.
         transitions_per_distribution: Metropolis-Hastings transitions at each intermediate
             distribution, each with a step size of its own.
-        adapt_step_size: After each run, multiply each step size by 1.05 where the run's mean
-            acceptance probability exceeded ``target_acceptance`` and divide it by 1.05
-            elsewhere (FAB's rule). Each run uses the step sizes fixed before it, so its weights
-            stay unbiased.
+        adapt_step_size: After each run, adapt each step size (each intermediate distribution's,
+            each transition's) towards ``target_acceptance`` by the run's mean acceptance
+            probability :math:`\bar a` there, as ``adaptation_rate`` says. Each run uses the
+            step sizes fixed before it, so its weights stay unbiased.
         target_acceptance: The acceptance probability the adaptation aims at.
+        adaptation_rate: None: FAB's rule, multiply the step size by 1.05 where
+            :math:`\bar a` exceeded ``target_acceptance`` and divide it by 1.05 elsewhere (from
+            a step size ten times too large, 47 runs to get back). A rate :math:`\gamma > 0`:
+            the proportional (Robbins-Monro) rule
+            :math:`\log \epsilon \leftarrow \log \epsilon + \gamma (\bar a - a^*)` with
+            :math:`a^*` the ``target_acceptance``, each change capped at a factor of :math:`e`:
+            large steps while the acceptance is far from the target, small ones near it.
         max_gradient: Clamp each coordinate of :math:`\nabla \log \pi` to this magnitude inside
             the proposals (FAB's 1000; None: no clamp). The Metropolis-Hastings test uses the
             exact density, so the chain stays exact.
@@ -74,6 +84,7 @@ class AISConfig:
     transitions_per_distribution: int = 1
     adapt_step_size: bool = True
     target_acceptance: float = 0.65
+    adaptation_rate: float | None = None
     max_gradient: float | None = 1e3
 
     def __post_init__(self) -> None:
@@ -93,6 +104,14 @@ class AISConfig:
             1.0,
             exclusive_minimum=True,
             exclusive_maximum=True,
+        )
+        check_float(
+            owner,
+            "adaptation_rate",
+            self.adaptation_rate,
+            0.0,
+            exclusive_minimum=True,
+            optional=True,
         )
         check_float(
             owner, "max_gradient", self.max_gradient, 0.0, exclusive_minimum=True, optional=True
@@ -279,10 +298,7 @@ class AnnealedImportanceSampler:
                 acceptance[k - 1, n] = accepted
             log_weights = log_weights + self._increment(state, betas[k], betas[k + 1], power)
         if config.adapt_step_size:
-            raise_step = acceptance > config.target_acceptance
-            self.step_sizes = torch.where(
-                raise_step, step_sizes * ADAPTATION_FACTOR, step_sizes / ADAPTATION_FACTOR
-            )
+            self.step_sizes = _adapted_step_sizes(step_sizes, acceptance, config)
         # A NaN weight (both log-densities -inf) is a chain of zero weight.
         log_weights = torch.nan_to_num(log_weights, nan=-math.inf).detach()
         if not strict and not bool(torch.isfinite(log_weights).any()):
@@ -359,6 +375,19 @@ class AnnealedImportanceSampler:
             leapfrog_steps=config.leapfrog_steps,
             generator=generator,
         )
+
+
+def _adapted_step_sizes(step_sizes: Tensor, acceptance: Tensor, config: AISConfig) -> Tensor:
+    """The step sizes after a run with these mean acceptance probabilities (see AISConfig)."""
+    target = config.target_acceptance
+    if config.adaptation_rate is None:
+        return torch.where(
+            acceptance > target, step_sizes * ADAPTATION_FACTOR, step_sizes / ADAPTATION_FACTOR
+        )
+    change = (config.adaptation_rate * (acceptance - target)).clamp(
+        -MAX_LOG_STEP_CHANGE, MAX_LOG_STEP_CHANGE
+    )
+    return step_sizes * change.exp()
 
 
 def ais(
