@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from flowkit.bijectors import Affine
 from flowkit.distributions import Flow, StandardNormal
@@ -121,6 +122,56 @@ def test_step_sizes_adapt_towards_the_target_acceptance() -> None:
     assert float(fixed.step_sizes.max()) == 20.0
 
 
+def _mean_acceptance(sampler: AnnealedImportanceSampler, runs: int) -> tuple[Tensor, Tensor]:
+    """Each transition's acceptance in the first of ``runs`` runs and its mean over the last 10."""
+    acceptance = [
+        sampler.sample(256, generator=_generator(10 + run)).acceptance for run in range(runs)
+    ]
+    return acceptance[0], torch.stack(acceptance[-10:]).mean(0)
+
+
+def test_proportional_adaptation_brings_the_acceptance_to_the_target_from_either_side() -> None:
+    target = Gaussian(MEAN, SCALE)
+    flow = gaussian_flow([0.0, 0.0], [1.0, 1.0])
+    for step_size in (20.0, 1e-2):
+        proportional = AnnealedImportanceSampler(
+            flow,
+            target,
+            AISConfig(num_intermediate=2, step_size=step_size, adaptation_rate=1.0),
+        )
+        first, last = _mean_acceptance(proportional, 30)
+        # Far from the target at the start: nearly nothing or nearly everything accepted.
+        assert float((first - 0.65).abs().min()) > 0.3, (step_size, first)
+        # HMC's acceptance falls off a cliff near the leapfrog's stability limit, so single runs
+        # scatter around the target; their mean settles on it.
+        assert float((last - 0.65).abs().max()) < 0.1, (step_size, last)
+        # FAB's rule (1.05 per run) from the same start is still far from the target: a step of
+        # 20 / 1.05^29 = 4.9 accepts nothing, one of 0.01 * 1.05^29 = 0.04 nearly everything.
+        fab_rule = AnnealedImportanceSampler(
+            flow, target, AISConfig(num_intermediate=2, step_size=step_size)
+        )
+        assert float((_mean_acceptance(fab_rule, 30)[1] - 0.65).abs().min()) > 0.25
+
+
+def test_proportional_adaptation_changes_a_step_by_at_most_a_factor_of_e_per_run() -> None:
+    target = Gaussian(MEAN, SCALE)
+    flow = gaussian_flow([0.0, 0.0], [1.0, 1.0])
+    config = AISConfig(num_intermediate=2, step_size=20.0, adaptation_rate=50.0)
+    sampler = AnnealedImportanceSampler(flow, target, config)
+    result = sampler.sample(64, generator=_generator(12))
+    assert float(result.acceptance.max()) < 0.1
+    torch.testing.assert_close(
+        sampler.step_sizes, torch.full((2, 1), 20.0 / math.e, dtype=torch.float64)
+    )
+    # A small rate moves by rate * (acceptance - target) in log step size, uncapped.
+    gentle = AnnealedImportanceSampler(
+        flow, target, AISConfig(num_intermediate=2, step_size=20.0, adaptation_rate=0.1)
+    )
+    result = gentle.sample(64, generator=_generator(12))
+    expected = 20.0 * torch.exp(0.1 * (result.acceptance - 0.65))
+    torch.testing.assert_close(gentle.step_sizes, expected)
+
+
 def test_power_two_targets_p_squared_over_q() -> None:
     # With q = N(0, 1) and p~ = N(0, 1) unnormalised, p~^2 / q integrates to Z^2 / Z * ... in
     # closed form: exp(-x^2) / N(x; 0, 1) = sqrt(2 pi) exp(-x^2 / 2), whose integral is 2 pi.
@@ -142,6 +193,7 @@ def test_bad_input_gives_one_clear_error() -> None:
     )
     raises_with(ValueError, lambda: AISConfig(transition="gibbs"), "transition in", "'gibbs'")
     raises_with(ValueError, lambda: AISConfig(step_size=0.0), "step_size", "got 0.0")
+    raises_with(ValueError, lambda: AISConfig(adaptation_rate=-1.0), "adaptation_rate", "got -1.0")
     raises_with(ValueError, lambda: ais(flow, Gaussian([0.0], [1.0]), 8), "1-dimensional")
 
     def nan_target(x: torch.Tensor) -> torch.Tensor:
