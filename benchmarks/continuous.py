@@ -22,7 +22,7 @@ base log-density of the latent alone. One JSON line per run: ``{"run", "seed", "
 ``own_estimate``).
 
     python -m benchmarks.continuous --budget 75
-    nice -n 19 python -m benchmarks.continuous --steps 300 --runs likelihood zuko torchflows
+    python -m benchmarks.continuous --steps 250 --seeds 0 1 2 --runs likelihood zuko torchflows
 """
 
 from __future__ import annotations
