@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowkit._checks import (
     MAX_FEATURES,
@@ -28,18 +30,29 @@ from flowkit.presets._construction import build_seeded, check_parameter_count, m
 __all__ = ["CNFConfig", "CNFFlow", "build_cnf", "cnf"]
 
 OBJECTIVES = ("likelihood", "flow_matching")
+# The vector field's activation, by name.
+ACTIVATIONS: Mapping[str, type[nn.Module]] = MappingProxyType(
+    {"elu": nn.ELU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU}
+)
 # More time features than this only slow the field down.
 MAX_TIME_FREQUENCIES = 64
 
 
 @dataclass(frozen=True)
 class CNFConfig:
-    """Architecture, solver and training objective of a continuous flow (see :func:`cnf`)."""
+    """Architecture, solver and training objective of a continuous flow (see :func:`cnf`).
+
+    A stored config without ``activation`` was written when the field was always softplus:
+    :attr:`STORED_DEFAULTS` rebuilds that model.
+    """
+
+    STORED_DEFAULTS: ClassVar[Mapping[str, Any]] = MappingProxyType({"activation": "softplus"})
 
     features: int
     context_features: int | None = None
     hidden_features: tuple[int, ...] = (64, 64)
     time_frequencies: int = 3
+    activation: str = "elu"
     method: str = "dopri5"
     rtol: float = 1e-5
     atol: float = 1e-5
@@ -60,6 +73,7 @@ class CNFConfig:
         widths = check_shape(owner, "hidden_features", self.hidden_features, maximum=MAX_WIDTH)
         object.__setattr__(self, "hidden_features", widths)
         check_int(owner, "time_frequencies", self.time_frequencies, 0, MAX_TIME_FREQUENCIES)
+        check_choice(owner, "activation", self.activation, tuple(ACTIVATIONS))
         if not isinstance(self.method, str):
             raise ValueError(f"{owner} expects method as a string, got {self.method!r}")
         check_float(owner, "rtol", self.rtol, 0.0, exclusive_minimum=True)
@@ -150,6 +164,7 @@ def _build(config: CNFConfig) -> CNFFlow:
         config.hidden_features,
         context_features=config.context_features,
         time_frequencies=config.time_frequencies,
+        activation=ACTIVATIONS[config.activation],
     )
     bijector = ContinuousFlow(
         field,
@@ -172,6 +187,7 @@ def cnf(
     *,
     hidden_features: Sequence[int] = (64, 64),
     time_frequencies: int = 3,
+    activation: str = "elu",
     method: str = "dopri5",
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -199,6 +215,9 @@ def cnf(
         context_features: Dimension of the conditioning vector, or None.
         hidden_features: Widths of the vector field's hidden layers.
         time_frequencies: Cosine/sine pairs of the field's time embedding.
+        activation: The field's hidden activation: ``"elu"`` (default, as zuko's CNF; it
+            learns faster per step than ``"softplus"``, flowkit's earlier default), ``"softplus"``,
+            ``"tanh"`` (FFJORD's toy fields) or ``"silu"``.
         method: torchdiffeq solver (``"dopri5"`` adaptive; ``"rk4"`` or ``"euler"`` fixed-step).
         rtol: Relative tolerance of an adaptive solver.
         atol: Absolute tolerance of an adaptive solver.
@@ -233,6 +252,7 @@ def cnf(
             context_features,
             hidden_features=tuple(hidden_features),
             time_frequencies=time_frequencies,
+            activation=activation,
             method=method,
             rtol=rtol,
             atol=atol,
