@@ -25,6 +25,22 @@ def _log_prob(model, data, context, noise):
     return model.log_prob(data, context)
 
 
+def _fit_nsf(output, test_rows: int = 0, **settings):
+    """Train the tiny conditional NSF on 64 seeded rows (and score ``test_rows`` more)."""
+    torch.manual_seed(0)
+    model = build_model("nsf", config_from_dict("nsf", TINY["nsf"]))
+    generator = torch.Generator().manual_seed(0)
+    rows = 64 + test_rows
+    values, context = (
+        torch.randn(rows, 3, generator=generator),
+        torch.randn(rows, 2, generator=generator),
+    )
+    train, test = (values[:64], context[:64]), (values[64:], context[64:])
+    defaults = dict(batch_size=16, max_steps=3, epochs=1, warmup_epochs=0.0, progress=False)
+    config = TrainConfig(output=str(output), device="cpu", **{**defaults, **settings})
+    return Trainer(model, config, train, test if test_rows else None).fit()
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_under_bfloat16_autocast_every_family_scores_in_float32(name):
     # The networks compute in bfloat16; the flow stream, its log-determinants and the density
@@ -86,23 +102,8 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path):
     # Vector data draw no noise, so two micro-batches of 8 must step as one batch of 16 does,
     # up to the order of float32 sums.
     def run(accumulation, output):
-        torch.manual_seed(0)
-        model = build_model("nsf", config_from_dict("nsf", TINY["nsf"]))
-        generator = torch.Generator().manual_seed(0)
-        train = (torch.randn(64, 3, generator=generator), torch.randn(64, 2, generator=generator))
-        config = TrainConfig(
-            output=str(output),
-            batch_size=16,
-            max_steps=3,
-            epochs=1,
-            grad_accumulation=accumulation,
-            optimizer="adam",
-            warmup_epochs=0.0,
-            progress=False,
-            device="cpu",
-            ema=False,
-        )
-        result = Trainer(model, config, train).fit()
+        settings = dict(grad_accumulation=accumulation, optimizer="adam", ema=False)
+        result = _fit_nsf(output, **settings)
         return result, load_checkpoint(output / "checkpoint.pt")["model"]
 
     whole, whole_weights = run(1, tmp_path / "whole")
@@ -165,21 +166,7 @@ def test_compiled_training_matches_eager_training(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", compile_eagerly)
 
     def run(compile_, output):
-        torch.manual_seed(0)
-        model = build_model("nsf", config_from_dict("nsf", TINY["nsf"]))
-        generator = torch.Generator().manual_seed(0)
-        train = (torch.randn(64, 3, generator=generator), torch.randn(64, 2, generator=generator))
-        config = TrainConfig(
-            output=str(output),
-            batch_size=16,
-            max_steps=3,
-            epochs=1,
-            compile=compile_,
-            warmup_epochs=0.0,
-            progress=False,
-            device="cpu",
-        )
-        return Trainer(model, config, train).fit().train_losses
+        return _fit_nsf(output, compile=compile_).train_losses
 
     eager = run(False, tmp_path / "eager")
     assert not calls
@@ -208,23 +195,6 @@ def test_half_precision_on_a_cpu_without_its_instructions_warns(monkeypatch, nat
 def test_a_step_limit_at_an_epoch_end_still_evaluates_the_last_state(tmp_path):
     # eval_every skips epochs 1 and 2; the limit ends the run at the end of epoch 2, whose state
     # is the run's result and must be scored.
-    torch.manual_seed(0)
-    model = build_model("nsf", config_from_dict("nsf", TINY["nsf"]))
-    generator = torch.Generator().manual_seed(0)
-    values, context = (
-        torch.randn(80, 3, generator=generator),
-        torch.randn(80, 2, generator=generator),
-    )
-    config = TrainConfig(
-        output=str(tmp_path),
-        batch_size=16,
-        epochs=10,
-        max_steps=8,
-        eval_every=3,
-        warmup_epochs=0.0,
-        progress=False,
-        device="cpu",
-    )
-    result = Trainer(model, config, (values[:64], context[:64]), (values[64:], context[64:])).fit()
+    result = _fit_nsf(tmp_path, test_rows=16, epochs=10, max_steps=8, eval_every=3)
     assert result.steps == 8
     assert [step for step, _ in result.test_nll] == [0, 8]
