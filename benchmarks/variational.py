@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from flowkit.bijectors import Affine, Compose
 from flowkit.distributions import Flow
-from flowkit.presets import realnvp_tabular
+from flowkit.presets import nsf, realnvp_tabular
 from flowkit.variational import (
     AISConfig,
     FitResult,
@@ -78,6 +78,7 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "manywell": {
         "reverse_kl": {"objective": "reverse_kl"},
+        "alpha_2": {"objective": "alpha_2"},
         # The FAB paper's many-well settings (lollcat/fab-torch, experiments/config/many_well.yaml):
         # 4 intermediate distributions, HMC with 5 leapfrog steps from step size 1, adapted
         # towards acceptance 0.65 (here by the proportional rule, which needs a few runs where
@@ -101,25 +102,52 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
                 max_adjustment=10.0,
             ),
         },
+        NORMFLOWS: {},
     },
 }
 # The optimizer's settings per target, as the recorded runs used them.
 LEARNING_RATES = {"gmm40": 1e-3, "funnel": 1e-3, "manywell": 1e-3}
 GRAD_CLIP = 100.0
-# The flow per target: (dimension, couplings, hidden width of flowkit's two hidden layers).
-FLOWS = {"gmm40": (2, 8, 64), "funnel": (10, 8, 64), "manywell": (32, 10, 128)}
+# The flow per target and kind: (dimension, couplings, hidden width of flowkit's two hidden
+# layers); ``DEFAULT_FLOWS`` names the kind each target uses unless ``--flow`` says otherwise.
+FLOWS = {
+    "realnvp": {"gmm40": (2, 8, 64), "funnel": (10, 8, 64), "manywell": (32, 10, 128)},
+    "nsf": {"gmm40": (2, 4, 64), "funnel": (10, 4, 64), "manywell": (32, 4, 64)},
+}
+# Many-well: a rational-quadratic spline turns one Gaussian coordinate into a bimodal one, which
+# affine couplings can only approximate through many layers (the FAB paper's RealNVP needs about
+# 2,000 times this benchmark's budget, see BENCHMARKS.md).
+DEFAULT_FLOWS = {"gmm40": "realnvp", "funnel": "realnvp", "manywell": "nsf"}
+# The splines' interval [-B, B] (both wells of the many-well lie inside [-2.5, 2.5]).
+SPLINE_BINS = 8
+SPLINE_TAIL_BOUND = 4.0
 # GMM-40's means fill [-40, 40]^2: the flow divides x by this first, so that it starts as
 # N(0, 20^2 I) over the box instead of N(0, I) at its centre.
 GMM40_SCALE = 20.0
 EVALUATION_SAMPLES = 10_000
 
 
-def make_flow(target_name: str, seed: int) -> Flow:
-    """flowkit's RealNVP for the target (float64), the same for every objective at one seed."""
-    dim, couplings, hidden = FLOWS[target_name]
-    inner = realnvp_tabular(
-        dim, transforms=couplings, hidden_features=(hidden, hidden), normalization=None, seed=seed
-    )
+def make_flow(target_name: str, seed: int, kind: str | None = None) -> Flow:
+    """flowkit's flow of ``kind`` for the target (float64), the same for every objective."""
+    kind = kind or DEFAULT_FLOWS[target_name]
+    dim, couplings, hidden = FLOWS[kind][target_name]
+    if kind == "nsf":
+        inner = nsf(
+            dim,
+            transforms=couplings,
+            bins=SPLINE_BINS,
+            tail_bound=SPLINE_TAIL_BOUND,
+            hidden_features=(hidden, hidden),
+            seed=seed,
+        )
+    else:
+        inner = realnvp_tabular(
+            dim,
+            transforms=couplings,
+            hidden_features=(hidden, hidden),
+            normalization=None,
+            seed=seed,
+        )
     if target_name != "gmm40":
         return inner.double()
     # Data -> latent: x / 20 first.
@@ -132,13 +160,26 @@ def parameter_count(module: nn.Module) -> int:
 
 
 def run(
-    target_name: str, method: str, steps: int, seed: int, batch_size: int
+    target_name: str,
+    method: str,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    seconds: float | None = None,
+    kind: str | None = None,
 ) -> tuple[dict[str, Any], FitResult | None]:
-    """One training run and its evaluation: the JSON record and flowkit's fit history."""
+    """One training run and its evaluation: the JSON record and flowkit's fit history.
+
+    ``seconds`` stops training after the step that passes that wall time (equal-time
+    comparisons; ``steps`` is then a cap and the record says how many ran).
+    """
     target = TARGETS[target_name]()
+    kind = kind or DEFAULT_FLOWS[target_name]
     history = None
     if method == NORMFLOWS:
-        model, cpu, skipped = _train_normflows(target_name, target, steps, seed, batch_size)
+        model, cpu, wall, taken, skipped = _train_normflows(
+            target_name, target, steps, seed, batch_size, seconds, kind
+        )
         torch.manual_seed(2000 + seed)
         log_weights = _normflows_log_weights(model, target)
         torch.manual_seed(1000 + seed)
@@ -146,8 +187,8 @@ def run(
             samples = model.sample(EVALUATION_SAMPLES)[0]
         parameters = parameter_count(model)
     else:
-        flow = make_flow(target_name, seed)
-        start = time.process_time()
+        flow = make_flow(target_name, seed, kind)
+        start, started = time.process_time(), time.perf_counter()
         history = fit(
             flow,
             target,
@@ -157,10 +198,11 @@ def run(
             grad_clip=GRAD_CLIP,
             seed=seed,
             progress=False,
+            max_seconds=seconds,
             **_settings(target_name, method, batch_size),
         )
-        cpu = time.process_time() - start
-        skipped = history.skipped_steps
+        cpu, wall = time.process_time() - start, time.perf_counter() - started
+        taken, skipped = history.steps, history.skipped_steps
         log_weights = importance(flow, target, EVALUATION_SAMPLES, seed=2000 + seed).log_weights
         torch.manual_seed(1000 + seed)
         with torch.no_grad():
@@ -170,11 +212,14 @@ def run(
     record: dict[str, Any] = {
         "target": target_name,
         "method": method,
-        "steps": steps,
+        "flow": kind,
+        "steps": taken,
+        "budget_s": seconds,
         "batch_size": batch_size,
         "seed": seed,
         "parameters": parameters,
         "cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
         "log_z_error": round(log_z - float(target.log_z), 4) if target.log_z is not None else None,
         "log_z_se": round(log_z_se, 4),
         "ess": round(ess, 4),
@@ -206,32 +251,54 @@ def _summary(log_weights: Tensor) -> tuple[float, float, float]:
     return log_z, log_z_se, float(effective_sample_size(log_weights)) / count
 
 
-def _normflows_model(target_name: str, target: Target, seed: int) -> nn.Module:
-    """normflows' RealNVP with flowkit's masks, start and (within 2 %) parameter count."""
+def _normflows_model(target_name: str, target: Target, seed: int, kind: str) -> nn.Module:
+    """normflows' flow of ``kind`` with flowkit's start and (within 2 %) parameter count."""
     import normflows as nf
 
-    dim, couplings, _ = FLOWS[target_name]
-    wanted = parameter_count(make_flow(target_name, seed))
-
-    def count(hidden: int) -> int:
-        # Each coupling: two MLPs dim -> hidden -> hidden -> dim.
-        per_network = (dim + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * dim
-        return couplings * 2 * per_network
-
-    hidden = min(range(4, 513), key=lambda width: abs(count(width) - wanted))
+    dim, couplings, _ = FLOWS[kind][target_name]
+    wanted = parameter_count(make_flow(target_name, seed, kind))
+    build = _normflows_splines if kind == "nsf" else _normflows_realnvp
+    hidden = min(
+        range(4, 513), key=lambda width: abs(parameter_count(build(dim, couplings, width)) - wanted)
+    )
     torch.manual_seed(seed)
+    flows = build(dim, couplings, hidden)
+    if target_name == "gmm40":
+        flows.append(_FixedScale(GMM40_SCALE))
+    base = nf.distributions.DiagGaussian(dim, trainable=False)
+    return nf.NormalizingFlow(base, list(flows), _NormflowsTarget(target)).double()
+
+
+def _normflows_realnvp(dim: int, couplings: int, hidden: int) -> nn.ModuleList:
+    """normflows' RealNVP (latent to data) with flowkit's halves as masks, zero-initialised."""
+    import normflows as nf
+
     # normflows' flows map latent to data; flowkit's first kept half is normflows' last masked one.
     first = torch.cat([torch.ones(dim // 2), torch.zeros(dim - dim // 2)])
-    flows: list[nn.Module] = []
+    flows = nn.ModuleList()
     for k in reversed(range(couplings)):
         mask = first if k % 2 == 0 else 1 - first
         scale = nf.nets.MLP([dim, hidden, hidden, dim], init_zeros=True)
         shift = nf.nets.MLP([dim, hidden, hidden, dim], init_zeros=True)
         flows.append(nf.flows.MaskedAffineFlow(mask, shift, scale))
-    if target_name == "gmm40":
-        flows.append(_FixedScale(GMM40_SCALE))
-    base = nf.distributions.DiagGaussian(dim, trainable=False)
-    return nf.NormalizingFlow(base, flows, _NormflowsTarget(target)).double()
+    return flows
+
+
+def _normflows_splines(dim: int, couplings: int, hidden: int) -> nn.ModuleList:
+    """normflows' rational-quadratic spline couplings (its residual conditioners, two blocks)."""
+    import normflows as nf
+
+    return nn.ModuleList(
+        nf.flows.CoupledRationalQuadraticSpline(
+            dim,
+            2,
+            hidden,
+            num_bins=SPLINE_BINS,
+            tail_bound=SPLINE_TAIL_BOUND,
+            reverse_mask=bool(k % 2),
+        )
+        for k in range(couplings)
+    )
 
 
 class _FixedScale(nn.Module):
@@ -258,14 +325,24 @@ class _NormflowsTarget(nn.Module):
 
 
 def _train_normflows(
-    target_name: str, target: Target, steps: int, seed: int, batch_size: int
-) -> tuple[nn.Module, float, int]:
-    """normflows' own loop: reverse_kld, skip a non-finite loss, clip, Adam."""
-    model = _normflows_model(target_name, target, seed)
+    target_name: str,
+    target: Target,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    seconds: float | None,
+    kind: str,
+) -> tuple[nn.Module, float, float, int, int]:
+    """normflows' own loop: reverse_kld, skip a non-finite loss, clip, Adam.
+
+    Returns the model, CPU and wall seconds, steps taken and steps skipped.
+    """
+    model = _normflows_model(target_name, target, seed, kind)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATES[target_name])
-    skipped = 0
-    start = time.process_time()
-    for _ in range(steps):
+    skipped = taken = 0
+    start, started = time.process_time(), time.perf_counter()
+    while taken < steps and (seconds is None or time.perf_counter() - started < seconds):
+        taken += 1
         optimizer.zero_grad()
         loss = model.reverse_kld(batch_size)
         if not bool(torch.isfinite(loss)):
@@ -274,7 +351,7 @@ def _train_normflows(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
-    return model, time.process_time() - start, skipped
+    return model, time.process_time() - start, time.perf_counter() - started, taken, skipped
 
 
 @torch.no_grad()
@@ -286,7 +363,13 @@ def _normflows_log_weights(model: nn.Module, target: Target) -> Tensor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", choices=sorted(METHODS))
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=2000, help="steps (a cap with --seconds)")
+    parser.add_argument(
+        "--seconds", type=float, help="train every method for this wall time (equal-time runs)"
+    )
+    parser.add_argument(
+        "--flow", choices=sorted(FLOWS), help="the flow (default: the target's, DEFAULT_FLOWS)"
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--methods", help="comma-separated methods (default: all of the target's)")
@@ -295,7 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",") if args.methods else list(METHODS[args.target])
     for seed in (int(seed) for seed in args.seeds.split(",")):
         for method in methods:
-            record, _ = run(args.target, method, args.steps, seed, args.batch_size)
+            record, _ = run(
+                args.target, method, args.steps, seed, args.batch_size, args.seconds, args.flow
+            )
             print(json.dumps(record), flush=True)
 
 
