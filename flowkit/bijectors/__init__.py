@@ -47,6 +47,7 @@ from flowkit.bijectors.maps import (
 from flowkit.bijectors.multiscale import FactorOut, Standardize, latent_shapes
 from flowkit.bijectors.neural import DeepDenseSigmoidMap, DeepSigmoidMap
 from flowkit.bijectors.normalization import ActNorm, BatchNorm
+from flowkit.bijectors.optimal_transport import ot_pairing
 from flowkit.bijectors.planar import Planar
 from flowkit.bijectors.precision import as_dtype_of, outside_autocast
 from flowkit.bijectors.radial import Radial
@@ -100,6 +101,7 @@ __all__ = [
     "BijectorTransform",
     "Compose",
     "ContinuousFlow",
+    "ot_pairing",
     "DeepDenseSigmoidMap",
     "DeepSigmoidMap",
     "Coupling",

@@ -21,7 +21,7 @@ from flowkit._checks import (
     check_int,
     check_shape,
 )
-from flowkit.bijectors import ContinuousFlow
+from flowkit.bijectors import ContinuousFlow, ot_pairing
 from flowkit.bijectors.continuous import PROBES, TRACES
 from flowkit.distributions import Distribution, Flow, StandardNormal, TrainingLoss
 from flowkit.nn import VectorFieldMLP
@@ -30,6 +30,8 @@ from flowkit.presets._construction import build_seeded, check_parameter_count, m
 __all__ = ["CNFConfig", "CNFFlow", "build_cnf", "cnf"]
 
 OBJECTIVES = ("likelihood", "flow_matching")
+# How flow matching pairs each batch's base draws with its data rows.
+COUPLINGS = ("independent", "ot")
 # The vector field's activation, by name.
 ACTIVATIONS: Mapping[str, type[nn.Module]] = MappingProxyType(
     {"elu": nn.ELU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -62,6 +64,7 @@ class CNFConfig:
     probe: str = "rademacher"
     objective: str = "likelihood"
     sigma_min: float = 0.0
+    coupling: str = "independent"
     kinetic_weight: float = 0.0
     jacobian_weight: float = 0.0
     seed: int | None = None
@@ -85,6 +88,14 @@ class CNFConfig:
         check_choice(owner, "probe", self.probe, PROBES)
         check_choice(owner, "objective", self.objective, OBJECTIVES)
         check_float(owner, "sigma_min", self.sigma_min, 0.0, 1.0, exclusive_maximum=True)
+        check_choice(owner, "coupling", self.coupling, COUPLINGS)
+        if self.coupling != "independent" and self.objective != "flow_matching":
+            raise ValueError(
+                f"{owner}: coupling pairs base draws with data rows for flow matching; the "
+                f"likelihood draws none (got coupling={self.coupling!r} with "
+                f"objective={self.objective!r}; expected objective='flow_matching' or "
+                "coupling='independent')"
+            )
         check_float(owner, "kinetic_weight", self.kinetic_weight, 0.0)
         check_float(owner, "jacobian_weight", self.jacobian_weight, 0.0)
         if self.objective == "flow_matching" and (self.kinetic_weight or self.jacobian_weight):
@@ -115,7 +126,8 @@ class CNFFlow(Flow):
     * ``"flow_matching"`` — the conditional flow-matching loss of
       :meth:`~flowkit.bijectors.ContinuousFlow.flow_matching_loss` with a fresh base draw per
       example (logged as ``flow_matching``); no ODE is solved. The trainer's ``train_nll``
-      column then holds this loss, not a likelihood.
+      column then holds this loss, not a likelihood. With ``coupling="ot"`` the batch's draws
+      are first re-paired with its rows by :func:`~flowkit.bijectors.ot_pairing` (OT-CFM).
 
     Either way, test and validation values come from :meth:`log_prob`: the exact trace through
     the ODE solve.
@@ -137,6 +149,8 @@ class CNFFlow(Flow):
         config = self.config
         if config.objective == "flow_matching":
             noise = torch.randn_like(x)
+            if config.coupling == "ot":
+                noise = ot_pairing(x, noise)
             value = self.bijector.flow_matching_loss(x, noise, context, sigma_min=config.sigma_min)
             return TrainingLoss(value.mean(), metrics={"flow_matching": value})
         if not (config.kinetic_weight or config.jacobian_weight):
@@ -197,6 +211,7 @@ def cnf(
     probe: str = "rademacher",
     objective: str = "likelihood",
     sigma_min: float = 0.0,
+    coupling: str = "independent",
     kinetic_weight: float = 0.0,
     jacobian_weight: float = 0.0,
     seed: int | None = None,
@@ -207,8 +222,9 @@ def cnf(
     latent at :math:`t = 1`. ``objective`` chooses how :func:`flowkit.fit` and
     ``flowkit train`` train it (:class:`CNFFlow`): ``"likelihood"`` (FFJORD; optionally with
     RNODE's kinetic-energy and Jacobian penalties) or ``"flow_matching"`` (conditional flow
-    matching on the optimal-transport path, no ODE solved in training). Evaluation is always the
-    exact ODE likelihood.
+    matching on the optimal-transport path, no ODE solved in training; ``coupling="ot"`` pairs
+    each batch's base draws with its rows by minibatch optimal transport). Evaluation is always
+    the exact ODE likelihood.
 
     Args:
         features: Data dimension ``D``.
@@ -228,6 +244,9 @@ def cnf(
         objective: ``"likelihood"`` or ``"flow_matching"``.
         sigma_min: Flow matching's path width at the data end (Lipman et al.'s
             :math:`\sigma_{min}`; 0 is the straight line of rectified flow).
+        coupling: How flow matching pairs base draws with data rows: ``"independent"`` (a
+            fresh draw per row) or ``"ot"`` (the draws of each batch re-paired by the exact
+            minibatch optimal-transport plan, Tong et al.'s OT-CFM; needs scipy).
         kinetic_weight: RNODE's weight of :math:`\int \|f\|^2 dt` (likelihood only).
         jacobian_weight: RNODE's weight of :math:`\int \|\nabla f\|_F^2 dt` (likelihood only).
         seed: Draw every initial weight from this seed (None: torch's global generator).
@@ -262,6 +281,7 @@ def cnf(
             probe=probe,
             objective=objective,
             sigma_min=sigma_min,
+            coupling=coupling,
             kinetic_weight=kinetic_weight,
             jacobian_weight=jacobian_weight,
             seed=seed,

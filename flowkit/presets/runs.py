@@ -401,13 +401,14 @@ RUN_PRESETS: dict[str, RunPreset] = {
         _run(
             "cnf",
             "Continuous normalizing flow (FFJORD) for a table: CSV, .npy or .npz via --data; "
-            "--set model.objective=flow_matching trains it by flow matching; " + TABLE_LENGTH,
+            "--set model.objective=flow_matching trains it by flow matching (add "
+            "model.coupling=ot for minibatch optimal-transport pairs); " + TABLE_LENGTH,
             model=dict(hidden_features=(64, 64), method="dopri5", rtol=1e-5, atol=1e-5),
             defaults=_TABLE_TRAINING,
             source=(
                 "Grathwohl et al. 2019 (FFJORD: dopri5 at 1e-5, exact trace for small tables, "
-                "softplus field); flow matching: Lipman et al. 2023; Adam at 1e-3 as the other "
-                "table presets"
+                "softplus field); flow matching: Lipman et al. 2023, its OT coupling: Tong et al. "
+                "2024; Adam at 1e-3 as the other table presets"
             ),
             model_name="cnf",
         ),

@@ -88,3 +88,23 @@ def test_flow_matching_refuses_penalties_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert status in (1, 2) and len(lines) == 1 and lines[0].startswith("flowkit: error:")
     assert "flow matching solves none" in lines[0]
+
+
+def test_train_with_ot_coupling_records_it(tmp_path, capsys):
+    data = write_csv(tmp_path / "train.csv", ["a", "b"], ring(100, seed=0))
+    output = tmp_path / "run"
+    args = ["train", *TINY_CNF, "--data", str(data), "--test-fraction", "0.2"]
+    args += ["--set", "model.objective=flow_matching", "--set", "model.coupling=ot"]
+    assert cli.main([*args, "--output", str(output)]) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert any(np.isfinite(record.get("flow_matching", np.nan)) for record in records), records
+    assert json.loads((output / "config.json").read_text())["model"]["coupling"] == "ot"
+
+
+def test_ot_coupling_with_the_likelihood_is_refused_in_one_line(tmp_path, capsys):
+    data = write_csv(tmp_path / "train.csv", ["a", "b"], ring(100, seed=0))
+    args = ["train", *TINY_CNF, "--data", str(data), "--test-fraction", "0.2"]
+    status = cli.main([*args, "--set", "model.coupling=ot", "--output", str(tmp_path / "o")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status in (1, 2) and len(lines) == 1 and lines[0].startswith("flowkit: error:")
+    assert "objective='flow_matching'" in lines[0]
