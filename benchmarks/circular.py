@@ -24,19 +24,19 @@ def torsions(count: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(np.stack([phi, psi], axis=1), dtype=torch.float32)
 
 
-def build(name: str, seed: int) -> tuple[torch.nn.Module, object]:
-    """The model and a function giving its log-density of a batch."""
+def build(name: str, seed: int, hidden: int = 64) -> tuple[torch.nn.Module, object]:
+    """The model (two hidden layers of ``hidden``) and a function giving its log-density."""
     torch.manual_seed(seed)
     if name == "zuko-ncsf":
         import zuko
 
-        flow = zuko.flows.NCSF(2, bins=8, transforms=3, hidden_features=(64, 64))
+        flow = zuko.flows.NCSF(2, bins=8, transforms=3, hidden_features=(hidden, hidden))
         return flow, lambda x: flow().log_prob(x)
     import flowkit
 
     autoregressive = name == "flowkit-ncsf-ar"
     model = flowkit.presets.ncsf(
-        2, transforms=3, bins=8, hidden_features=(64, 64), autoregressive=autoregressive
+        2, transforms=3, bins=8, hidden_features=(hidden, hidden), autoregressive=autoregressive
     )
     return model, model.log_prob
 

@@ -31,6 +31,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -140,6 +141,30 @@ def _torchflows_run(
     return history, parameters, own_estimate
 
 
+def _flowkit_cnf(
+    features: int, objective: str, seed: int, method: str = "dopri5", **settings: Any
+) -> tuple[torch.nn.Module, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """flowkit's cnf trained by ``objective``: the flow, its training loss, its exact log-density.
+
+    ``settings`` go to the trained flow only; the log-density copies its weights into a twin
+    solved by dopri5 at 1e-5.
+    """
+    options = dict(hidden_features=(64, 64), seed=seed)
+    solver = dict(method="rk4", step_size=0.1) if method == "rk4" else dict(method="dopri5")
+    flow = cnf(features, objective=objective, **solver, **options, **settings)
+    exact = cnf(features, method="dopri5", rtol=1e-5, atol=1e-5, **options)
+
+    def exact_log_prob(x: Tensor) -> Tensor:
+        exact.load_state_dict(flow.state_dict())
+        return exact.log_prob(x)
+
+    def loss(x: Tensor) -> Tensor:
+        replaced = flow.training_loss(x, None)
+        return replaced.loss if replaced is not None else -flow.log_prob(x).mean()
+
+    return flow, loss, exact_log_prob
+
+
 def run(
     name: str,
     seed: int,
@@ -178,19 +203,11 @@ def run(
         )
         parameters = sum(p.numel() for p in peer.parameters())
     else:
-        options = dict(hidden_features=(64, 64), seed=seed)
-        solver = dict(method="rk4", step_size=0.1) if method == "rk4" else dict(method="dopri5")
-        flow = cnf(2, objective=name, **solver, **options)
-        exact = cnf(2, method="dopri5", rtol=1e-5, atol=1e-5, **options)
+        flow, loss, exact_log_prob = _flowkit_cnf(2, name, seed, method)
 
         def nll() -> float:
-            exact.load_state_dict(flow.state_dict())
             with torch.no_grad():
-                return float(-exact.log_prob(test).mean()) + log_std
-
-        def loss(x: Tensor) -> Tensor:
-            replaced = flow.training_loss(x, None)
-            return replaced.loss if replaced is not None else -flow.log_prob(x).mean()
+                return float(-exact_log_prob(test).mean()) + log_std
 
         history = _train(
             loss, list(flow.parameters()), nll, train, budget, eval_every, seed, total_steps

@@ -32,31 +32,36 @@ def _parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def _zuko(kind: str, transforms: int) -> tuple[nn.Module, LogProb]:
+def _zuko(kind: str, transforms: int, features: int = 2) -> tuple[nn.Module, LogProb]:
     import zuko
 
     make = zuko.flows.NAF if kind == "naf" else zuko.flows.UNAF
-    flow = make(features=2, transforms=transforms)
+    flow = make(features=features, transforms=transforms)
     return flow, lambda x: flow().log_prob(x)
 
 
 def _flowkit(
-    kind: str, transforms: int, width: int, shared: bool = False
+    kind: str, transforms: int, width: int, shared: bool = False, features: int = 2
 ) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
     if kind == "naf":
-        flow = naf(2, transforms=transforms, sigmoids=16, hidden_features=(width, width))
+        flow = naf(features, transforms=transforms, sigmoids=16, hidden_features=(width, width))
     else:
         flow = umnn(
-            2, transforms=transforms, hidden_features=(width, width), shared_integrand=shared
+            features,
+            transforms=transforms,
+            hidden_features=(width, width),
+            shared_integrand=shared,
         )
     return flow, flow.log_prob
 
 
-def _matched_width(kind: str, transforms: int, target: int, shared: bool = False) -> int:
+def _matched_width(
+    kind: str, transforms: int, target: int, shared: bool = False, features: int = 2
+) -> int:
     widths = range(8, 257, 4)
     return min(
         widths,
-        key=lambda w: abs(_parameters(_flowkit(kind, transforms, w, shared)[0]) - target),
+        key=lambda w: abs(_parameters(_flowkit(kind, transforms, w, shared, features)[0]) - target),
     )
 
 

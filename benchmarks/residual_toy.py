@@ -52,7 +52,7 @@ TEST_SIZE = 4000
 
 
 def _flowkit_model(blocks: int, hidden: int, seed: int, data: torch.Tensor) -> torch.nn.Module:
-    flow = resflow(2, blocks=blocks, hidden_features=(hidden, hidden), seed=seed)
+    flow = resflow(data.shape[-1], blocks=blocks, hidden_features=(hidden, hidden), seed=seed)
     initialize(flow, data)
     return flow
 
@@ -63,12 +63,15 @@ def _normflows_model(blocks: int, hidden: int, seed: int, data: torch.Tensor) ->
 
     torch.manual_seed(seed)
     np.random.seed(seed)
+    features = data.shape[-1]
     flows = []
     for _ in range(blocks):
-        net = nf.nets.LipschitzMLP([2, hidden, hidden, 2], init_zeros=True, lipschitz_const=0.97)
+        net = nf.nets.LipschitzMLP(
+            [features, hidden, hidden, features], init_zeros=True, lipschitz_const=0.97
+        )
         flows.append(nf.flows.Residual(net, reduce_memory=True))
-        flows.append(nf.flows.ActNorm(2))
-    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+        flows.append(nf.flows.ActNorm(features))
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(features, trainable=False), flows)
     with torch.no_grad():
         model.log_prob(data)  # ActNorm's data-dependent initialisation
     return model
