@@ -1,10 +1,10 @@
 """flowkit's newer families against their peers: equal training time and equal steps, one run each.
 
-    nice python -m benchmarks.families --data two-moons --seconds 60 --eval-every 50 \\
+    nice python -m benchmarks.families --data two-moons --seconds 60 \\
         --seeds 0,1,2 --json families.jsonl
-    nice python -m benchmarks.families --data breast_cancer --seconds 60 --eval-every 50 \\
+    nice python -m benchmarks.families --data breast_cancer --seconds 60 \\
         --seeds 0,1,2 --json families.jsonl
-    nice python -m benchmarks.families --data torus --pairs ncsf --seconds 60 --eval-every 50 \\
+    nice python -m benchmarks.families --data torus --pairs ncsf --seconds 60 \\
         --seeds 0,1,2 --json families.jsonl
     python -m benchmarks.families --report families.jsonl
 
@@ -35,13 +35,14 @@ Each run (data, pair, model, seed) starts from ``torch.manual_seed(seed)``, trai
 1e-3 on batches of 256 rows (the whole training set when it is smaller) drawn from a generator
 seeded with the seed, so that every model of a seed sees the same batches, in float32 on one torch
 thread. It stops after ``--seconds`` of training time (``time.perf_counter`` around the training
-steps only) or ``--steps`` steps, whichever comes first. At step 0, every ``--eval-every`` steps
-and at the end it evaluates the validation and test NLL in eval mode without gradients, exactly:
-the CNFs by a dopri5 solve at 1e-5 with the exact trace, the residual flows by their exact
-Jacobians (flowkit's evaluation mode up to 64 features; normflows' own brute force in 2-D and
-:func:`_exact_log_prob` above), then returns to training mode. A non-finite loss ends the run
-before its update. The random states are restored after each evaluation, so evaluating does not
-change the training.
+steps only) or ``--steps`` steps, whichever comes first. At step 0, at steps 1, 2, 5, 10, 20, 50,
+... (the same for every model), after every ``--eval-seconds`` of training time (a tenth of
+``--seconds`` by default) and at the end it evaluates the validation and test NLL in eval mode
+without gradients, exactly: the CNFs by a dopri5 solve at 1e-5 with the exact trace, the residual
+flows by their exact Jacobians (flowkit's evaluation mode up to 64 features; normflows' own brute
+force in 2-D and :func:`_exact_log_prob` above), then returns to training mode. A
+non-finite loss ends the run before its update. The random states are restored after each
+evaluation, so evaluating does not change the training.
 
 Each run prints (and with ``--json`` appends to the file) one JSON line: ``data``, ``pair``,
 ``model``, ``seed``, ``parameters``, ``steps``, ``train_seconds``, ``ms_per_step``, ``history``
@@ -99,6 +100,8 @@ BATCH_SIZE = 256
 LEARNING_RATE = 1e-3
 # Rows per evaluation call: bounds the memory of the exact Jacobians and traces.
 EVAL_CHUNK = 500
+# Steps at which every run is evaluated: 1, 2, 5, 10, 20, 50, ... (the equal-steps readings).
+STEP_EVALUATIONS = frozenset(m * 10**e for e in range(8) for m in (1, 2, 5))
 # The sizes of the older scripts: 3 transforms (neural), 4 residual blocks of width 64.
 TRANSFORMS = 3
 RESIDUAL_BLOCKS = 4
@@ -311,9 +314,13 @@ def train(
     *,
     seconds: float | None,
     steps: int | None,
-    eval_every: int,
+    eval_seconds: float | None,
 ) -> dict[str, Any]:
-    """Train one model until the time or step budget; return its JSON record."""
+    """Train one model until the time or step budget; return its JSON record.
+
+    Evaluations: at step 0, at steps 1, 2, 5, 10, 20, 50, ... (the same steps for every model,
+    for the equal-steps reading), after every ``eval_seconds`` of training time and at the end.
+    """
     started = time.perf_counter()
     model = build(name, split, seed)
     model.module.train()
@@ -322,6 +329,7 @@ def train(
     batch_size = min(BATCH_SIZE, len(split.train))
     elapsed, done, finite = 0.0, 0, True
     history = [[0.0, 0, *_evaluate(model, split)]]
+    next_time = eval_seconds if eval_seconds is not None else math.inf
     while (seconds is None or elapsed < seconds) and (steps is None or done < steps):
         start = time.perf_counter()
         rows = torch.randperm(len(split.train), generator=generator)[:batch_size]
@@ -338,8 +346,10 @@ def train(
             model.after_step()
         elapsed += time.perf_counter() - start
         done += 1
-        if done % eval_every == 0:
+        if done in STEP_EVALUATIONS or elapsed >= next_time:
             history.append([round(elapsed, 3), done, *_evaluate(model, split)])
+            while eval_seconds is not None and next_time <= elapsed:
+                next_time += eval_seconds
     if history[-1][1] != done:
         history.append([round(elapsed, 3), done, *_evaluate(model, split)])
     return {
@@ -351,7 +361,7 @@ def train(
         "batch_size": batch_size,
         "seconds_limit": seconds,
         "steps_limit": steps,
-        "eval_every": eval_every,
+        "eval_seconds": eval_seconds,
         "steps": done,
         "train_seconds": round(elapsed, 3),
         "ms_per_step": round(1000 * elapsed / done, 3) if done else None,
@@ -370,9 +380,13 @@ def _numbers(values: list[float]) -> str:
     return " / ".join(f"{value:.3f}" for value in values)
 
 
-def _budget(seconds: float | None, steps: int | None, eval_every: int) -> str:
+def _budget(seconds: float | None, steps: int | None, eval_seconds: float | None) -> str:
     limits = [f"{seconds:g} s" if seconds is not None else "", f"{steps} steps" if steps else ""]
-    return f"{' or '.join(limit for limit in limits if limit)}, evaluated every {eval_every} steps"
+    every = f" and every {eval_seconds:g} s of training" if eval_seconds else ""
+    return (
+        f"{' or '.join(limit for limit in limits if limit)}, evaluated at steps 1, 2, 5, 10, "
+        f"20, 50, ...{every}"
+    )
 
 
 def render(records: list[dict[str, Any]]) -> str:
@@ -388,7 +402,7 @@ def render(records: list[dict[str, Any]]) -> str:
             common[key] = common[key] & evaluated if key in common else evaluated
         reached = {key: max(steps) for key, steps in common.items()}
         budgets = sorted(
-            {_budget(r["seconds_limit"], r["steps_limit"], r["eval_every"]) for r in subset}
+            {_budget(r["seconds_limit"], r["steps_limit"], r["eval_seconds"]) for r in subset}
         )
         lines += [
             f"### {data}",
@@ -441,7 +455,7 @@ class _Plan:
     seeds: list[int]
     seconds: float | None
     steps: int | None
-    eval_every: int
+    eval_seconds: float | None
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
@@ -452,8 +466,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         raise ValueError(f"--seeds expects comma-separated integers; got {args.seeds!r}") from None
-    if args.eval_every < 1:
-        raise ValueError(f"--eval-every expects a positive number of steps; got {args.eval_every}")
+    if args.eval_seconds is not None and args.eval_seconds <= 0:
+        raise ValueError(f"--eval-seconds expects a positive number; got {args.eval_seconds}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps expects a positive number; got {args.steps}")
     if args.seconds is not None and args.seconds <= 0:
@@ -476,7 +490,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
                 if model.split()[0] in libraries and (with_ot or not model.endswith(" ot"))
             ]
             runs.append((data, pair, models))
-    return _Plan(runs, seeds, seconds, args.steps, args.eval_every)
+    eval_seconds = args.eval_seconds
+    if eval_seconds is None and seconds is not None:
+        eval_seconds = seconds / 10
+    return _Plan(runs, seeds, seconds, args.steps, eval_seconds)
 
 
 def _run(plan: _Plan, json_path: str | None) -> None:
@@ -495,7 +512,7 @@ def _run(plan: _Plan, json_path: str | None) -> None:
                         seed,
                         seconds=plan.seconds,
                         steps=plan.steps,
-                        eval_every=plan.eval_every,
+                        eval_seconds=plan.eval_seconds,
                     )
                     line = json.dumps(record)
                     print(line, flush=True)
@@ -517,7 +534,12 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, help="training seconds per run (default 60 without --steps)"
     )
     parser.add_argument("--steps", type=int, help="at most this many steps per run")
-    parser.add_argument("--eval-every", type=int, default=50, help="steps between evaluations")
+    parser.add_argument(
+        "--eval-seconds",
+        type=float,
+        help="training seconds between evaluations besides steps 1, 2, 5, 10, ... "
+        "(default: a tenth of --seconds)",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated run seeds")
     parser.add_argument("--json", help="append each run's JSON line to this file")
     parser.add_argument("--report", help="print the tables of this file's JSON lines, run nothing")

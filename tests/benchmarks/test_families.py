@@ -31,7 +31,7 @@ def record(model, pair, seed, history, steps=None):
         "finite": True,
         "seconds_limit": 1.0,
         "steps_limit": None,
-        "eval_every": 10,
+        "eval_seconds": 0.1,
         "history": history,
         "final": best_test(history),
     }
@@ -58,12 +58,12 @@ def test_a_run_records_its_evaluations_and_the_best_validation_reading():
         "flowkit resflow",
         0,
         seconds=None,
-        steps=5,
-        eval_every=2,
+        steps=7,
+        eval_seconds=None,
     )
-    assert [entry[1] for entry in result["history"]] == [0, 2, 4, 5]
-    assert result["steps"] == 5 and result["finite"]
-    assert result["ms_per_step"] == pytest.approx(1000 * result["train_seconds"] / 5, rel=1e-2)
+    assert [entry[1] for entry in result["history"]] == [0, 1, 2, 5, 7]
+    assert result["steps"] == 7 and result["finite"]
+    assert result["ms_per_step"] == pytest.approx(1000 * result["train_seconds"] / 7, rel=1e-2)
     best = min(result["history"], key=lambda entry: entry[2])
     assert result["final"] == best[3]
     assert all(math.isfinite(value) for entry in result["history"] for value in entry[2:])
@@ -87,7 +87,7 @@ def test_evaluating_does_not_change_the_training(monkeypatch):
 
     monkeypatch.setattr(families, "build", build)
 
-    def final_weight(eval_every):
+    def final_weight(eval_seconds):
         np.random.seed(0)
         result = train(
             "two-moons",
@@ -97,13 +97,15 @@ def test_evaluating_does_not_change_the_training(monkeypatch):
             0,
             seconds=None,
             steps=6,
-            eval_every=eval_every,
+            eval_seconds=eval_seconds,
         )
-        return result["history"][-1]
+        return result["history"]
 
-    often, rarely = final_weight(1), final_weight(100)
-    assert often[1] == rarely[1] == 6
-    assert often[2:] == rarely[2:]
+    often, rarely = final_weight(1e-9), final_weight(None)
+    # Every step evaluated against steps 0, 1, 2, 5 and the last.
+    assert [entry[1] for entry in often] == list(range(7))
+    assert [entry[1] for entry in rarely] == [0, 1, 2, 5, 6]
+    assert often[-1][2:] == rarely[-1][2:]
 
 
 def test_a_non_finite_loss_ends_the_run_before_its_update(monkeypatch):
@@ -120,7 +122,14 @@ def test_a_non_finite_loss_ends_the_run_before_its_update(monkeypatch):
 
     monkeypatch.setattr(families, "build", lambda name, split, seed: Model(layer, loss, log_prob))
     result = train(
-        "two-moons", small_split(), "naf", "flowkit naf", 0, seconds=None, steps=10, eval_every=1
+        "two-moons",
+        small_split(),
+        "naf",
+        "flowkit naf",
+        0,
+        seconds=None,
+        steps=10,
+        eval_seconds=None,
     )
     assert result["steps"] == 2 and not result["finite"]
     assert torch.isfinite(layer.weight).all()
