@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from benchmarks import families
-from benchmarks.families import Model, Split, best_test, load, render, train
+from benchmarks.families import Model, Split, best_test, load, train
+from benchmarks.families_report import render
 
 
 def small_split(seed=0):
