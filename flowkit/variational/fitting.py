@@ -15,10 +15,10 @@ from flowkit._checks import check_bool, check_float, check_int
 from flowkit.distributions.flow import Flow
 from flowkit.errors import FlowkitError
 from flowkit.variational._checks import LogTarget
+from flowkit.variational._steps import Problem, StepValues, check_problem, evaluate
 from flowkit.variational.annealing import AISConfig
 from flowkit.variational.fab import ReplayBufferConfig
 from flowkit.variational.objectives import effective_sample_size
-from flowkit.variational._steps import Problem, StepValues, check_problem, evaluate
 
 __all__ = ["FitResult", "NonFiniteFitError", "fit"]
 
