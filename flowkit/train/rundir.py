@@ -24,8 +24,10 @@ RUN_FILES = (
     "samples.csv",
 )
 RUN_DIRECTORIES = ("samples", "tensorboard")
-# The files whose presence means the directory holds a run.
-_RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl", "config.json")
+# The files whose presence means the directory holds a run. config.json alone is not one: it is
+# written at the start, so it alone means a run that stopped before recording anything (a missing
+# extra, a Ctrl-C in the first seconds), which the same command may then simply start again.
+_RUN_MARKERS = ("checkpoint.pt", "metrics.jsonl")
 LOCK_NAME = ".lock"
 
 
@@ -77,7 +79,7 @@ class RunDirectory:
         return self.path / "checkpoint.diverged.pt"
 
     def holds_run(self) -> bool:
-        """Whether an earlier run wrote its checkpoint, metrics or config here."""
+        """Whether an earlier run wrote its checkpoint or metrics here."""
         return any((self.path / name).exists() for name in _RUN_MARKERS)
 
     def open(self, *, resume: bool, overwrite: bool) -> None:

@@ -52,6 +52,18 @@ def test_a_finished_run_is_never_overwritten_without_being_asked(
     assert _snapshot(finished) == before
 
 
+def test_a_run_that_stopped_before_recording_anything_starts_again_without_flags(
+    blobs, tiny_model_config, tmp_path
+):
+    # What a start that failed at its first step (a missing extra, an early Ctrl-C) leaves.
+    (tmp_path / "config.json").write_text(json.dumps({"left": "by a failed start"}))
+    assert not RunDirectory(tmp_path).holds_run()
+    train, test = blobs
+    make_trainer(tiny_model_config, train, test, tmp_path, max_steps=1).fit()
+    assert "left" not in json.loads((tmp_path / "config.json").read_text())
+    assert RunDirectory(tmp_path).holds_run()
+
+
 def test_overwrite_replaces_every_file_of_the_old_run(finished, blobs, tiny_model_config):
     train, test = blobs
     stale = finished / "samples" / "epoch0099_t0.00.png"
