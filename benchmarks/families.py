@@ -14,9 +14,8 @@ Pairs (``--pairs``, each flowkit's preset against the peer the older scripts use
   against zuko's ``UNAF`` (3 transforms; zuko at its defaults, flowkit's conditioner width chosen
   so that its parameter count is the closest to zuko's, as in :mod:`benchmarks.neural`);
 * ``cnf``: ``flowkit.presets.cnf`` (64-64 field) trained by maximum likelihood (dopri5 at 1e-5,
-  exact trace), by flow matching and, where ``CNFConfig`` has a ``coupling`` setting, by flow
-  matching with ``coupling="ot"``, against zuko's ``CNF`` of the same widths at its defaults
-  (:mod:`benchmarks.continuous`);
+  exact trace), by flow matching and by flow matching with ``coupling="ot"``, against zuko's
+  ``CNF`` of the same widths at its defaults (:mod:`benchmarks.continuous`);
 * ``resflow``: ``flowkit.presets.resflow`` against normflows' residual flow, both 4 blocks of
   ActNorm and a LipSwish MLP ``D -> 64 -> 64 -> D`` with Lipschitz bound 0.97, normflows'
   ``update_lipschitz(model, 5)`` after every step (:mod:`benchmarks.residual_toy`);
@@ -59,8 +58,7 @@ the tables.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
+import functools
 import json
 import math
 import sys
@@ -84,7 +82,6 @@ __all__ = [
     "build",
     "load",
     "main",
-    "ot_coupling_available",
     "train",
 ]
 
@@ -172,19 +169,6 @@ def load(name: str) -> Split:
     return Split(train.float(), validation.float(), test.float(), float(std.log().sum()))
 
 
-def _parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def ot_coupling_available() -> bool:
-    """Whether flowkit's cnf has the ``coupling`` setting (flow matching with OT pairing)."""
-    from flowkit.presets import cnf
-    from flowkit.presets.cnf import CNFConfig
-
-    fields = {field.name for field in dataclasses.fields(CNFConfig)}
-    return "coupling" in fields and "coupling" in inspect.signature(cnf).parameters
-
-
 def _exact_log_prob(model: Any, x: Tensor) -> Tensor:
     """normflows' log-density with the log-determinant of the whole map's brute-force Jacobian."""
     with torch.enable_grad():
@@ -247,11 +231,13 @@ def _resflow(name: str, seed: int, train: Tensor) -> Model:
     )
 
 
+@functools.cache
 def _ncsf_width() -> int:
     """flowkit's ncsf width whose parameter count is the closest to zuko's NCSF of width 64."""
-    target = _parameters(circular.build("zuko-ncsf", 0)[0])
+    target = neural._parameters(circular.build("zuko-ncsf", 0)[0])
     counts = {
-        width: _parameters(circular.build("flowkit-ncsf", 0, width)[0]) for width in NCSF_WIDTHS
+        width: neural._parameters(circular.build("flowkit-ncsf", 0, width)[0])
+        for width in NCSF_WIDTHS
     }
     return min(counts, key=lambda width: abs(counts[width] - target))
 
@@ -356,7 +342,7 @@ def train(
         "pair": pair,
         "model": name,
         "seed": seed,
-        "parameters": _parameters(model.module),
+        "parameters": neural._parameters(model.module),
         "batch_size": batch_size,
         "seconds_limit": seconds,
         "steps_limit": steps,
@@ -407,7 +393,6 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.seconds is not None and args.seconds <= 0:
         raise ValueError(f"--seconds expects a positive number; got {args.seconds}")
     seconds = args.seconds if args.seconds is not None or args.steps is not None else 60.0
-    with_ot = ot_coupling_available()
     runs = []
     for data in datasets:
         circle = data == "torus"
@@ -418,11 +403,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
                 raise ValueError(
                     f"pair {pair!r} models angles and runs on --data torus only; got --data {data}"
                 )
-            models = [
-                model
-                for model in PAIRS[pair]
-                if model.split()[0] in libraries and (with_ot or not model.endswith(" ot"))
-            ]
+            models = [model for model in PAIRS[pair] if model.split()[0] in libraries]
             runs.append((data, pair, models))
     eval_seconds = args.eval_seconds
     if eval_seconds is None and seconds is not None:
