@@ -4,9 +4,10 @@ On two moons (8,192 training and 1,024 test points, standardised), each run trai
 1e-3 and batches of 256, either for a fixed budget of training wall time (evaluation excluded),
 evaluating the exact test NLL (nats, in the data's units; dopri5 at 1e-5, exact trace) every
 ``--eval-every`` seconds of training, or, with ``--steps``, for that many steps, evaluated at the
-end. flowkit's runs share one architecture (``presets.cnf``, a 64-64 softplus field): by maximum
-likelihood (exact trace through the solve of ``--method``, dopri5 at 1e-5 by default, FFJORD's, or
-rk4 with steps of 0.1) or by flow matching (no solve). zuko's ``CNF`` (same widths, its own
+end. flowkit's runs share one architecture (``presets.cnf``, a 64-64 field with the preset's
+activation, ELU since commit b44446d and softplus in the runs before it): by maximum likelihood
+(exact trace through the solve of ``--method``, dopri5 at 1e-5 by default, FFJORD's, or rk4 with
+steps of 0.1) or by flow matching (no solve). zuko's ``CNF`` (same widths, its own
 defaults: dopri5, exact trace) trains by maximum likelihood. torchflows' ``FFJORD`` (a tanh field
 of two hidden layers, 66 wide so that its parameter count is within 1% of flowkit's, since its
 time enters as one concatenated input rather than an embedding; its own defaults: one rk4 step

@@ -406,9 +406,10 @@ RUN_PRESETS: dict[str, RunPreset] = {
             model=dict(hidden_features=(64, 64), method="dopri5", rtol=1e-5, atol=1e-5),
             defaults=_TABLE_TRAINING,
             source=(
-                "Grathwohl et al. 2019 (FFJORD: dopri5 at 1e-5, exact trace for small tables, "
-                "softplus field); flow matching: Lipman et al. 2023, its OT coupling: Tong et al. "
-                "2024; Adam at 1e-3 as the other table presets"
+                "Grathwohl et al. 2019 (FFJORD: dopri5 at 1e-5, exact trace for small tables; "
+                "the field ELU as zuko's CNF, FFJORD's was softplus); flow matching: Lipman et "
+                "al. 2023, its OT coupling: Tong et al. 2024; Adam at 1e-3 as the other table "
+                "presets"
             ),
             model_name="cnf",
         ),
