@@ -26,6 +26,7 @@ __all__ = [
     "BENCHMARKS_HEADER",
     "ROOT",
     "add_output_arguments",
+    "batch_jacobian",
     "check_names",
     "library_available",
     "measurement_main",
@@ -44,6 +45,21 @@ Results of the benchmarks in `benchmarks/` (`python -m benchmarks.run` for Glow,
 `python -m benchmarks.density` for MAF and NSF), newest last. Each section was measured in one run
 on the machine it names; compare numbers only within a section.
 """
+
+
+def batch_jacobian(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Each row's Jacobian of ``outputs`` ``(N, D_out)`` by ``inputs`` ``(N, D_in)``, stacked.
+
+    Rows must not depend on each other's inputs (a batch of independent examples); one backward
+    pass per output coordinate, so for the small dimensions of the exact references here.
+    """
+    import torch
+
+    rows = [
+        torch.autograd.grad(outputs[:, i].sum(), inputs, retain_graph=True)[0]
+        for i in range(outputs.shape[1])
+    ]
+    return torch.stack(rows, dim=1)
 
 
 def library_available(name: str) -> bool:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from benchmarks.common import batch_jacobian
 from flowkit.data.toy import two_moons
 from flowkit.presets import cnf
 
@@ -95,10 +96,7 @@ def _torchflows_exact_nll(flow: torch.nn.Module, test: Tensor) -> float:
         with torch.enable_grad():
             x = state[0].detach().requires_grad_(True)
             velocity = field(t, x)
-            divergence = sum(
-                torch.autograd.grad(velocity[:, i].sum(), x, retain_graph=True)[0][:, i]
-                for i in range(x.shape[1])
-            )
+            divergence = batch_jacobian(velocity, x).diagonal(dim1=1, dim2=2).sum(-1)
         return velocity.detach(), divergence.detach()
 
     times = torch.tensor([1.0, 0.0])

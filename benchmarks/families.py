@@ -72,6 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks import circular, continuous, neural, residual_toy
+from benchmarks.common import batch_jacobian
 
 __all__ = [
     "MODELS",
@@ -174,11 +175,7 @@ def _exact_log_prob(model: Any, x: Tensor) -> Tensor:
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         z, _ = model.inverse_and_log_det(leaf)
-        rows = [
-            torch.autograd.grad(z[:, i].sum(), leaf, retain_graph=True)[0]
-            for i in range(x.shape[1])
-        ]
-    jacobian = torch.stack(rows, dim=1).double()
+        jacobian = batch_jacobian(z, leaf).double()
     log_det = torch.linalg.slogdet(jacobian)[1].float()
     return (model.q0.log_prob(z) + log_det).detach()
 

@@ -44,6 +44,7 @@ import time
 
 import torch
 
+from benchmarks.common import batch_jacobian
 from flowkit import initialize
 from flowkit.data import toy
 from flowkit.presets import resflow
@@ -108,11 +109,7 @@ def _torchflows_exact_log_prob(model: torch.nn.Module, x: torch.Tensor) -> torch
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
                 g = layer.g(x)
-                rows = [
-                    torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0]
-                    for i in range(x.shape[1])
-                ]
-            jacobian = torch.eye(x.shape[1]) + torch.stack(rows, dim=1)
+                jacobian = torch.eye(x.shape[1]) + batch_jacobian(g, x)
             log_det = log_det + torch.linalg.slogdet(jacobian.double())[1].float()
             x = (x + g).detach()
         else:
